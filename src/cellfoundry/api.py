@@ -1,0 +1,72 @@
+"""The Python entry points: ``train``, ``annotate``, ``load_model``, ``inspect``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+
+from cellfoundry.data.io import as_anndata
+from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
+from cellfoundry.data.report import ValidationReport, validate
+from cellfoundry.models.base import Annotator
+from cellfoundry.models.registry import annotator_class, family_info, load_model
+from cellfoundry.result import AnnotationResult
+
+
+def inspect(data: ad.AnnData | str | Path) -> ValidationReport:
+    """The validation report of a dataset (reads .h5ad backed, so large files are cheap)."""
+    adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
+    return validate(adata)
+
+
+def train(
+    reference: ad.AnnData | str | Path,
+    label_key: str = "cell_type",
+    model: str = "logreg",
+    *,
+    out: str | Path | None = None,
+    **params: Any,
+) -> Annotator:
+    """Train an annotator of family ``model`` on ``reference.obs[label_key]``; save it to ``out`` if given."""
+    info = family_info(model)
+    cls = annotator_class(info.name)
+    trainer = getattr(cls, "train", None)
+    if trainer is None:
+        raise ValueError(f"model family '{model}' cannot be trained with train(); see `cellfoundry models`")
+    fitted: Annotator = trainer(as_anndata(reference), label_key, **params)
+    if out is not None:
+        fitted.save(out)
+    return fitted
+
+
+def annotate(
+    data: ad.AnnData | str | Path,
+    model: str | Path | Annotator,
+    *,
+    threshold: float | None = None,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    chunk_size: int = 10_000,
+    progress: bool = False,
+) -> AnnotationResult:
+    """Annotate every cell of ``data`` with a trained model (an artifact folder or an Annotator).
+
+    ``threshold`` overrides the model's stored Unknown threshold.
+    """
+    annotator = load_model(model)
+    adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
+    pred = annotator.predict(adata, chunk_size=chunk_size, min_coverage=min_coverage, progress=progress)
+    return AnnotationResult(
+        obs_names=adata.obs_names.copy(),
+        classes=annotator.classes,
+        probabilities=pred.probabilities,
+        threshold=annotator.threshold if threshold is None else float(threshold),
+        model_name=annotator.name,
+        model_family=annotator.family,
+        coverage=pred.plan.coverage if pred.plan else None,
+        warnings=pred.warnings,
+        embeddings=pred.embeddings,
+        embedding_key=pred.embedding_key,
+        adata=adata,
+    )

@@ -1,0 +1,145 @@
+"""Candidate expression matrices of an AnnData (X, layers, raw.X): what each holds, row chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+MatrixKind = Literal["raw_counts", "noninteger_counts", "log_normalized", "scaled", "empty", "invalid"]
+SAMPLE_ROWS = 2000
+
+
+@dataclass
+class MatrixInfo:
+    """What one candidate matrix holds, from a sample of its rows."""
+
+    source: str  # "X", "layers/counts", "raw/X"
+    kind: MatrixKind
+    shape: tuple[int, int]
+    sampled_rows: int
+    nnz_fraction: float
+    min_value: float
+    max_value: float
+    n_nan: int
+    n_inf: int
+    n_negative: int
+    integer_fraction: float
+    median_row_total: float
+    log_target_sum: float | None  # for log-normalised: median expm1 row total
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def matrix_sources(adata: ad.AnnData) -> list[str]:
+    """All candidate matrix sources, in the order they are considered."""
+    out = ["X"] if adata.X is not None else []
+    out += [f"layers/{k}" for k in adata.layers]
+    if adata.raw is not None:
+        out.append("raw/X")
+    return out
+
+
+def get_matrix(adata: ad.AnnData, source: str) -> Any:
+    """The matrix object behind ``source`` (possibly a backed dataset)."""
+    if source == "X":
+        return adata.X
+    if source == "raw/X":
+        if adata.raw is None:
+            raise KeyError(source)
+        return adata.raw.X
+    if source.startswith("layers/"):
+        return adata.layers[source.split("/", 1)[1]]
+    raise KeyError(source)
+
+
+def source_var(adata: ad.AnnData, source: str) -> tuple[pd.Index, pd.DataFrame]:
+    """The gene names and var table that go with ``source`` (raw has its own)."""
+    if source == "raw/X" and adata.raw is not None:
+        return adata.raw.var_names, adata.raw.var
+    return adata.var_names, adata.var
+
+
+def _to_csr(block: Any) -> sp.csr_matrix:
+    if sp.issparse(block):
+        return sp.csr_matrix(block)
+    if hasattr(block, "to_memory"):
+        block = block.to_memory()
+    if sp.issparse(block):
+        return sp.csr_matrix(block)
+    return sp.csr_matrix(np.asarray(block))
+
+
+def read_rows(adata: ad.AnnData, source: str, start: int, stop: int) -> sp.csr_matrix:
+    """Rows ``start:stop`` of a matrix as CSR (works for in-memory and backed data)."""
+    m = get_matrix(adata, source)
+    return _to_csr(m[start:stop])
+
+
+def iter_row_chunks(
+    adata: ad.AnnData, source: str, chunk_size: int = 10_000
+) -> Iterator[tuple[int, sp.csr_matrix]]:
+    """Yield ``(start, rows)`` chunks; memory stays bounded by one chunk."""
+    n = adata.n_obs
+    for start in range(0, n, chunk_size):
+        yield start, read_rows(adata, source, start, min(start + chunk_size, n))
+
+
+def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROWS) -> MatrixInfo:
+    """Classify a matrix from its first ``sample_rows`` rows."""
+    m = get_matrix(adata, source)
+    shape = (int(m.shape[0]), int(m.shape[1]))
+    n = min(shape[0], sample_rows)
+    block = _to_csr(m[:n]) if n else sp.csr_matrix((0, shape[1]))
+    data = block.data.astype(np.float64, copy=False)
+    n_nan = int(np.isnan(data).sum())
+    n_inf = int(np.isinf(data).sum())
+    finite = data[np.isfinite(data)]
+    n_neg = int((finite < 0).sum())
+    total = max(n * shape[1], 1)
+    nnz_frac = float(block.nnz / total)
+    mn = float(finite.min()) if finite.size else 0.0
+    mx = float(finite.max()) if finite.size else 0.0
+    int_frac = float(np.mean(np.abs(finite - np.round(finite)) < 1e-6)) if finite.size else 1.0
+    clean = block.copy()
+    clean.data = np.where(np.isfinite(clean.data), clean.data, 0)
+    row_tot = np.asarray(clean.sum(axis=1)).ravel()
+    med_tot = float(np.median(row_tot)) if row_tot.size else 0.0
+    log_target = None
+    kind: MatrixKind
+    if n_nan or n_inf:
+        kind = "invalid"
+    elif finite.size == 0:
+        kind = "empty"
+    elif n_neg > 0:
+        kind = "scaled"
+    elif int_frac > 0.999:
+        kind = "raw_counts"
+    elif mx > 30:
+        kind = "noninteger_counts"
+    else:
+        kind = "log_normalized"
+        ex = clean.copy()
+        ex.data = np.expm1(ex.data)
+        log_target = float(np.median(np.asarray(ex.sum(axis=1)).ravel()))
+    return MatrixInfo(
+        source=source,
+        kind=kind,
+        shape=shape,
+        sampled_rows=n,
+        nnz_fraction=nnz_frac,
+        min_value=mn,
+        max_value=mx,
+        n_nan=n_nan,
+        n_inf=n_inf,
+        n_negative=n_neg,
+        integer_fraction=int_frac,
+        median_row_total=med_tot,
+        log_target_sum=log_target,
+    )

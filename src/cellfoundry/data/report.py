@@ -1,0 +1,216 @@
+"""The validation report: what a dataset holds, which matrix serves which purpose, what is wrong."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import anndata as ad
+import numpy as np
+
+from cellfoundry.data.genes import align_genes, gene_keys, guess_species
+from cellfoundry.data.matrix import MatrixInfo, inspect_matrix, matrix_sources, read_rows, source_var
+
+Level = Literal["error", "warning", "info"]
+
+
+@dataclass
+class Message:
+    level: Level
+    code: str
+    message: str
+    hint: str | None = None
+
+
+@dataclass
+class Coverage:
+    """How well a dataset covers a target gene list (e.g. a model's vocabulary)."""
+
+    target: str
+    n_target: int
+    n_present: int
+    fraction_present: float
+    fraction_counts_mapped: float | None  # median over sampled cells of mapped counts / all counts
+    key_kind: str
+    missing_examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    """A typed, JSON-serialisable account of a dataset."""
+
+    n_cells: int
+    n_genes: int
+    sparsity: float
+    matrices: list[MatrixInfo]
+    chosen: dict[str, str | None]  # purpose ("counts", "lognorm") -> matrix source
+    gene_id_kind: str
+    species: str
+    symbol_source: str
+    ensembl_source: str
+    n_duplicate_genes: int
+    duplicate_examples: list[str]
+    messages: list[Message] = field(default_factory=list)
+    coverage: list[Coverage] = field(default_factory=list)
+    obs_columns: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Message]:
+        return [m for m in self.messages if m.level == "error"]
+
+    @property
+    def warnings(self) -> list[Message]:
+        return [m for m in self.messages if m.level == "warning"]
+
+    def matrix(self, source: str) -> MatrixInfo | None:
+        return next((m for m in self.matrices if m.source == source), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    def render(self) -> str:
+        """Plain-text rendering for the terminal."""
+        lines = [
+            f"cells: {self.n_cells:,}   genes: {self.n_genes:,}   sparsity: {self.sparsity:.1%}",
+            f"gene IDs: {self.gene_id_kind} (species guess: {self.species}); symbols from {self.symbol_source}, "
+            f"Ensembl IDs from {self.ensembl_source}",
+        ]
+        if self.n_duplicate_genes:
+            lines.append(
+                f"duplicate gene names: {self.n_duplicate_genes} (e.g. {', '.join(self.duplicate_examples[:5])}); "
+                "the first occurrence is used for alignment"
+            )
+        lines.append("matrices:")
+        for m in self.matrices:
+            extra = f", log target ≈ {m.log_target_sum:,.0f}" if m.log_target_sum else ""
+            lines.append(
+                f"  {m.source:<16} {m.kind:<18} range [{m.min_value:.3g}, {m.max_value:.3g}], "
+                f"integer share {m.integer_fraction:.1%}, median cell total {m.median_row_total:,.1f}{extra}"
+            )
+        for purpose, src in self.chosen.items():
+            lines.append(f"  -> {purpose}: {src or 'none available'}")
+        for c in self.coverage:
+            cm = f", {c.fraction_counts_mapped:.1%} of counts mapped" if c.fraction_counts_mapped is not None else ""
+            lines.append(f"coverage of {c.target}: {c.n_present:,}/{c.n_target:,} genes ({c.fraction_present:.1%}){cm}")
+        for msg in self.messages:
+            hint = f"\n      fix: {msg.hint}" if msg.hint else ""
+            lines.append(f"{msg.level.upper():<8}{msg.code}: {msg.message}{hint}")
+        lines.append("status: " + ("OK" if self.ok else f"{len(self.errors)} error(s)"))
+        return "\n".join(lines)
+
+
+COUNT_PREFERENCE = ("layers/counts", "layers/raw_counts", "layers/raw", "raw/X", "X")
+
+
+def _choose(infos: list[MatrixInfo]) -> dict[str, str | None]:
+    by_src = {m.source: m for m in infos}
+    order = list(COUNT_PREFERENCE) + [m.source for m in infos if m.source not in COUNT_PREFERENCE]
+    counts = next((s for s in order if s in by_src and by_src[s].kind == "raw_counts"), None)
+    if counts is None:
+        counts = next((s for s in order if s in by_src and by_src[s].kind == "noninteger_counts"), None)
+    lognorm_src = counts
+    if lognorm_src is None:
+        lognorm_src = next(
+            (s for s in ("X", "raw/X", *by_src) if s in by_src and by_src[s].kind == "log_normalized"), None
+        )
+    return {"counts": counts, "lognorm": lognorm_src}
+
+
+def validate(adata: ad.AnnData) -> ValidationReport:
+    """Inspect every candidate matrix and the gene names; never modifies ``adata``."""
+    msgs: list[Message] = []
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        msgs.append(Message("error", "empty", f"the dataset has {adata.n_obs} cells and {adata.n_vars} genes",
+                            "upload a matrix with at least one cell and one gene"))
+    infos = [inspect_matrix(adata, s) for s in matrix_sources(adata)] if adata.n_obs and adata.n_vars else []
+    chosen = _choose(infos)
+    for m in infos:
+        if m.kind == "invalid":
+            msgs.append(Message("warning" if chosen["counts"] or chosen["lognorm"] else "error", "nan_inf",
+                                f"{m.source} contains {m.n_nan} NaN and {m.n_inf} Inf values in the first {m.sampled_rows} cells",
+                                "replace NaN/Inf (e.g. with 0) or provide raw counts in layers['counts']"))
+        if m.kind == "scaled":
+            msgs.append(Message("info", "scaled_matrix", f"{m.source} holds scaled values (negative numbers); it is not used",
+                                "scaled data cannot be normalised per cell; raw counts or log-normalised values are used instead"))
+        if m.kind == "noninteger_counts":
+            msgs.append(Message("warning", "noninteger_counts", f"{m.source} looks like counts but {1 - m.integer_fraction:.1%} of values are not integers",
+                                "fine for corrected counts; foundation-model tokenisers will use them as given"))
+    if infos and chosen["lognorm"] is None:
+        kinds = ", ".join(f"{m.source}={m.kind}" for m in infos)
+        msgs.append(Message("error", "no_usable_matrix", f"no raw-count or log-normalised matrix found ({kinds})",
+                            "store raw counts in layers['counts'] (or .raw), e.g. adata.layers['counts'] = counts"))
+    elif infos and chosen["counts"] is None:
+        msgs.append(Message("warning", "no_raw_counts",
+                            f"no raw counts found; {chosen['lognorm']} is log-normalised and is used as is for baselines",
+                            "foundation models need raw counts: add them as layers['counts']"))
+    src_for_genes = chosen["counts"] or chosen["lognorm"] or "X"
+    names, var = source_var(adata, src_for_genes)
+    keys = gene_keys(list(names), var)
+    vc = names.value_counts()
+    dups = vc[vc > 1]
+    if len(dups):
+        msgs.append(Message("warning", "duplicate_genes", f"{len(dups)} gene names occur more than once (e.g. {', '.join(map(str, dups.index[:5]))})",
+                            "duplicates are resolved by using the first occurrence; rename or sum them for full control"))
+    if keys.id_kind in ("ensembl", "ensembl_versioned") and keys.symbol_source.startswith("var["):
+        msgs.append(Message("info", "ensembl_names", f"var_names are Ensembl IDs; symbols are in {keys.symbol_source}",
+                            "nothing to do: models keyed by symbol use that column"))
+    if keys.id_kind == "mixed":
+        msgs.append(Message("warning", "mixed_ids", "var_names mix Ensembl IDs and symbols",
+                            "use one kind of gene ID in var_names; each name is mapped separately for now"))
+    for n in keys.notes:
+        msgs.append(Message("info", "gene_ids", n))
+    species = guess_species(list(names))
+    if species not in ("human", "unknown"):
+        msgs.append(Message("warning", "species", f"genes look like {species}; the shipped ID table and the published models are human",
+                            "map genes to human orthologs first for foundation models"))
+    x = adata.X
+    nnz = getattr(x, "nnz", None)
+    if nnz is None and infos:
+        sparsity = 1.0 - infos[0].nnz_fraction
+    else:
+        sparsity = 1.0 - (nnz / max(adata.n_obs * adata.n_vars, 1)) if nnz is not None else 0.0
+    return ValidationReport(
+        n_cells=int(adata.n_obs), n_genes=int(len(names)), sparsity=float(sparsity), matrices=infos, chosen=chosen,
+        gene_id_kind=keys.id_kind, species=species, symbol_source=keys.symbol_source, ensembl_source=keys.ensembl_source,
+        n_duplicate_genes=int(len(dups)), duplicate_examples=[str(d) for d in dups.index[:10]], messages=msgs,
+        obs_columns=[str(c) for c in adata.obs.columns],
+    )
+
+
+def coverage(
+    adata: ad.AnnData,
+    report: ValidationReport,
+    target: Sequence[str],
+    target_name: str,
+    key_kind: Literal["symbol", "ensembl"] | None = None,
+    sample_rows: int = 500,
+) -> Coverage:
+    """Coverage of ``target`` by the dataset (genes present, share of counts mapped); added to ``report``."""
+    src = report.chosen["counts"] or report.chosen["lognorm"] or "X"
+    names, var = source_var(adata, src)
+    keys = gene_keys(list(names), var)
+    al = align_genes(keys, target, key_kind)
+    frac_counts: float | None = None
+    if report.chosen["counts"] and adata.n_obs:
+        rows = read_rows(adata, src, 0, min(sample_rows, adata.n_obs))
+        tot = np.asarray(rows.sum(axis=1)).ravel()
+        present = np.unique(al.source_index[al.source_index >= 0])
+        mapped = np.asarray(rows[:, present].sum(axis=1)).ravel()
+        ok = tot > 0
+        frac_counts = float(np.median(mapped[ok] / tot[ok])) if ok.any() else 0.0
+    cov = Coverage(target=target_name, n_target=len(al.target), n_present=al.n_present,
+                   fraction_present=al.fraction_present, fraction_counts_mapped=frac_counts,
+                   key_kind=al.key_kind, missing_examples=al.missing(10))
+    report.coverage = [c for c in report.coverage if c.target != target_name] + [cov]
+    return cov

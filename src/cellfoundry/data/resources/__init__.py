@@ -1,0 +1,1 @@
+"""Shipped data files (gene ID table)."""

@@ -1,0 +1,1 @@
+"""Metrics, confusion, calibration and reports."""

@@ -1,0 +1,98 @@
+"""k-nearest neighbours on PCA of standardised log1p-CP10k expression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from cellfoundry.artifacts import Manifest, load_arrays
+from cellfoundry.models.base import FeatureAnnotator
+from cellfoundry.models.baselines.common import prepare_reference, train_feature_model, write_artifact
+
+
+def knn_vote(ref_emb: np.ndarray, ref_y: np.ndarray, n_classes: int, query: np.ndarray, k: int) -> np.ndarray:
+    """Distance-weighted vote shares of the k nearest reference cells (Euclidean)."""
+    k = min(k, len(ref_emb))
+    nn = NearestNeighbors(n_neighbors=k).fit(ref_emb)
+    dist, idx = nn.kneighbors(query)
+    w = 1.0 / np.maximum(dist, 1e-6)
+    proba = np.zeros((len(query), n_classes), dtype=np.float64)
+    np.add.at(proba, (np.repeat(np.arange(len(query)), k), ref_y[idx].ravel()), w.ravel())
+    return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _fit(x: sp.csr_matrix, y: np.ndarray, n_classes: int, seed: int, n_pcs: int) -> dict[str, np.ndarray]:
+    dense = x.toarray()
+    mean = dense.mean(axis=0)
+    sd = dense.std(axis=0)
+    sd[sd < 1e-8] = 1.0
+    z = (dense - mean) / sd
+    n_comp = int(min(n_pcs, z.shape[0] - 1, z.shape[1]))
+    pca = PCA(n_components=n_comp, random_state=seed, svd_solver="randomized").fit(z)
+    comps = pca.components_.T.astype(np.float32)
+    return {"mean": mean.astype(np.float32), "scale": sd.astype(np.float32), "components": comps,
+            "ref_embedding": (z @ comps).astype(np.float32), "ref_labels": y.astype(np.int64)}
+
+
+def _embed(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
+    # (x - mean)/sd @ C  ==  x @ (C/sd) - (mean/sd) @ C : stays sparse
+    c = state["components"] / state["scale"][:, None]
+    return np.asarray(x @ c) - (state["mean"] / state["scale"]) @ state["components"]
+
+
+class KNNAnnotator(FeatureAnnotator):
+    """kNN on a PCA fitted to the reference; probabilities are distance-weighted vote shares."""
+
+    family: ClassVar[str] = "knn"
+
+    def __init__(self, manifest: Manifest, genes: list[str], state: dict[str, np.ndarray]) -> None:
+        super().__init__(manifest, genes)
+        self.state = state
+
+    def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
+        k = int(self.manifest.params.get("k", 15))
+        return knn_vote(self.state["ref_embedding"], self.state["ref_labels"], len(self.classes), _embed(self.state, x), k)
+
+    @classmethod
+    def train(
+        cls,
+        adata: ad.AnnData,
+        label_key: str,
+        *,
+        name: str = "knn",
+        n_features: int | None = 3000,
+        n_pcs: int = 50,
+        k: int = 15,
+        seed: int = 0,
+        holdout_fraction: float = 0.2,
+        refit: bool = True,
+    ) -> KNNAnnotator:
+        """Train on ``obs[label_key]`` of a labelled reference."""
+        ref = prepare_reference(adata, label_key, n_features)
+        params: dict[str, Any] = {"n_features": n_features, "n_pcs": n_pcs, "k": k}
+
+        def fit(x: sp.csr_matrix, y: np.ndarray, n: int, s: int) -> dict[str, np.ndarray]:
+            return _fit(x, y, n, s, n_pcs)
+
+        def score(st: dict[str, np.ndarray], x: sp.csr_matrix) -> tuple[np.ndarray, bool]:
+            return knn_vote(st["ref_embedding"], st["ref_labels"], len(ref.labels.classes), _embed(st, x), k), False
+
+        manifest, state, holdout = train_feature_model(
+            cls.family, ref, fit, score, params, name=name, seed=seed,
+            holdout_fraction=holdout_fraction, refit=refit, label_key=label_key)
+        model = cls(manifest, ref.genes, state)
+        model.holdout = holdout
+        return model
+
+    def save(self, folder: str | Path) -> Path:
+        return write_artifact(folder, self.manifest, self.state, self.genes)
+
+    @classmethod
+    def load(cls, folder: str | Path, manifest: Manifest) -> KNNAnnotator:
+        return cls(manifest, cls._genes(Path(folder)), load_arrays(Path(folder)))

@@ -1,0 +1,89 @@
+"""Logistic regression on log1p-CP10k (CellTypist-style), with the scaling folded into the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+
+from cellfoundry.artifacts import Manifest, load_arrays
+from cellfoundry.evaluation.calibration import apply_temperature
+from cellfoundry.models.base import FeatureAnnotator
+from cellfoundry.models.baselines.common import prepare_reference, train_feature_model, write_artifact
+
+
+def _fit(x: sp.csr_matrix, y: np.ndarray, n_classes: int, seed: int, c: float, max_iter: int) -> dict[str, np.ndarray]:
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    sq = x.copy()
+    sq.data **= 2
+    sd = np.sqrt(np.maximum(np.asarray(sq.mean(axis=0)).ravel() - mean**2, 0))
+    sd[sd < 1e-8] = 1.0
+    z = (x.toarray() - mean) / sd
+    clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+    clf.fit(z.astype(np.float32), y)
+    coef = np.zeros((n_classes, x.shape[1]))
+    bias = np.zeros(n_classes)
+    if clf.coef_.shape[0] == 1:  # binary: sklearn keeps one row
+        coef[clf.classes_[1]], bias[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
+    else:
+        coef[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
+    # logits = ((x - mean)/sd) @ coef.T + bias  ==  x @ W + b  with the scaling folded in
+    w = (coef / sd).T
+    b = bias - (mean / sd) @ coef.T
+    return {"W": w.astype(np.float32), "b": b.astype(np.float32), "mean": mean.astype(np.float32), "scale": sd.astype(np.float32)}
+
+
+def _logits(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
+    return np.asarray(x @ state["W"]) + state["b"]
+
+
+class LogRegAnnotator(FeatureAnnotator):
+    """Multinomial logistic regression on standardised log1p-CP10k expression."""
+
+    family: ClassVar[str] = "logreg"
+
+    def __init__(self, manifest: Manifest, genes: list[str], state: dict[str, np.ndarray]) -> None:
+        super().__init__(manifest, genes)
+        self.state = state
+
+    def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
+        return apply_temperature(_logits(self.state, x), self.manifest.temperature)
+
+    @classmethod
+    def train(
+        cls,
+        adata: ad.AnnData,
+        label_key: str,
+        *,
+        name: str = "logreg",
+        n_features: int | None = 3000,
+        C: float = 0.1,
+        max_iter: int = 1000,
+        seed: int = 0,
+        holdout_fraction: float = 0.2,
+        refit: bool = True,
+    ) -> LogRegAnnotator:
+        """Train on ``obs[label_key]`` of a labelled reference."""
+        ref = prepare_reference(adata, label_key, n_features)
+        params: dict[str, Any] = {"n_features": n_features, "C": C, "max_iter": max_iter}
+
+        def fit(x: sp.csr_matrix, y: np.ndarray, k: int, s: int) -> dict[str, np.ndarray]:
+            return _fit(x, y, k, s, C, max_iter)
+
+        manifest, state, holdout = train_feature_model(
+            cls.family, ref, fit, lambda st, x: (_logits(st, x), True), params, name=name, seed=seed,
+            holdout_fraction=holdout_fraction, refit=refit, label_key=label_key)
+        model = cls(manifest, ref.genes, state)
+        model.holdout = holdout
+        return model
+
+    def save(self, folder: str | Path) -> Path:
+        return write_artifact(folder, self.manifest, self.state, self.genes)
+
+    @classmethod
+    def load(cls, folder: str | Path, manifest: Manifest) -> LogRegAnnotator:
+        return cls(manifest, cls._genes(Path(folder)), load_arrays(Path(folder)))

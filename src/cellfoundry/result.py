@@ -1,0 +1,114 @@
+"""The result of ``annotate()``: labels, confidence, Unknown calls, probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from cellfoundry.data.report import Coverage
+
+UNKNOWN = "Unknown"
+PROBA_KEY = "cellfoundry_probabilities"
+
+
+@dataclass
+class AnnotationResult:
+    """Per-cell predictions of one model over one dataset."""
+
+    obs_names: pd.Index
+    classes: list[str]
+    probabilities: np.ndarray  # (n_cells, n_classes) float32
+    threshold: float
+    model_name: str
+    model_family: str
+    coverage: Coverage | None = None
+    warnings: list[str] = field(default_factory=list)
+    embeddings: np.ndarray | None = None
+    embedding_key: str | None = None
+    adata: ad.AnnData | None = field(default=None, repr=False)
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    @property
+    def label_index(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The most probable label of every cell (never "Unknown")."""
+        return np.asarray(self.classes, dtype=object)[self.label_index]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probabilities.max(axis=1)
+
+    @property
+    def unknown(self) -> np.ndarray:
+        return self.confidence < self.threshold
+
+    @property
+    def display_labels(self) -> np.ndarray:
+        """Labels as shown to people: "Unknown" where the threshold rejects the call."""
+        return np.where(self.unknown, UNKNOWN, self.labels)
+
+    def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        k = min(k, len(self.classes))
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(self.probabilities[i, j])) for j in row] for i, row in enumerate(order)]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per cell: predicted_cell_type, prediction_confidence, prediction_unknown, display_label."""
+        return pd.DataFrame(
+            {
+                "predicted_cell_type": pd.Categorical(self.labels, categories=self.classes),
+                "prediction_confidence": self.confidence.astype(np.float32),
+                "prediction_unknown": self.unknown,
+                "display_label": self.display_labels,
+            },
+            index=pd.Index(self.obs_names, name="cell"),
+        )
+
+    def to_adata(self, adata: ad.AnnData | None = None) -> ad.AnnData:
+        """Write predictions into ``adata`` (the annotated input by default) and return it."""
+        target = adata if adata is not None else self.adata
+        if target is None:
+            target = ad.AnnData(obs=pd.DataFrame(index=self.obs_names))
+        if target.isbacked:
+            target = target.to_memory()
+        if target.n_obs != self.n_cells:
+            raise ValueError(f"result has {self.n_cells} cells, AnnData has {target.n_obs}")
+        df = self.to_frame()
+        for col in ("predicted_cell_type", "prediction_confidence", "prediction_unknown"):
+            target.obs[col] = df[col].to_numpy() if col != "predicted_cell_type" else df[col].values
+        target.obsm[PROBA_KEY] = self.probabilities.astype(np.float32)
+        if self.embeddings is not None and self.embedding_key:
+            target.obsm[self.embedding_key] = self.embeddings
+        target.uns["cellfoundry"] = {
+            "model": self.model_name,
+            "family": self.model_family,
+            "classes": list(self.classes),
+            "probability_key": PROBA_KEY,
+            "unknown_threshold": float(self.threshold),
+            "unknown_label": UNKNOWN,
+        }
+        return target
+
+    def summary(self) -> dict[str, Any]:
+        counts = pd.Series(self.display_labels).value_counts()
+        return {
+            "model": self.model_name,
+            "family": self.model_family,
+            "n_cells": self.n_cells,
+            "label_counts": {str(k): int(v) for k, v in counts.items()},
+            "mean_confidence": float(self.confidence.mean()) if self.n_cells else 0.0,
+            "unknown_share": float(self.unknown.mean()) if self.n_cells else 0.0,
+            "unknown_threshold": float(self.threshold),
+            "gene_coverage": None if self.coverage is None else float(self.coverage.fraction_present),
+            "warnings": list(self.warnings),
+        }
