@@ -108,6 +108,34 @@ class FoundationModel(ABC):
     ) -> np.ndarray:
         """Cell embeddings (float32, n_cells x embedding_dim) in the input's cell order; streams rows."""
 
+    # --- hooks used by fine-tuning (cellfoundry.tuning); same preprocessing as embed() ---------
+    # network: the torch.nn.Module holding every weight (LoRA wraps its sub-modules).
+    network: Any
+    # default LoRA target module names (suffixes as peft's target_modules understands them)
+    default_lora_targets: ClassVar[list[str]] = []
+
+    @abstractmethod
+    def tokenize(
+        self, adata: ad.AnnData, *, seed: int = 0, report: ValidationReport | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Per-cell model inputs, in cell order (exactly what embed() feeds the network)."""
+
+    @abstractmethod
+    def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+        """Stack per-cell inputs into a batch of torch tensors (padding as the family requires)."""
+
+    @abstractmethod
+    def forward_embeddings(self, batch: dict[str, Any]) -> Any:
+        """Differentiable cell embeddings (torch.Tensor, B x embedding_dim) by the official rule."""
+
+    @classmethod
+    @abstractmethod
+    def from_random(cls, genes: list[str], *, variant: str | None = None, seed: int = 0) -> FoundationModel:
+        """A randomly initialised model of ``variant`` (a small test size when None) over ``genes``.
+
+        Used when no pretrained weights are registered; callers must say so loudly.
+        """
+
 
 FOUNDATION_FAMILIES: dict[str, str] = {
     "geneformer": "cellfoundry.models.geneformer:GeneformerModel",
