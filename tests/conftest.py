@@ -10,6 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from hypothesis import settings
+
+# Timing varies on a shared 2-core machine: no per-example deadlines (speed lives in benchmarks/).
+settings.register_profile("cellfoundry", deadline=None)
+settings.load_profile("cellfoundry")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CELLFOUNDRY_SHARED", ROOT.parent / "shared")).resolve()
@@ -43,9 +48,15 @@ def make_counts_adata(
     depth = rng.integers(800, 3000, n_cells)
     rates = rates / rates.sum(axis=1, keepdims=True) * depth[:, None]
     counts = rng.poisson(rates).astype(np.float32)
-    names = [f"GENE{i}" for i in range(n_genes)] if symbols else [f"ENSG{i:011d}" for i in range(n_genes)]
-    obs = pd.DataFrame({"cell_type": pd.Categorical([f"type_{t}" for t in types])},
-                       index=[f"cell{i}" for i in range(n_cells)])
+    names = (
+        [f"GENE{i}" for i in range(n_genes)]
+        if symbols
+        else [f"ENSG{i:011d}" for i in range(n_genes)]
+    )
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical([f"type_{t}" for t in types])},
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
     return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=names))
 
 

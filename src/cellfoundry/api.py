@@ -34,7 +34,9 @@ def train(
     cls = annotator_class(info.name)
     trainer = getattr(cls, "train", None)
     if trainer is None:
-        raise ValueError(f"model family '{model}' cannot be trained with train(); see `cellfoundry models`")
+        raise ValueError(
+            f"model family '{model}' cannot be trained with train(); see `cellfoundry models`"
+        )
     fitted: Annotator = trainer(as_anndata(reference), label_key, **params)
     if out is not None:
         fitted.save(out)
@@ -56,7 +58,9 @@ def annotate(
     """
     annotator = load_model(model)
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
-    pred = annotator.predict(adata, chunk_size=chunk_size, min_coverage=min_coverage, progress=progress)
+    pred = annotator.predict(
+        adata, chunk_size=chunk_size, min_coverage=min_coverage, progress=progress
+    )
     return AnnotationResult(
         obs_names=adata.obs_names.copy(),
         classes=annotator.classes,

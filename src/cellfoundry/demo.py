@@ -27,7 +27,9 @@ def train_demo_model(out_dir: str | Path, seed: int = 0) -> Path:
     """Train the demo logistic-regression model into ``out_dir`` and return the folder."""
     from cellfoundry.api import train
 
-    model = train(demo_dataset(), DEMO_LABEL_KEY, "logreg", name=DEMO_MODEL_NAME, seed=seed, n_features=None)
+    model = train(
+        demo_dataset(), DEMO_LABEL_KEY, "logreg", name=DEMO_MODEL_NAME, seed=seed, n_features=None
+    )
     return model.save(out_dir)
 
 
@@ -42,13 +44,27 @@ def run_demo(work_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     adata = demo_dataset()
     report = validate(adata)
     idx = np.arange(adata.n_obs)
-    tr, te = train_test_split(idx, test_size=0.3, stratify=adata.obs[DEMO_LABEL_KEY], random_state=seed)
+    tr, te = train_test_split(
+        idx, test_size=0.3, stratify=adata.obs[DEMO_LABEL_KEY], random_state=seed
+    )
     work = Path(work_dir)
-    model = train(adata[tr].copy(), DEMO_LABEL_KEY, "logreg", name=DEMO_MODEL_NAME, seed=seed, n_features=None,
-                  out=work / "model")
+    model = train(
+        adata[tr].copy(),
+        DEMO_LABEL_KEY,
+        "logreg",
+        name=DEMO_MODEL_NAME,
+        seed=seed,
+        n_features=None,
+        out=work / "model",
+    )
     query = adata[te].copy()
     result = annotate(query, work / "model")
     truth = query.obs[DEMO_LABEL_KEY].astype(str).to_numpy()
     metrics = classification_metrics(truth, result.labels, result.probabilities, result.classes)
-    return {"report": report, "model": model, "result": result, "metrics": metrics,
-            "most_confused": most_confused(truth, result.labels)}
+    return {
+        "report": report,
+        "model": model,
+        "result": result,
+        "metrics": metrics,
+        "most_confused": most_confused(truth, result.labels),
+    }

@@ -8,7 +8,11 @@ from pathlib import Path
 
 def home() -> Path:
     """The state folder (created on first use)."""
-    p = Path(os.environ.get("CELLFOUNDRY_HOME") or Path.home() / ".cellfoundry").expanduser().resolve()
+    p = (
+        Path(os.environ.get("CELLFOUNDRY_HOME") or Path.home() / ".cellfoundry")
+        .expanduser()
+        .resolve()
+    )
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -60,7 +60,10 @@ class AnnotationResult:
     def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
         k = min(k, len(self.classes))
         order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
-        return [[(self.classes[j], float(self.probabilities[i, j])) for j in row] for i, row in enumerate(order)]
+        return [
+            [(self.classes[j], float(self.probabilities[i, j])) for j in row]
+            for i, row in enumerate(order)
+        ]
 
     def to_frame(self) -> pd.DataFrame:
         """One row per cell: predicted_cell_type, prediction_confidence, prediction_unknown, display_label."""
@@ -109,6 +112,8 @@ class AnnotationResult:
             "mean_confidence": float(self.confidence.mean()) if self.n_cells else 0.0,
             "unknown_share": float(self.unknown.mean()) if self.n_cells else 0.0,
             "unknown_threshold": float(self.threshold),
-            "gene_coverage": None if self.coverage is None else float(self.coverage.fraction_present),
+            "gene_coverage": None
+            if self.coverage is None
+            else float(self.coverage.fraction_present),
             "warnings": list(self.warnings),
         }

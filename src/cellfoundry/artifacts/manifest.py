@@ -15,7 +15,18 @@ from cellfoundry.errors import ModelError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-_LIBS = ("cellfoundry", "numpy", "scipy", "scikit-learn", "anndata", "scanpy", "torch", "transformers", "peft", "safetensors")
+_LIBS = (
+    "cellfoundry",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "anndata",
+    "scanpy",
+    "torch",
+    "transformers",
+    "peft",
+    "safetensors",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -70,7 +81,9 @@ class Manifest:
     def write(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         self.files = {
-            p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST
+            p.name: sha256_file(p)
+            for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != MANIFEST
         }
         path = folder / MANIFEST
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False))
@@ -80,15 +93,22 @@ class Manifest:
     def read(cls, folder: str | Path, verify: bool = True) -> Manifest:
         path = Path(folder) / MANIFEST
         if not path.is_file():
-            raise ModelError(f"{folder} has no {MANIFEST}", "point to a folder written by `cellfoundry train`")
+            raise ModelError(
+                f"{folder} has no {MANIFEST}", "point to a folder written by `cellfoundry train`"
+            )
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ModelError(f"{path} is not valid JSON: {exc}", "restore the artifact from its source") from exc
+            raise ModelError(
+                f"{path} is not valid JSON: {exc}", "restore the artifact from its source"
+            ) from exc
         known = {f for f in cls.__dataclass_fields__}
         missing = [k for k in ("family", "name", "classes", "genes_sha256") if k not in raw]
         if missing:
-            raise ModelError(f"{path} lacks required fields {missing}", "re-create the artifact with `cellfoundry train`")
+            raise ModelError(
+                f"{path} lacks required fields {missing}",
+                "re-create the artifact with `cellfoundry train`",
+            )
         if raw.get("format_version", 1) > FORMAT_VERSION:
             raise ModelError(
                 f"{path} has format version {raw['format_version']}, newer than this cellfoundry understands",
@@ -99,8 +119,13 @@ class Manifest:
             for name, digest in m.files.items():
                 f = Path(folder) / name
                 if not f.is_file():
-                    raise ModelError(f"artifact file {name} is missing from {folder}", "restore the full artifact folder")
+                    raise ModelError(
+                        f"artifact file {name} is missing from {folder}",
+                        "restore the full artifact folder",
+                    )
                 if sha256_file(f) != digest:
-                    raise ModelError(f"artifact file {name} does not match its sha256 in {MANIFEST}",
-                                     "the artifact was modified or corrupted; restore it")
+                    raise ModelError(
+                        f"artifact file {name} does not match its sha256 in {MANIFEST}",
+                        "the artifact was modified or corrupted; restore it",
+                    )
         return m

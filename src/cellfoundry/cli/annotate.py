@@ -14,16 +14,47 @@ from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 
 @click.command("train")
 @click.argument("reference", type=click.Path(exists=True))
-@click.option("--label-key", default="cell_type", show_default=True, help="obs column with the cell types.")
-@click.option("--model", "family", default="logreg", show_default=True, help="Model family (see `cellfoundry models`).")
-@click.option("--out", required=True, type=click.Path(), help="Folder to write the model artifact to.")
+@click.option(
+    "--label-key", default="cell_type", show_default=True, help="obs column with the cell types."
+)
+@click.option(
+    "--model",
+    "family",
+    default="logreg",
+    show_default=True,
+    help="Model family (see `cellfoundry models`).",
+)
+@click.option(
+    "--out", required=True, type=click.Path(), help="Folder to write the model artifact to."
+)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--n-features", default=3000, show_default=True, help="Top-variance genes used (0 = all).")
-def train_cmd(reference: str, label_key: str, family: str, out: str, seed: int, n_features: int) -> None:
+@click.option(
+    "--n-features", default=2000, show_default=True, help="Most variable genes used (0 = all)."
+)
+@click.option(
+    "--checkpoint",
+    default=None,
+    help="Foundation checkpoint folder or registered name (for *-knn / *-head models).",
+)
+def train_cmd(
+    reference: str,
+    label_key: str,
+    family: str,
+    out: str,
+    seed: int,
+    n_features: int,
+    checkpoint: str | None = None,
+) -> None:
     """Train a baseline annotator on a labelled REFERENCE."""
     adata = read_data(reference)
-    click.echo(f"training {family} on {adata.n_obs:,} cells x {adata.n_vars:,} genes ({label_key})", err=True)
-    model = train(adata, label_key, family, out=out, seed=seed, n_features=n_features or None)
+    click.echo(
+        f"training {family} on {adata.n_obs:,} cells x {adata.n_vars:,} genes ({label_key})",
+        err=True,
+    )
+    extra = {"checkpoint": checkpoint} if checkpoint else {}
+    model = train(
+        adata, label_key, family, out=out, seed=seed, n_features=n_features or None, **extra
+    )
     m = model.manifest.metrics
     click.echo(
         f"held-out accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m.get('ece', float('nan')):.3f}; "
@@ -33,21 +64,47 @@ def train_cmd(reference: str, label_key: str, family: str, out: str, seed: int, 
 
 @click.command("annotate")
 @click.argument("query", type=click.Path(exists=True))
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True), help="A trained model folder.")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(exists=True),
+    help="A trained model folder.",
+)
 @click.option("--out", type=click.Path(), help="Output .h5ad with the prediction columns in obs.")
 @click.option("--csv", "csv_out", type=click.Path(), help="Also write a per-cell table as CSV.")
-@click.option("--threshold", type=float, default=None, help="Override the model's Unknown threshold.")
-@click.option("--min-coverage", type=float, default=DEFAULT_MIN_COVERAGE, show_default=True,
-              help="Refuse when fewer of the model's genes are present.")
+@click.option(
+    "--threshold", type=float, default=None, help="Override the model's Unknown threshold."
+)
+@click.option(
+    "--min-coverage",
+    type=float,
+    default=DEFAULT_MIN_COVERAGE,
+    show_default=True,
+    help="Refuse when fewer of the model's genes are present.",
+)
 @click.option("--chunk-size", type=int, default=10_000, show_default=True)
-def annotate_cmd(query: str, model_dir: str, out: str | None, csv_out: str | None, threshold: float | None,
-                 min_coverage: float, chunk_size: int) -> None:
+def annotate_cmd(
+    query: str,
+    model_dir: str,
+    out: str | None,
+    csv_out: str | None,
+    threshold: float | None,
+    min_coverage: float,
+    chunk_size: int,
+) -> None:
     """Annotate the cells of QUERY with a trained model."""
     if not out and not csv_out:
         raise click.UsageError("give --out OUT.h5ad and/or --csv OUT.csv")
     adata = read_data(query, backed=query.endswith(".h5ad"))
-    result = annotate(adata, model_dir, threshold=threshold, min_coverage=min_coverage, chunk_size=chunk_size,
-                      progress=True)
+    result = annotate(
+        adata,
+        model_dir,
+        threshold=threshold,
+        min_coverage=min_coverage,
+        chunk_size=chunk_size,
+        progress=True,
+    )
     if csv_out:
         Path(csv_out).parent.mkdir(parents=True, exist_ok=True)
         result.to_frame().to_csv(csv_out)

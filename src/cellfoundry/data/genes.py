@@ -22,7 +22,9 @@ IdKind = Literal["ensembl", "ensembl_versioned", "symbol", "mixed", "empty"]
 _ENSEMBL_RE = re.compile(r"^ENS([A-Z]{0,6})G\d{11}(\.\d+)?(_PAR_Y)?$")
 _ENSEMBL_PREFIX_SPECIES = {"": "human", "MUS": "mouse", "R": "human"}
 MAPPING_TABLE = "gencode_v44_human_id2name.csv.gz"
-MAPPING_SOURCE = "GENCODE v44 gene_id -> gene_name (human), as shipped in the celltypist 1.7.1 wheel"
+MAPPING_SOURCE = (
+    "GENCODE v44 gene_id -> gene_name (human), as shipped in the celltypist 1.7.1 wheel"
+)
 
 
 def is_ensembl(name: str) -> bool:
@@ -82,12 +84,15 @@ class GeneTable:
     symbol_to_id: dict[str, str]
     source: str = MAPPING_SOURCE
 
-    def to_symbol(self, names: Iterable[str]) -> list[str | None]:
-        return [self.id_to_symbol.get(strip_version(str(n))) for n in names]
+    def to_symbol(self, names: Iterable[str | None]) -> list[str | None]:
+        return [self.id_to_symbol.get(strip_version(n)) if n else None for n in names]
 
-    def to_ensembl(self, names: Iterable[str]) -> list[str | None]:
+    def to_ensembl(self, names: Iterable[str | None]) -> list[str | None]:
         out: list[str | None] = []
         for n in names:
+            if not n:
+                out.append(None)
+                continue
             s = str(n)
             out.append(self.symbol_to_id.get(s) or self.symbol_to_id.get(s.upper()))
         return out
@@ -108,7 +113,16 @@ def gene_table() -> GeneTable:
     return GeneTable(id_to_symbol=id_to_symbol, symbol_to_id=symbol_to_id)
 
 
-SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "feature_name", "symbol", "symbols", "gene_name", "gene_names", "name")
+SYMBOL_COLUMNS = (
+    "gene_symbols",
+    "gene_symbol",
+    "feature_name",
+    "symbol",
+    "symbols",
+    "gene_name",
+    "gene_names",
+    "name",
+)
 ENSEMBL_COLUMNS = ("gene_ids", "gene_id", "ensembl_id", "ensembl", "feature_id", "id")
 
 
@@ -175,7 +189,7 @@ def gene_keys(var_names: Sequence[str], var: pd.DataFrame | None = None) -> Gene
             ensembl = [strip_version(v) if v else None for v in col[1]]
         else:
             ens_src = "mapping table"
-            ensembl = [e for e in table.to_ensembl(symbols)]
+            ensembl = table.to_ensembl(symbols)
     else:  # mixed / empty: take each name for what it is
         ensembl = []
         symbols = []
@@ -222,8 +236,8 @@ def align_genes(
     """
     tgt = [str(t) for t in target]
     if key_kind is None:
-        k = detect_id_kind(tgt)
-        key_kind = "ensembl" if k.startswith("ensembl") else "symbol"
+        detected = detect_id_kind(tgt)
+        key_kind = "ensembl" if detected.startswith("ensembl") else "symbol"
     if key_kind == "ensembl":
         tgt_keys = [strip_version(t) for t in tgt]
         src_keys = source.ensembl
@@ -232,18 +246,18 @@ def align_genes(
         src_keys = source.symbols
     lookup: dict[str, int] = {}
     upper_lookup: dict[str, int] = {}
-    for i, k in enumerate(src_keys):
-        if k is None:
+    for i, key in enumerate(src_keys):
+        if key is None:
             continue
-        lookup.setdefault(k, i)
-        upper_lookup.setdefault(k.upper(), i)
+        lookup.setdefault(key, i)
+        upper_lookup.setdefault(key.upper(), i)
     idx = np.full(len(tgt_keys), -1, dtype=np.int64)
-    for j, k in enumerate(tgt_keys):
-        i = lookup.get(k)
-        if i is None and key_kind == "symbol":
-            i = upper_lookup.get(k.upper())
-        if i is not None:
-            idx[j] = i
+    for j, key in enumerate(tgt_keys):
+        hit = lookup.get(key)
+        if hit is None and key_kind == "symbol":
+            hit = upper_lookup.get(key.upper())
+        if hit is not None:
+            idx[j] = hit
     return Alignment(target=tgt, source_index=idx, key_kind=key_kind)
 
 

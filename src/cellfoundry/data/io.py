@@ -75,7 +75,10 @@ def read_data(
 def _read_table(path: Path, sep: str, genes_by_cells: bool) -> ad.AnnData:
     df = pd.read_csv(path, sep=sep, index_col=0)
     if df.shape[0] == 0 or df.shape[1] == 0:
-        raise DataError(f"{path.name} holds no cells or no genes", "the first column must be cell (or gene) names")
+        raise DataError(
+            f"{path.name} holds no cells or no genes",
+            "the first column must be cell (or gene) names",
+        )
     if genes_by_cells:
         df = df.T
     non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
@@ -85,7 +88,11 @@ def _read_table(path: Path, sep: str, genes_by_cells: bool) -> ad.AnnData:
             "the table must be cells x genes with numbers only (use --genes-by-cells if genes are rows)",
         )
     x = sp.csr_matrix(df.to_numpy(dtype=np.float32))
-    adata = ad.AnnData(X=x, obs=pd.DataFrame(index=df.index.astype(str)), var=pd.DataFrame(index=df.columns.astype(str)))
+    adata = ad.AnnData(
+        X=x,
+        obs=pd.DataFrame(index=df.index.astype(str)),
+        var=pd.DataFrame(index=df.columns.astype(str)),
+    )
     return adata
 
 

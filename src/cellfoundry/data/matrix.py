@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-MatrixKind = Literal["raw_counts", "noninteger_counts", "log_normalized", "scaled", "empty", "invalid"]
+MatrixKind = Literal[
+    "raw_counts", "noninteger_counts", "log_normalized", "scaled", "empty", "invalid"
+]
 SAMPLE_ROWS = 2000
 
 

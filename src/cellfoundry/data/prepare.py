@@ -7,6 +7,7 @@ effect (normalisation is per cell, alignment is a column selection).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +18,7 @@ import scipy.sparse as sp
 
 from cellfoundry.data.genes import Alignment, align_genes, gene_keys
 from cellfoundry.data.matrix import MatrixKind, iter_row_chunks, source_var
-from cellfoundry.data.normalize import log1p_cp10k
+from cellfoundry.data.normalize import log1p_cp10k_given_totals, row_totals
 from cellfoundry.data.report import Coverage, ValidationReport, coverage, validate
 from cellfoundry.errors import CoverageError, DataError
 
@@ -38,6 +39,7 @@ class InputPlan:
     coverage: Coverage
     report: ValidationReport
     selector: sp.csr_matrix  # n_source_genes x n_target_genes, 0/1
+    column_map: np.ndarray  # per source gene: target column, -1 unused, -2 shared
 
     @property
     def warnings(self) -> list[str]:
@@ -50,13 +52,39 @@ class InputPlan:
         return out
 
 
+def _column_map(alignment: Alignment, n_source: int) -> np.ndarray:
+    """For every source column, its target column (-1 = not used); -2 marks a shared source column."""
+    col_map = np.full(n_source, -1, dtype=np.int64)
+    for j, i in enumerate(alignment.source_index):
+        if i >= 0:
+            col_map[i] = j if col_map[i] == -1 else -2
+    return col_map
+
+
 def _selector(alignment: Alignment, n_source: int) -> sp.csr_matrix:
     keep = alignment.source_index >= 0
     rows = alignment.source_index[keep]
     cols = np.nonzero(keep)[0]
     return sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_source, len(alignment.target))
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)),
+        shape=(n_source, len(alignment.target)),
     )
+
+
+def select_columns(x: sp.csr_matrix, plan: InputPlan) -> sp.csr_matrix:
+    """Cells x source genes -> cells x model genes (absent genes are zero columns). New matrix."""
+    if (plan.column_map == -2).any():  # a source gene serves two model genes: general path
+        return (x @ plan.selector).tocsr()
+    target = plan.column_map[x.indices]
+    keep = target >= 0
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    row_nnz = np.bincount(rows[keep], minlength=x.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(row_nnz)])
+    out = sp.csr_matrix(
+        (x.data[keep], target[keep], indptr), shape=(x.shape[0], len(plan.alignment.target))
+    )
+    out.sort_indices()
+    return out
 
 
 def plan_input(
@@ -90,7 +118,8 @@ def plan_input(
     keys = gene_keys(list(names), var)
     al = align_genes(keys, genes, key_kind)
     cov = coverage(adata, rep, genes, target_name, al.key_kind)
-    need = min(min_genes, len(al.target))
+    # an absolute floor too (never predict from a handful of genes), relaxed for tiny gene lists
+    need = min(min_genes, math.ceil(0.9 * len(al.target)))
     if cov.fraction_present < min_coverage or cov.n_present < need:
         raise CoverageError(
             f"only {cov.n_present} of the {cov.n_target} {target_name} ({cov.fraction_present:.1%}) are in the data "
@@ -106,19 +135,24 @@ def plan_input(
         coverage=cov,
         report=rep,
         selector=_selector(al, len(names)),
+        column_map=_column_map(al, len(names)),
     )
 
 
 def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
-    """Cells (rows of the chosen matrix) -> model features, in the model's gene order."""
+    """Cells (rows of the chosen matrix) -> model features, in the model's gene order.
+
+    Counts are normalised with each cell's total over *all* its genes (as ``log1p_cp10k`` does),
+    then only the model's genes are kept; log-normalised input is only aligned.
+    """
     x = sp.csr_matrix(rows, dtype=np.float32)
     if x.data.size and not np.isfinite(x.data).all():
+        x = x.copy()
         x.data = np.where(np.isfinite(x.data), x.data, 0).astype(np.float32)
+    selected = select_columns(x, plan)
     if plan.representation == "lognorm" and plan.source_kind in ("raw_counts", "noninteger_counts"):
-        x = log1p_cp10k(x)
-    out = (x @ plan.selector).tocsr()
-    out.sort_indices()
-    return out
+        return log1p_cp10k_given_totals(selected, row_totals(x))
+    return selected
 
 
 def iter_features(
@@ -132,3 +166,78 @@ def iter_features(
 def features(adata: ad.AnnData, plan: InputPlan) -> sp.csr_matrix:
     """All cells at once (for training on an in-memory reference)."""
     return sp.vstack([f for _, f in iter_features(adata, plan)], format="csr")
+
+
+def plan_from_genes(
+    genes: Sequence[str],
+    target: Sequence[str],
+    *,
+    values: Representation = "counts",
+    representation: Representation = "lognorm",
+    key_kind: Literal["symbol", "ensembl"] | None = None,
+    target_name: str = "model genes",
+) -> InputPlan:
+    """An InputPlan for cells given as values over ``genes`` (no AnnData), e.g. a real-time request.
+
+    ``values`` says what the numbers are: raw ``counts`` (normalised by ``transform`` exactly as in a
+    batch run) or ``lognorm`` (used as given). Never refuses on coverage; the caller decides.
+    """
+    from cellfoundry.data.matrix import MatrixInfo
+
+    names = [str(g) for g in genes]
+    keys = gene_keys(names, None)
+    al = align_genes(keys, target, key_kind)
+    kind: MatrixKind = "raw_counts" if values == "counts" else "log_normalized"
+    source = "X"
+    info = MatrixInfo(
+        source=source,
+        kind=kind,
+        shape=(0, len(names)),
+        sampled_rows=0,
+        nnz_fraction=0.0,
+        min_value=0.0,
+        max_value=0.0,
+        n_nan=0,
+        n_inf=0,
+        n_negative=0,
+        integer_fraction=0.0,
+        median_row_total=0.0,
+        log_target_sum=None,
+    )
+    cov = Coverage(
+        target=target_name,
+        n_target=len(al.target),
+        n_present=al.n_present,
+        fraction_present=al.fraction_present,
+        fraction_counts_mapped=None,
+        key_kind=al.key_kind,
+        missing_examples=al.missing(10),
+    )
+    report = ValidationReport(
+        n_cells=0,
+        n_genes=len(names),
+        sparsity=0.0,
+        matrices=[info],
+        chosen={"counts": source if values == "counts" else None, "lognorm": source},
+        gene_id_kind=keys.id_kind,
+        species="unknown",
+        symbol_source=keys.symbol_source,
+        ensembl_source=keys.ensembl_source,
+        n_duplicate_genes=len(names) - len(set(names)),
+        duplicate_examples=[],
+        coverage=[cov],
+    )
+    if representation == "counts" and values != "counts":
+        raise DataError(
+            "this model needs raw counts", "send raw counts (values='counts')", code="no_raw_counts"
+        )
+    return InputPlan(
+        source=source,
+        source_kind=kind,
+        representation=representation,
+        alignment=al,
+        coverage=cov,
+        report=report,
+        selector=_selector(al, len(names)),
+        column_map=_column_map(al, len(names)),
+    )

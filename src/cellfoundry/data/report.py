@@ -11,7 +11,13 @@ import anndata as ad
 import numpy as np
 
 from cellfoundry.data.genes import align_genes, gene_keys, guess_species
-from cellfoundry.data.matrix import MatrixInfo, inspect_matrix, matrix_sources, read_rows, source_var
+from cellfoundry.data.matrix import (
+    MatrixInfo,
+    inspect_matrix,
+    matrix_sources,
+    read_rows,
+    source_var,
+)
 
 Level = Literal["error", "warning", "info"]
 
@@ -101,8 +107,14 @@ class ValidationReport:
         for purpose, src in self.chosen.items():
             lines.append(f"  -> {purpose}: {src or 'none available'}")
         for c in self.coverage:
-            cm = f", {c.fraction_counts_mapped:.1%} of counts mapped" if c.fraction_counts_mapped is not None else ""
-            lines.append(f"coverage of {c.target}: {c.n_present:,}/{c.n_target:,} genes ({c.fraction_present:.1%}){cm}")
+            cm = (
+                f", {c.fraction_counts_mapped:.1%} of counts mapped"
+                if c.fraction_counts_mapped is not None
+                else ""
+            )
+            lines.append(
+                f"coverage of {c.target}: {c.n_present:,}/{c.n_target:,} genes ({c.fraction_present:.1%}){cm}"
+            )
         for msg in self.messages:
             hint = f"\n      fix: {msg.hint}" if msg.hint else ""
             lines.append(f"{msg.level.upper():<8}{msg.code}: {msg.message}{hint}")
@@ -118,11 +130,18 @@ def _choose(infos: list[MatrixInfo]) -> dict[str, str | None]:
     order = list(COUNT_PREFERENCE) + [m.source for m in infos if m.source not in COUNT_PREFERENCE]
     counts = next((s for s in order if s in by_src and by_src[s].kind == "raw_counts"), None)
     if counts is None:
-        counts = next((s for s in order if s in by_src and by_src[s].kind == "noninteger_counts"), None)
+        counts = next(
+            (s for s in order if s in by_src and by_src[s].kind == "noninteger_counts"), None
+        )
     lognorm_src = counts
     if lognorm_src is None:
         lognorm_src = next(
-            (s for s in ("X", "raw/X", *by_src) if s in by_src and by_src[s].kind == "log_normalized"), None
+            (
+                s
+                for s in ("X", "raw/X", *by_src)
+                if s in by_src and by_src[s].kind == "log_normalized"
+            ),
+            None,
         )
     return {"counts": counts, "lognorm": lognorm_src}
 
@@ -131,49 +150,111 @@ def validate(adata: ad.AnnData) -> ValidationReport:
     """Inspect every candidate matrix and the gene names; never modifies ``adata``."""
     msgs: list[Message] = []
     if adata.n_obs == 0 or adata.n_vars == 0:
-        msgs.append(Message("error", "empty", f"the dataset has {adata.n_obs} cells and {adata.n_vars} genes",
-                            "upload a matrix with at least one cell and one gene"))
-    infos = [inspect_matrix(adata, s) for s in matrix_sources(adata)] if adata.n_obs and adata.n_vars else []
+        msgs.append(
+            Message(
+                "error",
+                "empty",
+                f"the dataset has {adata.n_obs} cells and {adata.n_vars} genes",
+                "upload a matrix with at least one cell and one gene",
+            )
+        )
+    infos = (
+        [inspect_matrix(adata, s) for s in matrix_sources(adata)]
+        if adata.n_obs and adata.n_vars
+        else []
+    )
     chosen = _choose(infos)
     for m in infos:
         if m.kind == "invalid":
-            msgs.append(Message("warning" if chosen["counts"] or chosen["lognorm"] else "error", "nan_inf",
-                                f"{m.source} contains {m.n_nan} NaN and {m.n_inf} Inf values in the first {m.sampled_rows} cells",
-                                "replace NaN/Inf (e.g. with 0) or provide raw counts in layers['counts']"))
+            msgs.append(
+                Message(
+                    "warning" if chosen["counts"] or chosen["lognorm"] else "error",
+                    "nan_inf",
+                    f"{m.source} contains {m.n_nan} NaN and {m.n_inf} Inf values in the first {m.sampled_rows} cells",
+                    "replace NaN/Inf (e.g. with 0) or provide raw counts in layers['counts']",
+                )
+            )
         if m.kind == "scaled":
-            msgs.append(Message("info", "scaled_matrix", f"{m.source} holds scaled values (negative numbers); it is not used",
-                                "scaled data cannot be normalised per cell; raw counts or log-normalised values are used instead"))
+            msgs.append(
+                Message(
+                    "info",
+                    "scaled_matrix",
+                    f"{m.source} holds scaled values (negative numbers); it is not used",
+                    "scaled data cannot be normalised per cell; raw counts or log-normalised values are used instead",
+                )
+            )
         if m.kind == "noninteger_counts":
-            msgs.append(Message("warning", "noninteger_counts", f"{m.source} looks like counts but {1 - m.integer_fraction:.1%} of values are not integers",
-                                "fine for corrected counts; foundation-model tokenisers will use them as given"))
+            msgs.append(
+                Message(
+                    "warning",
+                    "noninteger_counts",
+                    f"{m.source} looks like counts but {1 - m.integer_fraction:.1%} of values are not integers",
+                    "fine for corrected counts; foundation-model tokenisers will use them as given",
+                )
+            )
     if infos and chosen["lognorm"] is None:
         kinds = ", ".join(f"{m.source}={m.kind}" for m in infos)
-        msgs.append(Message("error", "no_usable_matrix", f"no raw-count or log-normalised matrix found ({kinds})",
-                            "store raw counts in layers['counts'] (or .raw), e.g. adata.layers['counts'] = counts"))
+        msgs.append(
+            Message(
+                "error",
+                "no_usable_matrix",
+                f"no raw-count or log-normalised matrix found ({kinds})",
+                "store raw counts in layers['counts'] (or .raw), e.g. adata.layers['counts'] = counts",
+            )
+        )
     elif infos and chosen["counts"] is None:
-        msgs.append(Message("warning", "no_raw_counts",
-                            f"no raw counts found; {chosen['lognorm']} is log-normalised and is used as is for baselines",
-                            "foundation models need raw counts: add them as layers['counts']"))
+        msgs.append(
+            Message(
+                "warning",
+                "no_raw_counts",
+                f"no raw counts found; {chosen['lognorm']} is log-normalised and is used as is for baselines",
+                "foundation models need raw counts: add them as layers['counts']",
+            )
+        )
     src_for_genes = chosen["counts"] or chosen["lognorm"] or "X"
     names, var = source_var(adata, src_for_genes)
     keys = gene_keys(list(names), var)
     vc = names.value_counts()
     dups = vc[vc > 1]
     if len(dups):
-        msgs.append(Message("warning", "duplicate_genes", f"{len(dups)} gene names occur more than once (e.g. {', '.join(map(str, dups.index[:5]))})",
-                            "duplicates are resolved by using the first occurrence; rename or sum them for full control"))
+        msgs.append(
+            Message(
+                "warning",
+                "duplicate_genes",
+                f"{len(dups)} gene names occur more than once (e.g. {', '.join(map(str, dups.index[:5]))})",
+                "duplicates are resolved by using the first occurrence; rename or sum them for full control",
+            )
+        )
     if keys.id_kind in ("ensembl", "ensembl_versioned") and keys.symbol_source.startswith("var["):
-        msgs.append(Message("info", "ensembl_names", f"var_names are Ensembl IDs; symbols are in {keys.symbol_source}",
-                            "nothing to do: models keyed by symbol use that column"))
+        msgs.append(
+            Message(
+                "info",
+                "ensembl_names",
+                f"var_names are Ensembl IDs; symbols are in {keys.symbol_source}",
+                "nothing to do: models keyed by symbol use that column",
+            )
+        )
     if keys.id_kind == "mixed":
-        msgs.append(Message("warning", "mixed_ids", "var_names mix Ensembl IDs and symbols",
-                            "use one kind of gene ID in var_names; each name is mapped separately for now"))
+        msgs.append(
+            Message(
+                "warning",
+                "mixed_ids",
+                "var_names mix Ensembl IDs and symbols",
+                "use one kind of gene ID in var_names; each name is mapped separately for now",
+            )
+        )
     for n in keys.notes:
         msgs.append(Message("info", "gene_ids", n))
     species = guess_species(list(names))
     if species not in ("human", "unknown"):
-        msgs.append(Message("warning", "species", f"genes look like {species}; the shipped ID table and the published models are human",
-                            "map genes to human orthologs first for foundation models"))
+        msgs.append(
+            Message(
+                "warning",
+                "species",
+                f"genes look like {species}; the shipped ID table and the published models are human",
+                "map genes to human orthologs first for foundation models",
+            )
+        )
     x = adata.X
     nnz = getattr(x, "nnz", None)
     if nnz is None and infos:
@@ -181,9 +262,18 @@ def validate(adata: ad.AnnData) -> ValidationReport:
     else:
         sparsity = 1.0 - (nnz / max(adata.n_obs * adata.n_vars, 1)) if nnz is not None else 0.0
     return ValidationReport(
-        n_cells=int(adata.n_obs), n_genes=int(len(names)), sparsity=float(sparsity), matrices=infos, chosen=chosen,
-        gene_id_kind=keys.id_kind, species=species, symbol_source=keys.symbol_source, ensembl_source=keys.ensembl_source,
-        n_duplicate_genes=int(len(dups)), duplicate_examples=[str(d) for d in dups.index[:10]], messages=msgs,
+        n_cells=int(adata.n_obs),
+        n_genes=len(names),
+        sparsity=float(sparsity),
+        matrices=infos,
+        chosen=chosen,
+        gene_id_kind=keys.id_kind,
+        species=species,
+        symbol_source=keys.symbol_source,
+        ensembl_source=keys.ensembl_source,
+        n_duplicate_genes=len(dups),
+        duplicate_examples=[str(d) for d in dups.index[:10]],
+        messages=msgs,
         obs_columns=[str(c) for c in adata.obs.columns],
     )
 
@@ -209,8 +299,14 @@ def coverage(
         mapped = np.asarray(rows[:, present].sum(axis=1)).ravel()
         ok = tot > 0
         frac_counts = float(np.median(mapped[ok] / tot[ok])) if ok.any() else 0.0
-    cov = Coverage(target=target_name, n_target=len(al.target), n_present=al.n_present,
-                   fraction_present=al.fraction_present, fraction_counts_mapped=frac_counts,
-                   key_kind=al.key_kind, missing_examples=al.missing(10))
+    cov = Coverage(
+        target=target_name,
+        n_target=len(al.target),
+        n_present=al.n_present,
+        fraction_present=al.fraction_present,
+        fraction_counts_mapped=frac_counts,
+        key_kind=al.key_kind,
+        missing_examples=al.missing(10),
+    )
     report.coverage = [c for c in report.coverage if c.target != target_name] + [cov]
     return cov

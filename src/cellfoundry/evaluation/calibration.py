@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
@@ -34,7 +36,7 @@ def expected_calibration_error(proba: np.ndarray, y: np.ndarray, n_bins: int = 1
     correct = (pred == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         m = (conf > lo) & (conf <= hi)
         if m.any():
             ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
@@ -47,11 +49,17 @@ def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = 15) -> list
     correct = proba.argmax(axis=1) == y
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         m = (conf > lo) & (conf <= hi)
-        out.append({"lo": float(lo), "hi": float(hi), "count": int(m.sum()),
-                    "confidence": float(conf[m].mean()) if m.any() else float("nan"),
-                    "accuracy": float(correct[m].mean()) if m.any() else float("nan")})
+        out.append(
+            {
+                "lo": float(lo),
+                "hi": float(hi),
+                "count": int(m.sum()),
+                "confidence": float(conf[m].mean()) if m.any() else float("nan"),
+                "accuracy": float(correct[m].mean()) if m.any() else float("nan"),
+            }
+        )
     return out
 
 

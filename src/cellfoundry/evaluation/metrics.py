@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
@@ -13,7 +14,10 @@ from cellfoundry.evaluation.calibration import expected_calibration_error
 
 
 def classification_metrics(
-    y_true: Sequence[str], y_pred: Sequence[str], proba: np.ndarray | None = None, classes: Sequence[str] | None = None
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    proba: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, weighted-F1 (and ECE when probabilities are given) over labelled cells."""
     yt = np.asarray(y_true, dtype=object)
@@ -33,14 +37,18 @@ def classification_metrics(
     return out
 
 
-def confusion_frame(y_true: Sequence[str], y_pred: Sequence[str]) -> pd.DataFrame:
+def confusion_frame(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> pd.DataFrame:
     """Counts, rows = true label, columns = predicted label."""
-    labels = sorted(set(map(str, y_true)) | set(map(str, y_pred)))
-    cm = confusion_matrix(np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str), labels=labels)
-    return pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
+    yt = np.asarray(y_true, dtype=str)
+    yp = np.asarray(y_pred, dtype=str)
+    labels = sorted(set(yt.tolist()) | set(yp.tolist()))
+    cm = confusion_matrix(yt, yp, labels=labels)
+    return pd.DataFrame(
+        cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted")
+    )
 
 
-def most_confused(y_true: Sequence[str], y_pred: Sequence[str], top: int = 5) -> pd.DataFrame:
+def most_confused(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, top: int = 5) -> pd.DataFrame:
     """The most frequent true -> predicted confusions, with counts and share of the true class."""
     cm = confusion_frame(y_true, y_pred)
     rows = []
@@ -48,7 +56,15 @@ def most_confused(y_true: Sequence[str], y_pred: Sequence[str], top: int = 5) ->
         total = int(cm.loc[t].sum())
         for p in cm.columns:
             if t != p and cm.loc[t, p] > 0:
-                rows.append({"true": t, "predicted": p, "count": int(cm.loc[t, p]),
-                             "share_of_true": float(cm.loc[t, p] / total) if total else 0.0})
+                rows.append(
+                    {
+                        "true": t,
+                        "predicted": p,
+                        "count": int(cm.loc[t, p]),
+                        "share_of_true": float(cm.loc[t, p] / total) if total else 0.0,
+                    }
+                )
     df = pd.DataFrame(rows, columns=["true", "predicted", "count", "share_of_true"])
-    return df.sort_values(["count", "share_of_true"], ascending=False).head(top).reset_index(drop=True)
+    return (
+        df.sort_values(["count", "share_of_true"], ascending=False).head(top).reset_index(drop=True)
+    )

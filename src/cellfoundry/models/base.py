@@ -83,8 +83,15 @@ class Annotator(ABC):
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
-        return {"name": m.name, "family": m.family, "version": m.version, "classes": m.classes,
-                "n_genes": m.n_genes, "unknown_threshold": m.unknown_threshold, "metrics": m.metrics}
+        return {
+            "name": m.name,
+            "family": m.family,
+            "version": m.version,
+            "classes": m.classes,
+            "n_genes": m.n_genes,
+            "unknown_threshold": m.unknown_threshold,
+            "metrics": m.metrics,
+        }
 
 
 class FeatureAnnotator(Annotator):
@@ -101,12 +108,19 @@ class FeatureAnnotator(Annotator):
         """Calibrated class probabilities for a block of aligned features."""
 
     def plan(
-        self, adata: ad.AnnData, report: ValidationReport | None = None, min_coverage: float = DEFAULT_MIN_COVERAGE
+        self,
+        adata: ad.AnnData,
+        report: ValidationReport | None = None,
+        min_coverage: float = DEFAULT_MIN_COVERAGE,
     ) -> InputPlan:
         return plan_input(
-            adata, self.genes, representation=self.representation,
+            adata,
+            self.genes,
+            representation=self.representation,
             key_kind="ensembl" if self.manifest.gene_key_kind == "ensembl" else "symbol",
-            target_name=f"genes of model '{self.name}'", min_coverage=min_coverage, report=report,
+            target_name=f"genes of model '{self.name}'",
+            min_coverage=min_coverage,
+            report=report,
         )
 
     def predict(
@@ -120,7 +134,12 @@ class FeatureAnnotator(Annotator):
     ) -> Prediction:
         plan = self.plan(adata, report, min_coverage)
         out = np.empty((adata.n_obs, len(self.classes)), dtype=np.float32)
-        bar = tqdm(total=adata.n_obs, unit="cells", desc=f"annotating with {self.name}", disable=not progress)
+        bar = tqdm(
+            total=adata.n_obs,
+            unit="cells",
+            desc=f"annotating with {self.name}",
+            disable=not progress,
+        )
         for start, x in iter_features(adata, plan, chunk_size):
             out[start : start + x.shape[0]] = self.logits_or_proba(x)
             bar.update(x.shape[0])

@@ -42,7 +42,11 @@ def read_labels(adata: ad.AnnData, label_key: str, min_cells: int = 2) -> Labels
     """Labels from ``obs[label_key]``; unlabelled cells and classes with < ``min_cells`` are left out."""
     if label_key not in adata.obs.columns:
         cols = ", ".join(map(str, adata.obs.columns[:20])) or "(none)"
-        raise DataError(f"obs has no column '{label_key}'", f"choose one of the obs columns: {cols}", code="missing_label_key")
+        raise DataError(
+            f"obs has no column '{label_key}'",
+            f"choose one of the obs columns: {cols}",
+            code="missing_label_key",
+        )
     lab = adata.obs[label_key].astype("object")
     missing = lab.isna() | lab.astype(str).str.strip().isin(["", "nan", "NaN", "None"])
     lab = lab.where(~missing, None)
@@ -50,12 +54,16 @@ def read_labels(adata: ad.AnnData, label_key: str, min_cells: int = 2) -> Labels
     small = counts[counts < min_cells]
     classes = sorted(str(c) for c in counts.index if c not in small.index)
     if len(classes) < 2:
-        raise DataError(f"'{label_key}' has {len(classes)} usable class(es); at least 2 with ≥{min_cells} cells are needed",
-                        "choose a label column with several cell types")
+        raise DataError(
+            f"'{label_key}' has {len(classes)} usable class(es); at least 2 with ≥{min_cells} cells are needed",
+            "choose a label column with several cell types",
+        )
     cls_idx = {c: i for i, c in enumerate(classes)}
     keep = np.array([v is not None and str(v) in cls_idx for v in lab])
     y = np.array([cls_idx[str(v)] for v, k in zip(lab, keep, strict=True) if k], dtype=np.int64)
-    dropped = {"unlabelled": int(missing.sum())} | {f"class '{c}' (<{min_cells} cells)": int(n) for c, n in small.items()}
+    dropped = {"unlabelled": int(missing.sum())} | {
+        f"class '{c}' (<{min_cells} cells)": int(n) for c, n in small.items()
+    }
     return Labels(keep=keep, y=y, classes=classes, dropped={k: v for k, v in dropped.items() if v})
 
 
@@ -95,7 +103,7 @@ def fit_with_holdout(
 ) -> FitOutcome:
     """Fit on a stratified split, calibrate and measure on the held-out part, optionally refit on all."""
     idx = np.arange(len(y))
-    n_hold = max(int(round(holdout_fraction * len(y))), len(classes))
+    n_hold = max(round(holdout_fraction * len(y)), len(classes))
     tr, ho = train_test_split(idx, test_size=n_hold, stratify=y, random_state=seed)
     state = fit(x[tr], y[tr], len(classes), seed)
     scores, are_logits = score(state, x[ho])
@@ -106,9 +114,15 @@ def fit_with_holdout(
     metrics = classification_metrics([classes[i] for i in y[ho]], [classes[i] for i in pred])
     metrics["ece"] = expected_calibration_error(proba, y[ho])
     if are_logits:
-        metrics["ece_before_temperature"] = expected_calibration_error(apply_temperature(scores, 1.0), y[ho])
+        metrics["ece_before_temperature"] = expected_calibration_error(
+            apply_temperature(scores, 1.0), y[ho]
+        )
     metrics["unknown_share"] = float((proba.max(axis=1) < threshold).mean())
-    metrics["evaluated_on"] = f"stratified held-out {len(ho)} of {len(y)} reference cells (seed {seed})"
+    metrics["evaluated_on"] = (
+        f"stratified held-out {len(ho)} of {len(y)} reference cells (seed {seed})"
+    )
     if refit:
         state = fit(x, y, len(classes), seed)
-    return FitOutcome(state, temperature, threshold, metrics, {"index": ho, "y": y[ho], "proba": proba})
+    return FitOutcome(
+        state, temperature, threshold, metrics, {"index": ho, "y": y[ho], "proba": proba}
+    )

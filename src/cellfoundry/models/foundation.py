@@ -50,9 +50,15 @@ class LoadReport:
             return
         parts = []
         if self.missing_keys:
-            parts.append(f"missing keys: {', '.join(self.missing_keys[:10])}" + (" …" if len(self.missing_keys) > 10 else ""))
+            parts.append(
+                f"missing keys: {', '.join(self.missing_keys[:10])}"
+                + (" …" if len(self.missing_keys) > 10 else "")
+            )
         if self.unexpected_keys:
-            parts.append(f"unexpected keys: {', '.join(self.unexpected_keys[:10])}" + (" …" if len(self.unexpected_keys) > 10 else ""))
+            parts.append(
+                f"unexpected keys: {', '.join(self.unexpected_keys[:10])}"
+                + (" …" if len(self.unexpected_keys) > 10 else "")
+            )
         if self.shape_mismatches:
             parts.append(f"shape mismatches: {'; '.join(self.shape_mismatches[:10])}")
         raise CheckpointError(
@@ -130,7 +136,9 @@ class FoundationModel(ABC):
 
     @classmethod
     @abstractmethod
-    def from_random(cls, genes: list[str], *, variant: str | None = None, seed: int = 0) -> FoundationModel:
+    def from_random(
+        cls, genes: list[str], *, variant: str | None = None, seed: int = 0
+    ) -> FoundationModel:
         """A randomly initialised model of ``variant`` (a small test size when None) over ``genes``.
 
         Used when no pretrained weights are registered; callers must say so loudly.
@@ -146,7 +154,10 @@ FOUNDATION_FAMILIES: dict[str, str] = {
 
 def foundation_class(family: str) -> type[FoundationModel]:
     if family not in FOUNDATION_FAMILIES:
-        raise ModelError(f"unknown foundation family '{family}'", f"choose one of: {', '.join(FOUNDATION_FAMILIES)}")
+        raise ModelError(
+            f"unknown foundation family '{family}'",
+            f"choose one of: {', '.join(FOUNDATION_FAMILIES)}",
+        )
     mod, _, cls = FOUNDATION_FAMILIES[family].partition(":")
     return getattr(importlib.import_module(mod), cls)  # type: ignore[no-any-return]
 
@@ -155,7 +166,9 @@ def detect_family(folder: str | Path) -> str:
     """Which family's published layout ``folder`` has."""
     p = Path(folder)
     if not p.is_dir():
-        raise CheckpointError(f"{p} is not a folder", "pass the checkpoint folder, not a file inside it")
+        raise CheckpointError(
+            f"{p} is not a folder", "pass the checkpoint folder, not a file inside it"
+        )
     hits = [f for f in FOUNDATION_FAMILIES if foundation_class(f).detect(p)]
     if len(hits) != 1:
         names = sorted(x.name for x in p.iterdir())[:20]
@@ -166,7 +179,9 @@ def detect_family(folder: str | Path) -> str:
     return hits[0]
 
 
-def load_foundation(folder: str | Path, family: str | None = None, *, verify: bool = True) -> FoundationModel:
+def load_foundation(
+    folder: str | Path, family: str | None = None, *, verify: bool = True
+) -> FoundationModel:
     """Load any family's checkpoint folder (family detected from its files when not given)."""
     fam = family or detect_family(folder)
     return foundation_class(fam).load(folder, verify=verify)

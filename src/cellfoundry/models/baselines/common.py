@@ -15,7 +15,14 @@ from cellfoundry.data.genes import gene_keys, genes_hash
 from cellfoundry.data.matrix import source_var
 from cellfoundry.data.prepare import features, plan_input
 from cellfoundry.data.report import validate
-from cellfoundry.models.fitting import FitFn, Labels, ScoreFn, data_sha256, fit_with_holdout, read_labels
+from cellfoundry.models.fitting import (
+    FitFn,
+    Labels,
+    ScoreFn,
+    data_sha256,
+    fit_with_holdout,
+    read_labels,
+)
 
 PREPROCESSING = {
     "representation": "lognorm",
@@ -45,23 +52,23 @@ def reference_genes(adata: ad.AnnData, source: str) -> tuple[list[str], str]:
     else:
         raw = [s or n for s, n in zip(keys.symbols, keys.names, strict=True)]
         kind = "symbol"
-    seen: set[str] = set()
-    genes = [g for g in raw if not (g in seen or seen.add(g))]
-    return genes, kind
+    return list(dict.fromkeys(raw)), kind
 
 
 def select_variable_genes(x: sp.csr_matrix, n_features: int | None) -> np.ndarray:
-    """Indices of the ``n_features`` genes with the highest variance of log-normalised values."""
+    """Indices of the ``n_features`` most variable genes (Seurat dispersion, via scanpy), sorted."""
     if not n_features or n_features >= x.shape[1]:
         return np.arange(x.shape[1])
-    mean = np.asarray(x.mean(axis=0)).ravel()
-    sq = x.copy()
-    sq.data **= 2
-    var = np.asarray(sq.mean(axis=0)).ravel() - mean**2
-    return np.sort(np.argsort(-var, kind="stable")[:n_features])
+    import scanpy as sc
+
+    tmp = ad.AnnData(X=x.copy())
+    sc.pp.highly_variable_genes(tmp, n_top_genes=n_features, flavor="seurat")
+    return np.sort(np.nonzero(tmp.var["highly_variable"].to_numpy())[0])
 
 
-def prepare_reference(adata: ad.AnnData, label_key: str, n_features: int | None) -> PreparedReference:
+def prepare_reference(
+    adata: ad.AnnData, label_key: str, n_features: int | None
+) -> PreparedReference:
     report = validate(adata)
     labels = read_labels(adata, label_key)
     src = report.chosen["counts"] or report.chosen["lognorm"] or "X"
@@ -69,8 +76,14 @@ def prepare_reference(adata: ad.AnnData, label_key: str, n_features: int | None)
     plan = plan_input(adata, genes, key_kind=kind, report=report, target_name="reference genes")  # type: ignore[arg-type]
     x = features(adata, plan)[labels.keep]
     sel = select_variable_genes(x, n_features)
-    return PreparedReference(x=x[:, sel].tocsr(), genes=[genes[i] for i in sel], key_kind=kind, labels=labels,
-                             source=plan.source, n_cells_total=adata.n_obs)
+    return PreparedReference(
+        x=x[:, sel].tocsr(),
+        genes=[genes[i] for i in sel],
+        key_kind=kind,
+        labels=labels,
+        source=plan.source,
+        n_cells_total=adata.n_obs,
+    )
 
 
 def train_feature_model(
@@ -87,24 +100,47 @@ def train_feature_model(
     label_key: str,
 ) -> tuple[Manifest, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Fit with a held-out split and return (manifest, weights, held-out predictions)."""
-    out = fit_with_holdout(ref.x, ref.labels.y, ref.labels.classes, fit, score, seed=seed,
-                           holdout_fraction=holdout_fraction, refit=refit)
+    out = fit_with_holdout(
+        ref.x,
+        ref.labels.y,
+        ref.labels.classes,
+        fit,
+        score,
+        seed=seed,
+        holdout_fraction=holdout_fraction,
+        refit=refit,
+    )
     counts = np.bincount(ref.labels.y, minlength=len(ref.labels.classes))
     manifest = Manifest(
-        family=family, name=name, classes=ref.labels.classes, genes_sha256=genes_hash(ref.genes),
-        n_genes=len(ref.genes), gene_key_kind=ref.key_kind, preprocessing=dict(PREPROCESSING),
-        unknown_threshold=out.threshold, temperature=out.temperature, params=params | {"seed": seed},
+        family=family,
+        name=name,
+        classes=ref.labels.classes,
+        genes_sha256=genes_hash(ref.genes),
+        n_genes=len(ref.genes),
+        gene_key_kind=ref.key_kind,
+        preprocessing=dict(PREPROCESSING),
+        unknown_threshold=out.threshold,
+        temperature=out.temperature,
+        params=params | {"seed": seed},
         metrics=out.metrics,
-        training={"label_key": label_key, "n_cells": int(len(ref.labels.y)), "n_cells_in_file": ref.n_cells_total,
-                  "dropped": ref.labels.dropped, "matrix": ref.source,
-                  "class_counts": {c: int(n) for c, n in zip(ref.labels.classes, counts, strict=True)},
-                  "data_sha256": data_sha256(ref.x, ref.labels.y), "holdout_fraction": holdout_fraction,
-                  "refit_on_all": refit},
+        training={
+            "label_key": label_key,
+            "n_cells": len(ref.labels.y),
+            "n_cells_in_file": ref.n_cells_total,
+            "dropped": ref.labels.dropped,
+            "matrix": ref.source,
+            "class_counts": {c: int(n) for c, n in zip(ref.labels.classes, counts, strict=True)},
+            "data_sha256": data_sha256(ref.x, ref.labels.y),
+            "holdout_fraction": holdout_fraction,
+            "refit_on_all": refit,
+        },
     )
     return manifest, out.state, out.holdout
 
 
-def write_artifact(folder: str | Path, manifest: Manifest, arrays: dict[str, np.ndarray], genes: list[str]) -> Path:
+def write_artifact(
+    folder: str | Path, manifest: Manifest, arrays: dict[str, np.ndarray], genes: list[str]
+) -> Path:
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     save_arrays(path, arrays)

@@ -13,10 +13,16 @@ from sklearn.neighbors import NearestNeighbors
 
 from cellfoundry.artifacts import Manifest, load_arrays
 from cellfoundry.models.base import FeatureAnnotator
-from cellfoundry.models.baselines.common import prepare_reference, train_feature_model, write_artifact
+from cellfoundry.models.baselines.common import (
+    prepare_reference,
+    train_feature_model,
+    write_artifact,
+)
 
 
-def knn_vote(ref_emb: np.ndarray, ref_y: np.ndarray, n_classes: int, query: np.ndarray, k: int) -> np.ndarray:
+def knn_vote(
+    ref_emb: np.ndarray, ref_y: np.ndarray, n_classes: int, query: np.ndarray, k: int
+) -> np.ndarray:
     """Distance-weighted vote shares of the k nearest reference cells (Euclidean)."""
     k = min(k, len(ref_emb))
     nn = NearestNeighbors(n_neighbors=k).fit(ref_emb)
@@ -27,7 +33,9 @@ def knn_vote(ref_emb: np.ndarray, ref_y: np.ndarray, n_classes: int, query: np.n
     return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _fit(x: sp.csr_matrix, y: np.ndarray, n_classes: int, seed: int, n_pcs: int) -> dict[str, np.ndarray]:
+def _fit(
+    x: sp.csr_matrix, y: np.ndarray, n_classes: int, seed: int, n_pcs: int
+) -> dict[str, np.ndarray]:
     dense = x.toarray()
     mean = dense.mean(axis=0)
     sd = dense.std(axis=0)
@@ -36,8 +44,13 @@ def _fit(x: sp.csr_matrix, y: np.ndarray, n_classes: int, seed: int, n_pcs: int)
     n_comp = int(min(n_pcs, z.shape[0] - 1, z.shape[1]))
     pca = PCA(n_components=n_comp, random_state=seed, svd_solver="randomized").fit(z)
     comps = pca.components_.T.astype(np.float32)
-    return {"mean": mean.astype(np.float32), "scale": sd.astype(np.float32), "components": comps,
-            "ref_embedding": (z @ comps).astype(np.float32), "ref_labels": y.astype(np.int64)}
+    return {
+        "mean": mean.astype(np.float32),
+        "scale": sd.astype(np.float32),
+        "components": comps,
+        "ref_embedding": (z @ comps).astype(np.float32),
+        "ref_labels": y.astype(np.int64),
+    }
 
 
 def _embed(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
@@ -57,7 +70,13 @@ class KNNAnnotator(FeatureAnnotator):
 
     def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
         k = int(self.manifest.params.get("k", 15))
-        return knn_vote(self.state["ref_embedding"], self.state["ref_labels"], len(self.classes), _embed(self.state, x), k)
+        return knn_vote(
+            self.state["ref_embedding"],
+            self.state["ref_labels"],
+            len(self.classes),
+            _embed(self.state, x),
+            k,
+        )
 
     @classmethod
     def train(
@@ -66,7 +85,7 @@ class KNNAnnotator(FeatureAnnotator):
         label_key: str,
         *,
         name: str = "knn",
-        n_features: int | None = 3000,
+        n_features: int | None = 2000,
         n_pcs: int = 50,
         k: int = 15,
         seed: int = 0,
@@ -81,11 +100,22 @@ class KNNAnnotator(FeatureAnnotator):
             return _fit(x, y, n, s, n_pcs)
 
         def score(st: dict[str, np.ndarray], x: sp.csr_matrix) -> tuple[np.ndarray, bool]:
-            return knn_vote(st["ref_embedding"], st["ref_labels"], len(ref.labels.classes), _embed(st, x), k), False
+            return knn_vote(
+                st["ref_embedding"], st["ref_labels"], len(ref.labels.classes), _embed(st, x), k
+            ), False
 
         manifest, state, holdout = train_feature_model(
-            cls.family, ref, fit, score, params, name=name, seed=seed,
-            holdout_fraction=holdout_fraction, refit=refit, label_key=label_key)
+            cls.family,
+            ref,
+            fit,
+            score,
+            params,
+            name=name,
+            seed=seed,
+            holdout_fraction=holdout_fraction,
+            refit=refit,
+            label_key=label_key,
+        )
         model = cls(manifest, ref.genes, state)
         model.holdout = holdout
         return model

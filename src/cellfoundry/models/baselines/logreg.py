@@ -13,17 +13,31 @@ from sklearn.linear_model import LogisticRegression
 from cellfoundry.artifacts import Manifest, load_arrays
 from cellfoundry.evaluation.calibration import apply_temperature
 from cellfoundry.models.base import FeatureAnnotator
-from cellfoundry.models.baselines.common import prepare_reference, train_feature_model, write_artifact
+from cellfoundry.models.baselines.common import (
+    prepare_reference,
+    train_feature_model,
+    write_artifact,
+)
 
 
-def _fit(x: sp.csr_matrix, y: np.ndarray, n_classes: int, seed: int, c: float, max_iter: int) -> dict[str, np.ndarray]:
+def _fit(
+    x: sp.csr_matrix,
+    y: np.ndarray,
+    n_classes: int,
+    seed: int,
+    c: float,
+    max_iter: int,
+    balanced: bool,
+) -> dict[str, np.ndarray]:
     mean = np.asarray(x.mean(axis=0)).ravel()
     sq = x.copy()
     sq.data **= 2
     sd = np.sqrt(np.maximum(np.asarray(sq.mean(axis=0)).ravel() - mean**2, 0))
     sd[sd < 1e-8] = 1.0
     z = (x.toarray() - mean) / sd
-    clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+    clf = LogisticRegression(
+        C=c, max_iter=max_iter, random_state=seed, class_weight="balanced" if balanced else None
+    )
     clf.fit(z.astype(np.float32), y)
     coef = np.zeros((n_classes, x.shape[1]))
     bias = np.zeros(n_classes)
@@ -34,7 +48,12 @@ def _fit(x: sp.csr_matrix, y: np.ndarray, n_classes: int, seed: int, c: float, m
     # logits = ((x - mean)/sd) @ coef.T + bias  ==  x @ W + b  with the scaling folded in
     w = (coef / sd).T
     b = bias - (mean / sd) @ coef.T
-    return {"W": w.astype(np.float32), "b": b.astype(np.float32), "mean": mean.astype(np.float32), "scale": sd.astype(np.float32)}
+    return {
+        "W": w.astype(np.float32),
+        "b": b.astype(np.float32),
+        "mean": mean.astype(np.float32),
+        "scale": sd.astype(np.float32),
+    }
 
 
 def _logits(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
@@ -60,23 +79,38 @@ class LogRegAnnotator(FeatureAnnotator):
         label_key: str,
         *,
         name: str = "logreg",
-        n_features: int | None = 3000,
-        C: float = 0.1,
-        max_iter: int = 1000,
+        n_features: int | None = 2000,
+        C: float = 0.3,
+        class_weight_balanced: bool = True,
+        max_iter: int = 2000,
         seed: int = 0,
         holdout_fraction: float = 0.2,
         refit: bool = True,
     ) -> LogRegAnnotator:
         """Train on ``obs[label_key]`` of a labelled reference."""
         ref = prepare_reference(adata, label_key, n_features)
-        params: dict[str, Any] = {"n_features": n_features, "C": C, "max_iter": max_iter}
+        params: dict[str, Any] = {
+            "n_features": n_features,
+            "C": C,
+            "max_iter": max_iter,
+            "class_weight_balanced": class_weight_balanced,
+        }
 
         def fit(x: sp.csr_matrix, y: np.ndarray, k: int, s: int) -> dict[str, np.ndarray]:
-            return _fit(x, y, k, s, C, max_iter)
+            return _fit(x, y, k, s, C, max_iter, class_weight_balanced)
 
         manifest, state, holdout = train_feature_model(
-            cls.family, ref, fit, lambda st, x: (_logits(st, x), True), params, name=name, seed=seed,
-            holdout_fraction=holdout_fraction, refit=refit, label_key=label_key)
+            cls.family,
+            ref,
+            fit,
+            lambda st, x: (_logits(st, x), True),
+            params,
+            name=name,
+            seed=seed,
+            holdout_fraction=holdout_fraction,
+            refit=refit,
+            label_key=label_key,
+        )
         model = cls(manifest, ref.genes, state)
         model.holdout = holdout
         return model

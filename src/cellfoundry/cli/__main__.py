@@ -1,0 +1,5 @@
+"""``python -m cellfoundry.cli``."""
+
+from cellfoundry.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""Reading every supported input format, and the errors for unreadable input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+from cellfoundry.data.io import read_data
+from cellfoundry.errors import DataError
+from tests.conftest import make_counts_adata
+
+
+def _write_10x_h5(path: Path, adata: ad.AnnData) -> None:
+    m = sp.csc_matrix(adata.X.T.astype(np.int32))  # genes x cells, stored by cell
+    with h5py.File(path, "w") as f:
+        g = f.create_group("matrix")
+        g["barcodes"] = np.array(adata.obs_names, dtype="S")
+        g["data"] = m.data
+        g["indices"] = m.indices.astype(np.int64)
+        g["indptr"] = m.indptr.astype(np.int64)
+        g["shape"] = np.array(m.shape, dtype=np.int32)
+        feats = g.create_group("features")
+        feats["id"] = np.array([f"ENSG{i:011d}" for i in range(adata.n_vars)], dtype="S")
+        feats["name"] = np.array(adata.var_names, dtype="S")
+        feats["feature_type"] = np.array(["Gene Expression"] * adata.n_vars, dtype="S")
+        feats["genome"] = np.array(["GRCh38"] * adata.n_vars, dtype="S")
+        feats["_all_tag_keys"] = np.array(["genome"], dtype="S")
+
+
+def _write_mex(folder: Path, adata: ad.AnnData) -> None:
+    folder.mkdir()
+    with gzip.open(folder / "matrix.mtx.gz", "wb") as fh:
+        scipy.io.mmwrite(fh, sp.coo_matrix(adata.X.T.astype(np.int64)))
+    feats = pd.DataFrame(
+        {
+            "id": [f"ENSG{i:011d}" for i in range(adata.n_vars)],
+            "name": adata.var_names,
+            "type": "Gene Expression",
+        }
+    )
+    feats.to_csv(folder / "features.tsv.gz", sep="\t", header=False, index=False)
+    pd.Series(adata.obs_names).to_csv(
+        folder / "barcodes.tsv.gz", sep="\t", header=False, index=False
+    )
+
+
+@pytest.fixture
+def small() -> ad.AnnData:
+    return make_counts_adata(n_cells=40, n_genes=30)
+
+
+def test_h5ad_in_memory_and_backed(tmp_path: Path, small: ad.AnnData) -> None:
+    p = tmp_path / "x.h5ad"
+    small.write_h5ad(p)
+    mem = read_data(p)
+    backed = read_data(p, backed=True)
+    assert backed.isbacked and not mem.isbacked
+    np.testing.assert_array_equal(mem.X.toarray(), small.X.toarray())
+    np.testing.assert_array_equal(backed.X[:5].toarray(), small.X[:5].toarray())
+
+
+def test_10x_h5(tmp_path: Path, small: ad.AnnData) -> None:
+    p = tmp_path / "filtered_feature_bc_matrix.h5"
+    _write_10x_h5(p, small)
+    a = read_data(p)
+    assert a.shape == small.shape
+    np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+
+
+def test_10x_mex_folder(tmp_path: Path, small: ad.AnnData) -> None:
+    _write_mex(tmp_path / "mex", small)
+    a = read_data(tmp_path / "mex")
+    assert a.shape == small.shape
+    assert a.var_names[0].startswith("ENSG")  # IDs as var_names, symbols kept in var
+    np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+
+
+def test_csv_cells_by_genes_and_tsv_genes_by_cells(tmp_path: Path, small: ad.AnnData) -> None:
+    df = pd.DataFrame(small.X.toarray(), index=small.obs_names, columns=small.var_names)
+    df.to_csv(tmp_path / "c.csv")
+    df.T.to_csv(tmp_path / "g.tsv.gz", sep="\t")
+    a = read_data(tmp_path / "c.csv")
+    b = read_data(tmp_path / "g.tsv.gz", genes_by_cells=True)
+    for x in (a, b):
+        assert list(x.obs_names) == list(small.obs_names)
+        assert list(x.var_names) == list(small.var_names)
+        np.testing.assert_array_equal(x.X.toarray(), small.X.toarray())
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("cells.xlsx", b"PK", "unsupported file type"),
+        ("broken.h5ad", b"not an hdf5 file", "could not read broken.h5ad"),
+        ("text.csv", b"cell,GENE1\nc1,abc\n", "not numeric"),
+    ],
+)
+def test_unreadable_inputs_say_what_to_fix(
+    tmp_path: Path, name: str, content: bytes, needle: str
+) -> None:
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_data(p)
+    assert needle in err.value.message
+    assert err.value.hint
+
+
+def test_missing_path_and_non_mex_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_data(tmp_path / "nope.h5ad")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"matrix\.mtx"):
+        read_data(tmp_path / "empty")
