@@ -79,8 +79,18 @@ def _to_csr(block: Any) -> sp.csr_matrix:
 
 
 def read_rows(adata: ad.AnnData, source: str, start: int, stop: int) -> sp.csr_matrix:
-    """Rows ``start:stop`` of a matrix as CSR (works for in-memory and backed data)."""
+    """Rows ``start:stop`` of a matrix as CSR (works for in-memory and backed data).
+
+    In-memory CSR rows are returned as a view (no copy); callers must not modify them.
+    """
     m = get_matrix(adata, source)
+    if isinstance(m, sp.csr_matrix | sp.csr_array):
+        lo, hi = m.indptr[start], m.indptr[stop]
+        view = sp.csr_matrix((stop - start, m.shape[1]), dtype=m.dtype)
+        # set the arrays directly: the constructor would copy views of a larger matrix
+        view.data, view.indices = m.data[lo:hi], m.indices[lo:hi]
+        view.indptr = (m.indptr[start : stop + 1] - lo).astype(m.indices.dtype, copy=False)
+        return view
     return _to_csr(m[start:stop])
 
 

@@ -14,9 +14,12 @@ TARGET_SUM = 1e4
 
 
 def row_totals(x: sp.csr_matrix) -> np.ndarray:
-    """Per-row sums in float64 (empty rows give 0)."""
-    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-    return np.bincount(rows, weights=x.data.astype(np.float64), minlength=x.shape[0])
+    """Per-row sums accumulated in float64, each row on its own (empty rows give 0)."""
+    totals = np.zeros(x.shape[0], dtype=np.float64)
+    nonempty = np.diff(x.indptr) > 0
+    if nonempty.any():
+        totals[nonempty] = np.add.reduceat(x.data, x.indptr[:-1][nonempty], dtype=np.float64)
+    return totals
 
 
 def size_factors(totals: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
@@ -29,15 +32,12 @@ def log1p_cp10k_given_totals(
     x: sp.csr_matrix, totals: np.ndarray, target_sum: float = TARGET_SUM
 ) -> sp.csr_matrix:
     """log1p(x / total * target_sum) with per-cell ``totals`` computed by the caller (new matrix)."""
-    out = sp.csr_matrix(x, dtype=np.float32, copy=True)
-    scale = np.repeat(size_factors(totals, target_sum), np.diff(out.indptr))
-    out.data = np.log1p(out.data * scale)
-    return out
+    scale = np.repeat(size_factors(totals, target_sum), np.diff(x.indptr))
+    data = np.log1p(x.data.astype(np.float32, copy=False) * scale)
+    return sp.csr_matrix((data, x.indices.copy(), x.indptr.copy()), shape=x.shape)
 
 
-def log1p_cp10k(
-    counts: sp.spmatrix | np.ndarray, target_sum: float = TARGET_SUM
-) -> sp.csr_matrix:
+def log1p_cp10k(counts: sp.spmatrix | np.ndarray, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
     """Return log1p(counts / row_total * target_sum) as float32 CSR. Empty cells stay zero."""
     x = sp.csr_matrix(counts, dtype=np.float32)
     return log1p_cp10k_given_totals(x, row_totals(x), target_sum)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import anndata as ad
 import numpy as np
 
-from cellfoundry.data.genes import align_genes, gene_keys, guess_species
+from cellfoundry.data.genes import GeneKeys, align_genes, gene_keys, guess_species
 from cellfoundry.data.matrix import (
     MatrixInfo,
     inspect_matrix,
@@ -122,6 +122,16 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def dataset_gene_keys(adata: ad.AnnData, report: ValidationReport, source: str) -> GeneKeys:
+    """Gene keys of the var table behind ``source``, computed once per report."""
+    which = "raw" if source == "raw/X" else "var"
+    cache: dict[str, GeneKeys] = report.__dict__.setdefault("_gene_keys", {})
+    if which not in cache:
+        names, var = source_var(adata, source)
+        cache[which] = gene_keys(list(names), var)
+    return cache[which]
+
+
 COUNT_PREFERENCE = ("layers/counts", "layers/raw_counts", "layers/raw", "raw/X", "X")
 
 
@@ -214,6 +224,7 @@ def validate(adata: ad.AnnData) -> ValidationReport:
     src_for_genes = chosen["counts"] or chosen["lognorm"] or "X"
     names, var = source_var(adata, src_for_genes)
     keys = gene_keys(list(names), var)
+    cached_keys = {"raw" if src_for_genes == "raw/X" else "var": keys}
     vc = names.value_counts()
     dups = vc[vc > 1]
     if len(dups):
@@ -261,7 +272,7 @@ def validate(adata: ad.AnnData) -> ValidationReport:
         sparsity = 1.0 - infos[0].nnz_fraction
     else:
         sparsity = 1.0 - (nnz / max(adata.n_obs * adata.n_vars, 1)) if nnz is not None else 0.0
-    return ValidationReport(
+    report = ValidationReport(
         n_cells=int(adata.n_obs),
         n_genes=len(names),
         sparsity=float(sparsity),
@@ -276,6 +287,8 @@ def validate(adata: ad.AnnData) -> ValidationReport:
         messages=msgs,
         obs_columns=[str(c) for c in adata.obs.columns],
     )
+    report.__dict__["_gene_keys"] = cached_keys
+    return report
 
 
 def coverage(
@@ -288,8 +301,7 @@ def coverage(
 ) -> Coverage:
     """Coverage of ``target`` by the dataset (genes present, share of counts mapped); added to ``report``."""
     src = report.chosen["counts"] or report.chosen["lognorm"] or "X"
-    names, var = source_var(adata, src)
-    keys = gene_keys(list(names), var)
+    keys = dataset_gene_keys(adata, report, src)
     al = align_genes(keys, target, key_kind)
     frac_counts: float | None = None
     if report.chosen["counts"] and adata.n_obs:
