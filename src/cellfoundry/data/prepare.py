@@ -19,7 +19,13 @@ import scipy.sparse as sp
 from cellfoundry.data.genes import Alignment, align_genes, gene_keys
 from cellfoundry.data.matrix import MatrixKind, iter_row_chunks, source_var
 from cellfoundry.data.normalize import log1p_cp10k_given_totals, row_totals
-from cellfoundry.data.report import Coverage, ValidationReport, coverage, validate
+from cellfoundry.data.report import (
+    Coverage,
+    ValidationReport,
+    coverage,
+    dataset_gene_keys,
+    validate,
+)
 from cellfoundry.errors import CoverageError, DataError
 
 Representation = Literal["lognorm", "counts"]
@@ -76,15 +82,13 @@ def select_columns(x: sp.csr_matrix, plan: InputPlan) -> sp.csr_matrix:
     if (plan.column_map == -2).any():  # a source gene serves two model genes: general path
         return (x @ plan.selector).tocsr()
     target = plan.column_map[x.indices]
-    keep = target >= 0
-    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-    row_nnz = np.bincount(rows[keep], minlength=x.shape[0])
-    indptr = np.concatenate([[0], np.cumsum(row_nnz)])
-    out = sp.csr_matrix(
-        (x.data[keep], target[keep], indptr), shape=(x.shape[0], len(plan.alignment.target))
+    kept = np.flatnonzero(target >= 0)
+    indptr = np.searchsorted(kept, x.indptr)  # kept entries before each row start
+    # indices stay in source order within a row (unsorted in target order; valid CSR)
+    return sp.csr_matrix(
+        (x.data[kept], target[kept], indptr),
+        shape=(x.shape[0], len(plan.alignment.target)),
     )
-    out.sort_indices()
-    return out
 
 
 def plan_input(
@@ -114,8 +118,8 @@ def plan_input(
         )
     info = rep.matrix(source)
     assert info is not None
-    names, var = source_var(adata, source)
-    keys = gene_keys(list(names), var)
+    names, _ = source_var(adata, source)
+    keys = dataset_gene_keys(adata, rep, source)
     al = align_genes(keys, genes, key_kind)
     cov = coverage(adata, rep, genes, target_name, al.key_kind)
     # an absolute floor too (never predict from a handful of genes), relaxed for tiny gene lists
@@ -145,7 +149,10 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
     Counts are normalised with each cell's total over *all* its genes (as ``log1p_cp10k`` does),
     then only the model's genes are kept; log-normalised input is only aligned.
     """
-    x = sp.csr_matrix(rows, dtype=np.float32)
+    if isinstance(rows, sp.csr_matrix) and rows.dtype == np.float32:
+        x = rows  # read-only use below; no copy
+    else:
+        x = sp.csr_matrix(rows, dtype=np.float32)
     if x.data.size and not np.isfinite(x.data).all():
         x = x.copy()
         x.data = np.where(np.isfinite(x.data), x.data, 0).astype(np.float32)
