@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect as pyinspect
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def train(
         raise ValueError(
             f"model family '{model}' cannot be trained with train(); see `cellfoundry models`"
         )
+    if "progress" in params and "progress" not in pyinspect.signature(trainer).parameters:
+        params.pop("progress")  # a family without progress reporting
     fitted: Annotator = trainer(as_anndata(reference), label_key, **params)
     if out is not None:
         fitted.save(out)

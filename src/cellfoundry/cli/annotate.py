@@ -53,7 +53,14 @@ def train_cmd(
     )
     extra = {"checkpoint": checkpoint} if checkpoint else {}
     model = train(
-        adata, label_key, family, out=out, seed=seed, n_features=n_features or None, **extra
+        adata,
+        label_key,
+        family,
+        out=out,
+        seed=seed,
+        n_features=n_features or None,
+        progress=True,
+        **extra,
     )
     m = model.manifest.metrics
     click.echo(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
 from cellfoundry.errors import DataError
 from cellfoundry.evaluation.calibration import (
@@ -100,12 +101,17 @@ def fit_with_holdout(
     holdout_fraction: float = 0.2,
     refit: bool = True,
     reject_correct: float = DEFAULT_REJECT_CORRECT,
+    progress: bool = False,
 ) -> FitOutcome:
     """Fit on a stratified split, calibrate and measure on the held-out part, optionally refit on all."""
     idx = np.arange(len(y))
     n_hold = max(round(holdout_fraction * len(y)), len(classes))
     tr, ho = train_test_split(idx, test_size=n_hold, stratify=y, random_state=seed)
+    bar = tqdm(total=3 if refit else 2, desc="training", unit="step", disable=not progress)
+    bar.set_postfix_str(f"fit on {len(tr)} cells")
     state = fit(x[tr], y[tr], len(classes), seed)
+    bar.update()
+    bar.set_postfix_str(f"calibrate on {len(ho)} held-out cells")
     scores, are_logits = score(state, x[ho])
     temperature = fit_temperature(scores, y[ho]) if are_logits else 1.0
     proba = apply_temperature(scores, temperature) if are_logits else scores
@@ -121,8 +127,12 @@ def fit_with_holdout(
     metrics["evaluated_on"] = (
         f"stratified held-out {len(ho)} of {len(y)} reference cells (seed {seed})"
     )
+    bar.update()
     if refit:
+        bar.set_postfix_str(f"refit on all {len(y)} cells")
         state = fit(x, y, len(classes), seed)
+        bar.update()
+    bar.close()
     return FitOutcome(
         state, temperature, threshold, metrics, {"index": ho, "y": y[ho], "proba": proba}
     )

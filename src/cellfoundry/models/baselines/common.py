@@ -98,6 +98,7 @@ def train_feature_model(
     holdout_fraction: float,
     refit: bool,
     label_key: str,
+    progress: bool = False,
 ) -> tuple[Manifest, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Fit with a held-out split and return (manifest, weights, held-out predictions)."""
     out = fit_with_holdout(
@@ -109,6 +110,7 @@ def train_feature_model(
         seed=seed,
         holdout_fraction=holdout_fraction,
         refit=refit,
+        progress=progress,
     )
     counts = np.bincount(ref.labels.y, minlength=len(ref.labels.classes))
     manifest = Manifest(

@@ -91,6 +91,7 @@ class KNNAnnotator(FeatureAnnotator):
         seed: int = 0,
         holdout_fraction: float = 0.2,
         refit: bool = True,
+        progress: bool = False,
     ) -> KNNAnnotator:
         """Train on ``obs[label_key]`` of a labelled reference."""
         ref = prepare_reference(adata, label_key, n_features)
@@ -115,6 +116,7 @@ class KNNAnnotator(FeatureAnnotator):
             holdout_fraction=holdout_fraction,
             refit=refit,
             label_key=label_key,
+            progress=progress,
         )
         model = cls(manifest, ref.genes, state)
         model.holdout = holdout

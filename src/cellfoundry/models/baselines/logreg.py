@@ -86,6 +86,7 @@ class LogRegAnnotator(FeatureAnnotator):
         seed: int = 0,
         holdout_fraction: float = 0.2,
         refit: bool = True,
+        progress: bool = False,
     ) -> LogRegAnnotator:
         """Train on ``obs[label_key]`` of a labelled reference."""
         ref = prepare_reference(adata, label_key, n_features)
@@ -110,6 +111,7 @@ class LogRegAnnotator(FeatureAnnotator):
             holdout_fraction=holdout_fraction,
             refit=refit,
             label_key=label_key,
+            progress=progress,
         )
         model = cls(manifest, ref.genes, state)
         model.holdout = holdout
