@@ -73,6 +73,7 @@ def annotate(
         model_family=annotator.family,
         coverage=pred.plan.coverage if pred.plan else None,
         warnings=pred.warnings,
+        gene_mapping=pred.plan.gene_mapping if pred.plan else None,
         embeddings=pred.embeddings,
         embedding_key=pred.embedding_key,
         adata=adata,

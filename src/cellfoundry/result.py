@@ -27,6 +27,7 @@ class AnnotationResult:
     model_family: str
     coverage: Coverage | None = None
     warnings: list[str] = field(default_factory=list)
+    gene_mapping: str | None = None
     embeddings: np.ndarray | None = None
     embedding_key: str | None = None
     adata: ad.AnnData | None = field(default=None, repr=False)
@@ -115,5 +116,6 @@ class AnnotationResult:
             "gene_coverage": None
             if self.coverage is None
             else float(self.coverage.fraction_present),
+            "gene_mapping": self.gene_mapping,
             "warnings": list(self.warnings),
         }

@@ -50,5 +50,8 @@ def test_symbol_reference_annotates_ensembl_query(split, tmp_path: Path) -> None
     res = cf.annotate(qry, tmp_path / "sym")  # query keeps Ensembl var_names + symbol column
     assert res.coverage is not None and res.coverage.key_kind == "symbol"
     assert res.coverage.fraction_present > 0.99
+    assert "the data has Ensembl IDs and was matched through var['gene_symbols']" in str(
+        res.summary()["gene_mapping"]
+    )
     truth = qry.obs["cell_type"].astype(str).to_numpy()
     assert float((res.labels == truth).mean()) >= 0.9

@@ -57,6 +57,30 @@ class InputPlan:
             )
         return out
 
+    @property
+    def gene_mapping(self) -> str:
+        """How the data's genes were matched to the model's (said plainly)."""
+        rep = self.report
+        kind = self.alignment.key_kind
+        data_kind = "Ensembl IDs" if rep.gene_id_kind.startswith("ensembl") else "symbols"
+        if kind == "symbol":
+            src = rep.symbol_source
+        else:
+            src = rep.ensembl_source
+        same = (kind == "ensembl") == rep.gene_id_kind.startswith("ensembl")
+        how = (
+            "directly"
+            if same
+            else (
+                "through the shipped GENCODE table" if src == "mapping table" else f"through {src}"
+            )
+        )
+        return (
+            f"model genes are {'Ensembl IDs' if kind == 'ensembl' else 'symbols'}; the data has "
+            f"{data_kind} and was matched {how}: {self.coverage.n_present:,} of "
+            f"{self.coverage.n_target:,} model genes found"
+        )
+
 
 def _column_map(alignment: Alignment, n_source: int) -> np.ndarray:
     """For every source column, its target column (-1 = not used); -2 marks a shared source column."""
