@@ -47,7 +47,9 @@ def family_info(name: str) -> FamilyInfo:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise ModelError(f"unknown model family '{name}'", f"choose one of: {', '.join(sorted(_FAMILIES))}") from None
+        raise ModelError(
+            f"unknown model family '{name}'", f"choose one of: {', '.join(sorted(_FAMILIES))}"
+        ) from None
 
 
 def annotator_class(family: str) -> type[Annotator]:
@@ -62,23 +64,74 @@ def load_model(spec: str | Path | Annotator) -> Annotator:
     folder = Path(spec)
     if not (folder / MANIFEST).is_file():
         if str(spec) in _FAMILIES:
-            raise ModelError(f"'{spec}' is a model family, not a trained model",
-                             f"train one first: cellfoundry train REF.h5ad --label-key cell_type --model {spec} --out DIR")
-        raise ModelError(f"{spec} is not a cellfoundry model folder (no {MANIFEST})",
-                         "pass the --out folder of `cellfoundry train`")
+            raise ModelError(
+                f"'{spec}' is a model family, not a trained model",
+                f"train one first: cellfoundry train REF.h5ad --label-key cell_type --model {spec} --out DIR",
+            )
+        raise ModelError(
+            f"{spec} is not a cellfoundry model folder (no {MANIFEST})",
+            "pass the --out folder of `cellfoundry train`",
+        )
     manifest = Manifest.read(folder)
     return annotator_class(manifest.family).load(folder, manifest)
 
 
-register_family(FamilyInfo(
-    name="logreg", kind="baseline",
-    description="Logistic regression on standardised log1p-CP10k expression (CellTypist-style), top-variance genes.",
-    needs="raw counts or log-normalised values; gene symbols or Ensembl IDs (mapped to the reference's kind)",
-    annotator="cellfoundry.models.baselines.logreg:LogRegAnnotator",
-))
-register_family(FamilyInfo(
-    name="knn", kind="baseline",
-    description="k-nearest neighbours (distance-weighted vote) on a PCA of standardised log1p-CP10k expression.",
-    needs="raw counts or log-normalised values; gene symbols or Ensembl IDs (mapped to the reference's kind)",
-    annotator="cellfoundry.models.baselines.knn:KNNAnnotator",
-))
+register_family(
+    FamilyInfo(
+        name="logreg",
+        kind="baseline",
+        description="Logistic regression on standardised log1p-CP10k expression (CellTypist-style), top-variance genes.",
+        needs="raw counts or log-normalised values; gene symbols or Ensembl IDs (mapped to the reference's kind)",
+        annotator="cellfoundry.models.baselines.logreg:LogRegAnnotator",
+    )
+)
+register_family(
+    FamilyInfo(
+        name="knn",
+        kind="baseline",
+        description="k-nearest neighbours (distance-weighted vote) on a PCA of standardised log1p-CP10k expression.",
+        needs="raw counts or log-normalised values; gene symbols or Ensembl IDs (mapped to the reference's kind)",
+        annotator="cellfoundry.models.baselines.knn:KNNAnnotator",
+    )
+)
+
+# --- annotators on frozen foundation-model embeddings (models/embedding_annotators.py) ---------
+_FM_NEEDS = {
+    "geneformer": "raw counts; Ensembl IDs (symbols are mapped); a Geneformer checkpoint",
+    "scgpt": "raw counts; gene symbols (Ensembl IDs are mapped); an scGPT checkpoint",
+    "scimilarity": "raw counts; gene symbols (Ensembl IDs are mapped); an SCimilarity checkpoint",
+}
+_FM_CLASSES = {"geneformer": "Geneformer", "scgpt": "ScGPT", "scimilarity": "SCimilarity"}
+for _fm, _prefix in _FM_CLASSES.items():
+    register_family(
+        FamilyInfo(
+            name=f"{_fm}-knn",
+            kind="head",
+            description=f"Cosine kNN (vote shares) on frozen {_prefix} embeddings of a reference.",
+            needs=_FM_NEEDS[_fm] + " (--checkpoint DIR or a registered name)",
+            annotator=f"cellfoundry.models.embedding_annotators:{_prefix}KNN",
+            extra={"foundation": _fm, "needs_checkpoint": True},
+        )
+    )
+    register_family(
+        FamilyInfo(
+            name=f"{_fm}-head",
+            kind="head",
+            description=f"Linear softmax head (calibrated) on frozen {_prefix} embeddings.",
+            needs=_FM_NEEDS[_fm] + " (--checkpoint DIR or a registered name)",
+            annotator=f"cellfoundry.models.embedding_annotators:{_prefix}Head",
+            extra={"foundation": _fm, "needs_checkpoint": True},
+        )
+    )
+
+# --- fine-tuned encoders (cellfoundry.tuning, `cellfoundry finetune`) ---------------------------
+register_family(
+    FamilyInfo(
+        name="finetuned",
+        kind="foundation",
+        description="A foundation encoder adapted to a labelled reference (head, LoRA via peft, or full).",
+        needs="what its base family needs (see the artifact's manifest); create with `cellfoundry finetune`",
+        annotator="cellfoundry.tuning.annotator:FinetunedAnnotator",
+        trainable=False,
+    )
+)
