@@ -1,0 +1,246 @@
+"""``ScGPTModel``: the scGPT family behind the ``FoundationModel`` protocol.
+
+Embedding follows the official zero-shot path (``scgpt.tasks.embed_data``, spec §2.7 A): raw
+counts (no normalisation), expressed vocabulary genes only, per-cell binning into ``n_bins``,
+``<cls>`` prepended with value ``pad_value``, at most ``max_length`` tokens, the last layer's
+``<cls>`` output, L2-normalised. Inference streams row chunks, sorts cells by length within a
+chunk, batches them, and restores the input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anndata as ad
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cellfoundry.data.prepare import InputPlan, iter_features, plan_input
+from cellfoundry.data.report import ValidationReport
+from cellfoundry.errors import ModelError
+from cellfoundry.models.foundation import FoundationModel, LoadReport
+from cellfoundry.models.scgpt.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
+from cellfoundry.models.scgpt.config import ScGPTConfig
+from cellfoundry.models.scgpt.network import ScGPTNetwork
+from cellfoundry.models.scgpt.tokenizer import ScGPTTokenizer
+from cellfoundry.models.scgpt.vocab import ScGPTVocab
+
+_MAX_LORA_LAYERS = 64
+# Attention in/out projections everywhere, feed-forward linear1/linear2 of the transformer layers
+# only (a bare "linear1" suffix would also hit value_encoder.linear1).
+LORA_TARGETS = [
+    "self_attn.Wqkv",
+    "self_attn.out_proj",
+    *(f"transformer_encoder.layers.{i}.linear{j}" for i in range(_MAX_LORA_LAYERS) for j in (1, 2)),
+]
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "tiny": {"embsize": 32, "nheads": 4, "d_hid": 64, "nlayers": 2},
+    "whole-human": {"embsize": 512, "nheads": 8, "d_hid": 512, "nlayers": 12},
+}
+CHUNK_CELLS = 1024
+
+
+class ScGPTModel(FoundationModel):
+    """scGPT (whole-human or any published-format checkpoint) as a cell embedder."""
+
+    family: ClassVar[str] = "scgpt"
+    embedding_key: ClassVar[str] = "X_scgpt"
+    gene_key_kind: ClassVar[str] = "symbol"
+    default_lora_targets: ClassVar[list[str]] = LORA_TARGETS
+    # share of the 60k-gene vocabulary that must be present; scGPT only reads expressed genes,
+    # so the gate is the absolute number of matched genes (plan_input's min_genes) instead.
+    min_coverage: ClassVar[float] = 0.0
+
+    def __init__(
+        self,
+        network: ScGPTNetwork,
+        config: ScGPTConfig,
+        vocab: ScGPTVocab,
+        *,
+        load_report: LoadReport,
+        checkpoint_dir: Path | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        self.network = network
+        self.config = config
+        self.vocab = vocab
+        self.load_report = load_report
+        self.variant = load_report.variant or "custom"
+        self.checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else Path()
+        # embed_data's max_length (1200) is the same as the pretraining max_seq_len
+        self.max_length = int(max_length or config.max_seq_len)
+        self._gene_ids = np.asarray(vocab.gene_ids, dtype=np.int64)
+
+    # --- loading -------------------------------------------------------------------------------
+    @classmethod
+    def detect(cls, folder: Path) -> bool:
+        p = Path(folder)
+        return all((p / f).is_file() for f in CHECKPOINT_FILES)
+
+    @classmethod
+    def load(cls, folder: str | Path, *, verify: bool = True) -> ScGPTModel:
+        cfg, vocab, net, report = load_checkpoint(folder, verify=verify)
+        return cls(net, cfg, vocab, load_report=report, checkpoint_dir=Path(folder))
+
+    @classmethod
+    def from_random(
+        cls, genes: list[str], *, variant: str | None = None, seed: int = 0
+    ) -> ScGPTModel:
+        name = variant or "tiny"
+        if name not in VARIANTS:
+            raise ModelError(
+                f"unknown scGPT variant '{name}'", f"choose one of: {', '.join(VARIANTS)}"
+            )
+        if not genes:
+            raise ModelError(
+                "from_random needs at least one gene symbol", "pass the model's gene symbols"
+            )
+        cfg = ScGPTConfig(**VARIANTS[name])
+        vocab = ScGPTVocab.from_genes(list(dict.fromkeys(str(g) for g in genes)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = ScGPTNetwork(cfg, len(vocab), vocab[cfg.pad_token])
+            with torch.no_grad():
+                net.encoder.embedding.weight.uniform_(-0.1, 0.1)  # the official init_weights
+        net.eval()
+        report = LoadReport(family="scgpt", variant=f"random-{name}")
+        report.messages.append(f"random weights (seed {seed}): no pretrained checkpoint was loaded")
+        return cls(net, cfg, vocab, load_report=report)
+
+    def save(self, folder: str | Path, *, layout: str = "Wqkv") -> Path:
+        """Write the model as a published-format checkpoint folder."""
+        return save_checkpoint(folder, self.network, self.config, self.vocab, layout=layout)
+
+    # --- properties ----------------------------------------------------------------------------
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embsize
+
+    @property
+    def genes(self) -> list[str]:
+        return self.vocab.genes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    # --- tokenisation --------------------------------------------------------------------------
+    def plan(self, adata: ad.AnnData, report: ValidationReport | None = None) -> InputPlan:
+        """Raw-count matrix and gene alignment for ``adata`` (refuses clearly when unusable)."""
+        return plan_input(
+            adata,
+            self.genes,
+            representation="counts",
+            key_kind="symbol",
+            target_name="scGPT vocabulary genes",
+            min_coverage=self.min_coverage,
+            report=report,
+        )
+
+    def _tokenizer(self, plan: InputPlan) -> tuple[ScGPTTokenizer, np.ndarray]:
+        """The tokenizer and the feature-column order that restores the data's column order."""
+        src = plan.alignment.source_index
+        present = np.nonzero(src >= 0)[0]
+        order = present[np.argsort(src[present], kind="stable")]
+        tok = ScGPTTokenizer(
+            column_ids=self._gene_ids[order],
+            cls_id=self.vocab.cls_id,
+            pad_id=self.vocab[self.config.pad_token],
+            cls_value=float(
+                self.config.cls_value
+                if self.config.cls_value is not None
+                else self.config.pad_value
+            ),
+            pad_value=float(self.config.pad_value),
+            n_bins=self.config.n_bins,
+            max_length=self.max_length,
+        )
+        return tok, order
+
+    def _iter_tokens(
+        self, adata: ad.AnnData, seed: int, report: ValidationReport | None, chunk_size: int
+    ) -> Iterator[tuple[int, list[dict[str, np.ndarray]]]]:
+        plan = self.plan(adata, report)
+        tok, order = self._tokenizer(plan)
+        for start, feats in iter_features(adata, plan, chunk_size):
+            yield start, tok.tokenize_rows(feats[:, order], seed)
+
+    def tokenize(
+        self, adata: ad.AnnData, *, seed: int = 0, report: ValidationReport | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        out: list[dict[str, np.ndarray]] = []
+        for _, cells in self._iter_tokens(adata, seed, report, CHUNK_CELLS):
+            out.extend(cells)
+        return out
+
+    def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+        tok = ScGPTTokenizer(
+            column_ids=self._gene_ids,
+            cls_id=self.vocab.cls_id,
+            pad_id=self.vocab[self.config.pad_token],
+            pad_value=float(self.config.pad_value),
+        )
+        return tok.collate(cells)
+
+    # --- network -------------------------------------------------------------------------------
+    def forward_embeddings(self, batch: dict[str, Any], *, normalize: bool = True) -> torch.Tensor:
+        """``<cls>`` output of the last layer (B x d), L2-normalised as the official embed path does."""
+        dev = self.device
+        emb = self.network.cell_embedding(
+            batch["gene_ids"].to(dev), batch["values"].to(dev), batch["padding_mask"].to(dev)
+        )
+        return F.normalize(emb, dim=1) if normalize else emb
+
+    def _embed_cells(self, cells: list[dict[str, np.ndarray]], batch_size: int) -> np.ndarray:
+        lengths = np.array([len(c["gene_ids"]) for c in cells])
+        order = np.argsort(-lengths, kind="stable")
+        out = np.empty((len(cells), self.embedding_dim), dtype=np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            batch = self.collate([cells[i] for i in idx])
+            out[idx] = self.forward_embeddings(batch).float().cpu().numpy()
+        return out
+
+    def embed(
+        self,
+        adata: ad.AnnData,
+        *,
+        batch_size: int = 32,
+        seed: int = 0,
+        progress: bool = False,
+        report: ValidationReport | None = None,
+        chunk_size: int = CHUNK_CELLS,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        if batch_size < 1 or chunk_size < 1:
+            raise ModelError("batch_size and chunk_size must be ≥ 1", "pass positive sizes")
+        out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
+        was_training = self.network.training
+        prev_threads = torch.get_num_threads()
+        self.network.eval()
+        try:
+            if threads:
+                torch.set_num_threads(threads)
+            bar = _progress(adata.n_obs) if progress else contextlib.nullcontext()
+            with torch.inference_mode(), bar as pb:
+                for start, cells in self._iter_tokens(adata, seed, report, chunk_size):
+                    out[start : start + len(cells)] = self._embed_cells(cells, batch_size)
+                    if pb is not None:
+                        pb.update(len(cells))
+        finally:
+            torch.set_num_threads(prev_threads)
+            self.network.train(was_training)
+        return out
+
+
+def _progress(total: int) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm ships with the project's dependencies
+        return contextlib.nullcontext()
+    return tqdm(total=total, desc="scGPT embedding", unit="cell")

@@ -1,0 +1,184 @@
+"""ScGPTModel behaviour: streaming, order, batch independence, determinism, gradients, LoRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cellfoundry.errors import ModelError
+from cellfoundry.models.foundation import FoundationModel
+from cellfoundry.models.scgpt import ScGPTModel
+
+GENES = [f"GENE{i}" for i in range(300)]
+
+
+def _counts(n_cells: int = 40, seed: int = 0) -> ad.AnnData:
+    """Poisson counts over 250 of the model's genes plus 20 unknown ones, in shuffled column order."""
+    rng = np.random.default_rng(seed)
+    names = list(rng.permutation([*GENES[:250], *(f"OTHER{i}" for i in range(20))]))
+    rates = rng.gamma(0.5, 1.0, len(names)) * rng.uniform(0.3, 3.0, (n_cells, 1))
+    x = rng.poisson(rates * 4).astype(np.float32)
+    return ad.AnnData(
+        sp.csr_matrix(x),
+        obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]),
+        var=pd.DataFrame(index=names),
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> ScGPTModel:
+    return ScGPTModel.from_random(GENES, seed=0)
+
+
+def test_protocol_attributes(model: ScGPTModel) -> None:
+    assert isinstance(model, FoundationModel)
+    assert (model.family, model.embedding_key, model.gene_key_kind) == (
+        "scgpt",
+        "X_scgpt",
+        "symbol",
+    )
+    assert model.genes == GENES and model.embedding_dim == 32 and model.variant == "random-tiny"
+    assert model.load_report.ok and "random weights" in model.load_report.messages[0]
+    big = ScGPTModel.from_random(GENES, variant="whole-human")
+    assert big.embedding_dim == 512 and len(big.network.transformer_encoder.layers) == 12
+    with pytest.raises(ModelError, match="unknown scGPT variant"):
+        ScGPTModel.from_random(GENES, variant="huge")
+
+
+def test_same_seed_same_model_and_embeddings(model: ScGPTModel) -> None:
+    again = ScGPTModel.from_random(GENES, seed=0)
+    other = ScGPTModel.from_random(GENES, seed=1)
+    sd, sd2 = model.network.state_dict(), again.network.state_dict()
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+    assert not torch.equal(
+        sd["value_encoder.linear2.weight"],
+        other.network.state_dict()["value_encoder.linear2.weight"],
+    )
+    a = _counts()
+    e1, e2 = model.embed(a, seed=3), model.embed(a, seed=3)
+    assert np.array_equal(e1, e2)
+    assert not np.array_equal(e1, model.embed(a, seed=4))  # binning ties are seeded
+
+
+def test_alone_batch_chunk_order_and_backed_agree(model: ScGPTModel, tmp_path: Path) -> None:
+    a = _counts(40)
+    ref = model.embed(a, batch_size=8, seed=0)
+    assert ref.shape == (40, 32) and np.isfinite(ref).all()
+    np.testing.assert_allclose(np.linalg.norm(ref, axis=1), 1.0, atol=1e-6)
+    for i in (0, 39):  # a cell alone == the same cell inside a padded batch
+        alone = model.embed(a[[i]].copy(), seed=0)
+        np.testing.assert_allclose(alone[0], ref[i], atol=1e-5)
+    np.testing.assert_allclose(model.embed(a, batch_size=40, chunk_size=7, seed=0), ref, atol=1e-5)
+    perm = np.random.default_rng(1).permutation(40)  # input order is restored
+    np.testing.assert_allclose(
+        model.embed(a[perm].copy(), batch_size=5, seed=0), ref[perm], atol=1e-5
+    )
+    a.write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    try:
+        np.testing.assert_allclose(model.embed(backed, chunk_size=16, seed=0), ref, atol=1e-5)
+    finally:
+        backed.file.close()
+
+
+def test_streaming_reads_chunks(model: ScGPTModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cellfoundry.models.scgpt.model as mod
+
+    seen: list[int] = []
+    real = mod.iter_features
+
+    def spy(adata, plan, chunk_size):  # type: ignore[no-untyped-def]
+        for start, feats in real(adata, plan, chunk_size):
+            seen.append(feats.shape[0])
+            yield start, feats
+
+    monkeypatch.setattr(mod, "iter_features", spy)
+    out = model.embed(_counts(50), chunk_size=16)
+    assert seen == [16, 16, 16, 2] and out.shape == (50, 32)
+
+
+def test_cls_output_only_path_equals_full_encode(model: ScGPTModel) -> None:
+    batch = model.collate(model.tokenize(_counts(6), seed=0))
+    with torch.no_grad():
+        full = model.network.encode(batch["gene_ids"], batch["values"], batch["padding_mask"])[:, 0]
+        fast = model.network.cell_embedding(
+            batch["gene_ids"], batch["values"], batch["padding_mask"]
+        )
+    torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-5)
+
+
+def test_gradient_flows_through_forward_embeddings() -> None:
+    m = ScGPTModel.from_random(GENES, seed=2)
+    m.network.train()
+    batch = m.collate(m.tokenize(_counts(4), seed=0))
+    emb = m.forward_embeddings(batch)
+    assert emb.shape == (4, 32) and emb.requires_grad
+    emb[:, 0].sum().backward()
+    net = m.network
+    for name in (
+        "encoder.embedding.weight",
+        "value_encoder.linear1.weight",
+        "transformer_encoder.layers.0.self_attn.Wqkv.weight",
+        "transformer_encoder.layers.1.linear2.weight",
+        "transformer_encoder.layers.1.self_attn.out_proj.weight",
+    ):
+        g = net.get_parameter(name).grad
+        assert g is not None and float(g.abs().sum()) > 0, name
+    assert (
+        net.get_parameter("decoder.fc.0.weight").grad is None
+    )  # heads are not on the embedding path
+
+
+def test_lora_wraps_attention_and_feed_forward_and_changes_output() -> None:
+    peft = pytest.importorskip("peft")
+    m = ScGPTModel.from_random(GENES, seed=5)
+    batch = m.collate(m.tokenize(_counts(3), seed=0))
+    with torch.no_grad():
+        before = m.forward_embeddings(batch)
+    cfg = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=m.default_lora_targets, lora_dropout=0.0
+    )
+    wrapped = peft.inject_adapter_in_model(cfg, m.network)
+    lora = sorted(
+        {n.rsplit(".lora_", 1)[0] for n, _ in wrapped.named_parameters() if ".lora_" in n}
+    )
+    want = sorted(
+        f"transformer_encoder.layers.{i}.{s}"
+        for i in range(2)
+        for s in ("self_attn.Wqkv", "self_attn.out_proj", "linear1", "linear2")
+    )
+    assert lora == want  # value_encoder.linear1/2 are not targets
+    with torch.no_grad():
+        torch.testing.assert_close(
+            m.forward_embeddings(batch), before, atol=1e-6, rtol=1e-5
+        )  # B = 0
+        # a non-zero adapter on out_proj alone must change the output (not silently bypassed)
+        lora_b = wrapped.get_submodule("transformer_encoder.layers.1.self_attn.out_proj").lora_B[
+            "default"
+        ]
+        lora_b.weight.copy_(
+            torch.randn(lora_b.weight.shape, generator=torch.Generator().manual_seed(0))
+        )
+        after = m.forward_embeddings(batch)
+    assert float((after - before).abs().max()) > 1e-3
+    m.network.train()
+    target = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    (m.forward_embeddings(batch) * target).sum().backward()
+    g = wrapped.get_submodule("transformer_encoder.layers.0.linear1").lora_B["default"].weight.grad
+    assert g is not None and float(g.abs().sum()) > 0
+
+
+def test_empty_cell_and_bad_sizes(model: ScGPTModel) -> None:
+    a = _counts(3)
+    a.X = sp.csr_matrix(a.X.toarray() * np.array([[1], [0], [1]], dtype=np.float32))
+    cells = model.tokenize(a)
+    assert len(cells[1]["gene_ids"]) == 1  # only <cls>
+    assert np.isfinite(model.embed(a)).all()
+    with pytest.raises(ModelError, match="batch_size"):
+        model.embed(a, batch_size=0)
