@@ -1,0 +1,523 @@
+"""The registry of applications: what a run can do, its parameters and the model families it accepts.
+
+Each application has a pydantic params schema (validated before anything is queued) and a task
+function that only calls the library. Fine-tuning and evaluation from other modules plug in here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cellfoundry.errors import CellfoundryError, DataError
+
+BASELINES = ("logreg", "knn")
+EvalMethod = Literal["logreg", "knn", "head", "lora", "full"]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnnotationParams(Params):
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="Unknown threshold (default: the model's)"
+    )
+    min_coverage: float = Field(
+        0.3, ge=0, le=1, description="refuse when fewer model genes are present"
+    )
+    label_key: str | None = Field(
+        None, description="obs column with true labels: adds metrics to the summary"
+    )
+    layout: Literal["umap", "pca", "none"] = Field(
+        "umap", description="2-D layout of the cells in the results"
+    )
+
+
+class EmbeddingParams(Params):
+    layout: Literal["umap", "pca"] = "umap"
+    n_components: int = Field(50, ge=2, le=200, description="PCA components before the layout")
+
+
+class EvaluationParams(Params):
+    label_key: str = Field(..., min_length=1, description="obs column with the true labels")
+    test_fraction: float = Field(
+        0.3, gt=0.05, lt=0.95, description="held-out share for the baseline"
+    )
+    baseline_n_features: int = Field(
+        3000, ge=20, le=50_000, description="genes used by the baseline"
+    )
+    baseline_max_iter: int = Field(
+        1000, ge=10, le=10_000, description="solver iterations of the baseline"
+    )
+    seed: int = 0
+    seeds: int = Field(1, ge=1, le=10, description="foundation models: seeds of the comparison")
+    methods: list[EvalMethod] = Field(
+        default_factory=lambda: list[EvalMethod](["logreg", "head"]),
+        description="foundation models: methods compared by cellfoundry.evaluation.evaluate",
+    )
+    epochs: int = Field(3, ge=1, le=100, description="foundation models: fine-tuning epochs")
+
+
+class FinetuneParams(Params):
+    label_key: str = Field(..., min_length=1, description="obs column with the training labels")
+    name: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = 0
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="family-specific training options"
+    )
+
+
+@dataclass
+class TaskContext:
+    """What a task gets: inputs, an output folder and a progress callback that checks cancellation."""
+
+    run_id: str
+    dataset_path: Path
+    model_dir: Path
+    model_family: str
+    params: Any
+    out_dir: Path
+    report: Callable[[str, float], None]
+    settings: Any = None
+    register_model: Callable[[Path], str] | None = None
+
+
+@dataclass
+class TaskOutput:
+    """A finished task: summary JSON, files (name -> path) and measured metrics to store."""
+
+    summary: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # {"label_key", "metrics"} stored against the model
+
+
+@dataclass
+class ApplicationSpec:
+    id: str
+    name: str
+    description: str
+    params: type[Params]
+    families: tuple[str, ...] | None  # None: every family
+    task: Callable[[TaskContext], TaskOutput] | None  # None: sharded annotation (see engine)
+    sharded: bool = False
+
+    def accepts(self, family: str) -> bool:
+        return self.families is None or family in self.families
+
+    def validate(self, params: dict[str, Any] | None) -> Params:
+        try:
+            return self.params.model_validate(params or {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
+            )
+            raise CellfoundryError(
+                f"invalid params for application '{self.id}': {problems}",
+                f"see GET /applications for the params of '{self.id}'",
+                code="invalid_params",
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "families": list(self.families) if self.families else None,
+            "params_schema": self.params.model_json_schema(),
+        }
+
+
+APPLICATIONS: dict[str, ApplicationSpec] = {}
+
+
+def register_application(spec: ApplicationSpec) -> None:
+    """Add (or replace) an application."""
+    APPLICATIONS[spec.id] = spec
+
+
+def get_application(app_id: str) -> ApplicationSpec:
+    try:
+        return APPLICATIONS[app_id]
+    except KeyError:
+        raise CellfoundryError(
+            f"unknown application '{app_id}'",
+            f"choose one of: {', '.join(APPLICATIONS)}",
+            code="unknown_application",
+        ) from None
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+def read_dataset(path: Path, backed: bool = False) -> Any:
+    from cellfoundry.data.io import read_data
+
+    return read_data(path, backed=backed and path.name.endswith(".h5ad"))
+
+
+def label_column(adata: Any, key: str) -> np.ndarray:
+    if key not in adata.obs.columns:
+        raise DataError(
+            f"the dataset has no obs column '{key}'",
+            f"choose one of: {', '.join(map(str, adata.obs.columns)) or '(none)'}",
+        )
+    return adata.obs[key].astype(str).to_numpy()
+
+
+def layout_2d(
+    x: Any, labels: np.ndarray, method: str, max_cells: int, n_components: int = 50, seed: int = 0
+) -> tuple[pd.DataFrame, bool]:
+    """2-D coordinates of all cells, or of a sample stratified by label above ``max_cells``."""
+    import scipy.sparse as sp
+    from sklearn.decomposition import PCA, TruncatedSVD
+
+    n = x.shape[0]
+    idx = np.arange(n)
+    sampled = n > max_cells
+    if sampled:
+        rng = np.random.default_rng(seed)
+        parts = []
+        for lab in np.unique(labels):
+            members = idx[labels == lab]
+            k = max(1, round(len(members) * max_cells / n))
+            parts.append(rng.choice(members, size=min(k, len(members)), replace=False))
+        idx = np.sort(np.concatenate(parts))
+    xs = x[idx]
+    k = max(2, min(n_components, xs.shape[1] - 1, xs.shape[0] - 1))
+    if sp.issparse(xs):
+        pcs = TruncatedSVD(n_components=k, random_state=seed).fit_transform(xs)
+    else:
+        pcs = PCA(n_components=k, random_state=seed).fit_transform(np.asarray(xs))
+    if method == "umap" and xs.shape[0] > 15:
+        import umap
+
+        xy = umap.UMAP(
+            n_components=2, random_state=seed, n_neighbors=min(15, xs.shape[0] - 1)
+        ).fit_transform(pcs)
+    else:
+        xy = pcs[:, :2]
+    return pd.DataFrame(
+        {"i": idx, "x": xy[:, 0].astype(np.float32), "y": xy[:, 1].astype(np.float32)}
+    ), sampled
+
+
+def model_features(adata: Any, model_dir: Path, min_coverage: float = 0.0) -> Any:
+    """The model's input features of every cell (the library's shared preprocessing)."""
+    from cellfoundry.data.prepare import features
+    from cellfoundry.models.registry import load_model
+
+    ann = load_model(model_dir)
+    plan_fn = getattr(ann, "plan", None)
+    if plan_fn is None:
+        raise CellfoundryError(
+            f"model family '{ann.family}' has no feature space for a layout",
+            "use an embedding model",
+            code="unsupported_model",
+        )
+    return features(adata, plan_fn(adata, None, min_coverage))
+
+
+# --- embedding ----------------------------------------------------------------------------------
+
+
+def embedding_task(ctx: TaskContext) -> TaskOutput:
+    """Embed cells (the model's embedding, else a PCA of its input features) and lay them out in 2-D."""
+    p: EmbeddingParams = ctx.params
+    ctx.report("reading data", 5)
+    adata = read_dataset(ctx.dataset_path)
+    emb = None
+    embed = _optional("cellfoundry.api", "embed") or _optional("cellfoundry", "embed")
+    if embed is not None and ctx.model_family not in BASELINES:
+        ctx.report("embedding", 20)
+        out = embed(adata, ctx.model_dir)
+        emb = np.asarray(getattr(out, "embeddings", out))
+    if emb is None:
+        ctx.report("computing features", 20)
+        emb = model_features(adata, ctx.model_dir)
+    ctx.report("layout", 60)
+    labels = np.asarray(["all"] * adata.n_obs)
+    coords, sampled = layout_2d(
+        emb, labels, p.layout, ctx.settings.umap_max_cells if ctx.settings else 5000, p.n_components
+    )
+    coords.insert(0, "cell", np.asarray(adata.obs_names)[coords["i"].to_numpy()])
+    files = {"layout": ctx.out_dir / "layout.parquet"}
+    coords.to_parquet(files["layout"])
+    return TaskOutput(
+        summary={
+            "n_cells": int(adata.n_obs),
+            "layout": p.layout,
+            "layout_sampled": sampled,
+            "embedding_dim": int(emb.shape[1]),
+        },
+        files=files,
+    )
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def _optional(module: str, attr: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return None
+
+
+def _metrics_block(
+    truth: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: list[str] | None
+) -> dict[str, Any]:
+    from cellfoundry.evaluation.metrics import classification_metrics
+
+    return classification_metrics(truth, pred, proba, classes)
+
+
+def evaluation_task(ctx: TaskContext) -> TaskOutput:
+    """Measure a model against true labels, beside a logistic-regression baseline trained on the data."""
+    p: EvaluationParams = ctx.params
+    evaluate = _optional("cellfoundry.evaluation", "evaluate")
+    if evaluate is not None:
+        out = _call_evaluate(evaluate, ctx)
+        if out is not None:
+            return out
+    from sklearn.model_selection import train_test_split
+
+    from cellfoundry.api import annotate, train
+    from cellfoundry.evaluation.metrics import confusion_frame, most_confused
+
+    ctx.report("reading data", 5)
+    adata = read_dataset(ctx.dataset_path)
+    truth = label_column(adata, p.label_key)
+    ctx.report("annotating with the model", 20)
+    res = annotate(adata, ctx.model_dir)
+    model_metrics = _metrics_block(truth, res.labels, res.probabilities, res.classes)
+    known = np.isin(truth, res.classes)
+    model_metrics["share_of_cells_with_model_labels"] = float(known.mean())
+    ctx.report("training the baseline", 50)
+    idx = np.arange(adata.n_obs)
+    counts = pd.Series(truth).value_counts()
+    strat = truth if counts.min() >= 2 else None
+    tr, te = train_test_split(idx, test_size=p.test_fraction, random_state=p.seed, stratify=strat)
+    base = train(
+        adata[tr].copy(),
+        p.label_key,
+        "logreg",
+        seed=p.seed,
+        n_features=p.baseline_n_features,
+        max_iter=p.baseline_max_iter,
+    )
+    ctx.report("annotating the held-out cells", 75)
+    test = adata[te].copy()
+    base_res = annotate(test, base)
+    model_te = res.labels[te]
+    comparison = {
+        "model_on_test": _metrics_block(truth[te], model_te, res.probabilities[te], res.classes),
+        "logreg_baseline_on_test": _metrics_block(
+            truth[te], base_res.labels, base_res.probabilities, base_res.classes
+        ),
+        "n_train": len(tr),
+        "n_test": len(te),
+    }
+    cm = confusion_frame(truth, res.labels)
+    mc = most_confused(truth, res.labels)
+    files = {
+        "confusion": ctx.out_dir / "confusion.csv",
+        "most_confused": ctx.out_dir / "most_confused.csv",
+        "predictions": ctx.out_dir / "predictions.parquet",
+    }
+    cm.to_csv(files["confusion"])
+    mc.to_csv(files["most_confused"], index=False)
+    _predictions_frame(res, truth).to_parquet(files["predictions"])
+    summary = {
+        "label_key": p.label_key,
+        "metrics": model_metrics,
+        "baseline_comparison": comparison,
+        "confusion": {
+            "labels_true": list(map(str, cm.index)),
+            "labels_pred": list(map(str, cm.columns)),
+            "counts": cm.to_numpy().tolist(),
+        },
+        "most_confused": mc.to_dict(orient="records"),
+        "n_cells": int(adata.n_obs),
+        "evaluator": "cellfoundry.service baseline comparison",
+    }
+    return TaskOutput(
+        summary=summary,
+        files=files,
+        evaluation={"label_key": p.label_key, "metrics": model_metrics},
+    )
+
+
+def _call_evaluate(evaluate: Callable[..., Any], ctx: TaskContext) -> TaskOutput | None:
+    """Foundation models: ``cellfoundry.evaluation.evaluate`` (methods x seeds, report folder).
+
+    Trained baselines are measured directly (the built-in path): ``evaluate`` compares training
+    methods on a reference rather than measuring one trained model.
+    """
+    p: EvaluationParams = ctx.params
+    if ctx.model_family in BASELINES:
+        return None
+    target = _optional("cellfoundry.evaluation.compare", "evaluate") or evaluate
+    accepted = inspect.signature(target).parameters
+    wanted: dict[str, Any] = {
+        "label_key": p.label_key,
+        "model": str(ctx.model_dir),
+        "out": ctx.out_dir / "report",
+        "seeds": p.seeds,
+        "methods": tuple(p.methods),
+        "epochs": p.epochs,
+        "test_fraction": p.test_fraction,
+        "umap": False,
+    }
+    if "out" not in accepted or "model" not in accepted:
+        return None
+    kwargs = {k: v for k, v in wanted.items() if k in accepted}
+    ctx.report(f"evaluating {', '.join(p.methods)} over {p.seeds} seed(s)", 10)
+    report: dict[str, Any] = evaluate(str(ctx.dataset_path), **kwargs) or {}
+    report_dir = ctx.out_dir / "report"
+    files = {f.name.replace(".", "_"): f for f in report_dir.glob("*") if f.is_file()}
+    metrics: dict[str, Any] = {}
+    mean_std = report_dir / "summary_mean_std.csv"
+    if mean_std.is_file():
+        table = pd.read_csv(mean_std)
+        per_method = {
+            f"{r['model']}-{r['method']}": {
+                k: r[k] for k in ("accuracy_mean", "macro_f1_mean", "accuracy_std", "macro_f1_std")
+            }
+            for r in table.to_dict(orient="records")
+        }
+        best = max(per_method.items(), key=lambda kv: kv[1]["macro_f1_mean"], default=None)
+        metrics = {"per_method": per_method}
+        if best is not None:
+            metrics.update(
+                best_method=best[0],
+                accuracy=best[1]["accuracy_mean"],
+                macro_f1=best[1]["macro_f1_mean"],
+            )
+    summary = {
+        "label_key": p.label_key,
+        "evaluator": "cellfoundry.evaluation.evaluate",
+        "metrics": metrics,
+        "report": report,
+    }
+    return TaskOutput(
+        summary=summary, files=files, evaluation={"label_key": p.label_key, "metrics": metrics}
+    )
+
+
+def _predictions_frame(res: Any, truth: np.ndarray | None = None) -> pd.DataFrame:
+    df = res.to_frame().reset_index()
+    df["predicted_cell_type"] = df["predicted_cell_type"].astype(str)
+    top = np.argsort(-res.probabilities, axis=1, kind="stable")[:, :3]
+    for r in range(min(3, len(res.classes))):
+        df[f"top{r + 1}_label"] = np.asarray(res.classes, dtype=object)[top[:, r]]
+        df[f"top{r + 1}_probability"] = res.probabilities[np.arange(len(df)), top[:, r]].astype(
+            np.float32
+        )
+    if truth is not None:
+        df["true_label"] = truth
+    return df
+
+
+# --- fine-tuning / training ---------------------------------------------------------------------
+
+
+def finetune_task(ctx: TaskContext) -> TaskOutput:
+    """Train a new model on the dataset's labels (baselines) or fine-tune a foundation model."""
+    p: FinetuneParams = ctx.params
+    out_dir = ctx.out_dir / "model"
+    ctx.report("reading data", 5)
+    if ctx.model_family in BASELINES:
+        from cellfoundry.api import train
+
+        adata = read_dataset(ctx.dataset_path)
+        label_column(adata, p.label_key)
+        ctx.report("training", 20)
+        name = p.name or f"{ctx.model_family}-{ctx.run_id}"
+        train(
+            adata, p.label_key, ctx.model_family, out=out_dir, name=name, seed=p.seed, **p.options
+        )
+    else:
+        finetune = _optional("cellfoundry.tuning", "finetune") or _optional(
+            "cellfoundry.api", "finetune"
+        )
+        if finetune is None:
+            raise CellfoundryError(
+                "fine-tuning of foundation models is not available in this installation",
+                "update cellfoundry, or fine-tune a baseline (logreg, knn)",
+                code="not_available",
+            )
+        ctx.report("fine-tuning", 20)
+        opts = dict(p.options)
+        method = str(opts.pop("method", "lora"))
+        try:
+            finetune(
+                str(ctx.dataset_path),
+                p.label_key,
+                model=str(ctx.model_dir),
+                method=method,
+                out=out_dir,
+                seed=p.seed,
+                **opts,
+            )
+        except TypeError as exc:
+            raise CellfoundryError(
+                f"invalid fine-tuning options: {exc}",
+                "see cellfoundry.tuning.finetune for the accepted options",
+                code="invalid_params",
+            ) from exc
+    ctx.report("registering the model", 95)
+    new_id = ctx.register_model(out_dir) if ctx.register_model else None
+    return TaskOutput(summary={"label_key": p.label_key, "new_model_id": new_id})
+
+
+register_application(
+    ApplicationSpec(
+        id="annotation",
+        name="Cell-type annotation",
+        description="Label every cell with a trained model: top labels, confidence, Unknown below the threshold.",
+        params=AnnotationParams,
+        families=None,
+        task=None,
+        sharded=True,
+    )
+)
+register_application(
+    ApplicationSpec(
+        id="embedding",
+        name="Embedding + UMAP",
+        description="Embed every cell with a model (or a PCA of its input genes) and lay the cells out in 2-D.",
+        params=EmbeddingParams,
+        families=None,
+        task=embedding_task,
+    )
+)
+register_application(
+    ApplicationSpec(
+        id="finetune",
+        name="Fine-tuning",
+        description="Train a new model on a labelled dataset: baselines from scratch, foundation models fine-tuned.",
+        params=FinetuneParams,
+        families=None,
+        task=finetune_task,
+    )
+)
+register_application(
+    ApplicationSpec(
+        id="evaluation",
+        name="Evaluation",
+        description="Measure a model against the dataset's true labels beside a logistic-regression baseline "
+        "(accuracy, macro-F1, confusion matrix, most-confused pairs).",
+        params=EvaluationParams,
+        families=None,
+        task=evaluation_task,
+    )
+)

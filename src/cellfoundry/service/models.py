@@ -1,0 +1,181 @@
+"""Registering model artifact folders in the database, and the demo model at first start."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cellfoundry.errors import ModelError
+from cellfoundry.jobs.applications import APPLICATIONS
+from cellfoundry.store.db import Database
+from cellfoundry.store.storage import FileStorage
+from cellfoundry.store.tables import Application, Evaluation, ModelRecord
+
+log = logging.getLogger("cellfoundry.service")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:48] or "model"
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def register_model(
+    session: Session,
+    storage: FileStorage,
+    folder: str | Path,
+    *,
+    model_id: str | None = None,
+    owner_id: str | None = None,
+    source_run_id: str | None = None,
+    copy: bool = True,
+) -> ModelRecord:
+    """Register an artifact folder (copied into storage when ``copy``); returns the record."""
+    from cellfoundry.artifacts import Manifest
+    from cellfoundry.models.registry import family_info
+
+    src = Path(folder).resolve()
+    manifest = Manifest.read(src)
+    info = family_info(manifest.family)
+    mid = model_id or _slug(manifest.name)
+    if session.get(ModelRecord, mid) is not None:
+        mid = f"{mid[:40]}-{source_run_id or manifest.genes_sha256[:8]}"[:64]
+    dest = src
+    if copy and not src.is_relative_to(storage.root):
+        dest = storage.model_dir(mid)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(src, dest)
+    rel = storage.relative(dest) if dest.is_relative_to(storage.root) else str(dest)
+    rep = (
+        manifest.preprocessing.get("representation", "lognorm")
+        if manifest.preprocessing
+        else "lognorm"
+    )
+    rec = ModelRecord(
+        id=mid,
+        name=manifest.name,
+        family=manifest.family,
+        path=rel,
+        size_bytes=folder_size(dest),
+        n_genes=int(manifest.n_genes),
+        classes=list(manifest.classes),
+        requirements={
+            "needs": info.needs,
+            "gene_key_kind": manifest.gene_key_kind,
+            "representation": rep,
+            "n_genes": int(manifest.n_genes),
+            "kind": info.kind,
+        },
+        training_metrics=dict(manifest.metrics or {}),
+        ready=True,
+        status="ready",
+        owner_id=owner_id,
+        source_run_id=source_run_id,
+    )
+    session.add(rec)
+    session.flush()
+    return rec
+
+
+def check_ready(storage: FileStorage, rec: ModelRecord) -> tuple[bool, str]:
+    """Whether the artifact folder is present and intact."""
+    from cellfoundry.artifacts import Manifest
+
+    p = Path(rec.path)
+    folder = p if p.is_absolute() else storage.resolve(p)
+    try:
+        Manifest.read(folder)
+    except ModelError as exc:
+        return False, exc.message
+    return True, "ready"
+
+
+def ensure_demo_model(db: Database, storage: FileStorage) -> str | None:
+    """Train and register the demo model when no model is registered; returns its id when created."""
+    from cellfoundry.demo import DEMO_MODEL_NAME, train_demo_model
+
+    with db.session() as s:
+        if (s.scalar(select(func.count()).select_from(ModelRecord)) or 0) > 0:
+            return None
+    dest = storage.model_dir(_slug(DEMO_MODEL_NAME))
+    log.info("no model registered: training the demo model into %s", dest)
+    tmp = storage.tmp_dir() / "demo-model"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    train_demo_model(tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(tmp), dest)
+    with db.session() as s:
+        if (s.scalar(select(func.count()).select_from(ModelRecord)) or 0) > 0:
+            return None
+        rec = register_model(s, storage, dest, model_id=_slug(DEMO_MODEL_NAME), copy=False)
+        return rec.id
+
+
+def sync_applications(session: Session) -> None:
+    """Store the registered applications (id, schema, families) in the database."""
+    for spec in APPLICATIONS.values():
+        d = spec.to_dict()
+        row = session.get(Application, spec.id)
+        if row is None:
+            session.add(
+                Application(
+                    id=spec.id,
+                    name=d["name"],
+                    description=d["description"],
+                    families=d["families"] or [],
+                    params_schema=d["params_schema"],
+                )
+            )
+        else:
+            row.name, row.description = d["name"], d["description"]
+            row.families, row.params_schema = d["families"] or [], d["params_schema"]
+
+
+def model_public(session: Session, storage: FileStorage, rec: ModelRecord) -> dict[str, Any]:
+    """A model as the API shows it: metrics come from stored evaluations and the training hold-out."""
+    evals = session.scalars(
+        select(Evaluation)
+        .where(Evaluation.model_id == rec.id)
+        .order_by(Evaluation.created_at.desc())
+        .limit(20)
+    ).all()
+    ready, status = check_ready(storage, rec)
+    apps = [a.id for a in APPLICATIONS.values() if a.accepts(rec.family)]
+    return {
+        "id": rec.id,
+        "name": rec.name,
+        "family": rec.family,
+        "size_bytes": rec.size_bytes,
+        "n_genes": rec.n_genes,
+        "classes": rec.classes,
+        "requirements": rec.requirements,
+        "ready": ready,
+        "status": status,
+        "applications": apps,
+        "metrics": {
+            "training_holdout": rec.training_metrics,
+            "evaluations": [
+                {
+                    "run_id": e.run_id,
+                    "dataset_id": e.dataset_id,
+                    "label_key": e.label_key,
+                    "metrics": e.metrics,
+                    "created_at": e.created_at,
+                }
+                for e in evals
+            ],
+        },
+        "source_run_id": rec.source_run_id,
+        "created_at": rec.created_at,
+    }

@@ -1,0 +1,167 @@
+"""The real-time path: models kept in memory, a cached gene -> column plan per distinct gene list.
+
+Preprocessing is the batch path's: ``plan_from_genes`` builds the same ``InputPlan`` that
+``plan_input`` builds for a dataset, and ``transform`` applies ``log1p_cp10k`` and the alignment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from cellfoundry.data.prepare import WARN_COVERAGE, InputPlan, plan_from_genes, transform
+from cellfoundry.errors import CellfoundryError
+from cellfoundry.result import UNKNOWN
+
+PLAN_CACHE_SIZE = 256
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with its plans per distinct request gene list."""
+
+    model_id: str
+    annotator: Any
+    plans: OrderedDict[tuple[tuple[str, ...], str], InputPlan]
+    lock: threading.Lock
+
+    def plan(self, genes: tuple[str, ...], values: str) -> InputPlan:
+        key = (genes, values)
+        with self.lock:
+            plan = self.plans.get(key)
+            if plan is not None:
+                self.plans.move_to_end(key)
+                return plan
+        ann = self.annotator
+        plan = plan_from_genes(
+            list(genes),
+            ann.genes,
+            values=values,  # type: ignore[arg-type]
+            representation=ann.representation,
+            key_kind="ensembl" if ann.manifest.gene_key_kind == "ensembl" else "symbol",
+            target_name=f"genes of model '{ann.name}'",
+        )
+        with self.lock:
+            self.plans[key] = plan
+            while len(self.plans) > PLAN_CACHE_SIZE:
+                self.plans.popitem(last=False)
+        return plan
+
+
+class Predictor:
+    """Preloaded models and the per-request computation of /predict."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def add(self, model_id: str, annotator: Any) -> None:
+        if not hasattr(annotator, "logits_or_proba") or not hasattr(annotator, "genes"):
+            raise CellfoundryError(
+                f"model '{model_id}' ({annotator.family}) does not support real-time prediction",
+                "submit a batch run with POST /submit instead",
+                code="unsupported_model",
+            )
+        with self._lock:
+            self.models[model_id] = LoadedModel(
+                model_id, annotator, OrderedDict(), threading.Lock()
+            )
+
+    def predict(
+        self,
+        model: LoadedModel,
+        cells: list[dict[str, float]],
+        *,
+        top_k: int = 3,
+        values: Literal["counts", "lognorm"] = "counts",
+        threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """Top-k labels per cell with probabilities, Unknown below the threshold, and the gene coverage."""
+        if len(cells) == 1:
+            genes = tuple(cells[0])
+            vals = np.fromiter(cells[0].values(), dtype=np.float32, count=len(genes))
+            x = sp.csr_matrix(
+                (
+                    vals,
+                    np.arange(len(genes), dtype=np.int32),
+                    np.array([0, len(genes)], dtype=np.int32),
+                ),
+                shape=(1, len(genes)),
+            )
+        else:
+            genes_set: dict[str, None] = {}
+            for cell in cells:
+                for g in cell:
+                    genes_set.setdefault(g, None)
+            genes = tuple(genes_set)
+            col = {g: i for i, g in enumerate(genes)}
+            dense = np.zeros((len(cells), len(genes)), dtype=np.float32)
+            for r, cell in enumerate(cells):
+                for g, v in cell.items():
+                    dense[r, col[g]] = v
+            x = sp.csr_matrix(dense)
+        rows = x.data
+        if not np.isfinite(rows).all():
+            raise CellfoundryError(
+                "expression values must be finite numbers",
+                "replace NaN/Inf values",
+                code="invalid_expression",
+            )
+        if values == "counts" and (rows < 0).any():
+            raise CellfoundryError(
+                "raw counts cannot be negative",
+                "send raw counts, or set values='lognorm'",
+                code="invalid_expression",
+            )
+        plan = model.plan(genes, values)
+        ann = model.annotator
+        if plan.coverage.n_present == 0:
+            raise CellfoundryError(
+                f"none of the {len(genes)} genes sent are genes of model '{model.model_id}'",
+                f"send gene {'Ensembl IDs' if plan.coverage.key_kind == 'ensembl' else 'symbols'} such as "
+                f"{', '.join(ann.genes[:3])}",
+                code="low_gene_coverage",
+            )
+        proba = ann.logits_or_proba(transform(x, plan))
+        thr = ann.threshold if threshold is None else float(threshold)
+        classes = ann.classes
+        k = max(1, min(top_k, len(classes)))
+        order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+        cov = plan.coverage
+        warnings = []
+        if cov.fraction_present < WARN_COVERAGE:
+            warnings.append(
+                f"only {cov.n_present} of the model's {cov.n_target} genes "
+                f"({cov.fraction_present:.1%}) are in the request; missing genes count as zero, "
+                "so predictions may be unreliable"
+            )
+        out = []
+        for i in range(len(cells)):
+            top = [{"label": classes[j], "probability": float(proba[i, j])} for j in order[i]]
+            conf = float(proba[i, order[i, 0]])
+            out.append(
+                {
+                    "label": UNKNOWN if conf < thr else classes[order[i, 0]],
+                    "confidence": conf,
+                    "unknown": conf < thr,
+                    "top_k": top,
+                }
+            )
+        return {
+            "model_id": model.model_id,
+            "threshold": thr,
+            "values": values,
+            "predictions": out,
+            "coverage": {
+                "n_model_genes": cov.n_target,
+                "n_present": cov.n_present,
+                "fraction_present": cov.fraction_present,
+                "missing_examples": cov.missing_examples[:5],
+            },
+            "warnings": warnings,
+        }

@@ -1,0 +1,73 @@
+"""The one configuration object of the platform (environment ``CELLFOUNDRY_*`` or ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_WEB_DIST = Path(__file__).resolve().parents[3] / "web" / "dist"
+
+
+class Settings(BaseSettings):
+    """Platform settings; every field can be set as ``CELLFOUNDRY_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CELLFOUNDRY_", env_file=".env", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".cellfoundry",
+        description="state folder (database, storage, local key)",
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; default sqlite:///$HOME/cellfoundry.db"
+    )
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")
+    queue_backend: Literal["local", "celery"] = "local"
+    queue_name: str = "cellfoundry"
+    storage_dir: Path | None = None
+    upload_limit_mb: float = 4096.0
+    preload_models: list[str] = Field(
+        default_factory=list, description="model ids; empty = every ready model"
+    )
+    web_dir: Path | None = None
+    local_workers: int = 1
+    heartbeat_s: float = 5.0
+    stale_after_s: float = 60.0
+    max_attempts: int = 2
+    poll_s: float = 0.5
+    reaper_s: float = 5.0
+    shard_size: int = 50_000
+    umap_max_cells: int = 5_000
+    celery_visibility_timeout_s: int = 3600
+    broker_timeout_s: float = 2.0
+    key_cache_s: float = 10.0
+    demo_model: bool = True
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        self.home = Path(self.home).expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'cellfoundry.db'}"
+        if self.storage_dir is None:
+            self.storage_dir = self.home / "storage"
+        if self.web_dir is None and REPO_WEB_DIST.is_dir():
+            self.web_dir = REPO_WEB_DIST
+        return self
+
+    @property
+    def upload_limit_bytes(self) -> int:
+        return int(self.upload_limit_mb * 1024 * 1024)
+
+    @property
+    def storage(self) -> Path:
+        assert self.storage_dir is not None
+        return Path(self.storage_dir)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process (read once)."""
+    return Settings()  # type: ignore[call-arg]

@@ -1,0 +1,70 @@
+"""Files of the platform (datasets, models, run results) under one storage folder."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from cellfoundry.errors import CellfoundryError
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str, default: str = "upload") -> str:
+    """A file name without folders, control characters or leading dots (keeps the extension)."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = _UNSAFE_CHARS.sub("_", base).strip("._") or default
+    return base[-120:]
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Refuse ids that could escape a folder (only letters, digits, '-' and '_')."""
+    if not SAFE_ID.match(value or ""):
+        raise CellfoundryError(
+            f"invalid {what}: {value!r}",
+            "ids contain only letters, digits, '-' and '_'",
+            code="invalid_id",
+        )
+    return value
+
+
+class FileStorage:
+    """Paths inside the storage folder; every path is checked to stay inside it."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        for sub in ("datasets", "runs", "models", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def resolve(self, relative: str | Path) -> Path:
+        """The absolute path of a stored file; refuses anything outside the storage folder."""
+        p = (self.root / relative).resolve()
+        if not p.is_relative_to(self.root):
+            raise CellfoundryError(
+                f"path {relative} leaves the storage folder",
+                "use stored paths only",
+                code="invalid_path",
+            )
+        return p
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.root))
+
+    def dataset_dir(self, sha256: str) -> Path:
+        return self.resolve(Path("datasets") / check_id(sha256, "content hash"))
+
+    def run_dir(self, run_id: str) -> Path:
+        p = self.resolve(Path("runs") / check_id(run_id, "run id"))
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.resolve(Path("models") / check_id(model_id, "model id"))
+
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def remove_run(self, run_id: str) -> None:
+        shutil.rmtree(self.resolve(Path("runs") / check_id(run_id, "run id")), ignore_errors=True)

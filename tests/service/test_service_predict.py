@@ -1,0 +1,62 @@
+"""The real-time path gives the batch path's answer (same plan, same normalisation), in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cellfoundry as cf
+from cellfoundry.data.prepare import plan_from_genes, plan_input, transform
+from cellfoundry.service.predict import Predictor
+from tests.conftest import make_counts_adata
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    ref = make_counts_adata(n_cells=300, n_genes=120, seed=3)
+    out = tmp_path_factory.mktemp("m") / "model"
+    cf.train(ref, "cell_type", "logreg", out=out, n_features=None)
+    return make_counts_adata(n_cells=40, n_genes=120, seed=4), out
+
+
+def test_plan_from_genes_matches_plan_input(trained: tuple[object, Path]) -> None:
+    query, model_dir = trained
+    model = cf.load_model(model_dir)
+    batch_plan = plan_input(query, model.genes, key_kind="symbol")  # type: ignore[arg-type,attr-defined]
+    rt_plan = plan_from_genes(
+        list(query.var_names), model.genes, values="counts", key_kind="symbol"
+    )  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(rt_plan.alignment.source_index, batch_plan.alignment.source_index)
+    x = query.X  # type: ignore[attr-defined]
+    np.testing.assert_allclose(
+        transform(x, rt_plan).toarray(), transform(x, batch_plan).toarray(), rtol=1e-6
+    )
+
+
+def test_predictor_equals_annotate_per_cell(trained: tuple[object, Path]) -> None:
+    query, model_dir = trained
+    res = cf.annotate(query, model_dir)  # type: ignore[arg-type]
+    pred = Predictor()
+    pred.add("m", cf.load_model(model_dir))
+    lm = pred.models["m"]
+    x = query.X.tocsr()  # type: ignore[attr-defined]
+    names = list(query.var_names)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        row = x[i]
+        order = rng.permutation(len(row.indices))  # gene order in the request does not matter
+        cell = {names[row.indices[j]]: float(row.data[j]) for j in order}
+        out = pred.predict(lm, [cell], top_k=len(res.classes))
+        got = {t["label"]: t["probability"] for t in out["predictions"][0]["top_k"]}
+        want = dict(zip(res.classes, res.probabilities[i].tolist(), strict=True))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+        assert out["predictions"][0]["unknown"] == bool(res.unknown[i])
+    # several cells in one request give the same answers as one at a time
+    cells = [
+        {names[j]: float(v) for j, v in zip(x[i].indices, x[i].data, strict=True)} for i in range(5)
+    ]
+    many = pred.predict(lm, cells, top_k=1)["predictions"]
+    assert [p["top_k"][0]["label"] for p in many] == list(res.labels[:5])
+    assert len(lm.plans) >= 10  # one cached plan per distinct gene list
