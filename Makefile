@@ -5,8 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed-stamp
+WEB_DEPS := web/node_modules/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: install run demo test lint typecheck pytest bench clean
+.PHONY: install run demo test lint typecheck pytest web web-test bench screenshots clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +22,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: $(STAMP)
 
-run: demo
+$(WEB_DEPS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $(WEB_DEPS)
+
+web/dist/index.html: | $(WEB_DEPS)
+	cd web && npm run build
+
+# the web UI, built into web/dist (served by `cellfoundry serve` at /)
+web: $(WEB_DEPS)
+	cd web && npm run build
+
+web-test: $(WEB_DEPS)
+	cd web && npm test && npm run check:lock
+
+run: $(STAMP) web/dist/index.html
+	$(VENV)/bin/cellfoundry serve --host $(HOST) --port $(PORT)
 
 demo: $(STAMP)
 	$(VENV)/bin/cellfoundry demo
@@ -31,13 +49,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) web
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck web-test pytest
 
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+screenshots: $(STAMP) web
+	cd web && npm run screenshots
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache web/node_modules web/dist

@@ -1,0 +1,129 @@
+// Shared by the e2e runner and the screenshot script: start the real `cellfoundry serve` on a free
+// port with a temporary CELLFOUNDRY_HOME, create an API key, and launch Debian's headless Chromium.
+import { spawn, execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const WEB = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const REPO = resolve(WEB, "..");
+export const CELLFOUNDRY = process.env.CELLFOUNDRY_BIN ?? join(REPO, ".venv", "bin", "cellfoundry");
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+export const SHARED = resolve(process.env.CELLFOUNDRY_SHARED ?? join(REPO, "..", "shared"));
+export const PBMC3K = join(SHARED, "data", "pbmc3k_labeled_counts.h5ad");
+export const DIST = join(WEB, "dist");
+
+/** Reasons the environment cannot run the browser tests (empty when it can). */
+export function missing({ needData = true } = {}) {
+  const out = [];
+  if (!existsSync(CELLFOUNDRY)) out.push(`cellfoundry executable not found at ${CELLFOUNDRY} (set CELLFOUNDRY_BIN)`);
+  if (!existsSync(CHROMIUM)) out.push(`Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  if (!existsSync(join(DIST, "index.html"))) out.push(`web/dist is not built (run: cd web && npm ci && npm run build)`);
+  if (needData && !existsSync(PBMC3K)) out.push(`real data ${PBMC3K} is absent (set CELLFOUNDRY_SHARED)`);
+  return out;
+}
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.on("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Start `cellfoundry serve`; resolves when /health answers ok. */
+export async function startService({ log = () => {}, startTimeoutMs = 240_000 } = {}) {
+  const home = mkdtempSync(join(tmpdir(), "cellfoundry-e2e-"));
+  const port = await freePort();
+  const env = { ...process.env, CELLFOUNDRY_HOME: home, CELLFOUNDRY_WEB_DIR: DIST };
+  delete env.CELLFOUNDRY_DATABASE_URL;
+  delete env.CELLFOUNDRY_QUEUE_BACKEND;
+  const proc = spawn(CELLFOUNDRY, ["serve", "--host", "127.0.0.1", "--port", String(port)], {
+    env, stdio: ["ignore", "pipe", "pipe"], detached: true,
+  });
+  let output = "";
+  proc.stdout.on("data", (d) => { output += d; });
+  proc.stderr.on("data", (d) => { output += d; });
+  const url = `http://127.0.0.1:${port}`;
+  const t0 = Date.now();
+  let exited = null;
+  proc.on("exit", (code) => { exited = code; });
+  for (;;) {
+    if (exited !== null) throw new Error(`cellfoundry serve exited with ${exited}:\n${output}`);
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.ok) break;
+    } catch { /* not up yet */ }
+    if (Date.now() - t0 > startTimeoutMs) {
+      stop();
+      throw new Error(`cellfoundry serve did not answer /health within ${startTimeoutMs / 1000} s:\n${output}`);
+    }
+    await sleep(500);
+  }
+  log(`service up at ${url} after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const key = execFileSync(CELLFOUNDRY, ["keys", "create", "e2e"], { env, encoding: "utf8" }).trim().split("\n").pop().trim();
+  function stop() {
+    try { process.kill(-proc.pid, "SIGTERM"); } catch { /* gone */ }
+  }
+  async function shutdown() {
+    stop();
+    for (let i = 0; i < 40 && exited === null; i++) await sleep(250);
+    if (exited === null) try { process.kill(-proc.pid, "SIGKILL"); } catch { /* gone */ }
+    rmSync(home, { recursive: true, force: true });
+  }
+  /** Call the API directly (test set-up), with the key. */
+  async function apiCall(method, path, body) {
+    const r = await fetch(`${url}${path}`, {
+      method, headers: { Authorization: `Bearer ${key}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await r.text();
+    let json = null;
+    try { json = JSON.parse(text); } catch { /* not json */ }
+    return { status: r.status, json, text };
+  }
+  return { url, key, home, proc, output: () => output, shutdown, api: apiCall };
+}
+
+export const CHROMIUM_ARGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+
+/** Debian's Chromium with a new, empty profile; never a downloaded browser. */
+export async function launchBrowser({ width = 1280, height = 900 } = {}) {
+  const { chromium } = await import("playwright-core");
+  const profile = mkdtempSync(join(tmpdir(), "cellfoundry-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width, height },
+    acceptDownloads: true,
+  });
+  return {
+    context,
+    async close() {
+      await context.close().catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Wait until `fn()` is truthy (polling), or throw with `what`. */
+export async function until(fn, what, timeoutMs = 30_000, everyMs = 250) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}

@@ -1,0 +1,398 @@
+// Map the service's JSON onto the UI's types, tolerating optional or differently nested fields.
+import type {
+  Application,
+  CellRow,
+  CellsPage,
+  ConfusionMatrix,
+  Dataset,
+  EvaluationArtifacts,
+  ModelInfo,
+  ModelMetric,
+  ParamSpec,
+  ReliabilityCurve,
+  Results,
+  RunState,
+  RunStatus,
+  RunsPage,
+  SummaryRow,
+  Umap,
+  ValidationReport,
+} from "./types";
+
+type J = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const isObj = (v: unknown): v is J => typeof v === "object" && v !== null && !Array.isArray(v);
+const arr = <T = unknown>(v: unknown): T[] => (Array.isArray(v) ? (v as T[]) : []);
+const numOr = (v: unknown, d: number | null = null): number | null => (typeof v === "number" && Number.isFinite(v) ? v : d);
+
+/** Parameters from a pydantic JSON schema ({properties, required}) or a list of specs. */
+export function paramsFromSchema(schema: unknown): ParamSpec[] {
+  if (Array.isArray(schema)) return schema as ParamSpec[];
+  if (!isObj(schema) || !isObj(schema.properties)) return [];
+  const required = new Set(arr<string>(schema.required));
+  const defs: J = isObj(schema.$defs) ? schema.$defs : {};
+  return Object.entries(schema.properties as J).map(([name, raw]) => {
+    let p: J = isObj(raw) ? raw : {};
+    if (p.$ref && typeof p.$ref === "string") p = { ...(defs[p.$ref.split("/").pop()!] ?? {}), ...p };
+    let type: string = p.type ?? "";
+    let choices: unknown[] | null = Array.isArray(p.enum) ? p.enum : p.const !== undefined ? [p.const] : null;
+    let min = numOr(p.minimum) ?? numOr(p.exclusiveMinimum);
+    let max = numOr(p.maximum) ?? numOr(p.exclusiveMaximum);
+    for (const alt of arr<J>(p.anyOf ?? p.oneOf)) {
+      if (!isObj(alt) || alt.type === "null") continue;
+      type ||= alt.type ?? "";
+      if (Array.isArray(alt.enum)) choices = alt.enum;
+      min ??= numOr(alt.minimum) ?? numOr(alt.exclusiveMinimum);
+      max ??= numOr(alt.maximum) ?? numOr(alt.exclusiveMaximum);
+    }
+    if (!type && choices) type = "choice";
+    if (type === "array" && isObj(p.items) && Array.isArray(p.items.enum)) {
+      type = "multi";
+      choices = p.items.enum;
+    }
+    if (type === "object") type = "json";
+    return {
+      name,
+      type: type || "string",
+      default: p.default,
+      help: p.description ?? p.title ?? null,
+      choices,
+      min,
+      max,
+      required: required.has(name),
+    };
+  });
+}
+
+export function normApplication(a: J): Application {
+  return {
+    id: String(a.id),
+    name: a.name ?? String(a.id),
+    description: a.description ?? "",
+    params: paramsFromSchema(a.params ?? a.params_schema),
+    needs_labels: a.needs_labels,
+  };
+}
+
+const METRIC_KEYS = ["accuracy", "macro_f1", "weighted_f1", "ece", "balanced_accuracy"];
+
+function metricsOf(block: unknown, extra: Partial<ModelMetric>): ModelMetric[] {
+  if (!isObj(block)) return [];
+  return Object.entries(block)
+    .filter(([k, v]) => typeof v === "number" && (METRIC_KEYS.includes(k) || /f1|acc|ece/i.test(k)))
+    .map(([k, v]) => ({ name: k, value: v as number, ...extra }));
+}
+
+export function normModel(m: J): ModelInfo {
+  const req: J = isObj(m.requirements) ? m.requirements : isObj(m.input) ? m.input : {};
+  let metrics: ModelMetric[] = [];
+  if (Array.isArray(m.metrics)) metrics = m.metrics as ModelMetric[];
+  else if (isObj(m.metrics)) {
+    for (const e of arr<J>(m.metrics.evaluations)) {
+      if (!isObj(e)) continue;
+      const src = { evaluation_run_id: e.run_id ?? null, dataset: e.label_key ? `labels: ${e.label_key}` : null };
+      metrics.push(...metricsOf(e.metrics, src));
+    }
+    metrics.push(...metricsOf(m.metrics.training_holdout, { evaluation_run_id: null, dataset: "held-out split at training" }));
+  }
+  return {
+    id: String(m.id),
+    name: m.name ?? String(m.id),
+    family: m.family ?? "unknown",
+    applications: arr<string>(m.applications),
+    ready: Boolean(m.ready),
+    ready_reason: m.ready ? null : m.status ?? m.ready_reason ?? null,
+    n_parameters: numOr(m.n_parameters ?? m.parameters ?? req.n_parameters),
+    embedding_dim: numOr(m.embedding_dim ?? req.embedding_dim),
+    size_bytes: numOr(m.size_bytes),
+    input: {
+      representation: req.representation ?? (req.needs === "counts" ? "counts" : null),
+      gene_id_kind: req.gene_key_kind ?? req.gene_id_kind ?? null,
+      n_genes: numOr(req.n_genes ?? m.n_genes),
+    },
+    classes: arr<string>(m.classes),
+    metrics,
+    description: m.description ?? null,
+  };
+}
+
+export function normReport(r: unknown): ValidationReport {
+  const x: J = isObj(r) ? r : {};
+  const messages = arr<J>(x.messages).map((m) => ({ level: m.level, code: m.code ?? "", message: m.message ?? "", hint: m.hint ?? null }));
+  return {
+    ok: x.ok ?? !messages.some((m) => m.level === "error"),
+    n_cells: x.n_cells ?? 0,
+    n_genes: x.n_genes ?? 0,
+    sparsity: x.sparsity,
+    matrices: arr(x.matrices),
+    chosen: isObj(x.chosen) ? x.chosen : {},
+    gene_id_kind: x.gene_id_kind ?? "unknown",
+    species: x.species,
+    n_duplicate_genes: x.n_duplicate_genes,
+    messages,
+    coverage: arr<J>(x.coverage ?? x.model_coverage).map(
+      (c) => ({ ...c, target: String(c.target ?? c.model_id ?? c.model).replace(/^model /, "") }) as never,
+    ),
+    obs_columns: arr<string>(x.obs_columns),
+  };
+}
+
+export function normDataset(d: J): Dataset {
+  const report = normReport(d.report ?? d.validation ?? d.validation_report);
+  if (isObj(d.coverage) && !report.coverage.length) {
+    // {model_id: coverage}
+    report.coverage = Object.entries(d.coverage).map(([k, v]) => ({ ...(v as J), target: k } as never));
+  } else if (Array.isArray(d.coverage) && !report.coverage.length) report.coverage = normReport({ coverage: d.coverage }).coverage;
+  return {
+    id: String(d.dataset_id ?? d.id ?? ""),
+    filename: d.filename ?? d.name ?? "",
+    size_bytes: numOr(d.size_bytes),
+    sha256: d.sha256 ?? null,
+    created_at: d.created_at ?? null,
+    report,
+  };
+}
+
+export function normStatus(s: J): RunStatus {
+  const err = s.error;
+  const errObj: J | null = isObj(err) ? err : null;
+  return {
+    run_id: String(s.run_id ?? s.id),
+    state: (s.state ?? s.status) as RunState,
+    stage: s.stage ?? null,
+    progress: (s.state ?? s.status) === "succeeded" ? 100 : Math.max(0, Math.min(100, numOr(s.progress, 0)!)),
+    application_id: s.application_id ?? null,
+    model_id: s.model_id ?? null,
+    dataset_id: s.dataset_id ?? null,
+    created_at: s.created_at ?? null,
+    started_at: s.started_at ?? null,
+    finished_at: s.finished_at ?? null,
+    error: errObj ? errObj.message ?? null : err ?? s.error_message ?? null,
+    error_hint: errObj ? errObj.hint ?? null : s.error_hint ?? s.hint ?? null,
+  };
+}
+
+/** A page {items, total, page, page_size} (or offset/limit) → items with offset/limit. */
+function pageOf<T>(p: J, items: T[]): { items: T[]; total: number; offset: number; limit: number } {
+  const limit = numOr(p.page_size ?? p.limit, items.length)!;
+  const offset = p.page != null ? (Number(p.page) - 1) * limit : numOr(p.offset, 0)!;
+  return { items, total: numOr(p.total, items.length)!, offset, limit };
+}
+
+export function normRuns(p: unknown): RunsPage {
+  if (Array.isArray(p)) return { items: p.map(normStatus), total: p.length, offset: 0, limit: p.length };
+  const x: J = isObj(p) ? p : {};
+  return pageOf(x, arr<J>(x.items ?? x.runs ?? x.results).map(normStatus));
+}
+
+function topOf(row: J): { label: string; probability: number }[] {
+  if (Array.isArray(row.top)) return row.top;
+  if (Array.isArray(row.top3)) return row.top3;
+  const out: { label: string; probability: number }[] = [];
+  for (let k = 1; k <= 5; k++) {
+    const l = row[`top${k}_label`];
+    if (l === undefined || l === null) break;
+    out.push({ label: String(l), probability: Number(row[`top${k}_probability`] ?? 0) });
+  }
+  return out;
+}
+
+export function normCell(row: J): CellRow {
+  // "label" is the shown label (Unknown below the threshold); "predicted" the most probable type
+  const predicted = String(row.label ?? row.display_label ?? row.predicted ?? row.predicted_cell_type ?? "");
+  return {
+    cell_id: String(row.cell_id ?? row.cell ?? row.obs_name ?? row.index ?? ""),
+    predicted,
+    confidence: Number(row.confidence ?? row.prediction_confidence ?? 0),
+    unknown: Boolean(row.unknown ?? row.prediction_unknown ?? predicted === "Unknown"),
+    top: topOf(row),
+    true_label: row.true_label != null ? String(row.true_label) : undefined,
+  };
+}
+
+export function normCells(c: unknown): CellsPage | null {
+  if (Array.isArray(c)) return { items: c.map(normCell), total: c.length, offset: 0, limit: c.length };
+  if (!isObj(c)) return null;
+  return pageOf(c, arr<J>(c.items ?? c.rows ?? c.cells).map(normCell));
+}
+
+/** Column-wise or row-wise layout points → Umap. */
+export function normUmap(u: unknown, summary: J): Umap | null {
+  if (!isObj(u)) return null;
+  let x: number[], y: number[], labels: string[], conf: number[], ids: string[] | undefined, top3: Umap["top3"];
+  let obs: Umap["obs"];
+  if (Array.isArray(u.points)) {
+    const pts = u.points as J[];
+    x = pts.map((p) => Number(p.x));
+    y = pts.map((p) => Number(p.y));
+    labels = pts.map((p) => String(p.label ?? p.predicted ?? p.predicted_cell_type ?? ""));
+    conf = pts.map((p) => Number(p.confidence ?? p.prediction_confidence ?? 0));
+    ids = pts.map((p) => String(p.cell ?? p.cell_id ?? ""));
+    top3 = pts.map(topOf);
+  } else {
+    x = arr<number>(u.x);
+    y = arr<number>(u.y);
+    labels = arr<string>(u.labels ?? u.label ?? u.predicted).map(String);
+    conf = arr<number>(u.confidence);
+    const idv = u.cell_ids ?? u.cells ?? u.cell;
+    ids = Array.isArray(idv) ? arr<string>(idv).map(String) : undefined;
+    top3 = Array.isArray(u.top3) ? u.top3 : undefined;
+    if (!top3 && Array.isArray(u.top1_label)) {
+      top3 = x.map((_, i) => topOf(Object.fromEntries(Object.entries(u).filter(([k]) => /^top\d_/.test(k)).map(([k, v]) => [k, (v as unknown[])[i]]))));
+    }
+  }
+  if (isObj(u.obs)) obs = u.obs as Umap["obs"];
+  const n = x.length;
+  return {
+    x, y, cell_ids: ids, top3, obs,
+    labels: labels.length === n ? labels : Array(n).fill(""),
+    confidence: conf.length === n ? conf : [],
+    sampled: Boolean(u.sampled ?? summary.layout_sampled ?? false),
+    n_total: numOr(u.n_total ?? summary.n_cells, n)!,
+    method: u.method ?? summary.layout ?? null,
+  };
+}
+
+/** "geneformer · lora" for evaluate()'s (model, method) pairs; the model name alone otherwise. */
+function methodName(r: J): string {
+  if (r.model != null && r.method != null) return `${r.model} · ${r.method}`;
+  return String(r.model ?? r.method ?? r.name ?? "");
+}
+
+const SUMMARY_METRICS = ["accuracy", "macro_f1", "weighted_f1", "ece"];
+
+/** Mean and sample std over seeds of per-seed rows {model, method, seed, accuracy, ...}. */
+function aggregateSeeds(rows: J[]): SummaryRow[] {
+  const groups = new Map<string, J[]>();
+  for (const r of rows) {
+    const k = methodName(r);
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k)!.push(r);
+  }
+  const out: SummaryRow[] = [];
+  for (const [model, rs] of groups) {
+    for (const metric of SUMMARY_METRICS) {
+      const v = rs.map((r) => r[metric]).filter((x): x is number => typeof x === "number");
+      if (!v.length) continue;
+      const mean = v.reduce((a, b) => a + b, 0) / v.length;
+      const std = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) : 0;
+      out.push({ model, metric, mean, std, n_seeds: v.length });
+    }
+  }
+  return out;
+}
+
+function summaryRowsFrom(s: J, modelName: string): SummaryRow[] {
+  // 1) evaluate()'s report: mean_std rows {model, method, accuracy_mean, accuracy_std, ..., n_seeds},
+  //    or summary.csv-like rows {model, metric, mean, std, n_seeds}, or per-seed rows to aggregate
+  const perSeed = Array.isArray(s.summary) && s.summary.some((r: J) => isObj(r) && r.seed !== undefined);
+  const rows = arr<J>(s.mean_std ?? s.summary_rows ?? s.summary_table ?? (Array.isArray(s.summary) && !perSeed ? s.summary : null));
+  if (!rows.length && perSeed) return aggregateSeeds(s.summary);
+  const out: SummaryRow[] = [];
+  for (const r of rows) {
+    if (!isObj(r)) continue;
+    const model = methodName(r);
+    if (r.metric !== undefined) {
+      out.push({ model, metric: String(r.metric), mean: Number(r.mean), std: Number(r.std ?? 0), n_seeds: Number(r.n_seeds ?? r.n ?? 1) });
+      continue;
+    }
+    for (const [k, v] of Object.entries(r)) {
+      const m = /^(.*)_mean$/.exec(k);
+      if (m && typeof v === "number" && SUMMARY_METRICS.includes(m[1]))
+        out.push({ model, metric: m[1], mean: v, std: Number(r[`${m[1]}_std`] ?? 0), n_seeds: Number(r.n_seeds ?? r.n ?? 1) });
+    }
+  }
+  if (out.length) return out;
+  // 2) the service's single-seed comparison: the model vs a logistic-regression baseline on the same held-out cells
+  const cmp: J | null = isObj(s.baseline_comparison) ? s.baseline_comparison : null;
+  if (cmp) {
+    const name = String(s.model_name ?? s.model ?? modelName);
+    const add = (model: string, block: unknown) => {
+      if (!isObj(block)) return;
+      for (const k of METRIC_KEYS) if (typeof block[k] === "number") out.push({ model, metric: k, mean: block[k], std: 0, n_seeds: 1 });
+    };
+    add(name, cmp.model_on_test);
+    add("logreg baseline (trained on this data)", cmp.logreg_baseline_on_test);
+  } else if (isObj(s.metrics)) {
+    for (const k of METRIC_KEYS) if (typeof s.metrics[k] === "number") out.push({ model: String(s.model ?? modelName), metric: k, mean: s.metrics[k], std: 0, n_seeds: 1 });
+  }
+  return out;
+}
+
+function confusionFrom(c: unknown, model: string): ConfusionMatrix | null {
+  if (!isObj(c)) return null;
+  const counts = arr<number[]>(c.counts ?? c.matrix);
+  const lt = arr<string>(c.labels_true ?? c.labels);
+  const lp = arr<string>(c.labels_pred ?? c.labels);
+  if (!counts.length) return null;
+  // square it over the union of labels so the heatmap reads as a confusion matrix
+  const labels = [...new Set([...lt, ...lp])];
+  const matrix = labels.map((t) => labels.map((p) => {
+    const i = lt.indexOf(t);
+    const j = lp.indexOf(p);
+    return i >= 0 && j >= 0 ? Number(counts[i]?.[j] ?? 0) : 0;
+  }));
+  return { model: String(c.model ?? model), labels, matrix };
+}
+
+export function normEvaluation(s: J, modelName: string): EvaluationArtifacts | null {
+  const hasEval = s.confusion || s.baseline_comparison || s.summary_rows || s.summary_table || s.confusions || s.mean_std || Array.isArray(s.summary);
+  const calibration = isObj(s.calibration)
+    ? Object.entries(s.calibration as J).filter(([, v]) => isObj(v)).map(([model, v]) => ({
+        model: model.replace(/-(\w+)$/, " · $1"),
+        ece_before: numOr((v as J).ece_before_temperature),
+        ece_after: numOr((v as J).ece_after_temperature),
+      }))
+    : [];
+  if (!hasEval) return null;
+  const confusion: ConfusionMatrix[] = [];
+  if (Array.isArray(s.confusions)) for (const c of s.confusions) { const m = confusionFrom(c, modelName); if (m) confusion.push(m); }
+  else if (isObj(s.confusions)) for (const [k, c] of Object.entries(s.confusions)) { const m = confusionFrom(c, k); if (m) confusion.push(m); }
+  else { const m = confusionFrom(s.confusion, modelName); if (m) confusion.push(m); }
+  const reliability: ReliabilityCurve[] = [];
+  const rel = s.reliability ?? s.reliability_bins;
+  const relItems: [string, J][] = Array.isArray(rel) ? (rel as J[]).map((r) => [String(r.model ?? modelName), r]) : isObj(rel) ? (rel.bin_confidence || rel.confidence ? [[modelName, rel]] : Object.entries(rel) as [string, J][]) : [];
+  for (const [model, r] of relItems) {
+    reliability.push({
+      model,
+      bin_confidence: arr<number>(r.bin_confidence ?? r.confidence ?? r.mean_confidence),
+      bin_accuracy: arr<number>(r.bin_accuracy ?? r.accuracy),
+      bin_count: arr<number>(r.bin_count ?? r.count ?? r.counts),
+      ece: numOr(r.ece),
+    });
+  }
+  return {
+    summary: summaryRowsFrom(s, modelName),
+    confusion,
+    warnings: arr<string>(s.warnings).map(String),
+    calibration,
+    label_overlap: isObj(s.metrics) ? numOr(s.metrics.share_of_cells_with_model_labels) : null,
+    most_confused: arr<J>(s.most_confused ?? s.misclassified_top5).map((p) => ({ model: p.method != null ? methodName(p) : p.model, true: String(p.true ?? p.true_label), predicted: String(p.predicted ?? p.predicted_label), count: Number(p.count ?? p.n ?? 0) })),
+    reliability,
+  };
+}
+
+export function normResults(r: J): Results {
+  const s: J = isObj(r.summary) ? r.summary : {};
+  const summary = {
+    n_cells: numOr(s.n_cells, 0)!,
+    label_counts: isObj(s.label_counts) ? (s.label_counts as Record<string, number>) : {},
+    mean_confidence: numOr(s.mean_confidence, NaN)!,
+    unknown_fraction: numOr(s.unknown_share ?? s.unknown_fraction, NaN)!,
+    threshold: numOr(s.unknown_threshold ?? s.threshold),
+    classes: arr<string>(s.classes),
+    metrics: isObj(s.metrics) ? Object.fromEntries(Object.entries(s.metrics).filter(([k, v]) => typeof v === "number" && k !== "n_cells")) as Record<string, number> : null,
+    label_key: s.label_key ?? null,
+    raw: s,
+  };
+  // evaluate()'s report.json arrives nested as summary.report on foundation-model evaluations
+  const evalSource: J = { ...s, ...(isObj(s.report) ? s.report : {}), ...(isObj(r.evaluation) ? r.evaluation : {}) };
+  return {
+    run_id: String(r.run_id ?? r.run?.id ?? ""),
+    application_id: r.application_id ?? r.run?.application_id ?? null,
+    summary,
+    umap: normUmap(r.umap ?? r.layout, s),
+    cells: normCells(r.cells ?? r.predictions),
+    evaluation: normEvaluation(evalSource, String(s.model ?? r.model_id ?? r.run?.model_id ?? "model")),
+  };
+}

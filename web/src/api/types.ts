@@ -1,0 +1,237 @@
+// Types of the cellfoundry service's public JSON API (issue #5). Keep in step with
+// src/cellfoundry/service/schemas.py.
+
+export type RunState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+export const RUN_STATES: RunState[] = ["queued", "running", "succeeded", "failed", "cancelled"];
+export const TERMINAL_STATES: RunState[] = ["succeeded", "failed", "cancelled"];
+
+export interface ApiErrorBody {
+  error: { code: string; message: string; hint?: string | null };
+}
+
+export interface ParamSpec {
+  name: string;
+  type: "int" | "integer" | "float" | "number" | "bool" | "boolean" | "str" | "string" | "choice" | string;
+  default?: unknown;
+  help?: string | null;
+  description?: string | null;
+  choices?: unknown[] | null;
+  min?: number | null;
+  max?: number | null;
+  required?: boolean;
+}
+
+export interface Application {
+  id: string;
+  name: string;
+  description?: string | null;
+  params: ParamSpec[];
+  needs_labels?: boolean;
+}
+
+export interface ModelMetric {
+  name: string;
+  value: number;
+  std?: number | null;
+  evaluation_run_id?: string | null;
+  dataset?: string | null;
+}
+
+export interface ModelInput {
+  representation?: string | null; // "counts" | "lognorm"
+  gene_id_kind?: string | null; // "ensembl" | "symbol"
+  n_genes?: number | null;
+}
+
+export interface ModelInfo {
+  id: string;
+  name: string;
+  family: string;
+  applications: string[];
+  ready: boolean;
+  ready_reason?: string | null;
+  n_parameters?: number | null;
+  embedding_dim?: number | null;
+  size_bytes?: number | null;
+  input: ModelInput;
+  classes?: string[] | null;
+  metrics: ModelMetric[];
+  description?: string | null;
+}
+
+export interface ReportMessage {
+  level: "error" | "warning" | "info";
+  code: string;
+  message: string;
+  hint?: string | null;
+}
+
+export interface MatrixInfo {
+  source: string;
+  kind: string;
+  shape: [number, number];
+  integer_fraction?: number;
+  min_value?: number;
+  max_value?: number;
+  median_row_total?: number;
+}
+
+export interface CoverageInfo {
+  target: string; // model id (or a vocabulary name)
+  n_target: number;
+  n_present: number;
+  fraction_present: number;
+  fraction_counts_mapped?: number | null;
+  key_kind?: string;
+  missing_examples?: string[];
+  ok?: boolean;
+}
+
+export interface ValidationReport {
+  ok: boolean;
+  n_cells: number;
+  n_genes: number;
+  sparsity?: number;
+  matrices: MatrixInfo[];
+  chosen: Record<string, string | null>;
+  gene_id_kind: string;
+  species?: string;
+  n_duplicate_genes?: number;
+  messages: ReportMessage[];
+  coverage: CoverageInfo[];
+  obs_columns: string[];
+}
+
+export interface Dataset {
+  id: string;
+  filename: string;
+  size_bytes?: number | null;
+  sha256?: string | null;
+  created_at?: string | null;
+  report: ValidationReport;
+}
+
+export interface UploadResponse extends Dataset {
+  dataset_id?: string;
+}
+
+export interface SubmitRequest {
+  dataset_id: string;
+  model_id: string | null;
+  application_id: string;
+  params: Record<string, unknown>;
+}
+
+export interface SubmitResponse {
+  run_id: string;
+  state?: RunState;
+}
+
+export interface RunStatus {
+  run_id: string;
+  state: RunState;
+  stage?: string | null;
+  progress: number;
+  application_id?: string | null;
+  model_id?: string | null;
+  dataset_id?: string | null;
+  created_at?: string | null;
+  started_at?: string | null;
+  finished_at?: string | null;
+  error?: string | null;
+  error_hint?: string | null;
+}
+
+export interface RunsPage {
+  items: RunStatus[];
+  total: number;
+  offset: number;
+  limit: number;
+}
+
+export interface ResultSummary {
+  n_cells: number;
+  label_counts: Record<string, number>;
+  mean_confidence: number;
+  unknown_fraction: number;
+  threshold?: number | null;
+  classes?: string[];
+  metrics?: Record<string, number> | null;
+  label_key?: string | null;
+  raw?: Record<string, unknown>; // the service's summary as sent
+}
+
+export interface Umap {
+  x: number[];
+  y: number[];
+  cell_ids?: string[];
+  labels: string[];
+  confidence: number[];
+  top3?: { label: string; probability: number }[][];
+  obs?: Record<string, (string | number | null)[]>;
+  sampled: boolean;
+  n_total: number;
+  method?: string | null; // "umap" | "pca"
+}
+
+export interface CellRow {
+  cell_id: string;
+  predicted: string;
+  confidence: number;
+  unknown: boolean;
+  top: { label: string; probability: number }[];
+  true_label?: string;
+}
+
+export interface CellsPage {
+  items: CellRow[];
+  total: number;
+  offset: number;
+  limit: number;
+}
+
+export interface ConfusionMatrix {
+  model: string;
+  labels: string[];
+  matrix: number[][];
+}
+
+export interface ReliabilityCurve {
+  model: string;
+  bin_confidence: number[];
+  bin_accuracy: number[];
+  bin_count: number[];
+  ece?: number | null;
+}
+
+export interface SummaryRow {
+  model: string;
+  metric: string;
+  mean: number;
+  std: number;
+  n_seeds: number;
+}
+
+export interface EvaluationArtifacts {
+  summary: SummaryRow[];
+  confusion: ConfusionMatrix[];
+  most_confused: { model?: string; true: string; predicted: string; count: number }[];
+  reliability: ReliabilityCurve[];
+  warnings?: string[];
+  calibration?: { model: string; ece_before: number | null; ece_after: number | null }[];
+  label_overlap?: number | null; // share of cells whose true label is one of the model's classes
+}
+
+export interface Results {
+  run_id: string;
+  application_id?: string | null;
+  summary: ResultSummary;
+  umap?: Umap | null;
+  cells?: CellsPage | null;
+  evaluation?: EvaluationArtifacts | null;
+}
+
+export interface Health {
+  status: string;
+  [k: string]: unknown;
+}

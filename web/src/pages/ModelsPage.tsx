@@ -1,0 +1,117 @@
+import { api } from "../api/client";
+import type { Application, ModelInfo } from "../api/types";
+import { Badge, Card, Empty, ErrorView, Spinner } from "../components/ui";
+import { bytes, count, idKindName, num } from "../lib/format";
+import { useAsync } from "../lib/hooks";
+
+export function representationNeed(rep: string | null | undefined): string {
+  if (rep === "counts") return "raw counts";
+  if (rep === "lognorm") return "log-normalised values (raw counts also work)";
+  return rep ?? "any expression matrix";
+}
+
+function ApplicationCard({ app, models }: { app: Application; models: ModelInfo[] }) {
+  const serving = models.filter((m) => m.applications.includes(app.id));
+  const ready = serving.filter((m) => m.ready);
+  return (
+    <Card title={app.name} className="app-card">
+      <p>{app.description}</p>
+      <p className="small muted">
+        {serving.length === 0
+          ? "No registered model serves this yet."
+          : `${ready.length} of ${serving.length} model${serving.length === 1 ? "" : "s"} ready: ${serving.map((m) => m.name).join(", ")}`}
+      </p>
+      {app.params.length > 0 && (
+        <p className="small muted">Parameters: {app.params.map((p) => p.name).join(", ")}</p>
+      )}
+      <a className="btn btn-secondary" href={`#/new?app=${encodeURIComponent(app.id)}`}>New run: {app.name}</a>
+    </Card>
+  );
+}
+
+function ModelCard({ model, apps }: { model: ModelInfo; apps: Application[] }) {
+  const appNames = model.applications.map((id) => apps.find((a) => a.id === id)?.name ?? id);
+  return (
+    <Card
+      title={model.name}
+      className="model-card"
+      actions={model.ready ? <Badge tone="ok">Ready</Badge> : <Badge tone="warn">Not ready</Badge>}
+    >
+      <dl className="kv">
+        <dt>Family</dt><dd><Badge tone="info">{model.family}</Badge></dd>
+        <dt>Model id</dt><dd className="mono">{model.id}</dd>
+        <dt>Serves</dt><dd>{appNames.length ? appNames.join(", ") : "—"}</dd>
+        <dt>Parameters</dt><dd>{model.n_parameters ? count(model.n_parameters) : "—"}</dd>
+        <dt>Embedding size</dt><dd>{model.embedding_dim ? count(model.embedding_dim) : "—"}</dd>
+        <dt>Input</dt>
+        <dd>
+          {representationNeed(model.input.representation)}
+          {model.input.gene_id_kind ? `; genes as ${idKindName(model.input.gene_id_kind)}` : ""}
+          {model.input.n_genes ? ` (${count(model.input.n_genes)} genes)` : ""}
+        </dd>
+        <dt>Size on disk</dt><dd>{bytes(model.size_bytes)}</dd>
+        {model.classes && model.classes.length > 0 && (<><dt>Cell types</dt><dd>{model.classes.length}: {model.classes.slice(0, 6).join(", ")}{model.classes.length > 6 ? ", …" : ""}</dd></>)}
+      </dl>
+      {!model.ready && model.ready_reason && <p className="small"><strong>Why not ready:</strong> {model.ready_reason}</p>}
+      <h3>Measured metrics</h3>
+      {model.metrics.length === 0 ? (
+        <p className="small muted">No stored evaluation yet. Run an evaluation to measure this model.</p>
+      ) : (
+        <table aria-label={`Metrics of ${model.name}`}>
+          <thead><tr><th>Metric</th><th className="num">Value</th><th>Source</th></tr></thead>
+          <tbody>
+            {model.metrics.map((m, i) => (
+              <tr key={`${m.name}-${i}`}>
+                <td>{m.name.replace(/_/g, " ")}</td>
+                <td className="num">{num(m.value)}{m.std != null ? ` ± ${num(m.std)}` : ""}</td>
+                <td>
+                  {m.evaluation_run_id ? (
+                    <a href={`#/evaluation/${encodeURIComponent(m.evaluation_run_id)}`}>evaluation {m.evaluation_run_id}</a>
+                  ) : (
+                    <span className="muted">{m.dataset ?? "held-out split at training"}</span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </Card>
+  );
+}
+
+export function ModelsPage() {
+  const state = useAsync((s) => Promise.all([api.applications(s), api.models(s)]), []);
+  return (
+    <>
+      <div className="page-head">
+        <h1>Models & applications</h1>
+        <p>What this platform can do, and the models that do it. No API key needed here.</p>
+      </div>
+      {state.status === "loading" && <Spinner label="Loading applications and models…" />}
+      {state.status === "error" && <ErrorView error={state.error} onRetry={state.reload} title="Could not load the catalogue" />}
+      {state.status === "ready" && (
+        <>
+          <h2 className="section-title">Applications</h2>
+          {state.data[0].length === 0 ? (
+            <Empty title="No applications">The service lists no applications.</Empty>
+          ) : (
+            <div className="grid grid-auto" style={{ margin: "10px 0 24px" }}>
+              {state.data[0].map((a) => <ApplicationCard key={a.id} app={a} models={state.data[1]} />)}
+            </div>
+          )}
+          <h2 className="section-title">Models</h2>
+          {state.data[1].length === 0 ? (
+            <Empty title="No models registered">
+              Register one with <code>cellfoundry models import</code>, or start <code>cellfoundry serve</code> once to get the demo model.
+            </Empty>
+          ) : (
+            <div className="grid grid-wide" style={{ marginTop: 10 }}>
+              {state.data[1].map((m) => <ModelCard key={m.id} model={m} apps={state.data[0]} />)}
+            </div>
+          )}
+        </>
+      )}
+    </>
+  );
+}

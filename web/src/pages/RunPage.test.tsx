@@ -1,0 +1,95 @@
+import { fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { describe, expect, it } from "vitest";
+import { setApiKey } from "../api/client";
+import { stubFetch } from "../test/fetch";
+import { RunPage } from "./RunPage";
+
+const run = (extra: Record<string, unknown>) => ({
+  id: "r_1", state: "running", stage: "annotating", progress: 40, application_id: "annotation", dataset_id: "d_1",
+  model_id: "demo", params: {}, attempts: 1, worker: "w", created_at: "2026-11-21T06:00:00Z", started_at: "2026-11-21T06:00:01Z",
+  finished_at: null, updated_at: null, error: null, ...extra,
+});
+
+const N = 30;
+const cells = Array.from({ length: N }, (_, i) => ({
+  cell: `c${i}`, label: i % 3 ? "B" : "Unknown", predicted: "B", confidence: i % 3 ? 0.9 : 0.3, unknown: i % 3 === 0,
+  top3: [{ label: "B", probability: 0.9 }, { label: "T", probability: 0.1 }], true_label: i % 2 ? "B cell" : "T cell",
+}));
+
+function resultsRoute(url: URL) {
+  const page = Number(url.searchParams.get("page") ?? 1);
+  const size = Number(url.searchParams.get("page_size") ?? 100);
+  return {
+    body: {
+      run: run({ state: "succeeded", progress: 100 }),
+      summary: { model: "demo", n_cells: N, label_counts: { B: 20, Unknown: 10 }, mean_confidence: 0.7, unknown_share: 0.333, unknown_threshold: 0.5, label_key: "cell_type", layout: "umap", layout_sampled: false },
+      files: ["layout", "predictions", "probabilities"],
+      layout: { method: "umap", sampled: false, n_points: N, cells: cells.map((c) => c.cell), x: cells.map((_, i) => i), y: cells.map((_, i) => i % 5), labels: cells.map((c) => c.label) },
+      cells: { page, page_size: size, total: N, items: cells.slice((page - 1) * size, page * size) },
+    },
+  };
+}
+
+describe("RunPage", () => {
+  it("asks for a key", () => {
+    render(<RunPage runId="r_1" />);
+    expect(screen.getByText("An API key is needed")).toBeTruthy();
+  });
+
+  it("shows a failed run's error and fix, and stops polling", async () => {
+    setApiKey("k");
+    const { calls } = stubFetch({
+      "GET /status/r_1": { body: run({ state: "failed", stage: "failed", error: { code: "data_error", message: "the dataset has no obs column 'x'", hint: "choose one of: cell_type" } }) },
+    });
+    render(<RunPage runId="r_1" />);
+    expect((await screen.findByTestId("run-error")).textContent).toBe("the dataset has no obs column 'x'");
+    expect(screen.getByText(/choose one of: cell_type/)).toBeTruthy();
+    expect(screen.getByRole("progressbar", { name: "Run progress" })).toBeTruthy();
+    const n = calls.length;
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(calls.length).toBe(n);
+  });
+
+  it("polls a running run until it succeeds, then shows results, UMAP points, table and downloads", async () => {
+    setApiKey("k");
+    let polls = 0;
+    stubFetch({
+      "GET /status/r_1": () => ({ body: ++polls < 2 ? run({}) : run({ state: "succeeded", stage: "done", progress: 100, finished_at: "2026-11-21T06:00:09Z" }) }),
+      "GET /results/r_1": resultsRoute,
+    });
+    render(<RunPage runId="r_1" />);
+    expect((await screen.findByTestId("run-state")).textContent).toBe("running");
+    await waitFor(() => expect(screen.getByTestId("run-state").textContent).toBe("succeeded"), { timeout: 10_000 });
+    const umap = await screen.findByTestId("umap");
+    expect(umap.getAttribute("data-points")).toBe(String(N));
+    expect(screen.getByTestId("umap-note").textContent).toContain("all 30 cells");
+    expect(screen.getByText("33.3%")).toBeTruthy(); // Unknown share
+    const table = await screen.findByTestId("cells-table");
+    expect(table.querySelectorAll("tbody tr")).toHaveLength(25);
+    expect(screen.getByText("Page 1 of 2 · 30 total")).toBeTruthy();
+    // the user's label column joined from the predictions is offered for colouring
+    expect(screen.getByRole("option", { name: "cell_type" })).toBeTruthy();
+    fireEvent.click(screen.getByRole("button", { name: "Next" }));
+    await waitFor(() => expect(screen.getByTestId("cells-table").querySelectorAll("tbody tr")).toHaveLength(5));
+    expect(screen.getByRole("button", { name: /Download annotated .h5ad/ })).toBeTruthy();
+  });
+
+  it("says when it cannot load the run", async () => {
+    setApiKey("k");
+    stubFetch({ "GET /status/r_1": { status: 404, body: { error: { code: "run_not_found", message: "no run 'r_1'", hint: "list your runs with GET /runs" } } } });
+    render(<RunPage runId="r_1" />);
+    expect(await screen.findByText("no run 'r_1'")).toBeTruthy();
+  });
+
+  it("shows a fine-tuning run's new model instead of empty plots", async () => {
+    setApiKey("k");
+    stubFetch({
+      "GET /status/r_1": { body: run({ state: "succeeded", progress: 100, application_id: "finetune" }) },
+      "GET /results/r_1": { body: { run: run({ state: "succeeded" }), summary: { label_key: "cell_type", new_model_id: "logreg-r_1" }, files: ["model"] } },
+    });
+    render(<RunPage runId="r_1" />);
+    expect(await screen.findByText("A new model was registered: logreg-r_1")).toBeTruthy();
+    expect(screen.queryByTestId("umap")).toBeNull();
+    expect(screen.getByTestId("result-summary").textContent).toContain("cell_type");
+  });
+});

@@ -1,0 +1,277 @@
+import { useMemo, useState } from "react";
+import { api, downloadResult } from "../api/client";
+import type { CellsPage, Results, RunStatus } from "../api/types";
+import { TERMINAL_STATES } from "../api/types";
+import { Plot } from "../components/Plot";
+import { countsFigure, histogramFigure, umapTraces, type ColorMode } from "../components/charts";
+import { Alert, Badge, Button, Card, Empty, ErrorView, NeedKey, Pager, Progress, Spinner, Stat } from "../components/ui";
+import { count, duration, num, pct, when } from "../lib/format";
+import { loadResults } from "../lib/enrich";
+import { useApiKey, useAsync, useInterval } from "../lib/hooks";
+
+export function stateTone(state: string): "ok" | "error" | "warn" | "info" | "neutral" {
+  return state === "succeeded" ? "ok" : state === "failed" ? "error" : state === "cancelled" ? "warn" : state === "running" ? "info" : "neutral";
+}
+
+const PAGE = 25;
+
+export function RunPage({ runId }: { runId: string }) {
+  const key = useApiKey();
+  const [status, setStatus] = useState<RunStatus | null>(null);
+  const [pollError, setPollError] = useState<unknown>(null);
+  const [misses, setMisses] = useState(0);
+  const first = useAsync(async (s) => {
+    if (!key) return null;
+    const st = await api.status(runId, s);
+    setStatus(st);
+    return st;
+  }, [runId, key]);
+  const terminal = status ? TERMINAL_STATES.includes(status.state) : false;
+  useInterval(
+    () => {
+      api.status(runId).then(
+        (st) => { setStatus(st); setPollError(null); setMisses(0); },
+        (e) => { setPollError(e); setMisses((m) => m + 1); },
+      );
+    },
+    1000,
+    Boolean(key) && first.status === "ready" && !terminal && misses < 30,
+  );
+
+  if (!key) return (<><Head runId={runId} /><NeedKey what="Runs" /></>);
+  if (first.status === "loading" && !status) return (<><Head runId={runId} /><Spinner label="Loading the run…" /></>);
+  if (first.status === "error") return (<><Head runId={runId} /><ErrorView error={first.error} onRetry={first.reload} title="Could not load this run" /></>);
+  if (!status) return null;
+
+  const cancel = () => api.cancel(runId).then(setStatus, setPollError);
+  return (
+    <>
+      <Head runId={runId} status={status} />
+      <Card title="Status" actions={!terminal && <Button variant="secondary" onClick={cancel}>Cancel run</Button>}>
+        <div className="row gap" style={{ marginBottom: 8 }}>
+          <Badge tone={stateTone(status.state)}><span data-testid="run-state">{status.state}</span></Badge>
+          <span>{status.stage ? `Stage: ${status.stage}` : ""}</span>
+          <span className="muted small">{Math.round(status.progress)}%</span>
+        </div>
+        <Progress value={status.progress} label="Run progress" tone={status.state === "failed" ? "error" : status.state === "succeeded" ? "ok" : "info"} />
+        <dl className="kv" style={{ marginTop: 10 }}>
+          <dt>Application</dt><dd>{status.application_id ?? "—"}</dd>
+          <dt>Model</dt><dd>{status.model_id ?? "—"}</dd>
+          <dt>Dataset</dt><dd className="mono">{status.dataset_id ?? "—"}</dd>
+          <dt>Created</dt><dd>{when(status.created_at)}</dd>
+          <dt>Started</dt><dd>{when(status.started_at)}</dd>
+          <dt>Finished</dt><dd>{when(status.finished_at)}</dd>
+          <dt>Duration</dt><dd>{duration(status.started_at, status.finished_at)}</dd>
+        </dl>
+        {pollError != null && misses >= 30 && <ErrorView error={pollError} title="Lost contact with the service" onRetry={() => setMisses(0)} />}
+        {pollError != null && misses > 0 && misses < 30 && <p className="small muted">Retrying… ({misses})</p>}
+      </Card>
+      {status.state === "failed" && (
+        <Alert tone="error" title="This run failed">
+          <p data-testid="run-error">{status.error ?? "The service gave no reason."}</p>
+          {status.error_hint && <p className="hint"><strong>Fix:</strong> {status.error_hint}</p>}
+        </Alert>
+      )}
+      {status.state === "cancelled" && <Alert tone="warn" title="This run was cancelled." />}
+      {(status.state === "queued" || status.state === "running") && (
+        <p className="muted small" aria-live="polite">The page updates every second; results appear here when the run finishes.</p>
+      )}
+      {status.state === "succeeded" && <ResultsView runId={runId} />}
+    </>
+  );
+}
+
+function Head({ runId, status }: { runId: string; status?: RunStatus }) {
+  return (
+    <div className="page-head">
+      <h1>Run <span className="mono">{runId}</span></h1>
+      <p>{status?.application_id ? `${status.application_id} with ${status.model_id ?? "—"}` : "Status, results and downloads of one run."} · <a href="#/runs">All runs</a></p>
+    </div>
+  );
+}
+
+function ResultsView({ runId }: { runId: string }) {
+  const res = useAsync(
+    (s) => loadResults((offset, limit, sig) => api.results(runId, { offset, limit }, sig), PAGE, s),
+    [runId],
+  );
+  if (res.status === "loading") return <Spinner label="Loading results…" />;
+  if (res.status === "error") return <ErrorView error={res.error} onRetry={res.reload} title="Could not load the results" />;
+  return <ResultsBody runId={runId} results={res.data} />;
+}
+
+export function ResultsBody({ runId, results }: { runId: string; results: Results }) {
+  const s = results.summary;
+  const [dlError, setDlError] = useState<unknown>(null);
+  const [busy, setBusy] = useState<string | null>(null);
+  const dl = (format: "h5ad" | "csv" | "parquet") => {
+    setBusy(format);
+    setDlError(null);
+    downloadResult(runId, format).catch(setDlError).finally(() => setBusy(null));
+  };
+  const isEvaluation = Boolean(results.evaluation) && Object.keys(s.label_counts).length === 0;
+  const downloads = (
+    <Card title="Downloads">
+      <div className="row gap">
+        <Button variant="secondary" onClick={() => dl("h5ad")} disabled={busy !== null} data-testid="download-h5ad">
+          {busy === "h5ad" ? "Preparing…" : "Download annotated .h5ad"}
+        </Button>
+        <Button variant="secondary" onClick={() => dl("csv")} disabled={busy !== null} data-testid="download-csv">
+          {busy === "csv" ? "Preparing…" : "Download predictions .csv"}
+        </Button>
+        <Button variant="secondary" onClick={() => dl("parquet")} disabled={busy !== null}>
+          {busy === "parquet" ? "Preparing…" : "Download .parquet"}
+        </Button>
+      </div>
+      {dlError != null && <ErrorView error={dlError} title="The download failed" />}
+    </Card>
+  );
+  const raw = s.raw ?? {};
+  if (!results.umap && !results.evaluation && Object.keys(s.label_counts).length === 0)
+    return (
+      <Card title="Result">
+        {typeof raw.new_model_id === "string" && (
+          <Alert tone="ok" title={`A new model was registered: ${raw.new_model_id}`}>
+            <a href="#/models">See it on the Models page</a>; it can be chosen for new runs now.
+          </Alert>
+        )}
+        <dl className="kv" data-testid="result-summary">
+          {Object.entries(raw).filter(([, v]) => v === null || typeof v !== "object").map(([k, v]) => (
+            <div key={k} style={{ display: "contents" }}><dt>{k.replace(/_/g, " ")}</dt><dd>{v === null ? "—" : String(v)}</dd></div>
+          ))}
+        </dl>
+      </Card>
+    );
+  if (results.umap && !results.cells && Object.keys(s.label_counts).length === 0)
+    return (
+      <>
+        <div className="stats">
+          <Stat label="Cells" value={count(s.n_cells)} />
+          {typeof raw.embedding_dim === "number" && <Stat label="Embedding size" value={count(raw.embedding_dim)} />}
+        </div>
+        <UmapCard results={results} />
+      </>
+    );
+  if (isEvaluation)
+    return (
+      <>
+        <Alert tone="info" title="This is an evaluation run">
+          <a href={`#/evaluation/${encodeURIComponent(runId)}`}>Open its evaluation report</a> (summary, confusion matrix, most-confused pairs, reliability, verdict).
+        </Alert>
+        {downloads}
+        <CellsTable runId={runId} initial={results.cells ?? null} />
+      </>
+    );
+  return (
+    <>
+      <div className="stats">
+        <Stat label="Cells" value={count(s.n_cells)} />
+        <Stat label="Cell types predicted" value={count(Object.keys(s.label_counts).filter((k) => k !== "Unknown").length)} />
+        <Stat label="Mean confidence" value={pct(s.mean_confidence)} />
+        <Stat label="Unknown" value={pct(s.unknown_fraction)} hint={s.threshold != null ? `confidence below ${num(s.threshold, 2)}` : undefined} />
+        {s.metrics && Object.entries(s.metrics).slice(0, 3).map(([k, v]) => (
+          <Stat key={k} label={`${k.replace(/_/g, " ")}${s.label_key ? ` vs ${s.label_key}` : ""}`} value={num(v)} />
+        ))}
+      </div>
+      {results.evaluation && (
+        <Alert tone="info" title="This run has an evaluation report">
+          <a href={`#/evaluation/${encodeURIComponent(runId)}`}>Open the evaluation report</a>
+        </Alert>
+      )}
+      {downloads}
+      {results.umap ? <UmapCard results={results} /> : <Card title="UMAP"><Empty title="No UMAP for this run">This application does not compute an embedding.</Empty></Card>}
+      <div className="grid grid-2">
+        <Card title="Confidence">
+          {results.umap?.confidence?.length ? (
+            <Plot label="Histogram of prediction confidence with the Unknown threshold" testId="confidence-histogram"
+              {...histogramFigure(results.umap.confidence, s.threshold)} height={320} />
+          ) : <Empty title="No per-cell confidences" />}
+          {results.umap?.sampled && <p className="small muted">From the same sample of cells as the UMAP.</p>}
+        </Card>
+        <Card title="Cells per predicted type">
+          {Object.keys(s.label_counts).length ? (
+            <Plot label="Number of cells per predicted type" testId="counts-bar" {...countsFigure(s.label_counts)} height={320} />
+          ) : <Empty title="No predictions" />}
+        </Card>
+      </div>
+      <CellsTable runId={runId} initial={results.cells ?? null} />
+    </>
+  );
+}
+
+function UmapCard({ results }: { results: Results }) {
+  const u = results.umap!;
+  const obsCols = Object.keys(u.obs ?? {});
+  const [mode, setMode] = useState<ColorMode>({ kind: "predicted" });
+  const data = useMemo(() => umapTraces(u, mode), [u, mode]);
+  const method = (u.method ?? "umap").toUpperCase();
+  const layout = useMemo(() => ({
+    xaxis: { title: { text: `${method} 1` }, zeroline: false, showticklabels: false },
+    yaxis: { title: { text: `${method} 2` }, zeroline: false, showticklabels: false, scaleanchor: "x" },
+    legend: { itemsizing: "constant" }, hovermode: "closest",
+  }), [method]);
+  return (
+    <Card title={method === "PCA" ? "PCA (first two components)" : "UMAP"}>
+      <div className="toolbar">
+        <div className="field">
+          <span className="small" id="color-by-label"><strong>Colour by</strong></span>
+          <div className="segmented" role="group" aria-labelledby="color-by-label">
+            <button type="button" aria-pressed={mode.kind === "predicted"} onClick={() => setMode({ kind: "predicted" })}>Predicted type</button>
+            <button type="button" aria-pressed={mode.kind === "confidence"} disabled={!u.confidence.length}
+              title={u.confidence.length ? undefined : "per-cell confidences are not available for this run's layout"}
+              onClick={() => setMode({ kind: "confidence" })}>Confidence</button>
+          </div>
+        </div>
+        <div className="field">
+          <label htmlFor="obs-column" className="small">Your obs column</label>
+          <select id="obs-column" value={mode.kind === "obs" ? mode.column : ""} disabled={!obsCols.length}
+            onChange={(e) => setMode(e.target.value ? { kind: "obs", column: e.target.value } : { kind: "predicted" })}>
+            <option value="">{obsCols.length ? "— none —" : "no obs columns in this data"}</option>
+            {obsCols.map((c) => <option key={c} value={c}>{c}</option>)}
+          </select>
+        </div>
+      </div>
+      <Plot label={`${method} of the cells coloured by the chosen value`} testId="umap" data={data} layout={layout} height={520} />
+      <p className="small muted" data-testid="umap-note">
+        {u.sampled
+          ? `Showing a stratified sample of ${count(u.x.length)} of ${count(u.n_total)} cells.`
+          : `Showing all ${count(u.x.length)} cells.`} Hover a point for its label, confidence and top 3.
+      </p>
+    </Card>
+  );
+}
+
+function CellsTable({ runId, initial }: { runId: string; initial: CellsPage | null }) {
+  const [offset, setOffset] = useState(0);
+  const page = useAsync<CellsPage | null>(
+    (s) => (offset === 0 && initial ? Promise.resolve(initial) : api.results(runId, { offset, limit: PAGE }, s).then((r) => r.cells ?? null)),
+    [runId, offset],
+  );
+  return (
+    <Card title="Cells">
+      {page.status === "loading" && <Spinner label="Loading cells…" />}
+      {page.status === "error" && <ErrorView error={page.error} onRetry={page.reload} />}
+      {page.status === "ready" && !page.data && <Empty title="No per-cell table for this run" />}
+      {page.status === "ready" && page.data && (
+        <>
+          <div className="table-wrap">
+            <table aria-label="Predictions per cell" data-testid="cells-table">
+              <thead><tr><th>Cell</th><th>Predicted type</th><th className="num">Confidence</th><th>Top 3</th></tr></thead>
+              <tbody>
+                {page.data.items.map((c) => (
+                  <tr key={c.cell_id}>
+                    <td className="mono">{c.cell_id}</td>
+                    <td>{c.unknown ? <Badge tone="warn">{c.predicted}</Badge> : c.predicted}</td>
+                    <td className="num">{pct(c.confidence)}</td>
+                    <td className="small">{c.top.map((t) => `${t.label} ${pct(t.probability, 0)}`).join(" · ")}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          <Pager offset={offset} limit={PAGE} total={page.data.total} onChange={setOffset} label="Pages of cells" />
+        </>
+      )}
+    </Card>
+  );
+}
