@@ -1,0 +1,535 @@
+"""``GeneformerModel``: a published Geneformer checkpoint (HF BERT) with the official embedding rule.
+
+Embedding rule (spec §1.7): hidden states after ``L + emb_layer`` encoder layers (official default
+``emb_layer=-1``: the second-to-last layer); V2 (vocabulary with ``<cls>``) takes the ``<cls>``
+position, V1 the mean over the cell's gene tokens. Inference sorts cells by length, batches them
+by a token budget and stops after the last layer the embedding needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anndata as ad
+import numpy as np
+
+from cellfoundry.data.genes import detect_id_kind, gene_table, strip_version
+from cellfoundry.data.report import ValidationReport
+from cellfoundry.errors import DataError
+from cellfoundry.models.foundation import CheckpointError, FoundationModel, LoadReport
+from cellfoundry.models.geneformer.checkpoint import (
+    check_state_dict,
+    identify_release,
+    read_state_dict,
+    weights_file,
+)
+from cellfoundry.models.geneformer.config import (
+    SUPPORTED_ARCHITECTURES,
+    arch_of,
+    bert_config,
+    match_variant,
+    read_config,
+    variant_by_name,
+)
+from cellfoundry.models.geneformer.dictionaries import GeneformerDictionaries, load_dictionaries
+from cellfoundry.models.geneformer.tokenizer import RankValueTokenizer
+
+DEFAULT_MAX_TOKENS = 32_768  # padded tokens per forward batch
+DEFAULT_CHUNK = 2048  # cells read and tokenised at a time
+_TINY = {
+    "num_layers": 3,
+    "hidden_size": 64,
+    "num_heads": 4,
+    "intermediate_size": 128,
+    "max_pos": 4096,
+}
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _key_mask(mask: Any, dtype: Any) -> Any:
+    """Additive key mask (B x 1 x 1 x W): 0 on real tokens, the dtype's minimum on padding."""
+    import torch
+
+    keep = mask[:, None, None, :].to(torch.bool)
+    return torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~keep, torch.finfo(dtype).min
+    )
+
+
+def _build_network(cfg: dict[str, Any], attn_implementation: str) -> Any:
+    import transformers
+
+    arch = cfg["architectures"][0]
+    conf = bert_config(cfg, attn_implementation)
+    if arch == "BertForSequenceClassification":
+        from cellfoundry.models.geneformer.checkpoint import num_labels
+
+        conf.num_labels = num_labels(cfg)
+    cls = getattr(transformers, arch)
+    if arch == "BertModel":
+        return cls(conf, add_pooling_layer=False)
+    return cls(conf)
+
+
+class GeneformerModel(FoundationModel):
+    """Geneformer (V1 / V2 / gc95M variants) on Hugging Face ``transformers`` BERT."""
+
+    family: ClassVar[str] = "geneformer"
+    embedding_key: ClassVar[str] = "X_geneformer"
+    gene_key_kind: ClassVar[str] = "ensembl"
+    default_lora_targets: ClassVar[list[str]] = [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ]
+
+    def __init__(
+        self,
+        network: Any,
+        config: dict[str, Any],
+        dictionaries: GeneformerDictionaries,
+        *,
+        checkpoint_dir: Path,
+        variant: str,
+        load_report: LoadReport,
+        emb_layer: int = -1,
+        emb_mode: str | None = None,
+    ) -> None:
+        self.network = network
+        self.config = config
+        self.dictionaries = dictionaries
+        self.checkpoint_dir = checkpoint_dir
+        self.variant = variant
+        self.load_report = load_report
+        self.tokenizer = RankValueTokenizer(dictionaries, int(config["max_position_embeddings"]))
+        L = int(config["num_hidden_layers"])
+        if not -L <= emb_layer <= 0:
+            raise DataError(
+                f"emb_layer {emb_layer} is out of range for a {L}-layer model",
+                f"use -1 (second-to-last layer, official default) … 0 (last layer), ≥ {-L}",
+            )
+        self.emb_layer = emb_layer
+        mode = emb_mode or ("cls" if self.tokenizer.special_tokens else "cell")
+        if mode not in ("cls", "cell"):
+            raise DataError(f"unknown emb_mode '{mode}'", "use 'cls' (V2 default) or 'cell' (mean)")
+        if mode == "cls" and not self.tokenizer.special_tokens:
+            raise DataError("emb_mode 'cls' needs a <cls> token (V2 models)", "use emb_mode='cell'")
+        self.emb_mode = mode
+        self.last_embed_info: dict[str, Any] = {}
+
+    # --- discovery and loading -------------------------------------------------------------
+    @classmethod
+    def detect(cls, folder: Path) -> bool:
+        """A folder with a BERT ``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``."""
+        folder = Path(folder)
+        try:
+            if not folder.is_dir() or weights_file(folder) is None:
+                return False
+            raw = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(raw, dict) or raw.get("model_type") != "bert":
+            return False
+        archs = raw.get("architectures") or ["BertForMaskedLM"]
+        return bool(isinstance(archs, list) and archs and archs[0] in SUPPORTED_ARCHITECTURES)
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        *,
+        verify: bool = True,
+        dictionaries: str | Path | dict[str, Path] | None = None,
+        emb_layer: int = -1,
+        emb_mode: str | None = None,
+        attn_implementation: str = "sdpa",
+    ) -> GeneformerModel:
+        """Strictly load a published Geneformer folder (weights, config, dictionaries).
+
+        ``verify`` also hashes every file (sha256) and compares with the official releases.
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder} is not a folder", "pass the checkpoint folder")
+        cfg = read_config(folder)
+        weights = weights_file(folder)
+        if weights is None:
+            subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and weights_file(p))
+            raise CheckpointError(
+                f"{folder} has no model.safetensors or pytorch_model.bin",
+                f"pass one of its model subfolders: {', '.join(subs)}"
+                if subs
+                else "download the weights file next to config.json",
+            )
+        variant = match_variant(arch_of(cfg))
+        report = LoadReport(family="geneformer", variant=variant.name if variant else None)
+        if variant is None:
+            report.messages.append(
+                "architecture matches no published Geneformer variant (custom or test checkpoint)"
+            )
+        sd = read_state_dict(weights)
+        sd = check_state_dict(sd, cfg, report)
+        report.raise_if_bad(folder)
+        expl: Path | dict[str, Path] | None
+        if isinstance(dictionaries, dict):
+            expl = {k: Path(v) for k, v in dictionaries.items()}
+        else:
+            expl = Path(dictionaries) if dictionaries is not None else None
+        dicts = load_dictionaries(
+            folder, int(cfg["vocab_size"]), variant.dictionaries if variant else None, expl
+        )
+        if variant is not None and variant.special_tokens != (dicts.cls_id is not None):
+            raise CheckpointError(
+                f"{variant.name} {'needs' if variant.special_tokens else 'must not have'} <cls>/<eos> "
+                f"in its token dictionary ({dicts.paths.get('token_dictionary')})",
+                f"use the {variant.dictionaries} dictionaries",
+            )
+        identify_release(folder, weights, variant, dicts.paths, report, verify)
+        network = _build_network(cfg, attn_implementation)
+        tied = [
+            k for k in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias") if k in sd
+        ]
+        for key in tied:  # tied to word embeddings / cls.predictions.bias in the network
+            sd.pop(key)
+        own = set(network.state_dict())
+        for k in [k for k in sd if k not in own and k.startswith("bert.pooler.")]:
+            sd.pop(k)  # a pooler the masked-LM network does not have (optional per spec)
+            report.ignored_keys.append(k)
+        res = network.load_state_dict(sd, strict=False)
+        allowed: set[str] = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+        allowed |= set(report.optional_keys_absent)
+        left = [k for k in res.missing_keys if k not in allowed]
+        if left or res.unexpected_keys:
+            raise CheckpointError(
+                f"{folder}: the network did not take every tensor (missing {left[:5]}, "
+                f"unexpected {res.unexpected_keys[:5]})",
+                "report this checkpoint; it does not follow the published layout",
+            )
+        head = [
+            k
+            for k in report.optional_keys_absent
+            if k.startswith(("cls.predictions.t", "classifier"))
+        ]
+        if head:
+            report.messages.append(
+                "the task head is absent and randomly initialised (embeddings unaffected)"
+            )
+        network.eval()
+        return cls(
+            network,
+            cfg,
+            dicts,
+            checkpoint_dir=folder,
+            variant=variant.name
+            if variant
+            else f"custom-{cfg['num_hidden_layers']}L-{cfg['hidden_size']}H",
+            load_report=report,
+            emb_layer=emb_layer,
+            emb_mode=emb_mode,
+        )
+
+    @classmethod
+    def from_random(
+        cls, genes: list[str], *, variant: str | None = None, seed: int = 0
+    ) -> GeneformerModel:
+        """A randomly initialised Geneformer over ``genes`` (Ensembl IDs; symbols are mapped).
+
+        ``variant`` gives the architecture (e.g. "Geneformer-V1-10M"); None is a tiny V2-style
+        test size. Token dictionary built from the genes, every median 1.0.
+        """
+        import torch
+
+        ens = _as_ensembl(genes)
+        v = variant_by_name(variant) if variant else None
+        special = v.special_tokens if v else True
+        specials = ["<pad>", "<mask>", "<cls>", "<eos>"] if special else ["<pad>", "<mask>"]
+        token_dict = {t: i for i, t in enumerate(specials)}
+        for g in ens:
+            token_dict[g] = len(token_dict)
+        dicts = GeneformerDictionaries(token_dict, dict.fromkeys(ens, 1.0))
+        if v is not None:
+            cfg = v.config_dict()
+        else:
+            cfg = {
+                "architectures": ["BertForMaskedLM"],
+                "model_type": "bert",
+                "hidden_act": "relu",
+                "layer_norm_eps": 1e-12,
+                "type_vocab_size": 2,
+                "pad_token_id": 0,
+                "position_embedding_type": "absolute",
+                "initializer_range": 0.02,
+                "hidden_dropout_prob": 0.02,
+                "attention_probs_dropout_prob": 0.02,
+                "num_hidden_layers": _TINY["num_layers"],
+                "hidden_size": _TINY["hidden_size"],
+                "num_attention_heads": _TINY["num_heads"],
+                "intermediate_size": _TINY["intermediate_size"],
+                "max_position_embeddings": _TINY["max_pos"],
+            }
+        cfg["vocab_size"] = len(token_dict)
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+            torch.manual_seed(seed)
+            network = _build_network(cfg, "sdpa")
+        network.eval()
+        name = f"random-{v.name if v else 'tiny'}"
+        report = LoadReport(family="geneformer", variant=None)
+        report.messages.append(
+            "randomly initialised weights (no pretrained checkpoint): embeddings carry no biology"
+        )
+        return cls(
+            network,
+            cfg,
+            dicts,
+            checkpoint_dir=Path(f"<{name}-seed{seed}>"),
+            variant=name,
+            load_report=report,
+        )
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write this model in the published layout (config.json, model.safetensors, dictionaries)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+        sd = {
+            k: v.detach().contiguous().clone()
+            for k, v in self.network.state_dict().items()
+            if not k.startswith("cls.predictions.decoder.") and not k.endswith("position_ids")
+        }
+        save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        self.dictionaries.write(folder)
+        return folder
+
+    # --- properties ------------------------------------------------------------------------
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config["hidden_size"])
+
+    @property
+    def genes(self) -> list[str]:
+        return self.dictionaries.genes
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def _bert(self) -> Any:
+        return getattr(self.network, "bert", self.network)
+
+    # --- fine-tuning hooks -----------------------------------------------------------------
+    def tokenize(
+        self, adata: ad.AnnData, *, seed: int = 0, report: ValidationReport | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """``{"input_ids": int64 array}`` per cell, in cell order (what embed() feeds the network)."""
+        return [{"input_ids": t} for t in self.tokenizer.tokenize(adata, report=report)]
+
+    def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+        """Right-pad with ``<pad>`` to the longest cell; ``attention_mask`` 1 on real tokens."""
+        import torch
+
+        if not cells:
+            raise DataError("cannot collate an empty batch", "pass at least one cell")
+        lengths = [len(c["input_ids"]) for c in cells]
+        width = max(max(lengths), 1)
+        ids = torch.full((len(cells), width), self.dictionaries.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(cells), width), dtype=torch.long)
+        for i, c in enumerate(cells):
+            n = lengths[i]
+            ids[i, :n] = torch.as_tensor(np.asarray(c["input_ids"], dtype=np.int64))
+            mask[i, : max(n, 1)] = 1  # an empty cell attends to one pad token (keeps values finite)
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "lengths": torch.as_tensor(lengths, dtype=torch.long),
+        }
+
+    def forward_embeddings(self, batch: dict[str, Any]) -> Any:
+        """Differentiable cell embeddings (B x hidden) by the official layer/pooling rule."""
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        lengths = batch.get("lengths")
+        if lengths is None:
+            lengths = mask.sum(dim=1) if mask is not None else None
+        h = self._hidden(ids, mask)
+        return self._pool(h, lengths)
+
+    # --- embedding -------------------------------------------------------------------------
+    def _hidden(self, ids: Any, mask: Any | None) -> Any:
+        """Hidden states after ``L + emb_layer`` layers (= ``hidden_states[L + emb_layer]``).
+
+        Padding is masked with a compact additive key mask (B x 1 x 1 x W; 0 keep, dtype min
+        drop), which eager and SDPA attention both broadcast; no mask when nothing is padded.
+        """
+        bert = self._bert
+        h = bert.embeddings(input_ids=ids)
+        ext = None
+        if mask is not None and not bool(mask.all()):
+            ext = _key_mask(mask, h.dtype)
+        for layer in bert.encoder.layer[: self.num_layers + self.emb_layer]:
+            h = layer(h, ext)
+        return h
+
+    def _pool(self, h: Any, lengths: Any | None) -> Any:
+        import torch
+
+        if self.emb_mode == "cls":
+            return h[:, 0, :]
+        B, W = h.shape[0], h.shape[1]
+        if lengths is None:
+            lengths = torch.full((B,), W, dtype=torch.long, device=h.device)
+        pos = torch.arange(W, device=h.device)[None, :]
+        lo = 1 if self.dictionaries.cls_id is not None else 0
+        hi = lengths - (1 if self.dictionaries.eos_id is not None else 0)
+        keep = ((pos >= lo) & (pos < hi[:, None])).to(h.dtype)
+        denom = keep.sum(dim=1, keepdim=True).clamp(min=1)
+        return (h * keep[:, :, None]).sum(dim=1) / denom
+
+    def _batches(
+        self, lengths: np.ndarray, batch_size: int, max_tokens: int
+    ) -> Iterator[np.ndarray]:
+        """Cell indices grouped longest first, each group within ``batch_size`` and ``max_tokens``."""
+        order = np.argsort(-lengths, kind="stable")
+        order = order[lengths[order] > 0]
+        i = 0
+        while i < len(order):
+            width = int(lengths[order[i]])
+            n = max(1, min(batch_size, max_tokens // max(width, 1)))
+            yield order[i : i + n]
+            i += n
+
+    def embed_sequences(
+        self,
+        seqs: Sequence[np.ndarray],
+        *,
+        batch_size: int = 32,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> np.ndarray:
+        """Embeddings of token sequences (input order); empty sequences give zero vectors."""
+        import torch
+
+        out = np.zeros((len(seqs), self.embedding_dim), dtype=np.float32)
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        pad = self.dictionaries.pad_id
+        for idx in self._batches(lengths, max(1, int(batch_size)), max(1, int(max_tokens))):
+            width = int(lengths[idx].max())
+            ids = np.full((len(idx), width), pad, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for r, j in enumerate(idx):
+                ids[r, : lengths[j]] = seqs[j]
+                mask[r, : lengths[j]] = 1
+            t_ids = torch.from_numpy(ids)
+            t_mask = torch.from_numpy(mask)
+            h = self._hidden(t_ids, t_mask)
+            emb = self._pool(h, torch.from_numpy(lengths[idx]))
+            out[idx] = emb.float().numpy()
+        return out
+
+    def embed(
+        self,
+        adata: ad.AnnData,
+        *,
+        batch_size: int = 32,
+        seed: int = 0,
+        progress: bool = False,
+        report: ValidationReport | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        chunk_size: int = DEFAULT_CHUNK,
+        num_threads: int | None = None,
+    ) -> np.ndarray:
+        """Cell embeddings (float32, n_cells x hidden) in input order, reading rows in chunks.
+
+        ``batch_size`` caps cells per forward pass, ``max_tokens`` the padded tokens per pass.
+        Geneformer is deterministic; ``seed`` is accepted for the common interface.
+        """
+        import torch
+
+        plan = self.tokenizer.plan(adata, report=report)
+        out = np.zeros((adata.n_obs, self.embedding_dim), dtype=np.float32)
+        n_empty = n_trunc = 0
+        was_training = bool(getattr(self.network, "training", False))
+        self.network.eval()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=adata.n_obs, unit="cell", desc="geneformer")
+        try:
+            with torch.inference_mode(), _torch_threads(num_threads):
+                for start, seqs in self.tokenizer.iter_tokens(adata, plan, chunk_size):
+                    n_base = 2 if self.tokenizer.special_tokens else 0
+                    n_empty += sum(1 for s in seqs if len(s) <= n_base)
+                    n_trunc += sum(1 for s in seqs if len(s) >= self.tokenizer.model_input_size)
+                    if self.emb_mode == "cell":
+                        seqs = [s if len(s) > n_base else s[:0] for s in seqs]
+                    out[start : start + len(seqs)] = self.embed_sequences(
+                        seqs, batch_size=batch_size, max_tokens=max_tokens
+                    )
+                    if bar is not None:
+                        bar.update(len(seqs))
+        finally:
+            if bar is not None:
+                bar.close()
+            if was_training:
+                self.network.train()
+        self.last_embed_info = {
+            "n_cells": adata.n_obs,
+            "n_empty_cells": n_empty,
+            "n_truncated_cells": n_trunc,
+            "matrix": plan.input.source,
+            "n_vocab_genes_present": plan.n_genes,
+            "warnings": plan.input.warnings,
+        }
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} cells express none of the model's genes; their embeddings are "
+                + ("zero" if self.emb_mode == "cell" else "the <cls> state of an empty cell"),
+                stacklevel=2,
+            )
+        return out
+
+
+def _as_ensembl(genes: Sequence[str]) -> list[str]:
+    """Ensembl IDs for a gene list (symbols mapped through the shipped table), de-duplicated."""
+    names = [str(g) for g in genes]
+    if not names:
+        raise DataError("no genes given", "pass the Ensembl IDs (or symbols) of the model's genes")
+    kind = detect_id_kind(names)
+    if kind.startswith("ensembl"):
+        ens: list[str | None] = [strip_version(n) for n in names]
+    else:
+        ens = list(gene_table().to_ensembl(names))
+        unmapped = [n for n, e in zip(names, ens, strict=True) if e is None]
+        if len(unmapped) == len(names):
+            raise DataError(
+                "none of the genes could be mapped to Ensembl IDs", "pass Ensembl IDs (ENSG…)"
+            )
+    seen: dict[str, None] = {}
+    for e in ens:
+        if e is not None:
+            seen.setdefault(e, None)
+    return list(seen)
