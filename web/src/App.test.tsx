@@ -24,3 +24,31 @@ describe("App shell", () => {
     expect(screen.getByText("Page not found")).toBeTruthy();
   });
 });
+
+describe("App routing between runs", () => {
+  it("never shows the previous run's state for a newly opened run", async () => {
+    const { setApiKey } = await import("./api/client");
+    const { vi } = await import("vitest");
+    setApiKey("k");
+    const base = { stage: "done", progress: 100, application_id: "evaluation", dataset_id: "d_1", model_id: "demo", params: {},
+      attempts: 1, worker: null, created_at: "2026-11-21T06:00:00Z", started_at: null, finished_at: null, updated_at: null, error: null };
+    const done = { ...base, id: "r_done", state: "succeeded" };
+    vi.stubGlobal("fetch", vi.fn(async (input: RequestInfo | URL) => {
+      const path = new URL(String(input), "http://localhost").pathname;
+      if (path === "/status/r_done") return new Response(JSON.stringify(done), { status: 200 });
+      if (path === "/results/r_done") return new Response(JSON.stringify({ run: done, summary: {}, files: [] }), { status: 200 });
+      return new Promise<Response>(() => {}); // the new run's status is still on its way
+    }));
+    await act(async () => {
+      window.location.hash = "#/runs/r_done";
+    });
+    render(<App />);
+    expect((await screen.findAllByTestId("run-state"))[0].textContent).toBe("succeeded");
+    await act(async () => {
+      window.location.hash = "#/runs/r_new";
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
+    });
+    expect(screen.queryAllByTestId("run-state").map((e) => e.textContent)).not.toContain("succeeded");
+    expect(screen.getByText("Loading the run…")).toBeTruthy();
+  });
+});

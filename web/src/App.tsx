@@ -26,9 +26,10 @@ function Page() {
   if (path === "/upload") return <UploadPage />;
   if (path === "/new") return <NewRunPage initialDataset={query.get("dataset") ?? undefined} initialApp={query.get("app") ?? undefined} />;
   if (path === "/runs") return <RunsPage />;
-  if ((m = match("/runs/:id", path))) return <RunPage runId={m.id} />;
+  // key: a new run id mounts a fresh page (no state carried over from the previous run)
+  if ((m = match("/runs/:id", path))) return <RunPage key={m.id} runId={m.id} />;
   if (path === "/evaluation") return <EvaluationPage runId={query.get("run") ?? undefined} />;
-  if ((m = match("/evaluation/:id", path))) return <EvaluationPage runId={m.id} />;
+  if ((m = match("/evaluation/:id", path))) return <EvaluationPage key={m.id} runId={m.id} />;
   if (path === "/settings") return <SettingsPage />;
   return (
     <Empty title="Page not found">
