@@ -12,6 +12,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import cellfoundry
+from cellfoundry.artifacts import sha256_file
 from cellfoundry.cli import main
 from cellfoundry.errors import ModelError
 from cellfoundry.models import zoo
@@ -70,7 +71,7 @@ def test_train_save_load_reproduces_held_out_predictions(
         and base["path"] == str(ckpt.resolve())
     )
     for name in ("projection.safetensors", f"toy_{fam}.json"):
-        assert base["files"][name] == zoo.sha256_of(ckpt / name)
+        assert base["files"][name] == sha256_file(ckpt / name)
     weights = load_file(str(out / "weights.safetensors"))
     if model.endswith("knn"):
         assert weights["ref_embedding"].shape == (int(0.8 * a.n_obs), 16)

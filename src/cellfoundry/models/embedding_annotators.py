@@ -289,9 +289,9 @@ class EmbeddingAnnotator(Annotator):
                         f"base checkpoint file {rel} is missing from {folder}",
                         "restore the checkpoint folder the model was trained with",
                     )
-                from cellfoundry.models.zoo import sha256_of
+                from cellfoundry.artifacts import sha256_file
 
-                have[rel] = sha256_of(f)
+                have[rel] = sha256_file(f)
             if have[rel] != digest:
                 raise ModelError(
                     f"base checkpoint file {rel} in {folder} differs from the one model '{self.name}' was trained with "

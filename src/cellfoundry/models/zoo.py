@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cellfoundry.artifacts import sha256_file
 from cellfoundry.errors import ModelError
 from cellfoundry.paths import checkpoints_dir
 
@@ -468,15 +468,6 @@ def zoo_entry(name: str) -> ZooEntry:
 # ---------------------------------------------------------------------------------------------
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass
 class RegisteredCheckpoint:
     """A local checkpoint folder that passed strict loading."""
@@ -594,7 +585,7 @@ def _hash_files(
     for rel in rels:
         f = folder / rel
         if f.is_file():
-            files[rel] = report_files.get(rel) or sha256_of(f)
+            files[rel] = report_files.get(rel) or sha256_file(f)
             sizes[rel] = f.stat().st_size
     return files, sizes
 
@@ -770,7 +761,7 @@ def download_file(
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_file() and (size is None or dest.stat().st_size == size):
-        digest = sha256_of(dest)
+        digest = sha256_file(dest)
         if sha256 is None or digest.startswith(sha256.lower()):
             return digest
     part = dest.with_name(dest.name + ".part")
@@ -845,7 +836,7 @@ def download_file(
                 f"{dest.name}: downloaded {got:,} bytes, the published size is {size:,}",
                 "the partial file was deleted; run the command again",
             )
-        digest = sha256_of(part)
+        digest = sha256_file(part)
         expected = (sha256 or server_sha or "").lower()
         if expected and not digest.startswith(expected):
             part.unlink(missing_ok=True)

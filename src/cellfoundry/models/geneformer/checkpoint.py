@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cellfoundry.artifacts import sha256_file
 from cellfoundry.models.foundation import CheckpointError, LoadReport
 from cellfoundry.models.geneformer.config import (
     FINETUNED_RELEASES,
@@ -13,7 +14,6 @@ from cellfoundry.models.geneformer.config import (
     VARIANTS,
     GeneformerVariant,
 )
-from cellfoundry.models.geneformer.dictionaries import sha256_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _LAYER_KEYS = (

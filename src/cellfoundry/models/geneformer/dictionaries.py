@@ -7,7 +7,6 @@ model folder may be the repository root or one of its subfolders), possibly unde
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,6 @@ from cellfoundry.models.safe_pickle import safe_load_pickle
 KINDS = ("token_dictionary", "gene_median_dictionary", "gene_name_id_dict", "ensembl_mapping_dict")
 REQUIRED = ("token_dictionary", "gene_median_dictionary")
 SPECIAL_NAMES = ("<pad>", "<mask>", "<cls>", "<eos>")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -10,7 +10,6 @@ and listed; anything else is an error naming the keys.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from cellfoundry.artifacts import sha256_file
 from cellfoundry.models.foundation import CheckpointError, LoadReport
 from cellfoundry.models.scgpt.config import ScGPTConfig
 from cellfoundry.models.scgpt.network import (
@@ -50,15 +50,6 @@ UNSUPPORTED_PREFIXES = {
 }
 
 WHOLE_HUMAN = {"embsize": 512, "nheads": 8, "d_hid": 512, "nlayers": 12}
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
