@@ -37,7 +37,7 @@ ref.var_names = ref.var["gene_symbols"].astype(str); ref.var_names_make_unique()
 qry.var_names = qry.var["gene_symbols"].astype(str); qry.var_names_make_unique()
 for a in (ref,):
     sc.pp.normalize_total(a, target_sum=1e4); sc.pp.log1p(a)
-model = celltypist.train(ref, labels="cell_type", n_jobs=2, feature_selection=False, max_iter=200)
+model = celltypist.train(ref, labels="cell_type", n_jobs=2, feature_selection=True, max_iter=200)
 times = []
 for _ in range(repeats):
     q = qry.copy()

@@ -48,7 +48,7 @@ def test_transform_equals_normalise_then_select(x: np.ndarray, data) -> None:
     adata = ad.AnnData(sp.csr_matrix(x))
     adata.var_names = [f"G{i}" for i in range(n_genes)]
     perm = data.draw(st.permutations(list(adata.var_names)))
-    target = list(perm)[: data.draw(st.integers(1, n_genes))] + ["ABSENT"]
+    target = [*list(perm)[: data.draw(st.integers(1, n_genes))], "ABSENT"]
     plan = plan_input(adata, target, min_coverage=0.0, min_genes=0)
     got = transform(adata.X, plan).toarray()
     want = (log1p_cp10k(adata.X) @ plan.selector).toarray()

@@ -15,6 +15,13 @@ COMMANDS = [
     ("cellfoundry.cli.annotate", "train_cmd"),
     ("cellfoundry.cli.annotate", "annotate_cmd"),
     ("cellfoundry.cli.models", "models_group"),
+    ("cellfoundry.cli.embed", "embed_cmd"),
+    ("cellfoundry.cli.demo", "demo_cmd"),
+    ("cellfoundry.cli.service", "serve_cmd"),
+    ("cellfoundry.cli.service", "worker_cmd"),
+    ("cellfoundry.cli.service", "keys_group"),
+    ("cellfoundry.cli.tuning", "finetune_cmd"),
+    ("cellfoundry.cli.tuning", "evaluate_cmd"),
 ]
 
 
