@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -201,6 +202,23 @@ def main() -> None:
         f"({a.cells} cells per epoch, batch {a.batch_size}, scGPT at {a.scgpt_layers} layers)"
     )
     print(json.dumps(rows))
+    # keep the latest measured row of every family in one results file
+    dest = Path(__file__).resolve().parent / "results" / "lora.json"
+    stored = json.loads(dest.read_text()) if dest.is_file() else {}
+    by_family = {r["family"]: r for r in stored.get("rows", [])}
+    note = f"--cells {a.cells} --batch-size {a.batch_size} --scgpt-layers {a.scgpt_layers}"
+    for r in rows:
+        by_family[r["family"]] = r | {"note": note, "load_average_1min": os.getloadavg()[0]}
+    dest.write_text(
+        json.dumps(
+            {
+                "command": "benchmarks/bench_lora.py (arguments per row)",
+                "rows": list(by_family.values()),
+            },
+            indent=2,
+        )
+    )
+    print(f"written {dest}")
 
 
 if __name__ == "__main__":
