@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from cellfoundry.artifacts import Manifest, save_arrays, save_genes
+from cellfoundry.artifacts import Manifest, load_arrays, save_arrays, save_genes
 from cellfoundry.data.genes import gene_keys, genes_hash
 from cellfoundry.data.matrix import source_var
 from cellfoundry.data.prepare import features, plan_input
 from cellfoundry.data.report import validate
+from cellfoundry.models.base import FeatureAnnotator
 from cellfoundry.models.fitting import (
     FitFn,
     Labels,
@@ -86,60 +87,6 @@ def prepare_reference(
     )
 
 
-def train_feature_model(
-    family: str,
-    ref: PreparedReference,
-    fit: FitFn,
-    score: ScoreFn,
-    params: dict[str, Any],
-    *,
-    name: str,
-    seed: int,
-    holdout_fraction: float,
-    refit: bool,
-    label_key: str,
-    progress: bool = False,
-) -> tuple[Manifest, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Fit with a held-out split and return (manifest, weights, held-out predictions)."""
-    out = fit_with_holdout(
-        ref.x,
-        ref.labels.y,
-        ref.labels.classes,
-        fit,
-        score,
-        seed=seed,
-        holdout_fraction=holdout_fraction,
-        refit=refit,
-        progress=progress,
-    )
-    counts = np.bincount(ref.labels.y, minlength=len(ref.labels.classes))
-    manifest = Manifest(
-        family=family,
-        name=name,
-        classes=ref.labels.classes,
-        genes_sha256=genes_hash(ref.genes),
-        n_genes=len(ref.genes),
-        gene_key_kind=ref.key_kind,
-        preprocessing=dict(PREPROCESSING),
-        unknown_threshold=out.threshold,
-        temperature=out.temperature,
-        params=params | {"seed": seed},
-        metrics=out.metrics,
-        training={
-            "label_key": label_key,
-            "n_cells": len(ref.labels.y),
-            "n_cells_in_file": ref.n_cells_total,
-            "dropped": ref.labels.dropped,
-            "matrix": ref.source,
-            "class_counts": {c: int(n) for c, n in zip(ref.labels.classes, counts, strict=True)},
-            "data_sha256": data_sha256(ref.x, ref.labels.y),
-            "holdout_fraction": holdout_fraction,
-            "refit_on_all": refit,
-        },
-    )
-    return manifest, out.state, out.holdout
-
-
 def write_artifact(
     folder: str | Path, manifest: Manifest, arrays: dict[str, np.ndarray], genes: list[str]
 ) -> Path:
@@ -149,3 +96,76 @@ def write_artifact(
     save_genes(path, genes)
     manifest.write(path)
     return path
+
+
+class StateAnnotator(FeatureAnnotator):
+    """A baseline whose whole state is a dict of arrays (saved as safetensors)."""
+
+    def __init__(self, manifest: Manifest, genes: list[str], state: dict[str, np.ndarray]) -> None:
+        super().__init__(manifest, genes)
+        self.state = state
+
+    @classmethod
+    def _train(
+        cls,
+        ref: PreparedReference,
+        fit: FitFn,
+        score: ScoreFn,
+        params: dict[str, Any],
+        *,
+        name: str,
+        seed: int,
+        holdout_fraction: float,
+        refit: bool,
+        label_key: str,
+        progress: bool,
+    ) -> Self:
+        """Fit with a held-out split (metrics, temperature, Unknown threshold), then refit."""
+        out = fit_with_holdout(
+            ref.x,
+            ref.labels.y,
+            ref.labels.classes,
+            fit,
+            score,
+            seed=seed,
+            holdout_fraction=holdout_fraction,
+            refit=refit,
+            progress=progress,
+        )
+        counts = np.bincount(ref.labels.y, minlength=len(ref.labels.classes))
+        manifest = Manifest(
+            family=cls.family,
+            name=name,
+            classes=ref.labels.classes,
+            genes_sha256=genes_hash(ref.genes),
+            n_genes=len(ref.genes),
+            gene_key_kind=ref.key_kind,
+            preprocessing=dict(PREPROCESSING),
+            unknown_threshold=out.threshold,
+            temperature=out.temperature,
+            params=params | {"seed": seed},
+            metrics=out.metrics,
+            training={
+                "label_key": label_key,
+                "n_cells": len(ref.labels.y),
+                "n_cells_in_file": ref.n_cells_total,
+                "dropped": ref.labels.dropped,
+                "matrix": ref.source,
+                "class_counts": {
+                    c: int(n) for c, n in zip(ref.labels.classes, counts, strict=True)
+                },
+                "data_sha256": data_sha256(ref.x, ref.labels.y),
+                "holdout_fraction": holdout_fraction,
+                "refit_on_all": refit,
+            },
+        )
+        model = cls(manifest, ref.genes, out.state)
+        model.holdout = out.holdout
+        return model
+
+    def save(self, folder: str | Path) -> Path:
+        return write_artifact(folder, self.manifest, self.state, self.genes)
+
+    @classmethod
+    def load(cls, folder: str | Path, manifest: Manifest) -> Self:
+        return cls(manifest, cls._genes(Path(folder)), load_arrays(Path(folder)))

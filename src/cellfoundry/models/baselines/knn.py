@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import anndata as ad
@@ -11,13 +10,7 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from cellfoundry.artifacts import Manifest, load_arrays
-from cellfoundry.models.base import FeatureAnnotator
-from cellfoundry.models.baselines.common import (
-    prepare_reference,
-    train_feature_model,
-    write_artifact,
-)
+from cellfoundry.models.baselines.common import StateAnnotator, prepare_reference
 
 
 def knn_vote(
@@ -59,14 +52,10 @@ def _embed(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
     return np.asarray(x @ c) - (state["mean"] / state["scale"]) @ state["components"]
 
 
-class KNNAnnotator(FeatureAnnotator):
+class KNNAnnotator(StateAnnotator):
     """kNN on a PCA fitted to the reference; probabilities are distance-weighted vote shares."""
 
     family: ClassVar[str] = "knn"
-
-    def __init__(self, manifest: Manifest, genes: list[str], state: dict[str, np.ndarray]) -> None:
-        super().__init__(manifest, genes)
-        self.state = state
 
     def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
         k = int(self.manifest.params.get("k", 15))
@@ -105,8 +94,7 @@ class KNNAnnotator(FeatureAnnotator):
                 st["ref_embedding"], st["ref_labels"], len(ref.labels.classes), _embed(st, x), k
             ), False
 
-        manifest, state, holdout = train_feature_model(
-            cls.family,
+        return cls._train(
             ref,
             fit,
             score,
@@ -118,13 +106,3 @@ class KNNAnnotator(FeatureAnnotator):
             label_key=label_key,
             progress=progress,
         )
-        model = cls(manifest, ref.genes, state)
-        model.holdout = holdout
-        return model
-
-    def save(self, folder: str | Path) -> Path:
-        return write_artifact(folder, self.manifest, self.state, self.genes)
-
-    @classmethod
-    def load(cls, folder: str | Path, manifest: Manifest) -> KNNAnnotator:
-        return cls(manifest, cls._genes(Path(folder)), load_arrays(Path(folder)))

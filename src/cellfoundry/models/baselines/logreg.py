@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import anndata as ad
@@ -10,14 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from cellfoundry.artifacts import Manifest, load_arrays
 from cellfoundry.evaluation.calibration import apply_temperature
-from cellfoundry.models.base import FeatureAnnotator
-from cellfoundry.models.baselines.common import (
-    prepare_reference,
-    train_feature_model,
-    write_artifact,
-)
+from cellfoundry.models.baselines.common import StateAnnotator, prepare_reference
 
 
 def _fit(
@@ -60,14 +53,10 @@ def _logits(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
     return np.asarray(x @ state["W"]) + state["b"]
 
 
-class LogRegAnnotator(FeatureAnnotator):
+class LogRegAnnotator(StateAnnotator):
     """Multinomial logistic regression on standardised log1p-CP10k expression."""
 
     family: ClassVar[str] = "logreg"
-
-    def __init__(self, manifest: Manifest, genes: list[str], state: dict[str, np.ndarray]) -> None:
-        super().__init__(manifest, genes)
-        self.state = state
 
     def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
         return apply_temperature(_logits(self.state, x), self.manifest.temperature)
@@ -100,8 +89,7 @@ class LogRegAnnotator(FeatureAnnotator):
         def fit(x: sp.csr_matrix, y: np.ndarray, k: int, s: int) -> dict[str, np.ndarray]:
             return _fit(x, y, k, s, C, max_iter, class_weight_balanced)
 
-        manifest, state, holdout = train_feature_model(
-            cls.family,
+        return cls._train(
             ref,
             fit,
             lambda st, x: (_logits(st, x), True),
@@ -113,13 +101,3 @@ class LogRegAnnotator(FeatureAnnotator):
             label_key=label_key,
             progress=progress,
         )
-        model = cls(manifest, ref.genes, state)
-        model.holdout = holdout
-        return model
-
-    def save(self, folder: str | Path) -> Path:
-        return write_artifact(folder, self.manifest, self.state, self.genes)
-
-    @classmethod
-    def load(cls, folder: str | Path, manifest: Manifest) -> LogRegAnnotator:
-        return cls(manifest, cls._genes(Path(folder)), load_arrays(Path(folder)))
