@@ -16,13 +16,15 @@ import anndata as ad
 import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file
+from tqdm.auto import tqdm
 
 from cellfoundry.artifacts import Manifest, load_genes, sha256_file
-from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
-from cellfoundry.data.report import ValidationReport
-from cellfoundry.errors import ModelError
+from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, Representation, plan_input
+from cellfoundry.data.report import ValidationReport, validate
+from cellfoundry.errors import DataError, ModelError
 from cellfoundry.evaluation.calibration import apply_temperature
 from cellfoundry.models.base import Annotator, Prediction
+from cellfoundry.models.embedding_annotators import family_min_coverage
 from cellfoundry.tuning.backbone import (
     Backbone,
     FoundationBackbone,
@@ -135,6 +137,92 @@ class FinetunedAnnotator(Annotator):
             self.backbone, cells, int(self.manifest.params.get("eval_batch_size", 128))
         )
 
+    def input_plan(
+        self,
+        adata: ad.AnnData,
+        *,
+        report: ValidationReport | None = None,
+        min_coverage: float = DEFAULT_MIN_COVERAGE,
+    ) -> InputPlan:
+        """Matrix choice, gene alignment and coverage of ``adata``; CoverageError below the gate.
+
+        The gate is ``min_coverage`` when the caller sets one; at the library default, a foundation
+        base uses its family's own threshold (as the frozen-embedding annotators of that family do).
+        """
+        bb = self.backbone
+        if isinstance(bb, FoundationBackbone):
+            mc = (
+                family_min_coverage(bb.family, bb.fm)
+                if min_coverage == DEFAULT_MIN_COVERAGE
+                else float(min_coverage)
+            )
+            representation: Representation = "counts"
+        else:
+            mc = float(min_coverage)
+            representation = "lognorm"
+        return plan_input(
+            adata,
+            bb.genes,
+            representation=representation,
+            key_kind="ensembl" if bb.gene_key_kind == "ensembl" else "symbol",
+            target_name=f"genes of fine-tuned model '{self.name}'",
+            min_coverage=mc,
+            report=report,
+        )
+
+    def stream_embed(
+        self,
+        adata: ad.AnnData,
+        *,
+        report: ValidationReport,
+        chunk_size: int = 10_000,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Adapted embeddings read ``chunk_size`` cells at a time (backed AnnData too).
+
+        Forward batches keep the positions they have on the whole dataset, so results do not
+        depend on ``chunk_size``.
+        """
+        if chunk_size < 1:
+            raise DataError(
+                f"chunk_size must be at least 1 (got {chunk_size})", "pass a positive chunk_size"
+            )
+        seed = int(self.manifest.params.get("seed", 0))
+        bs = int(self.manifest.params.get("eval_batch_size", 128))
+        n = adata.n_obs
+        out = np.empty((n, self.backbone.embedding_dim), dtype=np.float32)
+        pending: list[dict[str, np.ndarray]] = []
+        done = 0
+        bar = tqdm(total=n, unit="cells", desc=f"annotating with {self.name}", disable=not progress)
+        # the coverage gate ran on the whole query (input_plan); chunks only tokenize
+        extra: dict[str, Any] = (
+            {"min_coverage": 0.0} if isinstance(self.backbone, SCimilarityScratch) else {}
+        )
+        try:
+            for start in range(0, n, chunk_size):
+                stop = min(start + chunk_size, n)
+                if start == 0 and stop == n:
+                    part = adata
+                elif adata.isbacked:
+                    part = adata[start:stop].to_memory()
+                else:
+                    part = adata[start:stop]
+                pending.extend(self.backbone.tokenize(part, seed=seed, report=report, **extra))
+                full = len(pending) - len(pending) % bs if stop < n else len(pending)
+                if full:
+                    out[done : done + full] = embed_cells(self.backbone, pending[:full], bs)
+                    done += full
+                    del pending[:full]
+                bar.update(stop - start)
+        finally:
+            bar.close()
+        if done != n:
+            raise ModelError(
+                f"the encoder produced {done} embeddings for {n} cells",
+                "this is a bug in the backbone's tokenizer; please report it",
+            )
+        return out
+
     def predict(
         self,
         adata: ad.AnnData,
@@ -144,21 +232,21 @@ class FinetunedAnnotator(Annotator):
         min_coverage: float = DEFAULT_MIN_COVERAGE,
         progress: bool = False,
     ) -> Prediction:
-        emb = self.embed(adata, report=report)
+        rep = report or validate(adata)
+        plan = self.input_plan(adata, report=rep, min_coverage=min_coverage)
+        emb = self.stream_embed(adata, report=rep, chunk_size=chunk_size, progress=progress)
         proba = apply_temperature(head_logits(self.head, emb), self.manifest.temperature)
-        warnings = (
-            []
-            if self.manifest.extra.get("guards", {}).get("success", True)
-            else [
+        warnings = list(plan.warnings)
+        if not self.manifest.extra.get("guards", {}).get("success", True):
+            warnings.append(
                 "this fine-tuned model FAILED its guards: "
                 + "; ".join(self.manifest.extra["guards"]["failures"])
-            ]
-        )
+            )
         if self.manifest.extra.get("base", {}).get("random_init"):
             warnings.append("the base model was RANDOMLY INITIALISED (no pretrained weights)")
         return Prediction(
             probabilities=proba,
-            plan=None,
+            plan=plan,
             embeddings=emb,
             embedding_key=EMBEDDING_KEY,
             warnings=warnings,

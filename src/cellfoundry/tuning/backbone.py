@@ -205,7 +205,12 @@ class SCimilarityScratch(Backbone):
         return int(self.config["latent"])
 
     def tokenize(
-        self, adata: ad.AnnData, *, seed: int = 0, report: ValidationReport | None = None
+        self,
+        adata: ad.AnnData,
+        *,
+        seed: int = 0,
+        report: ValidationReport | None = None,
+        min_coverage: float | None = None,
     ) -> list[dict[str, np.ndarray]]:
         plan = plan_input(
             adata,
@@ -213,7 +218,7 @@ class SCimilarityScratch(Backbone):
             representation="lognorm",
             key_kind=self.gene_key_kind,  # type: ignore[arg-type]
             target_name=f"genes of '{self.name}'",
-            min_coverage=self.min_coverage,
+            min_coverage=self.min_coverage if min_coverage is None else min_coverage,
             report=report,
         )
         cells: list[dict[str, np.ndarray]] = []
