@@ -173,6 +173,35 @@ def label_column(adata: Any, key: str) -> np.ndarray:
     return adata.obs[key].astype(str).to_numpy()
 
 
+MAX_OBS_CATEGORIES = 200
+OBS_PREFIX = "obs:"
+
+
+def categorical_obs(obs: pd.DataFrame, rows: np.ndarray) -> dict[str, list[str | None]]:
+    """The categorical/string obs columns (at most ``MAX_OBS_CATEGORIES`` values) at ``rows``."""
+    out: dict[str, list[str | None]] = {}
+    for col in obs.columns:
+        s = obs[col]
+        is_text = isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype)
+        if not is_text or pd.api.types.is_bool_dtype(s.dtype):
+            continue
+        if s.nunique(dropna=True) > MAX_OBS_CATEGORIES:
+            continue
+        vals = s.iloc[rows]
+        out[str(col)] = [None if pd.isna(v) else str(v) for v in vals.to_numpy(dtype=object)]
+    return out
+
+
+def with_layout_obs(coords: pd.DataFrame, obs: pd.DataFrame) -> pd.DataFrame:
+    """``coords`` (rows ``i`` of the dataset) plus its categorical obs columns as ``obs:<name>``."""
+    cols = categorical_obs(obs, coords["i"].to_numpy())
+    extra = pd.DataFrame(
+        {f"{OBS_PREFIX}{k}": pd.Series(v, dtype=object) for k, v in cols.items()},
+        index=coords.index,
+    )
+    return pd.concat([coords, extra], axis=1) if cols else coords
+
+
 def layout_2d(
     x: Any, labels: np.ndarray, method: str, max_cells: int, n_components: int = 50, seed: int = 0
 ) -> tuple[pd.DataFrame, bool]:
@@ -249,6 +278,7 @@ def embedding_task(ctx: TaskContext) -> TaskOutput:
         emb, labels, p.layout, ctx.settings.umap_max_cells if ctx.settings else 5000, p.n_components
     )
     coords.insert(0, "cell", np.asarray(adata.obs_names)[coords["i"].to_numpy()])
+    coords = with_layout_obs(coords, adata.obs)
     files = {"layout": ctx.out_dir / "layout.parquet"}
     coords.to_parquet(files["layout"])
     return TaskOutput(

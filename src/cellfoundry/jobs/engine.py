@@ -32,6 +32,7 @@ from cellfoundry.jobs.applications import (
     label_column,
     layout_2d,
     read_dataset,
+    with_layout_obs,
 )
 from cellfoundry.jobs.queue import get_queue
 from cellfoundry.service.settings import Settings
@@ -625,6 +626,7 @@ class Engine:
         coords["i"] = idx[coords["i"].to_numpy()]
         coords.insert(0, "cell", np.asarray(adata.obs_names)[coords["i"].to_numpy()])
         coords["label"] = labels[coords["i"].to_numpy()]
+        coords = with_layout_obs(coords, adata.obs)
         path = out_dir / "layout.parquet"
         coords.to_parquet(path)
         return path

@@ -525,7 +525,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
         page: Annotated[int, Query(ge=1)] = 1,
         page_size: Annotated[int, Query(ge=1, le=5000)] = 100,
     ) -> dict[str, Any]:
-        """Summary, 2-D layout, per-cell predictions with top-3 probabilities (paged), evaluation artifacts."""
+        """Summary, 2-D layout (per point: confidence, top 3, obs columns), paged per-cell predictions."""
         run, res = finished_result(s, run_id, uid)
         out: dict[str, Any] = {
             "run": run_public(run).model_dump(mode="json"),
@@ -533,18 +533,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
             "files": sorted(res.files),
         }
         if "layout" in res.files:
-            import pandas as pd
-
-            lay = pd.read_parquet(platform.storage.resolve(res.files["layout"]))
-            out["layout"] = {
-                "method": res.summary.get("layout"),
-                "sampled": bool(res.summary.get("layout_sampled")),
-                "n_points": len(lay),
-                "cells": lay["cell"].astype(str).tolist(),
-                "x": lay["x"].astype(float).round(4).tolist(),
-                "y": lay["y"].astype(float).round(4).tolist(),
-                "labels": lay["label"].astype(str).tolist() if "label" in lay else None,
-            }
+            out["layout"] = _layout_block(platform, s, run, res)
         if "predictions" in res.files:
             out["cells"] = _page_predictions(
                 platform.storage.resolve(res.files["predictions"]), page, page_size
@@ -780,6 +769,84 @@ def _drop_blob(folder: Path, dest: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _layout_block(platform: Any, s: Session, run: Run, res: Result) -> dict[str, Any]:
+    """The 2-D points with, per point, the stored prediction (confidence, top 3) and obs values."""
+    import pandas as pd
+
+    from cellfoundry.jobs.applications import OBS_PREFIX, categorical_obs, read_dataset
+
+    lay = pd.read_parquet(platform.storage.resolve(res.files["layout"]))
+    cells = lay["cell"].astype(str).tolist()
+    block: dict[str, Any] = {
+        "method": res.summary.get("layout"),
+        "sampled": bool(res.summary.get("layout_sampled")),
+        "n_points": len(lay),
+        "cells": cells,
+        "x": lay["x"].astype(float).round(4).tolist(),
+        "y": lay["y"].astype(float).round(4).tolist(),
+        "labels": lay["label"].astype(str).tolist() if "label" in lay else None,
+        "confidence": None,
+        "top3": None,
+    }
+    if "predictions" in res.files:
+        pred = _prediction_rows(platform.storage.resolve(res.files["predictions"]), lay)
+        if pred is not None:
+            block["confidence"] = [float(c) for c in pred["prediction_confidence"]]
+            tops = [c.removesuffix("_label") for c in pred.columns if c.endswith("_label")]
+            labels = [pred[f"{t}_label"].astype(str).tolist() for t in tops]
+            probs = [pred[f"{t}_probability"].astype(float).tolist() for t in tops]
+            block["top3"] = [
+                [
+                    {"label": lab[j], "probability": pr[j]}
+                    for lab, pr in zip(labels, probs, strict=True)
+                ]
+                for j in range(len(pred))
+            ]
+    obs_cols = [c for c in lay.columns if str(c).startswith(OBS_PREFIX)]
+    if obs_cols:
+        block["obs"] = {
+            c.removeprefix(OBS_PREFIX): [None if pd.isna(v) else str(v) for v in lay[c]]
+            for c in obs_cols
+        }
+    else:  # layouts written before the obs columns were stored: read them from the dataset
+        block["obs"] = {}
+        d = s.get(Dataset, run.dataset_id)
+        if d is not None and "i" in lay:
+            try:
+                adata = read_dataset(platform.storage.resolve(d.path), backed=True)
+                if adata.n_obs > int(lay["i"].max()):
+                    block["obs"] = categorical_obs(adata.obs, lay["i"].to_numpy())
+            except (OSError, CellfoundryError) as exc:
+                log.warning("obs columns of %s unavailable: %s", run.id, exc)
+    return block
+
+
+def _prediction_rows(path: Path, lay: Any) -> Any:
+    """The stored prediction rows of the layout's points, in the layout's order (None: no match)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    cols = [
+        c
+        for c in pq.read_schema(path).names
+        if c in ("cell", "prediction_confidence")
+        or (c.startswith("top") and c.endswith(("_label", "_probability")))
+    ]
+    table = pq.read_table(path, columns=cols)
+    cells = lay["cell"].astype(str).to_numpy()
+    if "i" in lay:
+        idx = lay["i"].to_numpy(dtype=np.int64)
+        if len(idx) == 0 or (idx.min() >= 0 and idx.max() < table.num_rows):
+            rows = table.take(idx).to_pandas()
+            if np.array_equal(rows["cell"].astype(str).to_numpy(), cells):
+                return rows.reset_index(drop=True)
+    frame = table.to_pandas().drop_duplicates("cell").set_index("cell")
+    frame.index = frame.index.astype(str)
+    if not np.isin(cells, frame.index).all():
+        return None
+    return frame.loc[cells].reset_index()
 
 
 def _page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:

@@ -1,48 +1,8 @@
-// Join per-cell predictions (confidence, top-3, true labels) onto the layout points by cell id.
+// Per-cell predictions fetched page by page (the evaluation page's reliability from cells).
 import type { CellRow, ReliabilityCurve, Results } from "../api/types";
 
 export const MAX_JOIN_CELLS = 50_000;
 export const JOIN_PAGE = 5000;
-
-export function joinPredictions(r: Results, rows: CellRow[]): Results {
-  const u = r.umap;
-  if (!u || !u.cell_ids) return r;
-  const byId = new Map(rows.map((c) => [c.cell_id, c]));
-  const found = u.cell_ids.map((id) => byId.get(id));
-  if (found.some((c) => !c)) return r;
-  const cells = found as CellRow[];
-  const obs = { ...(u.obs ?? {}) };
-  if (cells.some((c) => c.true_label !== undefined)) obs[r.summary.label_key ?? "true label"] = cells.map((c) => c.true_label ?? null);
-  return {
-    ...r,
-    umap: {
-      ...u,
-      confidence: u.confidence.length ? u.confidence : cells.map((c) => c.confidence),
-      top3: u.top3 ?? cells.map((c) => c.top),
-      labels: u.labels.every((l) => l) ? u.labels : cells.map((c) => c.predicted),
-      obs,
-    },
-  };
-}
-
-/** Results whose layout carries confidence and top-3 per point (fetched page by page when missing). */
-export async function loadResults(
-  fetchPage: (offset: number, limit: number, signal?: AbortSignal) => Promise<Results>,
-  pageSize: number,
-  signal?: AbortSignal,
-): Promise<Results> {
-  const first = await fetchPage(0, pageSize, signal);
-  const u = first.umap;
-  const need = u && u.cell_ids && (u.confidence.length !== u.x.length || !u.top3 || !u.obs);
-  const total = first.cells?.total ?? 0;
-  if (!need || total === 0 || total > MAX_JOIN_CELLS) return first;
-  const rows: CellRow[] = [];
-  for (let off = 0; off < total; off += JOIN_PAGE) {
-    const page = await fetchPage(off, JOIN_PAGE, signal);
-    rows.push(...(page.cells?.items ?? []));
-  }
-  return joinPredictions(first, rows);
-}
 
 /** Reliability bins (mean confidence vs accuracy) from per-cell predictions with true labels. */
 export function reliabilityFromCells(rows: CellRow[], model: string, nBins = 10): ReliabilityCurve | null {

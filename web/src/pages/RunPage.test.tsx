@@ -1,5 +1,5 @@
 import { fireEvent, render, screen, waitFor } from "@testing-library/react";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { setApiKey } from "../api/client";
 import { stubFetch } from "../test/fetch";
 import { RunPage } from "./RunPage";
@@ -24,7 +24,11 @@ function resultsRoute(url: URL) {
       run: run({ state: "succeeded", progress: 100 }),
       summary: { model: "demo", n_cells: N, label_counts: { B: 20, Unknown: 10 }, mean_confidence: 0.7, unknown_share: 0.333, unknown_threshold: 0.5, label_key: "cell_type", layout: "umap", layout_sampled: false },
       files: ["layout", "predictions", "probabilities"],
-      layout: { method: "umap", sampled: false, n_points: N, cells: cells.map((c) => c.cell), x: cells.map((_, i) => i), y: cells.map((_, i) => i % 5), labels: cells.map((c) => c.label) },
+      layout: {
+        method: "umap", sampled: false, n_points: N, cells: cells.map((c) => c.cell), x: cells.map((_, i) => i), y: cells.map((_, i) => i % 5), labels: cells.map((c) => c.label),
+        confidence: cells.map((c) => c.confidence), top3: cells.map((c) => c.top3),
+        obs: { cell_type: cells.map((c) => c.true_label), donor: cells.map((_, i) => (i === 4 ? null : i % 2 ? "d1" : "d2")) },
+      },
       cells: { page, page_size: size, total: N, items: cells.slice((page - 1) * size, page * size) },
     },
   };
@@ -67,11 +71,64 @@ describe("RunPage", () => {
     const table = await screen.findByTestId("cells-table");
     expect(table.querySelectorAll("tbody tr")).toHaveLength(25);
     expect(screen.getByText("Page 1 of 2 · 30 total")).toBeTruthy();
-    // the user's label column joined from the predictions is offered for colouring
+    // the dataset's obs columns sent with the layout are offered for colouring
     expect(screen.getByRole("option", { name: "cell_type" })).toBeTruthy();
     fireEvent.click(screen.getByRole("button", { name: "Next" }));
     await waitFor(() => expect(screen.getByTestId("cells-table").querySelectorAll("tbody tr")).toHaveLength(5));
     expect(screen.getByRole("button", { name: /Download annotated .h5ad/ })).toBeTruthy();
+  });
+
+  it("colours the layout by confidence and obs columns from the layout block, fetching one page only", async () => {
+    setApiKey("k");
+    const { calls } = stubFetch({
+      "GET /status/r_1": { body: run({ state: "succeeded", progress: 100 }) },
+      "GET /results/r_1": resultsRoute,
+    });
+    const plotly = vi.mocked(window.Plotly!.react);
+    plotly.mockClear();
+    render(<RunPage runId="r_1" />);
+    await screen.findByTestId("umap");
+    // no join: the results are asked for once, one table page, never every prediction
+    const resultCalls = calls.filter((c) => c.url.pathname === "/results/r_1");
+    expect(resultCalls).toHaveLength(1);
+    expect(Number(resultCalls[0].url.searchParams.get("page_size"))).toBeLessThanOrEqual(25);
+    const umapData = () => {
+      const figures = plotly.mock.calls.map((c) => c[1] as Record<string, unknown>[]);
+      return figures.filter((d) => d.some((t) => t.type === "scatter" && Array.isArray(t.text))).at(-1)!;
+    };
+    // hover text per point carries its confidence and top 3 from the layout
+    await waitFor(() => expect(umapData()).toBeTruthy());
+    const texts = umapData().flatMap((t) => t.text as string[]);
+    expect(texts.find((t) => t.startsWith("c1<br>"))).toContain("confidence 90.0%");
+    expect(texts.find((t) => t.startsWith("c1<br>"))).toContain("top 3: B 90%, T 10%");
+    const conf = screen.getByRole("button", { name: "Confidence" }) as HTMLButtonElement;
+    expect(conf.disabled).toBe(false);
+    fireEvent.click(conf);
+    await waitFor(() => expect(umapData()).toHaveLength(1));
+    expect((umapData()[0].marker as { color: number[] }).color).toEqual(cells.map((c) => c.confidence));
+    // the user's own obs column (a missing value shown as its own group)
+    const select = screen.getByLabelText("Your obs column") as HTMLSelectElement;
+    expect([...select.options].map((o) => o.value)).toEqual(["", "cell_type", "donor"]);
+    fireEvent.change(select, { target: { value: "donor" } });
+    await waitFor(() => expect(umapData().map((t) => t.name)).toEqual(["d1 (15)", "d2 (14)", "(missing) (1)"]));
+  });
+
+  it("never pages through every prediction to fill a layout that lacks per-point values", async () => {
+    setApiKey("k");
+    const { calls } = stubFetch({
+      "GET /status/r_1": { body: run({ state: "succeeded", progress: 100 }) },
+      "GET /results/r_1": (url) => {
+        const r = resultsRoute(url);
+        const { confidence: _c, top3: _t, obs: _o, ...layout } = r.body.layout;
+        return { body: { ...r.body, layout } };
+      },
+    });
+    render(<RunPage runId="r_1" />);
+    await screen.findByTestId("umap");
+    await screen.findByTestId("cells-table");
+    expect(calls.filter((c) => c.url.pathname === "/results/r_1")).toHaveLength(1);
+    expect((screen.getByRole("button", { name: "Confidence" }) as HTMLButtonElement).disabled).toBe(true);
+    expect((screen.getByLabelText("Your obs column") as HTMLSelectElement).disabled).toBe(true);
   });
 
   it("says when it cannot load the run", async () => {

@@ -6,7 +6,6 @@ import { Plot } from "../components/Plot";
 import { countsFigure, histogramFigure, umapTraces, type ColorMode } from "../components/charts";
 import { Alert, Badge, Button, Card, Empty, ErrorView, NeedKey, Pager, Progress, Spinner, Stat } from "../components/ui";
 import { count, duration, num, pct, when } from "../lib/format";
-import { loadResults } from "../lib/enrich";
 import { useApiKey, useAsync, useInterval } from "../lib/hooks";
 
 export function stateTone(state: string): "ok" | "error" | "warn" | "info" | "neutral" {
@@ -92,7 +91,8 @@ function Head({ runId, status }: { runId: string; status?: RunStatus }) {
 
 function ResultsView({ runId }: { runId: string }) {
   const res = useAsync(
-    (s) => loadResults((offset, limit, sig) => api.results(runId, { offset, limit }, sig), PAGE, s),
+    // the layout block carries confidence, top 3 and the obs columns per point: no join needed
+    (s) => api.results(runId, { offset: 0, limit: PAGE }, s),
     [runId],
   );
   if (res.status === "loading") return <Spinner label="Loading results…" />;
