@@ -51,6 +51,9 @@ def test_raw_slot_counts_found_when_x_is_scaled() -> None:
     assert r.matrix("X").kind == "scaled"
     assert r.chosen["counts"] == "raw/X"
     assert "scaled_matrix" in codes(r)
+    # sparsity describes the matrix that is used (raw counts), not the dense scaled X
+    raw = a.raw.X
+    assert r.sparsity == pytest.approx(1 - raw.nnz / (raw.shape[0] * raw.shape[1]))
 
 
 def test_only_lognormalised_warns_about_missing_counts() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from cellfoundry.data.genes import GeneKeys, align_genes, gene_keys, guess_species
 from cellfoundry.data.matrix import (
     MatrixInfo,
+    get_matrix,
     inspect_matrix,
     matrix_sources,
     read_rows,
@@ -266,12 +267,13 @@ def validate(adata: ad.AnnData) -> ValidationReport:
                 "map genes to human orthologs first for foundation models",
             )
         )
-    x = adata.X
-    nnz = getattr(x, "nnz", None)
-    if nnz is None and infos:
-        sparsity = 1.0 - infos[0].nnz_fraction
-    else:
-        sparsity = 1.0 - (nnz / max(adata.n_obs * adata.n_vars, 1)) if nnz is not None else 0.0
+    # sparsity of the matrix that is used (exact for in-memory sparse, else from the sample)
+    used = next((m for m in infos if m.source == src_for_genes), None)
+    sparsity = 0.0
+    if used is not None:
+        nnz = None if adata.isbacked else getattr(get_matrix(adata, used.source), "nnz", None)
+        total = max(used.shape[0] * used.shape[1], 1)
+        sparsity = 1.0 - (nnz / total if nnz is not None else used.nnz_fraction)
     report = ValidationReport(
         n_cells=int(adata.n_obs),
         n_genes=len(names),
