@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { getApiKey } from "../api/client";
+import { api, getApiKey } from "../api/client";
+import { navigate } from "./router";
 
 export type Async<T> =
   | { status: "loading"; data?: undefined; error?: undefined }
@@ -48,4 +49,23 @@ export function useInterval(fn: () => void, ms: number, active: boolean): void {
     const id = window.setInterval(() => ref.current(), ms);
     return () => window.clearInterval(id);
   }, [ms, active]);
+}
+
+/** Submit a run, then open the page `to(runId)`; `busy` and `error` describe the attempt. */
+export function useSubmitRun(to: (runId: string) => string) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const submit = async (body: Parameters<typeof api.submit>[0]) => {
+    setBusy(true);
+    setError(null);
+    try {
+      const r = await api.submit(body);
+      navigate(to(r.run_id));
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, error, submit };
 }

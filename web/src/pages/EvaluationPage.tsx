@@ -9,8 +9,7 @@ import { Alert, Badge, Button, Card, Empty, ErrorView, Field, NeedKey, Progress,
 import { recentDatasets } from "../lib/datasets";
 import { loadAllCells, reliabilityFromCells } from "../lib/enrich";
 import { num, pct } from "../lib/format";
-import { useApiKey, useAsync, useInterval } from "../lib/hooks";
-import { navigate } from "../lib/router";
+import { useApiKey, useAsync, useInterval, useSubmitRun } from "../lib/hooks";
 import { computeVerdict, primaryMetric } from "../lib/verdict";
 import { stateTone } from "./RunPage";
 
@@ -41,8 +40,7 @@ function Launch() {
   const [datasetId, setDatasetId] = useState(local[0]?.id ?? "");
   const [modelId, setModelId] = useState("");
   const [params, setParams] = useState<Record<string, unknown>>({});
-  const [err, setErr] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, submit: submitRun } = useSubmitRun((id) => `/evaluation/${encodeURIComponent(id)}`);
   const app = evalApps.find((a) => a.id === appId) ?? null;
   const models = useAsync<ModelInfo[]>((s) => (appId ? api.applicationModels(appId, s) : Promise.resolve([])), [appId]);
   const dataset = datasets.find((d) => d.id === datasetId) ?? null;
@@ -60,17 +58,7 @@ function Launch() {
   }, [models.status, models.data, modelId]);
   const paramErrors = app ? validateParams(app.params, params) : {};
   const submit = async () => {
-    if (!app) return;
-    setBusy(true);
-    setErr(null);
-    try {
-      const r = await api.submit({ dataset_id: datasetId.trim(), model_id: modelId || null, application_id: app.id, params });
-      navigate(`/evaluation/${encodeURIComponent(r.run_id)}`);
-    } catch (e) {
-      setErr(e);
-    } finally {
-      setBusy(false);
-    }
+    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId || null, application_id: app.id, params });
   };
   return (
     <Card title="Launch a comparison">

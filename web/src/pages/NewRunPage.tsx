@@ -6,8 +6,7 @@ import { CoverageBars, coverageFor, coverageOk } from "../components/ReportView"
 import { Alert, Badge, Button, Card, Empty, ErrorView, Field, NeedKey, Spinner } from "../components/ui";
 import { recentDatasets } from "../lib/datasets";
 import { count, pct } from "../lib/format";
-import { useApiKey, useAsync } from "../lib/hooks";
-import { navigate } from "../lib/router";
+import { useApiKey, useAsync, useSubmitRun } from "../lib/hooks";
 
 const STEPS = ["Data", "Application", "Model", "Parameters", "Review"] as const;
 
@@ -31,8 +30,7 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
   const [appId, setAppId] = useState(initialApp ?? "");
   const [modelId, setModelId] = useState("");
   const [params, setParams] = useState<Record<string, unknown>>({});
-  const [submitting, setSubmitting] = useState(false);
-  const [submitError, setSubmitError] = useState<unknown>(null);
+  const { busy: submitting, error: submitError, submit: submitRun } = useSubmitRun((id) => `/runs/${encodeURIComponent(id)}`);
   const apps = useAsync<Application[]>((s) => api.applications(s), []);
   const app = apps.data?.find((a) => a.id === appId) ?? null;
   const models = useAsync<ModelInfo[]>((s) => (appId ? api.applicationModels(appId, s) : Promise.resolve([])), [appId]);
@@ -68,17 +66,7 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
   ][step];
 
   const submit = async () => {
-    if (!app) return;
-    setSubmitting(true);
-    setSubmitError(null);
-    try {
-      const r = await api.submit({ dataset_id: datasetId.trim(), model_id: modelId || null, application_id: app.id, params });
-      navigate(`/runs/${encodeURIComponent(r.run_id)}`);
-    } catch (e) {
-      setSubmitError(e);
-    } finally {
-      setSubmitting(false);
-    }
+    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId || null, application_id: app.id, params });
   };
 
   return (
