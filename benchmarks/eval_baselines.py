@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 import cellfoundry as cf
-from cellfoundry.evaluation.metrics import classification_metrics
+from cellfoundry.stats.metrics import classification_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ def run_demo(work_dir: str | Path, seed: int = 0) -> dict[str, Any]:
 
     from cellfoundry.api import annotate, train
     from cellfoundry.data.report import validate
-    from cellfoundry.evaluation.metrics import classification_metrics, most_confused
+    from cellfoundry.stats.metrics import classification_metrics, most_confused
 
     adata = demo_dataset()
     report = validate(adata)

@@ -113,7 +113,7 @@ def test_top5_confusions_and_per_class_are_consistent(report) -> None:
 
 
 def test_uncalibrated_inverts_temperature() -> None:
-    from cellfoundry.evaluation.calibration import apply_temperature
+    from cellfoundry.stats.calibration import apply_temperature
 
     z = np.random.default_rng(0).normal(size=(10, 4)) * 3
     assert np.allclose(

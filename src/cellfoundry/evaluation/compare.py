@@ -22,9 +22,9 @@ from sklearn.model_selection import train_test_split
 
 from cellfoundry.data.io import as_anndata
 from cellfoundry.errors import DataError
-from cellfoundry.evaluation.calibration import expected_calibration_error
-from cellfoundry.evaluation.metrics import classification_metrics, confusion_frame, most_confused
 from cellfoundry.models.fitting import read_labels
+from cellfoundry.stats.calibration import expected_calibration_error
+from cellfoundry.stats.metrics import classification_metrics, confusion_frame, most_confused
 
 log = logging.getLogger(__name__)
 

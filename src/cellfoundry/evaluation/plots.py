@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cellfoundry.evaluation.calibration import expected_calibration_error, reliability_bins
+from cellfoundry.stats.calibration import expected_calibration_error, reliability_bins
 
 
 def confusion_png(cm: pd.DataFrame, path: Path, title: str, normalize: bool) -> Path:

@@ -305,7 +305,7 @@ def _optional(module: str, attr: str) -> Any:
 def _metrics_block(
     truth: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: list[str] | None
 ) -> dict[str, Any]:
-    from cellfoundry.evaluation.metrics import classification_metrics
+    from cellfoundry.stats.metrics import classification_metrics
 
     return classification_metrics(truth, pred, proba, classes)
 
@@ -321,7 +321,7 @@ def evaluation_task(ctx: TaskContext) -> TaskOutput:
     from sklearn.model_selection import train_test_split
 
     from cellfoundry.api import annotate, train
-    from cellfoundry.evaluation.metrics import confusion_frame, most_confused
+    from cellfoundry.stats.metrics import confusion_frame, most_confused
 
     ctx.report("reading data", 5)
     adata = read_dataset(ctx.dataset_path)

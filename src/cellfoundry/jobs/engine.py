@@ -594,7 +594,7 @@ class Engine:
         np.save(files["probabilities"], probs)
         summary["classes"] = list(res.classes)
         if truth is not None:
-            from cellfoundry.evaluation.metrics import classification_metrics
+            from cellfoundry.stats.metrics import classification_metrics
 
             summary["metrics"] = classification_metrics(
                 truth, res.labels, res.probabilities, res.classes

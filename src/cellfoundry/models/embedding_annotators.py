@@ -23,11 +23,11 @@ from cellfoundry.data.genes import genes_hash
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, plan_input
 from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.errors import DataError, ModelError
-from cellfoundry.evaluation.calibration import apply_temperature
 from cellfoundry.models.base import Annotator, Prediction
 from cellfoundry.models.baselines.common import write_artifact
 from cellfoundry.models.fitting import fit_with_holdout, read_labels
 from cellfoundry.models.foundation import FoundationModel, load_foundation
+from cellfoundry.stats.calibration import apply_temperature
 
 # Gene coverage below which embedding is refused, per family (share of the model's genes present).
 # SCimilarity's official aligner needs 5000 of its 28,231 genes; the transformer vocabularies are

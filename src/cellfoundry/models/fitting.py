@@ -19,14 +19,14 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from cellfoundry.errors import DataError
-from cellfoundry.evaluation.calibration import (
+from cellfoundry.stats.calibration import (
     DEFAULT_REJECT_CORRECT,
     apply_temperature,
     choose_unknown_threshold,
     expected_calibration_error,
     fit_temperature,
 )
-from cellfoundry.evaluation.metrics import classification_metrics
+from cellfoundry.stats.metrics import classification_metrics
 
 
 @dataclass

@@ -22,9 +22,9 @@ from cellfoundry.artifacts import Manifest, load_genes, sha256_file
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, Representation, plan_input
 from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.errors import DataError, ModelError
-from cellfoundry.evaluation.calibration import apply_temperature
 from cellfoundry.models.base import Annotator, Prediction
 from cellfoundry.models.embedding_annotators import family_min_coverage
+from cellfoundry.stats.calibration import apply_temperature
 from cellfoundry.tuning.backbone import (
     Backbone,
     FoundationBackbone,

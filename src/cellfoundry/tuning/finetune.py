@@ -19,15 +19,15 @@ from cellfoundry.artifacts import MANIFEST, Manifest
 from cellfoundry.data.genes import gene_table, genes_hash
 from cellfoundry.data.io import as_anndata
 from cellfoundry.errors import DataError, ModelError
-from cellfoundry.evaluation.calibration import (
+from cellfoundry.models.baselines.common import prepare_reference
+from cellfoundry.models.fitting import read_labels
+from cellfoundry.stats.calibration import (
     apply_temperature,
     choose_unknown_threshold,
     expected_calibration_error,
     fit_temperature,
 )
-from cellfoundry.evaluation.metrics import classification_metrics
-from cellfoundry.models.baselines.common import prepare_reference
-from cellfoundry.models.fitting import read_labels
+from cellfoundry.stats.metrics import classification_metrics
 from cellfoundry.tuning.annotator import BASE_FILE, FinetunedAnnotator
 from cellfoundry.tuning.backbone import (
     SCIMILARITY_SIZES,

@@ -9,8 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from cellfoundry.evaluation.calibration import apply_temperature
 from cellfoundry.models.baselines.common import StateAnnotator, prepare_reference
+from cellfoundry.stats.calibration import apply_temperature
 
 
 def _fit(

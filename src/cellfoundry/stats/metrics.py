@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from cellfoundry.evaluation.calibration import expected_calibration_error
+from cellfoundry.stats.calibration import expected_calibration_error
 
 
 def classification_metrics(
