@@ -1,0 +1,69 @@
+"""Cell Ontology (CL) terms for cell-type classes, offline.
+
+A bottom-layer package (it imports only ``cellfoundry.errors``): the ontology ships inside the
+``cellxgene-ontology-guide`` wheel and is read once, cached.
+
+- ``map_label(name)`` / ``map_labels(classes, label_map=None)``: class names -> CL term ids
+- ``is_descendant``, ``ancestors``, ``descendants``, ``closest_common_ancestor``, ``roll_up``
+- ``term_name(id)``, ``resolve(id_or_name)``, ``term_by_name(name)``
+"""
+
+from cellfoundry.ontology.cl import (
+    ROOT,
+    CellOntology,
+    OntologyError,
+    cell_ontology,
+    ontology_version,
+    term_name,
+)
+from cellfoundry.ontology.mapping import (
+    LabelMapping,
+    TermMatch,
+    curated_table,
+    map_label,
+    map_labels,
+    read_label_map,
+)
+from cellfoundry.ontology.names import normalise, term_by_name
+from cellfoundry.ontology.relations import (
+    GENERIC_LEVELS,
+    LEVEL_SETS,
+    ancestors,
+    closest_common_ancestor,
+    depth,
+    descendants,
+    is_descendant,
+    level_terms,
+    resolve,
+    roll_up,
+)
+
+TERM_COLUMN_SUFFIX = "_ontology_term_id"
+
+__all__ = [
+    "GENERIC_LEVELS",
+    "LEVEL_SETS",
+    "ROOT",
+    "TERM_COLUMN_SUFFIX",
+    "CellOntology",
+    "LabelMapping",
+    "OntologyError",
+    "TermMatch",
+    "ancestors",
+    "cell_ontology",
+    "closest_common_ancestor",
+    "curated_table",
+    "depth",
+    "descendants",
+    "is_descendant",
+    "level_terms",
+    "map_label",
+    "map_labels",
+    "normalise",
+    "ontology_version",
+    "read_label_map",
+    "resolve",
+    "roll_up",
+    "term_by_name",
+    "term_name",
+]

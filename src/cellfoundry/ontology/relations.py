@@ -1,0 +1,144 @@
+"""Relations between Cell Ontology terms: ancestors, descendants, common ancestors and roll-up.
+
+Every function takes CL term ids; ``resolve`` also accepts a term's exact label or synonym
+("T cell", "monocyte"). Relations follow CL's ``is_a`` hierarchy as shipped in
+``cellxgene-ontology-guide``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+
+from cellfoundry.ontology.cl import ROOT, OntologyError, cell_ontology
+from cellfoundry.ontology.names import term_by_name
+
+# Broad immune and pancreas/tissue compartments for ``roll_up(term, "broad")``: a term rolls up
+# to the nearest of these that is the term itself or one of its ancestors.
+GENERIC_LEVELS: tuple[str, ...] = (
+    "T cell",
+    "B cell",
+    "plasma cell",
+    "natural killer cell",
+    "innate lymphoid cell",
+    "monocyte",
+    "macrophage",
+    "dendritic cell",
+    "granulocyte",
+    "mast cell",
+    "megakaryocyte",
+    "platelet",
+    "erythrocyte",
+    "hematopoietic precursor cell",
+    "endocrine cell",
+    "epithelial cell",
+    "endothelial cell",
+    "fibroblast",
+    "stromal cell",
+    "neuron",
+    "glial cell",
+    "muscle cell",
+)
+LEVEL_SETS: dict[str, tuple[str, ...]] = {"broad": GENERIC_LEVELS}
+
+
+def resolve(term: str) -> str:
+    """A CL term id from an id or an exact label/synonym; deprecated ids become their replacement."""
+    cl = cell_ontology()
+    text = str(term).strip()
+    if text in cl:
+        return cl.current(text)
+    found = term_by_name(text)
+    if found is None:
+        if text.upper().startswith("CL:"):
+            cl.check(text.upper())
+        raise OntologyError(
+            f"'{term}' is neither a Cell Ontology term id nor a term's exact name",
+            "give an id such as CL:0000084 or a CL label such as 'T cell' or 'monocyte'",
+        )
+    return found
+
+
+def ancestors(term: str, include_self: bool = False) -> list[str]:
+    """The ``is_a`` ancestors of ``term``, nearest first (ties by id), the root ``cell`` last."""
+    anc = cell_ontology().ancestors(term, include_self=include_self)
+    return sorted(anc, key=lambda t: (anc[t], t))
+
+
+def descendants(term: str, include_self: bool = False) -> frozenset[str]:
+    """Every term below ``term`` by ``is_a``."""
+    return cell_ontology().descendants(term, include_self=include_self)
+
+
+def is_descendant(term: str | None, of: str | None, *, strict: bool = False) -> bool:
+    """Whether ``term`` is ``of`` or lies below it (only below it with ``strict=True``).
+
+    An empty or missing term (an unmapped class, an Unknown call) is a descendant of nothing.
+    """
+    if not term or not of:
+        return False
+    if term == of:
+        return not strict
+    return of in cell_ontology().ancestors(term)
+
+
+def depth(term: str) -> int:
+    """The ``is_a`` distance from the root term ``cell`` (0 for the root itself)."""
+    return 0 if term == ROOT else cell_ontology().ancestors(term).get(ROOT, 0)
+
+
+def closest_common_ancestor(terms: Iterable[str | None]) -> str | None:
+    """The most specific term that every given term is, or descends from.
+
+    Empty entries are ignored; ``None`` when no term is given. Among common ancestors the one
+    with the smallest largest distance to the terms wins, then the smallest total distance,
+    then the deeper term, then the id (deterministic).
+    """
+    cl = cell_ontology()
+    given = sorted({t for t in terms if t})
+    if not given:
+        return None
+    if len(given) == 1:
+        return cl.check(given[0])
+    dists = [cl.ancestors(t, include_self=True) for t in given]
+    common = set(dists[0]).intersection(*dists[1:])
+    if not common:  # every CL term descends from "cell"; only reached for disconnected data
+        return None
+    return min(
+        common,
+        key=lambda a: (max(d[a] for d in dists), sum(d[a] for d in dists), -depth(a), a),
+    )
+
+
+@functools.cache
+def _level_terms(level: str) -> tuple[str, ...]:
+    names = LEVEL_SETS.get(level.strip().lower(), (level,))
+    return tuple(resolve(n) for n in names)
+
+
+def level_terms(level: str | Sequence[str]) -> tuple[str, ...]:
+    """The CL terms of a roll-up level: a term id or name, a named set (``"broad"``) or a list."""
+    if isinstance(level, str):
+        return _level_terms(level)
+    out: list[str] = []
+    for item in level:
+        out.extend(t for t in _level_terms(item) if t not in out)
+    return tuple(out)
+
+
+def roll_up(term: str | None, level: str | Sequence[str]) -> str:
+    """``term`` reported at a broader ``level``.
+
+    ``level`` is a term id or name ("T cell", "monocyte", "CL:0000236"), the named set
+    ``"broad"`` (``GENERIC_LEVELS``) or a list of these. The result is the level term nearest
+    above (or equal to) ``term``; a term under none of them is returned unchanged, and an empty
+    term (unmapped class, Unknown call) stays empty.
+    """
+    if not term:
+        return ""
+    targets = level_terms(level)
+    anc = cell_ontology().ancestors(term, include_self=True)
+    hits = [t for t in targets if t in anc]
+    if not hits:
+        return term
+    return min(hits, key=lambda t: (anc[t], t))
