@@ -38,3 +38,17 @@ class ModelError(CellfoundryError):
     """A model or checkpoint cannot be loaded or used."""
 
     code = "invalid_model"
+
+
+class UnsafeFileError(DataError):
+    """A file that reaches outside itself (HDF5 external storage, links, virtual datasets)."""
+
+    code = "unsafe_file"
+    status = 422
+
+
+class FileLimitError(DataError):
+    """A file that declares or needs more than the intake limits allow (shape, size, columns)."""
+
+    code = "file_too_large"
+    status = 413

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import anndata as ad
@@ -46,6 +47,8 @@ def read_data(
     if not p.exists():
         raise DataError(f"no such file or folder: {p}", "check the path")
     fmt = detect_format(p)
+    if fmt in ("h5ad", "10x_h5"):
+        _refuse_outside_references(p)
     try:
         if fmt == "h5ad":
             adata = ad.read_h5ad(p, backed="r" if backed else None)
@@ -70,6 +73,14 @@ def read_data(
     if not backed:
         adata.uns["cellfoundry"] = {"source_format": fmt}
     return adata
+
+
+def _refuse_outside_references(path: Path) -> None:
+    """Refuse HDF5 external storage, external/soft links and virtual datasets (reads no data)."""
+    from cellfoundry.data.untrusted.hdf5 import check_hdf5
+
+    with contextlib.suppress(OSError):  # not HDF5 at all: the reader below says so
+        check_hdf5(path)
 
 
 def _read_table(path: Path, sep: str, genes_by_cells: bool) -> ad.AnnData:

@@ -1,0 +1,228 @@
+"""Opening an untrusted file in a separate process under memory and CPU-time limits.
+
+The calling process never reads the file: a child Python process sets ``setrlimit`` limits
+before it imports anything, checks the file's structure (:mod:`.structure`), reads it with the
+ordinary readers and answers with a small JSON summary (format, shape, validation report) or a
+classified refusal. The child gets a minimal environment (no credentials, no database URL) and
+an empty working folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellfoundry.data.untrusted.limits import IntakeLimits, MiB
+from cellfoundry.errors import CellfoundryError, DataError, FileLimitError, UnsafeFileError
+
+log = logging.getLogger(__name__)
+
+MAX_SUMMARY_BYTES = 64 * MiB
+FORMATS = ("h5ad", "10x_h5", "10x_mex", "csv", "tsv")
+
+# Runs first in the child: limits are in force before any library is imported or byte is read.
+_BOOT = """\
+import resource, sys
+mem, cpu, fsize = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+try:
+    from cellfoundry.data.untrusted.child import main
+except MemoryError:
+    sys.stdout.write('{"ok": false, "kind": "limit", "code": "file_too_large", "message": '
+                     '"the intake memory limit is too small to start the reader", "hint": null}')
+    sys.exit(0)
+sys.exit(main())
+"""
+_CHILD_FILE_BYTES = 64 * MiB  # caches libraries may write into the child's own folder
+_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+
+
+@dataclass(frozen=True)
+class CoverageTarget:
+    """A gene list (e.g. a model's vocabulary) whose coverage by the file goes into the report."""
+
+    name: str
+    genes: Sequence[str]
+    key_kind: str | None = None  # "symbol", "ensembl" or None (guessed)
+
+
+@dataclass(frozen=True)
+class IntakeSummary:
+    """What the sandboxed process found: all a caller needs, without reading the file itself."""
+
+    format: str
+    n_cells: int
+    n_genes: int
+    report: dict[str, Any]  # ValidationReport.to_dict() with coverage of the targets
+    declared: dict[str, Any] = field(default_factory=dict)  # what the structure declared
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [m for m in self.report.get("messages", []) if m.get("level") == "error"]
+
+
+def open_untrusted(
+    path: str | Path,
+    *,
+    limits: IntakeLimits | None = None,
+    targets: Sequence[CoverageTarget] = (),
+) -> IntakeSummary:
+    """Check and read ``path`` in a separate, limited process; return its summary or raise.
+
+    Raises :class:`UnsafeFileError` (422: the file reaches outside itself),
+    :class:`FileLimitError` (413: it declares or needs more than ``limits``) or
+    :class:`DataError` (422: it cannot be read as single-cell data).
+    """
+    lim = limits or IntakeLimits()
+    p = Path(path).absolute()
+    request = json.dumps(
+        {
+            "path": str(p),
+            "limits": lim.to_dict(),
+            "targets": [
+                {"name": t.name, "genes": list(t.genes), "key_kind": t.key_kind} for t in targets
+            ],
+        }
+    ).encode()
+    wall = 2 * lim.cpu_s + 30
+    with tempfile.TemporaryDirectory(prefix="cf-intake-") as work:
+        cmd = [
+            sys.executable,
+            "-B",
+            "-c",
+            _BOOT,
+            str(lim.memory_mb * MiB),
+            str(lim.cpu_s),
+            str(_CHILD_FILE_BYTES),
+        ]
+        err_path = Path(work) / "stderr.log"
+        with open(err_path, "w+b") as err:
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    input=request,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=_child_env(Path(work)),
+                    cwd=work,
+                    timeout=wall,
+                    start_new_session=True,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise FileLimitError(
+                    f"opening {p.name} took longer than {wall} s",
+                    "upload a smaller dataset (split it by sample)",
+                ) from None
+            err.seek(max(0, err.seek(0, os.SEEK_END) - 4000))
+            tail = err.read().decode(errors="replace")
+    return _answer(p, proc.returncode, proc.stdout, tail, lim)
+
+
+def _child_env(work: Path) -> dict[str, str]:
+    import cellfoundry
+
+    env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
+    src = str(Path(cellfoundry.__file__).resolve().parents[1])  # this very package
+    env.update(
+        PYTHONPATH=src,
+        HOME=str(work),
+        TMPDIR=str(work),
+        MPLCONFIGDIR=str(work),
+        NUMBA_CACHE_DIR=str(work),
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        NUMBA_NUM_THREADS="1",
+        HDF5_USE_FILE_LOCKING="FALSE",
+        HDF5_PLUGIN_PATH=str(work / "no-plugins"),
+        PYTHONHASHSEED="0",
+    )
+    return env
+
+
+def _answer(p: Path, rc: int, stdout: bytes, stderr_tail: str, lim: IntakeLimits) -> IntakeSummary:
+    if rc < 0 and -rc in (signal.SIGXCPU, signal.SIGKILL):
+        raise FileLimitError(
+            f"opening {p.name} needed more than {lim.cpu_s} s of CPU time",
+            "upload a smaller dataset (split it by sample)",
+        )
+    try:
+        if rc != 0 or len(stdout) > MAX_SUMMARY_BYTES:
+            raise ValueError(f"exit status {rc}, {len(stdout)} bytes of output")
+        answer = json.loads(stdout)
+        if not isinstance(answer, dict):
+            raise ValueError("the answer is not an object")
+        if answer.get("ok") is True:
+            return _summary(answer)
+        _raise_refusal(answer)
+    except CellfoundryError:
+        raise
+    except Exception as exc:
+        log.warning("intake of %s failed: %s; stderr: %s", p.name, exc, stderr_tail[-2000:])
+        name = signal.Signals(-rc).name if rc < 0 and -rc in signal.valid_signals() else None
+        raise DataError(
+            f"{p.name} could not be read"
+            + (f": the reading process was stopped by {name}" if name else ""),
+            "check that the file is a complete, valid .h5ad, 10x .h5 or CSV/TSV file",
+            code="unreadable_file",
+        ) from None
+    raise AssertionError("unreachable")
+
+
+_KINDS: dict[str, type[DataError]] = {
+    "unsafe": UnsafeFileError,
+    "limit": FileLimitError,
+    "invalid": DataError,
+}
+
+
+def _raise_refusal(answer: dict[str, Any]) -> None:
+    cls = _KINDS.get(str(answer.get("kind")))
+    message, hint, code = answer.get("message"), answer.get("hint"), answer.get("code")
+    if cls is None or not isinstance(message, str) or not isinstance(code, str):
+        raise ValueError("malformed refusal")
+    raise cls(message[:2000], hint[:2000] if isinstance(hint, str) else None, code=code[:64])
+
+
+def _summary(answer: dict[str, Any]) -> IntakeSummary:
+    fmt, n_cells, n_genes = (
+        answer.get("format"),
+        answer.get("n_cells", -1),
+        answer.get("n_genes", -1),
+    )
+    report, declared = answer.get("report"), answer.get("declared", {})
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    for v in (n_cells, n_genes):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError("cell and gene counts must be non-negative integers")
+    if not isinstance(report, dict) or not isinstance(declared, dict):
+        raise ValueError("report and declared must be objects")
+    msgs = report.get("messages")
+    if not isinstance(msgs, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("level"), str) and isinstance(m.get("code"), str)
+        for m in msgs
+    ):
+        raise ValueError("report messages must be a list of {level, code, ...}")
+    if report.get("n_cells") != n_cells or report.get("n_genes") != n_genes:
+        raise ValueError("the report disagrees with the summary")
+    return IntakeSummary(
+        format=str(fmt),
+        n_cells=int(n_cells),
+        n_genes=int(n_genes),
+        report=report,
+        declared=declared,
+    )
