@@ -132,10 +132,8 @@ def open_untrusted(
 
 
 def _child_env(work: Path) -> dict[str, str]:
-    import cellfoundry
-
     env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
-    src = str(Path(cellfoundry.__file__).resolve().parents[1])  # this very package
+    src = str(Path(__file__).resolve().parents[3])  # the folder holding this cellfoundry package
     env.update(
         PYTHONPATH=src,
         HOME=str(work),
