@@ -11,15 +11,19 @@ import anndata as ad
 from cellfoundry.data.io import as_anndata
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.data.report import ValidationReport, validate
+from cellfoundry.data.species import to_human_space
 from cellfoundry.models.base import Annotator
 from cellfoundry.models.registry import annotator_class, family_info, load_model
 from cellfoundry.result import AnnotationResult
 
 
-def inspect(data: ad.AnnData | str | Path) -> ValidationReport:
-    """The validation report of a dataset (reads .h5ad backed, so large files are cheap)."""
+def inspect(data: ad.AnnData | str | Path, *, species: str | None = None) -> ValidationReport:
+    """The validation report of a dataset (reads .h5ad backed, so large files are cheap).
+
+    ``species`` overrides the species detected from the gene IDs (see ``annotate``).
+    """
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
-    return validate(adata)
+    return validate(adata, species)
 
 
 def train(
@@ -28,9 +32,14 @@ def train(
     model: str = "logreg",
     *,
     out: str | Path | None = None,
+    species: str | None = None,
     **params: Any,
 ) -> Annotator:
-    """Train an annotator of family ``model`` on ``reference.obs[label_key]``; save it to ``out`` if given."""
+    """Train an annotator of family ``model`` on ``reference.obs[label_key]``; save it to ``out`` if given.
+
+    A mouse, macaque or pig reference is first mapped to human orthologs (``species`` as in
+    ``annotate``), so its model annotates data of any supported species.
+    """
     info = family_info(model)
     cls = annotator_class(info.name)
     trainer = getattr(cls, "train", None)
@@ -40,7 +49,8 @@ def train(
         )
     if "progress" in params and "progress" not in pyinspect.signature(trainer).parameters:
         params.pop("progress")  # a family without progress reporting
-    fitted: Annotator = trainer(as_anndata(reference), label_key, **params)
+    ref, _ = to_human_space(as_anndata(reference), species)
+    fitted: Annotator = trainer(ref, label_key, **params)
     if out is not None:
         fitted.save(out)
     return fitted
@@ -54,15 +64,23 @@ def annotate(
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     chunk_size: int = 10_000,
     progress: bool = False,
+    species: str | None = None,
 ) -> AnnotationResult:
     """Annotate every cell of ``data`` with a trained model (an artifact folder or an Annotator).
 
-    ``threshold`` overrides the model's stored Unknown threshold.
+    ``threshold`` overrides the model's stored Unknown threshold. ``species`` overrides the
+    species detected from the gene IDs ("mouse", "rhesus", "cynomolgus", "pig"; "human" uses the
+    genes as named); data of those species is mapped to human orthologs first.
     """
     annotator = load_model(model)
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
+    human, report = to_human_space(adata, species, chunk_size=chunk_size)
     pred = annotator.predict(
-        adata, chunk_size=chunk_size, min_coverage=min_coverage, progress=progress
+        human,
+        report=report,
+        chunk_size=chunk_size,
+        min_coverage=min_coverage,
+        progress=progress,
     )
     return AnnotationResult(
         obs_names=adata.obs_names.copy(),
@@ -74,6 +92,8 @@ def annotate(
         coverage=pred.plan.coverage if pred.plan else None,
         warnings=pred.warnings,
         gene_mapping=pred.plan.gene_mapping if pred.plan else None,
+        species=report.species,
+        orthology=report.orthology,
         embeddings=pred.embeddings,
         embedding_key=pred.embedding_key,
         adata=adata,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from cellfoundry.data.orthologs import OrthologyReport
 from cellfoundry.data.report import Coverage
 
 UNKNOWN = "Unknown"
@@ -30,6 +31,8 @@ class AnnotationResult:
     gene_mapping: str | None = None
     embeddings: np.ndarray | None = None
     embedding_key: str | None = None
+    species: str | None = None  # of the data's genes (detected or given)
+    orthology: OrthologyReport | None = None  # set when the data's genes were mapped to human
     adata: ad.AnnData | None = field(default=None, repr=False)
 
     @property
@@ -101,6 +104,8 @@ class AnnotationResult:
             "unknown_threshold": float(self.threshold),
             "unknown_label": UNKNOWN,
         }
+        if self.orthology is not None:
+            target.uns["cellfoundry"]["species_mapping"] = self.orthology.describe()
         return target
 
     def summary(self) -> dict[str, Any]:
@@ -117,5 +122,7 @@ class AnnotationResult:
             if self.coverage is None
             else float(self.coverage.fraction_present),
             "gene_mapping": self.gene_mapping,
+            "species": self.species,
+            "orthology": asdict(self.orthology) if self.orthology else None,
             "warnings": list(self.warnings),
         }

@@ -36,6 +36,13 @@ from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
     default=None,
     help="Foundation checkpoint folder or registered name (for *-knn / *-head models).",
 )
+@click.option(
+    "--species",
+    default="auto",
+    show_default=True,
+    help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
+    "Non-human genes are mapped to human orthologs.",
+)
 def train_cmd(
     reference: str,
     label_key: str,
@@ -44,6 +51,7 @@ def train_cmd(
     seed: int,
     n_features: int,
     checkpoint: str | None = None,
+    species: str = "auto",
 ) -> None:
     """Train a baseline annotator on a labelled REFERENCE."""
     adata = read_data(reference)
@@ -59,6 +67,7 @@ def train_cmd(
         out=out,
         seed=seed,
         n_features=n_features or None,
+        species=species,
         progress=True,
         **extra,
     )
@@ -91,6 +100,13 @@ def train_cmd(
     help="Refuse when fewer of the model's genes are present.",
 )
 @click.option("--chunk-size", type=int, default=10_000, show_default=True)
+@click.option(
+    "--species",
+    default="auto",
+    show_default=True,
+    help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
+    "Non-human genes are mapped to human orthologs.",
+)
 def annotate_cmd(
     query: str,
     model_dir: str,
@@ -99,6 +115,7 @@ def annotate_cmd(
     threshold: float | None,
     min_coverage: float,
     chunk_size: int,
+    species: str = "auto",
 ) -> None:
     """Annotate the cells of QUERY with a trained model."""
     if not out and not csv_out:
@@ -111,6 +128,7 @@ def annotate_cmd(
         min_coverage=min_coverage,
         chunk_size=chunk_size,
         progress=True,
+        species=species,
     )
     if csv_out:
         Path(csv_out).parent.mkdir(parents=True, exist_ok=True)

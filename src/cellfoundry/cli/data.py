@@ -12,10 +12,16 @@ from cellfoundry.data.report import validate
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--genes-by-cells", is_flag=True, help="CSV/TSV input has genes as rows.")
-def inspect_cmd(data: str, as_json: bool, genes_by_cells: bool) -> None:
+@click.option(
+    "--species",
+    default="auto",
+    show_default=True,
+    help="Species of the genes (human, mouse, rhesus, cynomolgus, pig); auto detects it.",
+)
+def inspect_cmd(data: str, as_json: bool, genes_by_cells: bool, species: str) -> None:
     """Validate DATA (.h5ad, 10x .h5 or MEX folder, CSV/TSV) and report what it holds."""
     adata = read_data(data, backed=data.endswith(".h5ad"), genes_by_cells=genes_by_cells)
-    report = validate(adata)
+    report = validate(adata, species)
     click.echo(report.to_json(indent=2) if as_json else report.render())
     if not report.ok:
         raise SystemExit(1)

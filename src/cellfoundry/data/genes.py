@@ -1,7 +1,8 @@
 """Gene identifiers: kind detection, offline Ensembl <-> symbol mapping, alignment and coverage.
 
 The human table ships inside the package (``resources/gencode_v44_human_id2name.csv.gz``, see
-``resources/PROVENANCE.md``). Mouse is recognised (species guess) but not mapped.
+``resources/PROVENANCE.md``). Other species are detected here and mapped to human genes by
+``cellfoundry.data.orthologs``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,20 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from cellfoundry.errors import DataError
+
 IdKind = Literal["ensembl", "ensembl_versioned", "symbol", "mixed", "empty"]
 
 _ENSEMBL_RE = re.compile(r"^ENS([A-Z]{0,6})G\d{11}(\.\d+)?(_PAR_Y)?$")
-_ENSEMBL_PREFIX_SPECIES = {"": "human", "MUS": "mouse", "R": "human"}
+# Ensembl stable-ID species codes (ENS + code + G…): ensembl.org/info/genome/stable_ids/prefixes.html
+_ENSEMBL_PREFIX_SPECIES = {
+    "": "human",
+    "R": "human",
+    "MUS": "mouse",
+    "MMU": "rhesus",
+    "MFA": "cynomolgus",
+    "SSC": "pig",
+}
 MAPPING_TABLE = "gencode_v44_human_id2name.csv.gz"
 MAPPING_SOURCE = (
     "GENCODE v44 gene_id -> gene_name (human), as shipped in the celltypist 1.7.1 wheel"
@@ -54,26 +65,101 @@ def detect_id_kind(names: Sequence[str], min_share: float = 0.9) -> IdKind:
     return "mixed"
 
 
-def guess_species(names: Sequence[str]) -> str:
-    """A coarse species guess from Ensembl prefixes or symbol capitalisation."""
-    ens = [str(n) for n in names[:5000] if is_ensembl(str(n))]
-    if ens:
-        counts: dict[str, int] = {}
-        for n in ens:
-            m = _ENSEMBL_RE.match(n)
-            sp = _ENSEMBL_PREFIX_SPECIES.get(m.group(1) if m else "", "other")
-            counts[sp] = counts.get(sp, 0) + 1
-        return max(counts, key=lambda k: counts[k])
-    syms = [str(n) for n in names[:5000] if any(c.isalpha() for c in str(n))]
+SPECIES_NAMES = ("human", "mouse", "rhesus", "cynomolgus", "pig")
+_MIN_IDS_FOR_PREFIX = 20
+
+
+@dataclass(frozen=True)
+class SpeciesCall:
+    """The species of a dataset's genes and why: ``source`` is "detected" or "given"."""
+
+    species: str  # one of SPECIES_NAMES, "other" (an Ensembl prefix we do not map) or "unknown"
+    evidence: str
+    source: Literal["detected", "given"] = "detected"
+
+
+def detect_species(names: Sequence[str]) -> SpeciesCall:
+    """The species from Ensembl ID prefixes (ENSG, ENSMUSG, ENSMMUG, ENSMFAG, ENSSSCG), else symbol case.
+
+    IDs decide when there are enough of them (macaque and pig files often name unnamed genes by
+    their ID amid symbols); otherwise mouse symbols (``Cd3e``, ``mt-Co1``) contain lower-case
+    letters and human ones (``CD3E``) do not. Macaque and pig symbols are written like human ones,
+    so symbol-only data of those species needs ``species=`` to be given.
+    """
+    sample = [str(n) for n in names[:20_000]]
+    prefixes: dict[str, int] = {}
+    for n in sample:
+        m = _ENSEMBL_RE.match(n)
+        if m:
+            sp = _ENSEMBL_PREFIX_SPECIES.get(m.group(1), "other")
+            prefixes[sp] = prefixes.get(sp, 0) + 1
+    n_ids = sum(prefixes.values())
+    if n_ids and (n_ids >= _MIN_IDS_FOR_PREFIX or n_ids >= 0.5 * len(sample)):
+        best = max(prefixes, key=lambda k: prefixes[k])
+        return SpeciesCall(
+            best,
+            f"{prefixes[best]:,} of {n_ids:,} Ensembl IDs carry the {best} prefix"
+            + (" (ENS…G)" if best == "other" else ""),
+        )
+    syms = [s for s in sample if not _ENSEMBL_RE.match(s) and any(c.isalpha() for c in s)]
     if not syms:
-        return "unknown"
-    upper = sum(1 for s in syms if s == s.upper())
-    title = sum(1 for s in syms if s[:1].isupper() and s[1:] == s[1:].lower() and s != s.upper())
-    if upper >= 0.7 * len(syms):
-        return "human"
-    if title >= 0.7 * len(syms):
-        return "mouse"
-    return "unknown"
+        return SpeciesCall("unknown", "no gene symbols or Ensembl IDs to judge from")
+    lower = sum(1 for s in syms if any(c.islower() for c in s))
+    if lower >= 0.5 * len(syms):
+        return SpeciesCall(
+            "mouse",
+            f"{lower / len(syms):.0%} of gene symbols have lower-case letters (mouse style, e.g. Cd3e)",
+        )
+    if len(syms) - lower >= 0.7 * len(syms):
+        return SpeciesCall(
+            "human",
+            f"{(len(syms) - lower) / len(syms):.0%} of gene symbols are upper-case (human style, e.g. CD3E; "
+            "macaque and pig write symbols the same way: give the species if so)",
+        )
+    return SpeciesCall("unknown", "gene symbols mix upper- and lower-case styles")
+
+
+def guess_species(names: Sequence[str]) -> str:
+    """The detected species name alone (see ``detect_species``)."""
+    return detect_species(names).species
+
+
+_SPECIES_ALIASES = {
+    "human": "human",
+    "homo_sapiens": "human",
+    "hsapiens": "human",
+    "mouse": "mouse",
+    "mus_musculus": "mouse",
+    "mmusculus": "mouse",
+    "rhesus": "rhesus",
+    "rhesus_macaque": "rhesus",
+    "macaca_mulatta": "rhesus",
+    "mmulatta": "rhesus",
+    "cynomolgus": "cynomolgus",
+    "cynomolgus_macaque": "cynomolgus",
+    "crab_eating_macaque": "cynomolgus",
+    "macaca_fascicularis": "cynomolgus",
+    "mfascicularis": "cynomolgus",
+    "pig": "pig",
+    "sus_scrofa": "pig",
+    "sscrofa": "pig",
+}
+
+
+def resolve_species(species: str | None, names: Sequence[str]) -> SpeciesCall:
+    """``species`` as given (aliases such as ``mus_musculus`` accepted), or detected when None/"auto"."""
+    if species is None or str(species).strip().lower() in ("", "auto"):
+        return detect_species(names)
+    key = str(species).strip().lower().replace(" ", "_").replace("-", "_")
+    if key not in _SPECIES_ALIASES:
+        extra = " ('macaque' is two species)" if key == "macaque" else ""
+        raise DataError(
+            f"unknown species '{species}'{extra}",
+            f"use one of: {', '.join(SPECIES_NAMES)}, or 'auto' to detect it from the gene IDs",
+            code="unknown_species",
+        )
+    name = _SPECIES_ALIASES[key]
+    return SpeciesCall(name, f"given as '{species}'", "given")
 
 
 @dataclass(frozen=True)

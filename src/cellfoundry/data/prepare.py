@@ -75,7 +75,8 @@ class InputPlan:
                 "through the shipped GENCODE table" if src == "mapping table" else f"through {src}"
             )
         )
-        return (
+        mapped = f"{rep.orthology.describe()}; then " if rep.orthology else ""
+        return mapped + (
             f"model genes are {'Ensembl IDs' if kind == 'ensembl' else 'symbols'}; the data has "
             f"{data_kind} and was matched {how}: {self.coverage.n_present:,} of "
             f"{self.coverage.n_target:,} model genes found"
@@ -150,7 +151,12 @@ def plan_input(
     need = min(min_genes, math.ceil(0.9 * len(al.target)))
     if cov.fraction_present < min_coverage or cov.n_present < need:
         raise CoverageError(
-            f"only {cov.n_present} of the {cov.n_target} {target_name} ({cov.fraction_present:.1%}) are in the data "
+            (
+                f"after mapping to human orthologs ({rep.orthology.describe()}), "
+                if rep.orthology
+                else ""
+            )
+            + f"only {cov.n_present} of the {cov.n_target} {target_name} ({cov.fraction_present:.1%}) are in the data "
             f"(matched by {al.key_kind}; missing e.g. {', '.join(cov.missing_examples[:5])})",
             f"provide {'Ensembl IDs' if al.key_kind == 'ensembl' else 'gene symbols'} in var_names or var "
             f"(e.g. var['gene_symbols']), or lower min_coverage (now {min_coverage:.0%}) if you accept the risk",

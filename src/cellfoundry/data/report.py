@@ -10,7 +10,7 @@ from typing import Any, Literal
 import anndata as ad
 import numpy as np
 
-from cellfoundry.data.genes import GeneKeys, align_genes, gene_keys, guess_species
+from cellfoundry.data.genes import GeneKeys, SpeciesCall, align_genes, gene_keys, resolve_species
 from cellfoundry.data.matrix import (
     MatrixInfo,
     get_matrix,
@@ -18,6 +18,13 @@ from cellfoundry.data.matrix import (
     matrix_sources,
     read_rows,
     source_var,
+)
+from cellfoundry.data.orthologs import (
+    MAPPED_SPECIES,
+    OrthologMap,
+    OrthologyReport,
+    map_orthologs,
+    mapped_count_share,
 )
 
 Level = Literal["error", "warning", "info"]
@@ -62,6 +69,10 @@ class ValidationReport:
     messages: list[Message] = field(default_factory=list)
     coverage: list[Coverage] = field(default_factory=list)
     obs_columns: list[str] = field(default_factory=list)
+    species_evidence: str = ""
+    species_source: str = "detected"  # or "given"
+    # set for mouse/macaque/pig data: how its genes map to human genes (cellfoundry.data.orthologs)
+    orthology: OrthologyReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -90,9 +101,16 @@ class ValidationReport:
         """Plain-text rendering for the terminal."""
         lines = [
             f"cells: {self.n_cells:,}   genes: {self.n_genes:,}   sparsity: {self.sparsity:.1%}",
-            f"gene IDs: {self.gene_id_kind} (species guess: {self.species}); symbols from {self.symbol_source}, "
+            f"gene IDs: {self.gene_id_kind}; symbols from {self.symbol_source}, "
             f"Ensembl IDs from {self.ensembl_source}",
+            f"species: {self.species} ({self.species_source}: {self.species_evidence})",
         ]
+        if self.orthology is not None:
+            o = self.orthology
+            lines.append(
+                f"orthologs: {o.describe()}; {o.n_human_summed:,} human genes sum several {o.species} genes, "
+                f"{o.n_one_to_many - o.n_one_to_many_kept:,} one-to-many genes left out"
+            )
         if self.n_duplicate_genes:
             lines.append(
                 f"duplicate gene names: {self.n_duplicate_genes} (e.g. {', '.join(self.duplicate_examples[:5])}); "
@@ -133,6 +151,65 @@ def dataset_gene_keys(adata: ad.AnnData, report: ValidationReport, source: str) 
     return cache[which]
 
 
+ORTHOLOGY_UNS_KEY = "orthology"  # uns["cellfoundry"][...] of data already mapped to human genes
+MIN_ORTHOLOG_GENES = 50  # fewer human genes after mapping cannot serve any model
+
+
+def ortholog_map(adata: ad.AnnData, report: ValidationReport, source: str) -> OrthologMap:
+    """The ortholog mapping of the genes behind ``source`` (computed once per report)."""
+    cache: dict[str, OrthologMap] = report.__dict__.setdefault("_ortholog_map", {})
+    if source not in cache:
+        names, var = source_var(adata, source)
+        cache[source] = map_orthologs(
+            list(names), var, report.species, report.species_evidence, report.species_source
+        )
+    return cache[source]
+
+
+def _orthology(
+    adata: ad.AnnData,
+    call: SpeciesCall,
+    source: str,
+    infos: list[MatrixInfo],
+    msgs: list[Message],
+) -> tuple[OrthologyReport | None, OrthologMap | None]:
+    """Ortholog summary: from uns when ``adata`` was already mapped, else computed for mapped species."""
+    done = (adata.uns.get("cellfoundry") or {}).get(ORTHOLOGY_UNS_KEY)
+    if isinstance(done, dict):
+        fields = {k: v for k, v in done.items() if k in OrthologyReport.__dataclass_fields__}
+        fields["examples_unmapped"] = list(fields.get("examples_unmapped") or [])
+        return OrthologyReport(**fields), None
+    if call.species not in MAPPED_SPECIES:
+        return None, None
+    names, var = source_var(adata, source)
+    omap = map_orthologs(list(names), var, call.species, call.evidence, call.source)
+    rep = omap.report
+    info = next((m for m in infos if m.source == source), None)
+    if info is not None and info.kind in ("raw_counts", "noninteger_counts", "log_normalized"):
+        rows = read_rows(adata, source, 0, min(500, adata.n_obs))
+        rep.fraction_counts_mapped = mapped_count_share(rows, omap, info.kind == "log_normalized")
+    if rep.n_human_genes < MIN_ORTHOLOG_GENES:
+        msgs.append(
+            Message(
+                "warning",
+                "orthology",
+                f"only {rep.n_genes_mapped:,} of {rep.n_genes:,} {call.species} genes have a human ortholog "
+                f"({rep.table}; species {call.source}: {call.evidence})",
+                "check the species (give it with --species / species=); species 'human' uses the genes as named",
+            )
+        )
+    else:
+        msgs.append(
+            Message(
+                "info",
+                "orthology",
+                f"{rep.describe()}; models see the human genes",
+                "give --species / species= if the species is wrong",
+            )
+        )
+    return rep, omap
+
+
 COUNT_PREFERENCE = ("layers/counts", "layers/raw_counts", "layers/raw", "raw/X", "X")
 
 
@@ -157,8 +234,11 @@ def _choose(infos: list[MatrixInfo]) -> dict[str, str | None]:
     return {"counts": counts, "lognorm": lognorm_src}
 
 
-def validate(adata: ad.AnnData) -> ValidationReport:
-    """Inspect every candidate matrix and the gene names; never modifies ``adata``."""
+def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
+    """Inspect every candidate matrix and the gene names; never modifies ``adata``.
+
+    ``species`` overrides the species detected from the gene IDs (None or "auto": detect).
+    """
     msgs: list[Message] = []
     if adata.n_obs == 0 or adata.n_vars == 0:
         msgs.append(
@@ -257,14 +337,20 @@ def validate(adata: ad.AnnData) -> ValidationReport:
         )
     for n in keys.notes:
         msgs.append(Message("info", "gene_ids", n))
-    species = guess_species(list(names))
-    if species not in ("human", "unknown"):
+    call = resolve_species(species, list(names))
+    orthology, omap = _orthology(adata, call, src_for_genes, infos, msgs)
+    if orthology is not None:
+        given = orthology.species_source == "given"
+        call = SpeciesCall(
+            orthology.species, orthology.species_evidence, "given" if given else "detected"
+        )
+    elif call.species == "other":
         msgs.append(
             Message(
                 "warning",
                 "species",
-                f"genes look like {species}; the shipped ID table and the published models are human",
-                "map genes to human orthologs first for foundation models",
+                f"genes are not human ({call.evidence}) and no ortholog table ships for this species",
+                "map genes to human orthologs yourself (mouse, rhesus, cynomolgus and pig are mapped automatically)",
             )
         )
     # sparsity of the matrix that is used (exact for in-memory sparse, else from the sample)
@@ -281,7 +367,10 @@ def validate(adata: ad.AnnData) -> ValidationReport:
         matrices=infos,
         chosen=chosen,
         gene_id_kind=keys.id_kind,
-        species=species,
+        species=call.species,
+        species_evidence=call.evidence,
+        species_source=call.source,
+        orthology=orthology,
         symbol_source=keys.symbol_source,
         ensembl_source=keys.ensembl_source,
         n_duplicate_genes=len(dups),
@@ -290,6 +379,8 @@ def validate(adata: ad.AnnData) -> ValidationReport:
         obs_columns=[str(c) for c in adata.obs.columns],
     )
     report.__dict__["_gene_keys"] = cached_keys
+    if omap is not None:
+        report.__dict__["_ortholog_map"] = {src_for_genes: omap}
     return report
 
 

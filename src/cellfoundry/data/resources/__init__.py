@@ -1,1 +1,1 @@
-"""Shipped data files (gene ID table)."""
+"""Shipped data files (human gene ID table, ortholog tables, mouse gene table)."""

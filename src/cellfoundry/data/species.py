@@ -1,0 +1,83 @@
+"""The species step: bring mouse, macaque or pig data into the human gene space of the models.
+
+``to_human_space`` runs before everything else (training, annotation, embedding, fine-tuning,
+evaluation). Human data passes through unchanged. Data of a mapped species becomes a new
+in-memory AnnData whose genes are human symbols (Ensembl IDs in ``var['gene_ids']``), built by
+the rules of ``cellfoundry.data.orthologs``. The usual path then applies: a model gene with no
+ortholog in the data is missing, and missing genes are treated as unobserved. The new AnnData
+records the mapping in ``uns['cellfoundry']['orthology']``, so its validation report still names
+the original species and the mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellfoundry.data.matrix import iter_row_chunks
+from cellfoundry.data.orthologs import to_human_rows
+from cellfoundry.data.report import (
+    MIN_ORTHOLOG_GENES,
+    ORTHOLOGY_UNS_KEY,
+    ValidationReport,
+    ortholog_map,
+    validate,
+)
+from cellfoundry.errors import DataError
+
+
+def is_mapped(adata: ad.AnnData) -> bool:
+    """True when ``adata`` is already the human-space result of ``to_human_space``."""
+    return isinstance((adata.uns.get("cellfoundry") or {}).get(ORTHOLOGY_UNS_KEY), dict)
+
+
+def to_human_space(
+    adata: ad.AnnData,
+    species: str | None = None,
+    *,
+    report: ValidationReport | None = None,
+    chunk_size: int = 10_000,
+) -> tuple[ad.AnnData, ValidationReport]:
+    """``adata`` in human genes, with its validation report.
+
+    ``species`` overrides detection: None or "auto" detects it, and "human" uses the genes as
+    named. Refuses when the mapping keeps too few genes to serve any model.
+    """
+    rep = report if report is not None and species is None else validate(adata, species)
+    if rep.orthology is None or is_mapped(adata):
+        return adata, rep
+    o = rep.orthology
+    if o.n_human_genes < MIN_ORTHOLOG_GENES:
+        raise DataError(
+            f"only {o.n_genes_mapped:,} of the {o.n_genes:,} genes map to human orthologs "
+            f"({o.n_human_genes} human genes; species {rep.species}, {rep.species_source}: "
+            f"{rep.species_evidence}; {o.table}); unmapped e.g. {', '.join(o.examples_unmapped[:5])}",
+            "check the species and give it with --species / species= (human: use the genes as named); "
+            f"{rep.species} genes need {rep.species} symbols"
+            + (" or mouse Ensembl IDs (ENSMUSG…)" if rep.species == "mouse" else ""),
+            code="orthology",
+        )
+    source = rep.chosen["counts"] or rep.chosen["lognorm"]
+    if source is None:  # nothing usable: the normal path refuses with the report's own reason
+        return adata, rep
+    info = rep.matrix(source)
+    omap = ortholog_map(adata, rep, source)
+    log = info is not None and info.kind == "log_normalized"
+    blocks = [
+        to_human_rows(rows, omap, log) for _, rows in iter_row_chunks(adata, source, chunk_size)
+    ]
+    x = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(omap.human_symbols)))
+    var = pd.DataFrame(
+        {
+            "gene_ids": pd.array(omap.human_ids, dtype="string"),
+            f"{rep.species}_genes": [";".join(s) for s in omap.sources],
+        },
+        index=pd.Index(omap.human_symbols, name=None),
+    )
+    out = ad.AnnData(X=x.astype(np.float32), obs=adata.obs.copy(), var=var)
+    out.uns["cellfoundry"] = {ORTHOLOGY_UNS_KEY: asdict(o)}
+    return out, validate(out)
