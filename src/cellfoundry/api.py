@@ -14,6 +14,7 @@ from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.data.species import to_human_space
 from cellfoundry.models.base import Annotator
 from cellfoundry.models.registry import annotator_class, family_info, load_model
+from cellfoundry.ontology import level_terms, map_labels, read_label_map
 from cellfoundry.result import AnnotationResult
 
 
@@ -33,13 +34,19 @@ def train(
     *,
     out: str | Path | None = None,
     species: str | None = None,
+    label_map: str | Path | dict[str, str] | None = None,
     **params: Any,
 ) -> Annotator:
     """Train an annotator of family ``model`` on ``reference.obs[label_key]``; save it to ``out`` if given.
 
     A mouse, macaque or pig reference is first mapped to human orthologs (``species`` as in
     ``annotate``), so its model annotates data of any supported species.
+
+    Every class gets a Cell Ontology term in the manifest; ``label_map`` (a
+    ``label,ontology_term_id`` CSV or a dict) wins over the automatic mapping.
     """
+    if label_map is not None and not isinstance(label_map, dict):
+        read_label_map(label_map)  # a bad CSV fails before the training, not after
     info = family_info(model)
     cls = annotator_class(info.name)
     trainer = getattr(cls, "train", None)
@@ -51,6 +58,7 @@ def train(
         params.pop("progress")  # a family without progress reporting
     ref, _ = to_human_space(as_anndata(reference), species)
     fitted: Annotator = trainer(ref, label_key, **params)
+    fitted.set_label_map(label_map)
     if out is not None:
         fitted.save(out)
     return fitted
@@ -65,14 +73,22 @@ def annotate(
     chunk_size: int = 10_000,
     progress: bool = False,
     species: str | None = None,
+    label_map: str | Path | dict[str, str] | None = None,
+    level: str | None = None,
 ) -> AnnotationResult:
     """Annotate every cell of ``data`` with a trained model (an artifact folder or an Annotator).
 
     ``threshold`` overrides the model's stored Unknown threshold. ``species`` overrides the
     species detected from the gene IDs ("mouse", "rhesus", "cynomolgus", "pig"; "human" uses the
     genes as named); data of those species is mapped to human orthologs first.
+    ``label_map`` overrides the model's Cell Ontology terms for the classes it names; ``level``
+    (a CL term id or name such as "T cell", or "broad") also reports every call rolled up to
+    that broader term.
     """
+    if level is not None:
+        level_terms(level)  # an unknown level fails before the annotation, not after
     annotator = load_model(model)
+    terms = map_labels(annotator.classes, label_map, base=annotator.ontology)
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
     human, report = to_human_space(adata, species, chunk_size=chunk_size)
     pred = annotator.predict(
@@ -97,4 +113,6 @@ def annotate(
         embeddings=pred.embeddings,
         embedding_key=pred.embedding_key,
         adata=adata,
+        ontology=terms,
+        level=level,
     )

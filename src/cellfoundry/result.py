@@ -11,9 +11,13 @@ import pandas as pd
 
 from cellfoundry.data.orthologs import OrthologyReport
 from cellfoundry.data.report import Coverage
+from cellfoundry.ontology import LabelMapping, map_labels, roll_up, term_name
 
 UNKNOWN = "Unknown"
 PROBA_KEY = "cellfoundry_probabilities"
+TERM_COLUMN = "predicted_cell_type_ontology_term_id"
+LEVEL_COLUMN = "rolled_up_cell_type"
+LEVEL_TERM_COLUMN = "rolled_up_cell_type_ontology_term_id"
 
 
 @dataclass
@@ -34,6 +38,8 @@ class AnnotationResult:
     species: str | None = None  # of the data's genes (detected or given)
     orthology: OrthologyReport | None = None  # set when the data's genes were mapped to human
     adata: ad.AnnData | None = field(default=None, repr=False)
+    ontology: LabelMapping | None = None  # class -> CL term; mapped from the names when None
+    level: str | None = None  # report also at this broader CL term (roll-up), e.g. "T cell"
 
     @property
     def n_cells(self) -> int:
@@ -61,6 +67,34 @@ class AnnotationResult:
         """Labels as shown to people: "Unknown" where the threshold rejects the call."""
         return np.where(self.unknown, UNKNOWN, self.labels)
 
+    @property
+    def class_terms(self) -> LabelMapping:
+        """The Cell Ontology term of every class (``""`` for unmapped classes)."""
+        if self.ontology is None:
+            self.ontology = map_labels(self.classes)
+        return self.ontology
+
+    @property
+    def term_ids(self) -> np.ndarray:
+        """Per cell: the CL term of the predicted class; ``""`` for Unknown calls and unmapped classes."""
+        per_class = np.asarray(self.class_terms.term_ids(self.classes), dtype=object)
+        return np.where(self.unknown, "", per_class[self.label_index])
+
+    def _class_rollup(self) -> tuple[list[str], list[str]]:
+        """Per class: (name, term) at ``level``; an unmapped class keeps its own name, term ""."""
+        assert self.level is not None
+        terms = [roll_up(t, self.level) for t in self.class_terms.term_ids(self.classes)]
+        names = [term_name(t) if t else c for t, c in zip(terms, self.classes, strict=True)]
+        return names, terms
+
+    def _rolled_up(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell: (name, term) at ``level``; Unknown cells are "Unknown" with an empty term."""
+        names, terms = self._class_rollup()
+        idx = self.label_index
+        term = np.where(self.unknown, "", np.asarray(terms, dtype=object)[idx])
+        name = np.where(self.unknown, UNKNOWN, np.asarray(names, dtype=object)[idx])
+        return name, term
+
     def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
         k = min(k, len(self.classes))
         order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
@@ -70,16 +104,21 @@ class AnnotationResult:
         ]
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per cell: predicted_cell_type, prediction_confidence, prediction_unknown, display_label."""
-        return pd.DataFrame(
+        """One row per cell: predicted_cell_type, its CL term id, prediction_confidence,
+        prediction_unknown, display_label (+ the rolled-up name and term when ``level`` is set)."""
+        df = pd.DataFrame(
             {
                 "predicted_cell_type": pd.Categorical(self.labels, categories=self.classes),
+                TERM_COLUMN: self.term_ids,
                 "prediction_confidence": self.confidence.astype(np.float32),
                 "prediction_unknown": self.unknown,
                 "display_label": self.display_labels,
             },
             index=pd.Index(self.obs_names, name="cell"),
         )
+        if self.level is not None:
+            df[LEVEL_COLUMN], df[LEVEL_TERM_COLUMN] = self._rolled_up()
+        return df
 
     def to_adata(self, adata: ad.AnnData | None = None) -> ad.AnnData:
         """Write predictions into ``adata`` (the annotated input by default) and return it."""
@@ -93,6 +132,9 @@ class AnnotationResult:
         df = self.to_frame()
         for col in ("predicted_cell_type", "prediction_confidence", "prediction_unknown"):
             target.obs[col] = df[col].to_numpy() if col != "predicted_cell_type" else df[col].values
+        cols = [TERM_COLUMN] + ([LEVEL_COLUMN, LEVEL_TERM_COLUMN] if self.level else [])
+        for col in cols:
+            target.obs[col] = pd.Categorical(df[col].astype(str).to_numpy())
         target.obsm[PROBA_KEY] = self.probabilities.astype(np.float32)
         if self.embeddings is not None and self.embedding_key:
             target.obsm[self.embedding_key] = self.embeddings
@@ -103,10 +145,23 @@ class AnnotationResult:
             "probability_key": PROBA_KEY,
             "unknown_threshold": float(self.threshold),
             "unknown_label": UNKNOWN,
+            **self._ontology_uns(),
         }
         if self.orthology is not None:
             target.uns["cellfoundry"]["species_mapping"] = self.orthology.describe()
         return target
+
+    def _ontology_uns(self) -> dict[str, Any]:
+        """Class terms aligned with ``classes`` (h5ad-safe: no "/" keys, no None)."""
+        m = self.class_terms
+        out: dict[str, Any] = {
+            "class_ontology_term_ids": m.term_ids(self.classes),
+            "class_ontology_term_names": [m.term_name(c) for c in self.classes],
+            "ontology": {"name": "CL", "version": m.ontology_version},
+        }
+        if self.level:
+            out["ontology"]["level"] = self.level
+        return out
 
     def summary(self) -> dict[str, Any]:
         counts = pd.Series(self.display_labels).value_counts()
@@ -125,4 +180,20 @@ class AnnotationResult:
             "species": self.species,
             "orthology": asdict(self.orthology) if self.orthology else None,
             "warnings": list(self.warnings),
+            "ontology": self._ontology_summary(),
         }
+
+    def _ontology_summary(self) -> dict[str, Any]:
+        m = self.class_terms
+        out: dict[str, Any] = {
+            "version": m.ontology_version,
+            "terms": {c: {"id": m.term(c), "name": m.term_name(c)} for c in self.classes},
+            "unmapped": [c for c in self.classes if not m.term(c)],
+        }
+        if self.level:
+            counts = pd.Series(self._rolled_up()[0]).value_counts()
+            names, terms = self._class_rollup()
+            out["level"] = self.level
+            out["rolled_up_counts"] = {str(k): int(v) for k, v in counts.items()}
+            out["rolled_up_terms"] = {n: t for n, t in zip(names, terms, strict=True) if t}
+        return out

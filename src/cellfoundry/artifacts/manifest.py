@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cellfoundry.errors import ModelError
+from cellfoundry.ontology import map_labels
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -74,12 +75,16 @@ class Manifest:
     library_versions: dict[str, str] = field(default_factory=library_versions)
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     extra: dict[str, Any] = field(default_factory=dict)
+    # Cell Ontology term of every class (cellfoundry.ontology.LabelMapping.to_dict())
+    ontology: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def write(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
+        if not self.ontology.get("matches"):
+            self.ontology = map_labels(self.classes).to_dict()
         self.files = {
             p.name: sha256_file(p)
             for p in sorted(folder.iterdir())

@@ -10,6 +10,7 @@ import click
 from cellfoundry.api import annotate, train
 from cellfoundry.data.io import read_data
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
+from cellfoundry.ontology import LabelMapping
 
 
 @click.command("train")
@@ -43,6 +44,12 @@ from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
     help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
     "Non-human genes are mapped to human orthologs.",
 )
+@click.option(
+    "--label-map",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV label,ontology_term_id: Cell Ontology term per class (wins over the automatic mapping).",
+)
 def train_cmd(
     reference: str,
     label_key: str,
@@ -52,6 +59,7 @@ def train_cmd(
     n_features: int,
     checkpoint: str | None = None,
     species: str = "auto",
+    label_map: str | None = None,
 ) -> None:
     """Train a baseline annotator on a labelled REFERENCE."""
     adata = read_data(reference)
@@ -69,6 +77,7 @@ def train_cmd(
         n_features=n_features or None,
         species=species,
         progress=True,
+        label_map=label_map,
         **extra,
     )
     m = model.manifest.metrics
@@ -76,6 +85,7 @@ def train_cmd(
         f"held-out accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m.get('ece', float('nan')):.3f}; "
         f"Unknown threshold {model.threshold:.3f}; {len(model.classes)} classes; saved to {out}"
     )
+    echo_terms(model.ontology)
 
 
 @click.command("annotate")
@@ -107,6 +117,18 @@ def train_cmd(
     help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
     "Non-human genes are mapped to human orthologs.",
 )
+@click.option(
+    "--label-map",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV label,ontology_term_id: Cell Ontology term per class (wins over the automatic mapping).",
+)
+@click.option(
+    "--level",
+    default=None,
+    help='Also report each call at a broader Cell Ontology term: a name or id ("T cell", '
+    '"monocyte", CL:0000236) or "broad" (T/B/NK cell, monocyte, dendritic cell, ...).',
+)
 def annotate_cmd(
     query: str,
     model_dir: str,
@@ -116,6 +138,8 @@ def annotate_cmd(
     min_coverage: float,
     chunk_size: int,
     species: str = "auto",
+    label_map: str | None = None,
+    level: str | None = None,
 ) -> None:
     """Annotate the cells of QUERY with a trained model."""
     if not out and not csv_out:
@@ -129,6 +153,8 @@ def annotate_cmd(
         chunk_size=chunk_size,
         progress=True,
         species=species,
+        label_map=label_map,
+        level=level,
     )
     if csv_out:
         Path(csv_out).parent.mkdir(parents=True, exist_ok=True)
@@ -140,3 +166,15 @@ def annotate_cmd(
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     click.echo(json.dumps(result.summary(), indent=2))
+
+
+def echo_terms(mapping: LabelMapping) -> None:
+    """One line per class on stderr: its Cell Ontology term and how it was found."""
+    click.echo(
+        f"Cell Ontology ({mapping.ontology_version}): {len(mapping.terms)} of "
+        f"{len(mapping.matches)} classes mapped",
+        err=True,
+    )
+    for m in mapping.matches.values():
+        term = f"{m.term_id} {m.term_name}" if m.term_id else "(unmapped)"
+        click.echo(f"  {m.label!r:32} -> {term} [{m.method}]", err=True)

@@ -21,6 +21,7 @@ from cellfoundry.data.prepare import (
     plan_input,
 )
 from cellfoundry.data.report import ValidationReport
+from cellfoundry.ontology import LabelMapping, map_labels
 
 
 @dataclass
@@ -59,6 +60,18 @@ class Annotator(ABC):
     @property
     def threshold(self) -> float:
         return float(self.manifest.unknown_threshold)
+
+    @property
+    def ontology(self) -> LabelMapping:
+        """The Cell Ontology term of every class: as stored at training, else mapped now."""
+        stored = LabelMapping.from_dict(self.manifest.ontology or {})
+        return map_labels(self.classes, base=stored if stored.matches else None)
+
+    def set_label_map(self, label_map: str | Path | dict[str, str] | None) -> LabelMapping:
+        """Map the classes to CL terms (``label_map`` wins) and keep it in the manifest."""
+        mapping = map_labels(self.classes, label_map, base=self.ontology)
+        self.manifest.ontology = mapping.to_dict()
+        return mapping
 
     @abstractmethod
     def predict(

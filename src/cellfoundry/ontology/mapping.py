@@ -204,12 +204,16 @@ def _checked_user_map(
 
 
 def map_labels(
-    classes: Iterable[str], label_map: str | Path | Mapping[str, str] | None = None
+    classes: Iterable[str],
+    label_map: str | Path | Mapping[str, str] | None = None,
+    *,
+    base: LabelMapping | None = None,
 ) -> LabelMapping:
     """Map every class name to a CL term; ``label_map`` (CSV path or dict) wins over all rules.
 
-    Returns a ``LabelMapping``: ``.terms`` ``{class: id}`` of the mapped classes, ``.unmapped``
-    the list of the others, ``.matches`` the method and provenance of each.
+    ``base`` (e.g. the mapping stored with a model) is kept for the classes ``label_map`` does
+    not name. Returns a ``LabelMapping``: ``.terms`` ``{class: id}`` of the mapped classes,
+    ``.unmapped`` the list of the others, ``.matches`` the method and provenance of each.
     """
     cl = cell_ontology()
     if label_map is None:
@@ -229,6 +233,9 @@ def map_labels(
             matches[name] = TermMatch(
                 name, term, cl.labels[term] if term else "", "user", origin or "user mapping"
             )
+            continue
+        if base is not None and name in base.matches:
+            matches[name] = base.matches[name]
             continue
         found = _match(name)
         matches[name] = found or TermMatch(name, "", "", "unmapped", "")

@@ -82,6 +82,22 @@ def is_descendant(term: str | None, of: str | None, *, strict: bool = False) -> 
     return of in cell_ontology().ancestors(term)
 
 
+def consistent_calls(predicted: Iterable[str | None], truth: Iterable[str | None]) -> list[bool]:
+    """Per cell: whether the predicted term is the true term or a descendant of it.
+
+    Empty terms (Unknown calls, unmapped classes) are never consistent. Each distinct pair is
+    checked once, so millions of cells cost little.
+    """
+    cache: dict[tuple[str | None, str | None], bool] = {}
+    out = []
+    for p, t in zip(predicted, truth, strict=True):
+        key = (p, t)
+        if key not in cache:
+            cache[key] = is_descendant(p, t)
+        out.append(cache[key])
+    return out
+
+
 def depth(term: str) -> int:
     """The ``is_a`` distance from the root term ``cell`` (0 for the root itself)."""
     return 0 if term == ROOT else cell_ontology().ancestors(term).get(ROOT, 0)
