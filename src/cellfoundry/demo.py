@@ -60,7 +60,9 @@ def run_demo(work_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     query = adata[te].copy()
     result = annotate(query, work / "model")
     truth = query.obs[DEMO_LABEL_KEY].astype(str).to_numpy()
-    metrics = classification_metrics(truth, result.labels, result.probabilities, result.classes)
+    metrics = classification_metrics(
+        truth, result.labels, result.probabilities, result.classes, threshold=result.threshold
+    )
     return {
         "report": report,
         "model": model,

@@ -12,8 +12,8 @@ import pandas as pd
 from cellfoundry.data.orthologs import OrthologyReport
 from cellfoundry.data.report import Coverage
 from cellfoundry.ontology import LabelMapping, map_labels, roll_up, term_name
+from cellfoundry.stats.labels import UNKNOWN
 
-UNKNOWN = "Unknown"
 PROBA_KEY = "cellfoundry_probabilities"
 TERM_COLUMN = "predicted_cell_type_ontology_term_id"
 LEVEL_COLUMN = "rolled_up_cell_type"

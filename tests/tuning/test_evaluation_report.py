@@ -61,7 +61,16 @@ def test_summary_numbers_match_the_stored_predictions(report) -> None:
     out, _rep = report
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
+    ref_rows = summary[summary.model == "reference"]
+    assert sorted(ref_rows.method) == ["chance", "chance", "majority", "majority"]
+    summary = summary[summary.model != "reference"]
     assert len(summary) == 6 and set(summary["seed"]) == {0, 1}
+    for row in ref_rows.itertuples():
+        truth = pd.read_csv(out / "predictions" / f"logreg_logreg_seed{row.seed}.csv")["true"]
+        share = truth.value_counts(normalize=True)
+        assert row.accuracy == pytest.approx(
+            share.max() if row.method == "majority" else (share**2).sum()
+        )
     for row in summary.itertuples():
         df = pd.read_csv(out / "predictions" / f"{row.model}_{row.method}_seed{row.seed}.csv")
         assert row.accuracy == pytest.approx(
@@ -74,8 +83,14 @@ def test_summary_numbers_match_the_stored_predictions(report) -> None:
             assert (
                 row.trainable_parameters > 0
                 and np.isfinite(row.triplet_loss)
-                and np.isfinite(row.reconstruction_loss)
+                and np.isfinite(row.input_reconstruction_mse)  # the SCimilarity decoder
+                and np.isnan(row.base_embedding_mse)  # a measure defined differently: not mixed in
             )
+        called = df["called"].to_numpy(bool)
+        assert row.coverage == pytest.approx(called.mean())
+        assert row.called_accuracy == pytest.approx(
+            float((df["true"] == df["predicted"])[called].mean())
+        )
     lora = summary[summary.method == "lora"]
     head = summary[summary.method == "head"]
     assert (lora.trainable_parameters.to_numpy() > head.trainable_parameters.to_numpy()).all()
@@ -85,7 +100,12 @@ def test_summary_numbers_match_the_stored_predictions(report) -> None:
     }
     assert len({tuple(v) for v in cells.values()}) == 1
     js = json.loads((out / "report.json").read_text())
-    assert js["summary"] == json.loads(summary.to_json(orient="records"))
+    assert js["summary"] == json.loads(pd.read_csv(out / "summary.csv").to_json(orient="records"))
+    assert js["context"]["macro_f1_over"] == "true labels"
+    # baselines and fine-tunes of one seed fit on the very same cells (their own records)
+    for seed in (0, 1):
+        hashes = {r["train_cells_sha256"] for r in js["runs"] if r["seed"] == seed}
+        assert len(hashes) == 1 and "" not in hashes
     ms = {(r["model"], r["method"]): r for r in js["mean_std"]}
     assert ms[("logreg", "logreg")]["accuracy_mean"] == pytest.approx(
         summary[summary.method == "logreg"].accuracy.mean()

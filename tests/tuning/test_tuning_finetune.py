@@ -39,8 +39,8 @@ def lora_model(adata, tmp_path_factory):
 
 def test_annotate_reproduces_validation_predictions_exactly(adata, lora_model) -> None:
     ann, out = lora_model
-    val = pd.read_csv(out / "validation_predictions.csv", dtype={"cell": str})
-    assert len(val) == ann.manifest.extra["split"]["validation"]
+    val = pd.read_csv(out / "test_predictions.csv", dtype={"cell": str})
+    assert len(val) == ann.manifest.extra["split"]["test"]
     res = cellfoundry.annotate(adata[val["cell"].to_numpy()].copy(), out)
     assert res.model_family == "finetuned"
     assert list(res.labels) == val["predicted"].tolist()
@@ -52,6 +52,36 @@ def test_annotate_reproduces_validation_predictions_exactly(adata, lora_model) -
     assert res.threshold == pytest.approx(ann.manifest.unknown_threshold)
 
 
+def test_stopping_calibration_and_metrics_use_disjoint_held_out_cells(adata, lora_model) -> None:
+    from sklearn.metrics import f1_score
+
+    from cellfoundry.stats.calibration import fit_temperature
+
+    ann, out = lora_model
+    h = ann.holdout
+    parts = [h["train_index"], h["stop_index"], h["calibration_index"], h["index"]]
+    assert all(len(p) for p in parts)
+    assert len(np.unique(np.concatenate(parts))) == sum(map(len, parts)) == adata.n_obs
+    y = np.unique(adata.obs["cell_type"].astype(str), return_inverse=True)[1]
+    # the temperature is the one the calibration cells give, not the test cells
+    _, cal_logits = ann.logits(adata[h["calibration_index"]].copy())
+    assert fit_temperature(cal_logits, y[h["calibration_index"]]) == pytest.approx(
+        ann.manifest.temperature, rel=1e-4
+    )
+    _, test_logits = ann.logits(adata[h["index"]].copy())
+    assert fit_temperature(test_logits, y[h["index"]]) != pytest.approx(
+        ann.manifest.temperature, rel=1e-4
+    )
+    # the stored metrics are the test cells' (scikit-learn on the stored test predictions)
+    val = pd.read_csv(out / "test_predictions.csv", dtype={"cell": str})
+    assert set(val["cell"]) == set(adata.obs_names[h["index"]])
+    assert ann.manifest.metrics["macro_f1"] == pytest.approx(
+        f1_score(val["true"], val["predicted"], average="macro")
+    )
+    # and training never saw them (the hash of the training cells is recorded)
+    assert not set(val["cell"]) & set(adata.obs_names[h["train_index"]])
+
+
 def test_artifact_contents_and_manifest(lora_model) -> None:
     _ann, out = lora_model
     for f in (
@@ -61,7 +91,7 @@ def test_artifact_contents_and_manifest(lora_model) -> None:
         "head.safetensors",
         "base_network.safetensors",
         "genes.txt",
-        "validation_predictions.csv",
+        "test_predictions.csv",
     ):
         assert (out / f).is_file(), f
     m = json.loads((out / "manifest.json").read_text())
@@ -77,7 +107,8 @@ def test_artifact_contents_and_manifest(lora_model) -> None:
     assert m["extra"]["history"] and {
         "train_ce",
         "train_triplet",
-        "train_reconstruction",
+        "train_input_reconstruction_mse",
+        "train_base_embedding_mse",
         "val_macro_f1",
     } <= set(m["extra"]["history"][0])
     tp = m["extra"]["trainable_parameters"]

@@ -16,6 +16,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy.special import softmax
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
@@ -24,7 +25,17 @@ from cellfoundry.data.io import as_anndata
 from cellfoundry.errors import DataError
 from cellfoundry.models.fitting import read_labels
 from cellfoundry.stats.calibration import expected_calibration_error
-from cellfoundry.stats.metrics import classification_metrics, confusion_frame, most_confused
+from cellfoundry.stats.labels import labelled_mask
+from cellfoundry.stats.metrics import (
+    BASE_EMBEDDING,
+    INPUT_RECONSTRUCTION,
+    MACRO_F1_OVER,
+    classification_metrics,
+    confusion_frame,
+    most_confused,
+    reference_rows,
+)
+from cellfoundry.stats.splits import cells_sha256
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +43,24 @@ SUMMARY_COLUMNS = [
     "model",
     "method",
     "seed",
+    "n_cells",
     "accuracy",
     "macro_f1",
     "weighted_f1",
+    "coverage",
+    "called_accuracy",
+    "called_macro_f1",
     "triplet_loss",
-    "reconstruction_loss",
+    INPUT_RECONSTRUCTION,
+    BASE_EMBEDDING,
     "ece",
     "trainable_parameters",
     "train_seconds",
 ]
+LOSS_COLUMNS = ("triplet_loss", INPUT_RECONSTRUCTION, BASE_EMBEDDING)
+# reference rows of every report: computed from each seed's test truth
+REFERENCE_MODEL = "reference"
+DEFAULT_HELDOUT_FRACTION = 0.3
 BASELINES = ("logreg", "knn")
 FINETUNE_METHODS = ("head", "lora", "full")
 UMAP_MAX_CELLS = 3000
@@ -61,12 +81,20 @@ def _split(
     return adata[np.sort(tr)].copy(), adata[np.sort(te)].copy()
 
 
+def _cell_keys(adata: ad.AnnData) -> pd.Index:
+    """Cell identity across files: obs name + number of detected genes (normalisation-invariant)."""
+    x = adata.X
+    nnz = np.diff(x.indptr) if isinstance(x, sp.csr_matrix) else (np.asarray(x) != 0).sum(axis=1)
+    return pd.Index([f"{n}|{int(k)}" for n, k in zip(adata.obs_names, np.ravel(nnz), strict=True)])
+
+
 def _prediction_frame(
     cells: Sequence[str],
     truth: Sequence[str],
     classes: list[str],
     proba: np.ndarray,
     temperature: float,
+    threshold: float,
 ) -> pd.DataFrame:
     raw = uncalibrated(proba, temperature)
     pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
@@ -76,6 +104,7 @@ def _prediction_frame(
             "true": list(truth),
             "predicted": pred,
             "confidence": proba.max(axis=1),
+            "called": proba.max(axis=1) >= threshold,
         }
     )
     for j, c in enumerate(classes):
@@ -97,7 +126,8 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, n
 def metrics_from_file(path: Path) -> dict[str, Any]:
     """Accuracy, macro/weighted-F1 and ECE (before/after temperature) recomputed from a predictions file."""
     df, classes, proba, raw = read_predictions(path)
-    m = classification_metrics(df["true"].tolist(), df["predicted"].tolist())
+    called = df["called"].to_numpy(bool) if "called" in df.columns else None
+    m = classification_metrics(df["true"].tolist(), df["predicted"].tolist(), called=called)
     idx = {c: i for i, c in enumerate(classes)}
     known = df["true"].isin(idx).to_numpy()
     y = np.array([idx[t] for t in df["true"][known]])
@@ -108,13 +138,29 @@ def metrics_from_file(path: Path) -> dict[str, Any]:
     return m
 
 
+def _trained_on(train_ad: ad.AnnData, label_key: str, holdout: dict[str, Any] | None) -> str:
+    """Hash of the cells a model fit on (its own record of training indices into labelled cells)."""
+    if holdout is None or "train_index" not in holdout:
+        return ""
+    kept = train_ad.obs_names[read_labels(train_ad, label_key).keep]
+    return cells_sha256(kept[np.asarray(holdout["train_index"])])
+
+
 def _run_baseline(
-    name: str, train_ad: ad.AnnData, test_ad: ad.AnnData, label_key: str, seed: int
+    name: str,
+    train_ad: ad.AnnData,
+    test_ad: ad.AnnData,
+    label_key: str,
+    seed: int,
+    heldout_fraction: float,
 ) -> dict[str, Any]:
     from cellfoundry.models.registry import annotator_class
 
     t0 = time.perf_counter()
-    model = annotator_class(name).train(train_ad, label_key, seed=seed)  # type: ignore[attr-defined]
+    # no refit on all cells: the baseline fits on exactly the cells the fine-tunes train on
+    model = annotator_class(name).train(  # type: ignore[attr-defined]
+        train_ad, label_key, seed=seed, holdout_fraction=heldout_fraction, refit=False
+    )
     secs = time.perf_counter() - t0
     pred = model.predict(test_ad)
     n_params = (
@@ -128,9 +174,10 @@ def _run_baseline(
         "embeddings": None,
         "train_seconds": secs,
         "trainable_parameters": n_params,
-        "triplet_loss": float("nan"),
-        "reconstruction_loss": float("nan"),
+        **dict.fromkeys(LOSS_COLUMNS, float("nan")),
         "temperature": float(model.manifest.temperature),
+        "threshold": float(model.threshold),
+        "train_cells_sha256": _trained_on(train_ad, label_key, model.holdout),
         "guards": None,
         "random_init": False,
     }
@@ -145,12 +192,21 @@ def _run_finetune(
     seed: int,
     epochs: int,
     options: dict[str, Any],
+    heldout_fraction: float,
 ) -> dict[str, Any]:
     from cellfoundry.tuning.finetune import finetune
 
     t0 = time.perf_counter()
     ann = finetune(
-        train_ad, label_key, model, method, epochs=epochs, seed=seed, progress=False, **options
+        train_ad,
+        label_key,
+        model,
+        method,
+        epochs=epochs,
+        seed=seed,
+        progress=False,
+        val_fraction=heldout_fraction,
+        **options,
     )
     secs = time.perf_counter() - t0
     pred = ann.predict(test_ad)
@@ -164,9 +220,10 @@ def _run_finetune(
         "embeddings": pred.embeddings,
         "train_seconds": secs,
         "trainable_parameters": int(ann.manifest.extra["trainable_parameters"]["trainable"]),
-        "triplet_loss": losses["triplet_loss"],
-        "reconstruction_loss": losses["reconstruction_loss"],
+        **{k: losses[k] for k in LOSS_COLUMNS},
         "temperature": float(ann.manifest.temperature),
+        "threshold": float(ann.threshold),
+        "train_cells_sha256": _trained_on(train_ad, label_key, ann.holdout),
         "guards": ann.manifest.extra["guards"],
         "random_init": bool(ann.manifest.extra["base"]["random_init"]),
         "base": ann.manifest.extra["base"]["name"],
@@ -185,6 +242,7 @@ def evaluate(
     methods: Sequence[str] = ("logreg", "head", "lora"),
     epochs: int = 5,
     test_fraction: float = 0.2,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
     umap: bool = True,
     title: str | None = None,
     finetune_options: dict[str, Any] | None = None,
@@ -192,7 +250,11 @@ def evaluate(
     """Compare ``methods`` over ``seeds`` seeds on the same splits; write the report folder ``out``.
 
     Without ``query`` each seed draws a stratified ``test_fraction`` of the reference as test cells;
-    with ``query`` every method trains on the whole reference and is tested on the query's labels.
+    with ``query`` every method trains on the whole reference and is tested on the query's labelled
+    cells (query cells that are also reference cells are left out). Within the training cells
+    every method holds out the same ``heldout_fraction`` (same seed, same split: early stopping,
+    calibration, test), so baselines and fine-tunes fit on the very same cells; baselines are not
+    refit on the held-out cells. Cells without a true label are dropped, never a "nan" class.
     Returns the content of ``report.json``.
     """
     unknown = [m for m in methods if m not in BASELINES + FINETUNE_METHODS]
@@ -220,14 +282,23 @@ def evaluate(
     fam = str(model) if not Path(str(model)).is_dir() else Path(str(model)).name
     runs: list[dict[str, Any]] = []
     embeddings: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
+    n_overlap = 0
     for seed in range(seeds):
         if q is None:
             train_ad, test_ad = _split(ref, label_key, seed, test_fraction)
         else:
             keep = read_labels(ref, label_key).keep
             train_ad = ref[keep].copy()
-            ql = q.obs[qkey].astype("object")
-            test_ad = q[~ql.isna().to_numpy()].copy()
+            labelled = labelled_mask(q.obs[qkey].to_numpy())
+            seen = _cell_keys(q).isin(_cell_keys(train_ad))
+            n_overlap = int((labelled & seen).sum())
+            test_ad = q[labelled & ~seen].copy()
+            if test_ad.n_obs == 0:
+                raise DataError(
+                    "no labelled query cell is left to test on "
+                    f"({n_overlap} labelled query cells are reference cells)",
+                    "pass a query with labelled cells that are not in the reference",
+                )
             if qkey != label_key:
                 test_ad.obs[label_key] = test_ad.obs[qkey]
         truth = test_ad.obs[label_key].astype(str).tolist()
@@ -235,7 +306,7 @@ def evaluate(
             mname = method if method in BASELINES else fam
             log.info("evaluate: %s / %s, seed %d", mname, method, seed)
             if method in BASELINES:
-                r = _run_baseline(method, train_ad, test_ad, label_key, seed)
+                r = _run_baseline(method, train_ad, test_ad, label_key, seed, heldout_fraction)
             else:
                 r = _run_finetune(
                     model,
@@ -246,10 +317,16 @@ def evaluate(
                     seed,
                     epochs,
                     dict(finetune_options or {}),
+                    heldout_fraction,
                 )
             classes = r["model"].classes
             df = _prediction_frame(
-                test_ad.obs_names.astype(str), truth, classes, r["proba"], r["temperature"]
+                test_ad.obs_names.astype(str),
+                truth,
+                classes,
+                r["proba"],
+                r["temperature"],
+                r["threshold"],
             )
             pfile = outdir / "predictions" / f"{mname}_{method}_seed{seed}.csv"
             df.to_csv(pfile, index=False)
@@ -263,9 +340,10 @@ def evaluate(
                     "file": str(pfile.relative_to(outdir)),
                     "train_seconds": r["train_seconds"],
                     "trainable_parameters": r["trainable_parameters"],
-                    "triplet_loss": r["triplet_loss"],
-                    "reconstruction_loss": r["reconstruction_loss"],
+                    **{k: r[k] for k in LOSS_COLUMNS},
                     "temperature": r["temperature"],
+                    "threshold": r["threshold"],
+                    "train_cells_sha256": r["train_cells_sha256"],
                     "guards": r["guards"],
                     "random_init": r["random_init"],
                     "base": r.get("base"),
@@ -290,6 +368,12 @@ def evaluate(
             if q is None
             else "train on the whole reference, test on the labelled query",
             "test_fraction": test_fraction if q is None else None,
+            "heldout_fraction": heldout_fraction,
+            "query_cells_left_out_as_reference_cells": n_overlap if q is not None else None,
+            "macro_f1_over": MACRO_F1_OVER,
+            "metrics": "accuracy / macro_f1 / weighted_f1: forced choice (most probable class); "
+            "coverage: share not Unknown; called_*: on the called cells only; "
+            "reference rows: majority class and chance",
         },
     )
 
@@ -315,25 +399,24 @@ def write_report(
                 "model": r["model"],
                 "method": r["method"],
                 "seed": r["seed"],
-                "accuracy": m["accuracy"],
-                "macro_f1": m["macro_f1"],
-                "weighted_f1": m["weighted_f1"],
-                "triplet_loss": r["triplet_loss"],
-                "reconstruction_loss": r["reconstruction_loss"],
-                "ece": m["ece"],
+                **{k: m[k] for k in SUMMARY_COLUMNS if k in m},
+                **{k: r[k] for k in LOSS_COLUMNS},
                 "trainable_parameters": r["trainable_parameters"],
                 "train_seconds": r["train_seconds"],
             }
         )
         r["ece_before_temperature"] = m["ece_before_temperature"]
+    rows += _reference_rows(outdir, runs)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     summary.to_csv(outdir / "summary.csv", index=False)
     num = [
         "accuracy",
         "macro_f1",
         "weighted_f1",
-        "triplet_loss",
-        "reconstruction_loss",
+        "coverage",
+        "called_accuracy",
+        "called_macro_f1",
+        *LOSS_COLUMNS,
         "ece",
         "train_seconds",
     ]
@@ -346,6 +429,8 @@ def write_report(
     images: dict[str, list[tuple[str, str]]] = {}
     confusions, per_class, calib = [], [], {}
     for (mname, method), _grp in summary.groupby(["model", "method"], sort=False):
+        if mname == REFERENCE_MODEL:
+            continue
         key = f"{mname}-{method}"
         files = [outdir / r["file"] for r in runs if r["model"] == mname and r["method"] == method]
         frames = [read_predictions(f) for f in files]
@@ -462,6 +547,29 @@ def write_report(
     (outdir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
     (outdir / "report.html").write_text(render_html(report, outdir))
     return report
+
+
+def _reference_rows(outdir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Majority-class and chance rows per seed, from that seed's stored test truth."""
+    out = []
+    for seed in sorted({r["seed"] for r in runs}):
+        first = next(r for r in runs if r["seed"] == seed)
+        truth = read_predictions(outdir / first["file"])[0]["true"].to_numpy()
+        for name, row in reference_rows(truth).items():
+            out.append(
+                {
+                    "model": REFERENCE_MODEL,
+                    "method": name,
+                    "seed": seed,
+                    "n_cells": int(labelled_mask(truth).sum()),
+                    "accuracy": row["accuracy"],
+                    "macro_f1": row["macro_f1"],
+                    "coverage": 1.0,
+                    "called_accuracy": row["accuracy"],
+                    "called_macro_f1": row["macro_f1"],
+                }
+            )
+    return out
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

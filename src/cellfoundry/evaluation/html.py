@@ -74,9 +74,13 @@ def render_html(report: dict[str, Any], outdir: Path) -> str:
             "accuracy",
             "macro_f1",
             "weighted_f1",
+            "coverage",
+            "called_accuracy",
+            "called_macro_f1",
             "ece",
             "triplet_loss",
-            "reconstruction_loss",
+            "input_reconstruction_mse",
+            "base_embedding_mse",
             "train_seconds",
         ):
             mean, std = r.get(f"{k}_mean"), r.get(f"{k}_std")

@@ -1,7 +1,8 @@
 """Shared training procedure for classifiers on a fixed feature space.
 
-Labels are read and checked, a stratified held-out split gives honest metrics, the temperature
-and the Unknown threshold; the final model is then refit on every labelled cell (``refit=True``).
+Labels are read and checked; stratified held-out parts give the temperature and the Unknown
+threshold (calibration part) and honest metrics (test part, used by no choice); the final model is
+then refit on every labelled cell (``refit=True``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from cellfoundry.errors import DataError
@@ -27,6 +27,7 @@ from cellfoundry.stats.calibration import (
     fit_temperature,
 )
 from cellfoundry.stats.metrics import classification_metrics
+from cellfoundry.stats.splits import held_out_split
 
 
 @dataclass
@@ -87,7 +88,7 @@ class FitOutcome:
     temperature: float
     threshold: float
     metrics: dict[str, Any]
-    holdout: dict[str, np.ndarray]  # indices (into kept cells), y, proba
+    holdout: dict[str, np.ndarray]  # test indices (into kept cells), y, proba; train_index
 
 
 def fit_with_holdout(
@@ -103,30 +104,43 @@ def fit_with_holdout(
     reject_correct: float = DEFAULT_REJECT_CORRECT,
     progress: bool = False,
 ) -> FitOutcome:
-    """Fit on a stratified split, calibrate and measure on the held-out part, optionally refit on all."""
-    idx = np.arange(len(y))
-    n_hold = max(round(holdout_fraction * len(y)), len(classes))
-    tr, ho = train_test_split(idx, test_size=n_hold, stratify=y, random_state=seed)
+    """Fit on the training part, calibrate on held-out cells, measure on other held-out cells.
+
+    The split is :func:`cellfoundry.stats.splits.held_out_split` (the one fine-tuning uses, so with
+    the same seed both train on the same cells): temperature and Unknown threshold come from the
+    calibration part, the stored metrics from the test part, which neither choice saw. Baselines
+    have no early stopping; the stop part is left out of the fit so the training cells stay equal.
+    With ``refit`` the final model is then refit on every labelled cell.
+    """
+    split = held_out_split(y, holdout_fraction, seed)
+    tr, ca, te = split.train, split.calibration, split.test
     bar = tqdm(total=3 if refit else 2, desc="training", unit="step", disable=not progress)
     bar.set_postfix_str(f"fit on {len(tr)} cells")
     state = fit(x[tr], y[tr], len(classes), seed)
     bar.update()
-    bar.set_postfix_str(f"calibrate on {len(ho)} held-out cells")
-    scores, are_logits = score(state, x[ho])
-    temperature = fit_temperature(scores, y[ho]) if are_logits else 1.0
+    bar.set_postfix_str(f"calibrate on {len(ca)} held-out cells")
+    cal_scores, are_logits = score(state, x[ca])
+    temperature = fit_temperature(cal_scores, y[ca]) if are_logits else 1.0
+    cal_proba = apply_temperature(cal_scores, temperature) if are_logits else cal_scores
+    threshold = choose_unknown_threshold(cal_proba, y[ca], reject_correct)
+    scores, _ = score(state, x[te])
     proba = apply_temperature(scores, temperature) if are_logits else scores
-    threshold = choose_unknown_threshold(proba, y[ho], reject_correct)
     pred = proba.argmax(axis=1)
-    metrics = classification_metrics([classes[i] for i in y[ho]], [classes[i] for i in pred])
-    metrics["ece"] = expected_calibration_error(proba, y[ho])
+    metrics = classification_metrics(
+        [classes[i] for i in y[te]], [classes[i] for i in pred], proba, classes, threshold=threshold
+    )
+    metrics["ece"] = expected_calibration_error(proba, y[te])
     if are_logits:
         metrics["ece_before_temperature"] = expected_calibration_error(
-            apply_temperature(scores, 1.0), y[ho]
+            apply_temperature(scores, 1.0), y[te]
         )
     metrics["unknown_share"] = float((proba.max(axis=1) < threshold).mean())
     metrics["evaluated_on"] = (
-        f"stratified held-out {len(ho)} of {len(y)} reference cells (seed {seed})"
+        f"stratified held-out test part, {len(te)} of {len(y)} reference cells (seed {seed}); "
+        f"temperature and Unknown threshold from {len(ca)} other held-out cells; "
+        f"fit on {len(tr)} cells"
     )
+    metrics["split"] = split.sizes()
     bar.update()
     if refit:
         bar.set_postfix_str(f"refit on all {len(y)} cells")
@@ -134,5 +148,15 @@ def fit_with_holdout(
         bar.update()
     bar.close()
     return FitOutcome(
-        state, temperature, threshold, metrics, {"index": ho, "y": y[ho], "proba": proba}
+        state,
+        temperature,
+        threshold,
+        metrics,
+        {
+            "index": te,
+            "y": y[te],
+            "proba": proba,
+            "train_index": np.arange(len(y)) if refit else tr,
+            "calibration_index": ca,
+        },
     )

@@ -34,7 +34,12 @@ from cellfoundry.tuning.backbone import (
 from cellfoundry.tuning.heads import ClassifierHead
 from cellfoundry.tuning.loop import embed_cells, head_logits
 from cellfoundry.tuning.lora import load_lora
-from cellfoundry.tuning.losses import embedding_anchor_loss, triplet_loss
+from cellfoundry.tuning.losses import (
+    BASE_EMBEDDING,
+    INPUT_RECONSTRUCTION,
+    mse_batched,
+    triplet_loss_batched,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ NETWORK_FILE = "network.safetensors"
 BASE_FILE = "base_network.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-VALIDATION_FILE = "validation_predictions.csv"
+VALIDATION_FILE = "test_predictions.csv"  # held-out cells no training choice used
 EMBEDDING_KEY = "X_finetuned"
 
 
@@ -122,7 +127,8 @@ class FinetunedAnnotator(Annotator):
         self.head = head
         self.peft_model = peft_model
         self.folder = folder
-        self.validation: Any = None  # DataFrame of validation predictions (set by finetune)
+        self.validation: Any = None  # DataFrame of held-out test predictions (set by finetune)
+        self._base_backbone: Backbone | None = None  # the rebuilt base, cached for base_embeddings
 
     @property
     def method(self) -> str:
@@ -264,39 +270,62 @@ class FinetunedAnnotator(Annotator):
         if self.peft_model is not None:
             with self.peft_model.disable_adapter():
                 return self.embed(adata)
-        base = build_base(self.manifest.extra["base"]["rebuild"], self.backbone.genes, self.folder)
+        base = self._base_backbone
+        if base is None:
+            base = build_base(
+                self.manifest.extra["base"]["rebuild"], self.backbone.genes, self.folder
+            )
+            self._base_backbone = base
         cells = base.tokenize(adata, seed=int(self.manifest.params.get("seed", 0)))
         return embed_cells(base, cells)
 
     @torch.no_grad()
     def losses(
-        self, adata: ad.AnnData, y: np.ndarray, margin: float | None = None
+        self,
+        adata: ad.AnnData,
+        y: np.ndarray,
+        margin: float | None = None,
+        chunk_size: int = 2048,
     ) -> dict[str, float]:
-        """Triplet and reconstruction loss of the adapted encoder on labelled cells (class indices ``y``)."""
+        """Losses of the adapted encoder on labelled cells (class indices ``y``; -1 = not a class).
+
+        Computed chunk by chunk (memory flat in the number of cells): ``triplet_loss`` (semi-hard,
+        over the whole set, see :func:`triplet_loss_batched`) and one reconstruction measure, named
+        by its definition: ``input_reconstruction_mse`` (the decoder's reconstruction of the
+        log-normalised input, per gene; families with a decoder) or ``base_embedding_mse`` (the
+        distance to the frozen base model's embedding, per dimension; the others). The other is NaN.
+        """
         m = float(margin if margin is not None else self.manifest.params.get("margin", 0.1))
-        cells = self.backbone.tokenize(adata, seed=int(self.manifest.params.get("seed", 0)))
-        emb = embed_cells(self.backbone, cells)
-        keep = np.asarray(y) >= 0
-        trip = float(
-            triplet_loss(torch.from_numpy(emb[keep]), torch.from_numpy(np.asarray(y)[keep]), m)
-        )
-        recon_sum, n = 0.0, 0
-        for s in range(0, len(cells), 256):
-            batch = self.backbone.collate(cells[s : s + 256])
-            r = self.backbone.reconstruction_loss(batch, torch.from_numpy(emb[s : s + 256]))
-            if r is None:
-                break
-            recon_sum += float(r) * len(cells[s : s + 256])
-            n += len(cells[s : s + 256])
-        if n:
-            recon = recon_sum / n
-        else:
-            recon = float(
-                embedding_anchor_loss(
-                    torch.from_numpy(emb), torch.from_numpy(self.base_embeddings(adata))
+        seed = int(self.manifest.params.get("seed", 0))
+        embs: list[np.ndarray] = []
+        sums = {INPUT_RECONSTRUCTION: 0.0, BASE_EMBEDDING: 0.0}
+        counts = {INPUT_RECONSTRUCTION: 0, BASE_EMBEDDING: 0}
+        for s in range(0, adata.n_obs, chunk_size):
+            part = adata[s : s + chunk_size]
+            part = part.to_memory() if part.isbacked else part.copy()
+            cells = self.backbone.tokenize(part, seed=seed)
+            emb = embed_cells(self.backbone, cells)
+            embs.append(emb)
+            decoded = True
+            for b in range(0, len(cells), 256):
+                r = self.backbone.reconstruction_loss(
+                    self.backbone.collate(cells[b : b + 256]), torch.from_numpy(emb[b : b + 256])
                 )
-            )
-        return {"triplet_loss": trip, "reconstruction_loss": recon}
+                if r is None:
+                    decoded = False
+                    break
+                k = len(cells[b : b + 256])
+                sums[INPUT_RECONSTRUCTION] += float(r) * k
+                counts[INPUT_RECONSTRUCTION] += k
+            if not decoded:
+                base = self.base_embeddings(part)
+                sums[BASE_EMBEDDING] += mse_batched(emb, base) * len(emb)
+                counts[BASE_EMBEDDING] += len(emb)
+        emb_all = np.concatenate(embs) if embs else np.zeros((0, 1), np.float32)
+        keep = np.asarray(y) >= 0
+        trip = triplet_loss_batched(emb_all[keep], np.asarray(y)[keep], m)
+        out = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
+        return {"triplet_loss": trip} | out
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder)

@@ -28,6 +28,7 @@ from cellfoundry.stats.calibration import (
     fit_temperature,
 )
 from cellfoundry.stats.metrics import classification_metrics
+from cellfoundry.stats.splits import cells_sha256, held_out_split
 from cellfoundry.tuning.annotator import BASE_FILE, FinetunedAnnotator
 from cellfoundry.tuning.backbone import (
     SCIMILARITY_SIZES,
@@ -271,7 +272,7 @@ def finetune(
     batch_size: int = 64,
     lr: float | None = None,
     patience: int = 3,
-    val_fraction: float = 0.2,
+    val_fraction: float = 0.3,
     class_weighted: bool = False,
     head_hidden: int = 0,
     margin: float = 0.1,
@@ -288,6 +289,8 @@ def finetune(
     a registered checkpoint name, a checkpoint folder, or a cellfoundry artifact folder.
     ``method``: ``head`` (frozen encoder + head), ``lora`` (PEFT adapters + head) or ``full``.
     Losses: cross-entropy + ``triplet_weight`` x semi-hard triplet + ``recon_weight`` x reconstruction.
+    ``val_fraction`` of the labelled cells is held out, in three equal stratified parts: early
+    stopping, calibration (temperature and Unknown threshold), and the stored test metrics.
     """
     if method not in METHODS:
         raise DataError(
@@ -375,26 +378,37 @@ def finetune(
     net_count = count_parameters(bb.network)
     trainable = head_count.trainable + net_count.trainable
     total = head_count.total + net_count.total
-    res = train(bb, cells, y, n_classes, cfg)
-    va = res.val_index
-    val_cells = [cells[i] for i in va]
-    val_emb = embed_cells(bb, val_cells, cfg.eval_batch_size)
+    # early stopping, calibration and the stored metrics each use their own held-out cells
+    split = held_out_split(y, val_fraction, seed)
+    res = train(bb, cells, y, n_classes, cfg, split=(split.train, split.stop))
+    ca, va = split.calibration, split.test
+    cal_logits = head_logits(res.head, embed_cells(bb, [cells[i] for i in ca], cfg.eval_batch_size))
+    temperature = fit_temperature(cal_logits, y[ca])
+    threshold = choose_unknown_threshold(apply_temperature(cal_logits, temperature), y[ca])
+    val_emb = embed_cells(bb, [cells[i] for i in va], cfg.eval_batch_size)
     logits = head_logits(res.head, val_emb)
-    temperature = fit_temperature(logits, y[va])
     proba = apply_temperature(logits, temperature)
-    threshold = choose_unknown_threshold(proba, y[va])
     pred = proba.argmax(axis=1)
     guards = run_guards(val_emb, res.base_embeddings[va], pred, y[va], method)
     cls_names = labels.classes
-    metrics = classification_metrics([cls_names[i] for i in y[va]], [cls_names[i] for i in pred])
+    metrics = classification_metrics(
+        [cls_names[i] for i in y[va]],
+        [cls_names[i] for i in pred],
+        proba,
+        cls_names,
+        threshold=threshold,
+    )
     metrics["ece"] = expected_calibration_error(proba, y[va])
     metrics["ece_before_temperature"] = expected_calibration_error(
         apply_temperature(logits, 1.0), y[va]
     )
     metrics["unknown_share"] = float((proba.max(axis=1) < threshold).mean())
     metrics["evaluated_on"] = (
-        f"stratified validation {len(va)} of {len(y)} reference cells (seed {seed})"
+        f"stratified held-out test part, {len(va)} of {len(y)} reference cells (seed {seed}); "
+        f"early stopping on {len(split.stop)} and temperature / Unknown threshold on "
+        f"{len(ca)} other held-out cells; trained on {len(split.train)} cells"
     )
+    metrics["split"] = split.sizes()
     metrics["success"] = guards.success
     counts = np.bincount(y, minlength=n_classes)
     params: dict[str, Any] = cfg.to_dict() | {
@@ -436,7 +450,7 @@ def finetune(
         "best_epoch": res.best_epoch,
         "stopped_early": res.stopped_early,
         "train_seconds": res.train_seconds,
-        "split": {"train": len(res.train_index), "validation": len(va), "seed": seed},
+        "split": split.sizes() | {"seed": seed},
         "seeds": {"split": seed, "torch": seed, "numpy": seed},
     }
     manifest = Manifest(
@@ -463,6 +477,7 @@ def finetune(
             "class_counts": {c: int(n) for c, n in zip(cls_names, counts, strict=True)},
             "data_sha256": _cells_sha256(cells, y),
             "validation_fraction": val_fraction,
+            "train_cells_sha256": cells_sha256(sub.obs_names[split.train]),
         },
         extra=extra,
     )
@@ -472,7 +487,7 @@ def finetune(
 
         ann._base_state = load_file(str(base_file))  # type: ignore[attr-defined]
     shutil.rmtree(tmp, ignore_errors=True)
-    # validation predictions through the very path `annotate` uses
+    # held-out test predictions through the very path `annotate` uses
     val_adata = sub[va].copy()
     vp = ann.predict(val_adata)
     vpred = vp.probabilities.argmax(axis=1)
@@ -487,15 +502,19 @@ def finetune(
     )
     if not np.array_equal(vpred, pred):
         log.warning(
-            "validation predictions through annotate() differ from the training loop's on %d cells",
+            "test predictions through annotate() differ from the training loop's on %d cells",
             int((vpred != pred).sum()),
         )
     losses = ann.losses(val_adata, y[va], margin)
-    manifest.metrics |= {
-        "validation_triplet_loss": losses["triplet_loss"],
-        "validation_reconstruction_loss": losses["reconstruction_loss"],
+    manifest.metrics |= {f"test_{k}": v for k, v in losses.items()}
+    ann.holdout = {
+        "index": va,
+        "y": y[va],
+        "proba": vp.probabilities,
+        "train_index": split.train,
+        "stop_index": split.stop,
+        "calibration_index": ca,
     }
-    ann.holdout = {"index": va, "y": y[va], "proba": vp.probabilities}
     if random_msg:
         log.warning(random_msg)
     if out is not None:

@@ -21,7 +21,9 @@ from cellfoundry.errors import DataError
 from cellfoundry.tuning.backbone import Backbone
 from cellfoundry.tuning.heads import ClassifierHead
 from cellfoundry.tuning.losses import (
+    BASE_EMBEDDING,
     DEFAULT_MARGIN,
+    INPUT_RECONSTRUCTION,
     class_weights,
     cross_entropy,
     embedding_anchor_loss,
@@ -182,12 +184,14 @@ def train(
     cfg: TrainConfig,
     *,
     base_embeddings: np.ndarray | None = None,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train ``backbone`` (per ``cfg.method``) and a head on labelled cells; restore the best epoch.
 
     ``method='head'`` trains only the head on cached frozen embeddings; ``'lora'`` trains the LoRA
     parameters already attached to ``backbone.network`` (base frozen, network kept in evaluation
     mode so BatchNorm statistics and dropout do not alter the base); ``'full'`` trains everything.
+    ``split``: (training, early-stopping) indices; else a stratified ``cfg.val_fraction`` split.
     """
     if cfg.method not in METHODS:
         raise DataError(
@@ -195,7 +199,7 @@ def train(
         )
     seed_everything(cfg.seed)
     y = np.asarray(y, dtype=np.int64)
-    tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
+    tr, va = split if split is not None else stratified_split(y, cfg.val_fraction, cfg.seed)
     t0 = time.perf_counter()
     base = (
         base_embeddings
@@ -242,19 +246,22 @@ def train(
     for epoch in range(1, cfg.epochs + 1):
         head.train()
         backbone.network.train(cfg.method == "full")
-        sums = {"ce": 0.0, "triplet": 0.0, "reconstruction": 0.0, "total": 0.0}
+        sums = {"ce": 0.0, "triplet": 0.0, INPUT_RECONSTRUCTION: 0.0, BASE_EMBEDDING: 0.0}
+        sums["total"] = 0.0
         n_seen = 0
         for idx in _batches(tr, cfg.batch_size, gen):
             yb = y_t[idx]
             if cfg.method == "head":
                 emb = base_t[idx]
-                recon = None
+                recon, recon_kind = None, INPUT_RECONSTRUCTION
             else:
                 batch = backbone.collate([cells[i] for i in idx])
                 emb = backbone.embed(batch)
                 recon = backbone.reconstruction_loss(batch, emb) if cfg.recon_weight else None
+                recon_kind = INPUT_RECONSTRUCTION
                 if recon is None and cfg.recon_weight:
                     recon = embedding_anchor_loss(emb, base_t[idx])
+                    recon_kind = BASE_EMBEDDING
             ce = cross_entropy(head(emb), yb, weights)
             trip = (
                 triplet_loss(emb, yb, cfg.margin)
@@ -274,7 +281,8 @@ def train(
             n_seen += k
             sums["ce"] += ce.item() * k
             sums["triplet"] += trip.item() * k if trip is not None else 0.0
-            sums["reconstruction"] += recon.item() * k if recon is not None else 0.0
+            if recon is not None:
+                sums[recon_kind] += recon.item() * k
             sums["total"] += loss.item() * k
         row = {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
         # validation
@@ -293,11 +301,13 @@ def train(
         }
         history.append(row)
         log.info(
-            "epoch %d: ce %.4f triplet %.4f reconstruction %.4f total %.4f | val macro-F1 %.4f",
+            "epoch %d: ce %.4f triplet %.4f input-reconstruction %.4f base-embedding %.4f "
+            "total %.4f | early-stopping macro-F1 %.4f",
             epoch,
             row["train_ce"],
             row["train_triplet"],
-            row["train_reconstruction"],
+            row[f"train_{INPUT_RECONSTRUCTION}"],
+            row[f"train_{BASE_EMBEDDING}"],
             row["train_total"],
             f1,
         )

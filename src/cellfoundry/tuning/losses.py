@@ -21,6 +21,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cellfoundry.stats.metrics import BASE_EMBEDDING, INPUT_RECONSTRUCTION
+
+__all__ = [
+    "BASE_EMBEDDING",
+    "INPUT_RECONSTRUCTION",
+    "class_weights",
+    "cross_entropy",
+    "embedding_anchor_loss",
+    "input_reconstruction_loss",
+    "mine_semi_hard",
+    "mse_batched",
+    "pairwise_distances",
+    "triplet_loss",
+    "triplet_loss_batched",
+]
+
 DEFAULT_MARGIN = 0.1
 
 
@@ -113,3 +129,64 @@ def embedding_anchor_loss(emb: torch.Tensor, base_emb: torch.Tensor) -> torch.Te
 def input_reconstruction_loss(reconstruction: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Decoder reconstruction of the log-normalised input: mean squared error per gene."""
     return F.mse_loss(reconstruction, x)
+
+
+@torch.no_grad()
+def triplet_loss_batched(
+    emb: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    margin: float = DEFAULT_MARGIN,
+    chunk_elements: int = 4_000_000,
+) -> float:
+    """:func:`triplet_loss` over a whole set without its ``pairs x n`` memory (evaluation only).
+
+    The same semi-hard mining, anchor chunk by anchor chunk: for each anchor the negatives'
+    distances are sorted once, and each positive's negative is found by binary search (the
+    closest negative strictly farther than the positive, else the farthest). Memory is
+    ``O(chunk x n)`` with ``chunk x n <= chunk_elements``; the value equals the full loss.
+    """
+    e = torch.as_tensor(np.asarray(emb) if not isinstance(emb, torch.Tensor) else emb).float()
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    n = len(y)
+    if n < 3:
+        return 0.0
+    z = F.normalize(e, p=2, dim=1)
+    step = max(1, chunk_elements // n)
+    total, count = 0.0, 0
+    cols = torch.arange(n)
+    for s in range(0, n, step):
+        rows = torch.arange(s, min(s + step, n))
+        sq = (2.0 - 2.0 * (z[rows] @ z.T)).clamp_min(0.0)
+        d = torch.sqrt(sq + 1e-12) * (sq > 0)
+        same = y[rows][:, None] == y[None, :]
+        pos = same & (rows[:, None] != cols[None, :])
+        neg_sorted, _ = torch.sort(torch.where(same, torch.full_like(d, float("inf")), d), dim=1)
+        n_neg = (~same).sum(dim=1)
+        ok = n_neg > 0
+        if not ok.any():
+            continue
+        d, pos, neg_sorted, n_neg = d[ok], pos[ok], neg_sorted[ok], n_neg[ok]
+        first_farther = torch.searchsorted(neg_sorted.contiguous(), d.contiguous(), right=True)
+        farthest = (n_neg - 1)[:, None].expand_as(first_farther)
+        pick = torch.where(first_farther < n_neg[:, None], first_farther, farthest)
+        d_an = torch.gather(neg_sorted, 1, pick)
+        terms = F.relu(d - d_an + margin)[pos]
+        total += float(terms.double().sum())
+        count += int(pos.sum())
+    return total / count if count else 0.0
+
+
+@torch.no_grad()
+def mse_batched(
+    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, batch_size: int = 4096
+) -> float:
+    """Mean squared error per element of two equally shaped arrays, in row batches."""
+    ta, tb = torch.as_tensor(a), torch.as_tensor(b)
+    if len(ta) == 0:
+        return float("nan")
+    total = 0.0
+    for s in range(0, len(ta), batch_size):
+        total += float(
+            ((ta[s : s + batch_size].double() - tb[s : s + batch_size].double()) ** 2).sum()
+        )
+    return total / ta.numel()
