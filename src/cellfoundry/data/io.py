@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import anndata as ad
@@ -77,10 +76,19 @@ def read_data(
 
 def _refuse_outside_references(path: Path) -> None:
     """Refuse HDF5 external storage, external/soft links and virtual datasets (reads no data)."""
+    import h5py
+
     from cellfoundry.data.untrusted.hdf5 import check_hdf5
 
-    with contextlib.suppress(OSError):  # not HDF5 at all: the reader below says so
+    if not h5py.is_hdf5(path):  # not HDF5 at all: the reader below says so
+        return
+    try:
         check_hdf5(path)
+    except OSError as exc:
+        raise DataError(
+            f"could not check the HDF5 structure of {path.name} ({type(exc).__name__})",
+            "check that the file is complete and not being written to",
+        ) from None
 
 
 def _read_table(path: Path, sep: str, genes_by_cells: bool) -> ad.AnnData:

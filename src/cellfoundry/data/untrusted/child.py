@@ -19,9 +19,21 @@ def main() -> int:
     os.dup2(2, 1)
     path = Path(".")
     request: Any = None
+    try:  # import the readers before the request comes (a spare child waits here, ready)
+        import cellfoundry.data.io
+        import cellfoundry.data.report
+        import cellfoundry.data.untrusted.structure  # noqa: F401
+        from cellfoundry.data.genes import gene_table
+
+        gene_table()
+        ready = True
+    except MemoryError:
+        ready = False
     try:
         request = json.load(sys.stdin)
         path = Path(request["path"])
+        if not ready:
+            raise MemoryError
         answer = _open(path, request)
     except MemoryError:
         limit = request.get("limits", {}).get("memory_mb") if isinstance(request, dict) else None

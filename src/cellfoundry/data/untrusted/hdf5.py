@@ -57,7 +57,7 @@ def check_hdf5(path: str | Path, limits: IntakeLimits | None = None) -> Hdf5Fact
     Raises :class:`UnsafeFileError` (nothing outside the file may be read) or
     :class:`FileLimitError` (the file declares more than ``limits`` allow).
     """
-    with h5py.File(path, "r", locking=False) as f:  # OSError: not an HDF5 file
+    with h5py.File(path, "r") as f:  # OSError: not an HDF5 file
         try:
             return _walk(f, limits)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
