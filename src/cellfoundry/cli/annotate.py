@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -11,6 +10,7 @@ from cellfoundry.api import annotate, train
 from cellfoundry.data.io import read_data
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.ontology import LabelMapping
+from cellfoundry.outputs import table_format, write_annotated_h5ad, write_predictions
 
 
 @click.command("train")
@@ -97,7 +97,18 @@ def train_cmd(
     type=click.Path(exists=True),
     help="A trained model folder.",
 )
-@click.option("--out", type=click.Path(), help="Output .h5ad with the prediction columns in obs.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="OUT.h5ad: the input plus the predictions (obs, obsm, uns); an .h5ad input's matrices are "
+    "copied as bytes, never loaded. OUT.csv / .tsv / .parquet: the predictions table only.",
+)
+@click.option(
+    "--predictions",
+    "table_out",
+    type=click.Path(dir_okay=False),
+    help="Also (or only) write the per-cell predictions as a table: .csv, .tsv or .parquet.",
+)
 @click.option("--csv", "csv_out", type=click.Path(), help="Also write a per-cell table as CSV.")
 @click.option(
     "--threshold", type=float, default=None, help="Override the model's Unknown threshold."
@@ -109,7 +120,13 @@ def train_cmd(
     show_default=True,
     help="Refuse when fewer of the model's genes are present.",
 )
-@click.option("--chunk-size", type=int, default=10_000, show_default=True)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Cells read and predicted at a time (memory holds one chunk).",
+)
 @click.option(
     "--species",
     default="auto",
@@ -133,6 +150,7 @@ def annotate_cmd(
     query: str,
     model_dir: str,
     out: str | None,
+    table_out: str | None,
     csv_out: str | None,
     threshold: float | None,
     min_coverage: float,
@@ -142,9 +160,27 @@ def annotate_cmd(
     level: str | None = None,
 ) -> None:
     """Annotate the cells of QUERY with a trained model."""
-    if not out and not csv_out:
-        raise click.UsageError("give --out OUT.h5ad and/or --csv OUT.csv")
-    adata = read_data(query, backed=query.endswith(".h5ad"))
+    if not out and not csv_out and not table_out:
+        raise click.UsageError(
+            "give --out OUT.h5ad (annotated copy) or --out / --predictions OUT.csv|OUT.parquet"
+        )
+    tables: list[tuple[str, str | None]] = [(table_out, None)] if table_out else []
+    if csv_out:
+        tables.append((csv_out, "csv"))
+    if out and table_format(out) is not None:
+        tables.insert(0, (out, None))
+        out = None
+    elif out and not out.lower().endswith(".h5ad"):
+        raise click.BadParameter(
+            f"{out}: end it with .h5ad (annotated data) or .csv/.tsv/.parquet (predictions only)",
+            param_hint="--out",
+        )
+    if table_out and table_format(table_out) is None:
+        raise click.BadParameter(
+            f"{table_out}: end it with .csv, .tsv or .parquet", param_hint="--predictions"
+        )
+    is_h5ad = query.lower().endswith(".h5ad")
+    adata = read_data(query, backed=is_h5ad)
     result = annotate(
         adata,
         model_dir,
@@ -156,13 +192,10 @@ def annotate_cmd(
         label_map=label_map,
         level=level,
     )
-    if csv_out:
-        Path(csv_out).parent.mkdir(parents=True, exist_ok=True)
-        result.to_frame().to_csv(csv_out)
+    for path, fmt in tables:
+        write_predictions(result, path, fmt=fmt)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        annotated = result.to_adata(adata)
-        annotated.write_h5ad(out, compression="gzip")
+        write_annotated_h5ad(result, out, source=query if is_h5ad else None)
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     click.echo(json.dumps(result.summary(), indent=2))

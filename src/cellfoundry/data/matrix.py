@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from anndata.abc import CSRDataset
 
 MatrixKind = Literal[
     "raw_counts", "noninteger_counts", "log_normalized", "scaled", "empty", "invalid"
@@ -78,12 +80,36 @@ def _to_csr(block: Any) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(block))
 
 
+def _read_backed_csr(m: CSRDataset, start: int, stop: int) -> sp.csr_matrix:
+    """Rows of a CSR matrix in an HDF5 file, read straight from its three datasets (no decoding
+    of anything outside ``start:stop``; about 2x faster than anndata's backed slicing)."""
+    group = m.group
+    indptr = np.asarray(group["indptr"][start : stop + 1], dtype=np.int64)
+    lo, hi = int(indptr[0]), int(indptr[-1])
+    data_ds, index_ds = group["data"], group["indices"]
+    data = np.empty(hi - lo, dtype=data_ds.dtype)
+    indices = np.empty(hi - lo, dtype=index_ds.dtype)
+    if hi > lo:
+        data_ds.read_direct(data, np.s_[lo:hi])
+        index_ds.read_direct(indices, np.s_[lo:hi])
+    indptr -= lo
+    out = sp.csr_matrix((stop - start, int(m.shape[1])), dtype=data.dtype)
+    # one index dtype for indices and indptr (a chunk's nnz fits int32 unless indices are int64)
+    idx_dtype = np.int32 if indices.dtype == np.int32 and hi - lo < 2**31 else np.int64
+    out.data, out.indices = data, indices.astype(idx_dtype, copy=False)
+    out.indptr = indptr.astype(idx_dtype, copy=False)
+    return out
+
+
 def read_rows(adata: ad.AnnData, source: str, start: int, stop: int) -> sp.csr_matrix:
     """Rows ``start:stop`` of a matrix as CSR (works for in-memory and backed data).
 
     In-memory CSR rows are returned as a view (no copy); callers must not modify them.
+    Backed CSR rows are read directly from the file's datasets, one row range at a time.
     """
     m = get_matrix(adata, source)
+    if isinstance(m, CSRDataset) and isinstance(getattr(m, "group", None), h5py.Group):
+        return _read_backed_csr(m, start, stop)
     if isinstance(m, sp.csr_matrix | sp.csr_array):
         lo, hi = m.indptr[start], m.indptr[stop]
         view = sp.csr_matrix((stop - start, m.shape[1]), dtype=m.dtype)

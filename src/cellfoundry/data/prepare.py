@@ -106,12 +106,12 @@ def select_columns(x: sp.csr_matrix, plan: InputPlan) -> sp.csr_matrix:
     """Cells x source genes -> cells x model genes (absent genes are zero columns). New matrix."""
     if (plan.column_map == -2).any():  # a source gene serves two model genes: general path
         return (x @ plan.selector).tocsr()
-    target = plan.column_map[x.indices]
-    kept = np.flatnonzero(target >= 0)
+    # a byte mask gathered per stored value, the int64 map only for the kept ones (less traffic)
+    kept = np.flatnonzero((plan.column_map >= 0)[x.indices])
     indptr = np.searchsorted(kept, x.indptr)  # kept entries before each row start
     # indices stay in source order within a row (unsorted in target order; valid CSR)
     return sp.csr_matrix(
-        (x.data[kept], target[kept], indptr),
+        (x.data[kept], plan.column_map[x.indices[kept]], indptr),
         shape=(x.shape[0], len(plan.alignment.target)),
     )
 
