@@ -12,7 +12,14 @@ from cellfoundry.data.io import as_anndata
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.data.species import to_human_space
-from cellfoundry.models.base import Annotator
+from cellfoundry.models.base import Annotator, GenePanel
+from cellfoundry.models.baselines.common import StateAnnotator
+from cellfoundry.models.baselines.refit import (
+    DEFAULT_REFIT_BELOW,
+    REFERENCE_FILE_KEY,
+    predict_with_panel,
+    reference_record,
+)
 from cellfoundry.models.registry import annotator_class, family_info, load_model
 from cellfoundry.ontology import level_terms, map_labels, read_label_map
 from cellfoundry.result import AnnotationResult
@@ -59,6 +66,9 @@ def train(
     ref, _ = to_human_space(as_anndata(reference), species)
     fitted: Annotator = trainer(ref, label_key, **params)
     fitted.set_label_map(label_map)
+    if isinstance(reference, str | Path) and Path(reference).is_file():
+        # a query that lacks many model genes can then refit on the shared genes (if unchanged)
+        fitted.manifest.training[REFERENCE_FILE_KEY] = reference_record(reference)
     if out is not None:
         fitted.save(out)
     return fitted
@@ -75,6 +85,8 @@ def annotate(
     species: str | None = None,
     label_map: str | Path | dict[str, str] | None = None,
     level: str | None = None,
+    reference: ad.AnnData | str | Path | None = None,
+    refit_below: float = DEFAULT_REFIT_BELOW,
 ) -> AnnotationResult:
     """Annotate every cell of ``data`` with a trained model (an artifact folder or an Annotator).
 
@@ -84,6 +96,11 @@ def annotate(
     ``label_map`` overrides the model's Cell Ontology terms for the classes it names; ``level``
     (a CL term id or name such as "T cell", or "broad") also reports every call rolled up to
     that broader term.
+
+    For a baseline, model genes missing from the query are unobserved (reference mean); when
+    fewer than ``refit_below`` of them are present and the labelled ``reference`` is at hand
+    (given, or recorded in the model's manifest and unchanged), the baseline is refit on the genes
+    shared by reference and query. ``result.gene_panel`` says which mode was used.
     """
     if level is not None:
         level_terms(level)  # an unknown level fails before the annotation, not after
@@ -91,13 +108,29 @@ def annotate(
     terms = map_labels(annotator.classes, label_map, base=annotator.ontology)
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
     human, report = to_human_space(adata, species, chunk_size=chunk_size)
-    pred = annotator.predict(
-        human,
-        report=report,
-        chunk_size=chunk_size,
-        min_coverage=min_coverage,
-        progress=progress,
-    )
+    if isinstance(annotator, StateAnnotator):
+        pred, annotator = predict_with_panel(
+            annotator,
+            human,
+            report=report,
+            reference=reference,
+            refit_below=refit_below,
+            min_coverage=min_coverage,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+    else:
+        pred = annotator.predict(
+            human,
+            report=report,
+            chunk_size=chunk_size,
+            min_coverage=min_coverage,
+            progress=progress,
+        )
+    panel = pred.gene_panel
+    if panel is None and pred.plan is not None:
+        cov = pred.plan.coverage
+        panel = GenePanel.from_coverage(cov.n_target, cov.n_present, "family_default")
     return AnnotationResult(
         obs_names=adata.obs_names.copy(),
         classes=annotator.classes,
@@ -115,4 +148,5 @@ def annotate(
         adata=adata,
         ontology=terms,
         level=level,
+        gene_panel=panel,
     )

@@ -11,6 +11,7 @@ import pandas as pd
 
 from cellfoundry.data.orthologs import OrthologyReport
 from cellfoundry.data.report import Coverage
+from cellfoundry.models.base import GenePanel
 from cellfoundry.ontology import LabelMapping, map_labels, roll_up, term_name
 from cellfoundry.stats.labels import UNKNOWN
 
@@ -40,6 +41,12 @@ class AnnotationResult:
     adata: ad.AnnData | None = field(default=None, repr=False)
     ontology: LabelMapping | None = None  # class -> CL term; mapped from the names when None
     level: str | None = None  # report also at this broader CL term (roll-up), e.g. "T cell"
+    gene_panel: GenePanel | None = None  # coverage and mode: all genes / unobserved / refit
+
+    @property
+    def gene_panel_mode(self) -> str | None:
+        """``all_genes``, ``unobserved``, ``refit`` or ``family_default`` (see GenePanel)."""
+        return None if self.gene_panel is None else self.gene_panel.mode
 
     @property
     def n_cells(self) -> int:
@@ -149,6 +156,9 @@ class AnnotationResult:
         }
         if self.orthology is not None:
             target.uns["cellfoundry"]["species_mapping"] = self.orthology.describe()
+        if self.gene_panel is not None:
+            target.uns["cellfoundry"]["gene_panel_mode"] = self.gene_panel.mode
+            target.uns["cellfoundry"]["gene_panel"] = self.gene_panel.to_dict()
         return target
 
     def _ontology_uns(self) -> dict[str, Any]:
@@ -179,6 +189,8 @@ class AnnotationResult:
             "gene_mapping": self.gene_mapping,
             "species": self.species,
             "orthology": asdict(self.orthology) if self.orthology else None,
+            "gene_panel_mode": self.gene_panel_mode,
+            "gene_panel": None if self.gene_panel is None else self.gene_panel.to_dict(),
             "warnings": list(self.warnings),
             "ontology": self._ontology_summary(),
         }

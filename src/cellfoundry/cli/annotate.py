@@ -9,6 +9,7 @@ import click
 from cellfoundry.api import annotate, train
 from cellfoundry.data.io import read_data
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
+from cellfoundry.models.baselines.refit import DEFAULT_REFIT_BELOW
 from cellfoundry.ontology import LabelMapping
 from cellfoundry.outputs import table_format, write_annotated_h5ad, write_predictions
 
@@ -118,7 +119,8 @@ def train_cmd(
     type=float,
     default=DEFAULT_MIN_COVERAGE,
     show_default=True,
-    help="Refuse when fewer of the model's genes are present.",
+    help="Refuse when fewer of the model's genes are present. At the default each family keeps "
+    "its own minimum (baselines: 5 % of their genes and 100 genes).",
 )
 @click.option(
     "--chunk-size",
@@ -146,6 +148,21 @@ def train_cmd(
     help='Also report each call at a broader Cell Ontology term: a name or id ("T cell", '
     '"monocyte", CL:0000236) or "broad" (T/B/NK cell, monocyte, dendritic cell, ...).',
 )
+@click.option(
+    "--reference",
+    type=click.Path(exists=True),
+    default=None,
+    help="Labelled reference the baseline was trained on: when the query lacks many model genes, "
+    "the model is refit on the genes shared by reference and query (default: the reference file "
+    "recorded in the model, if unchanged).",
+)
+@click.option(
+    "--refit-below",
+    type=float,
+    default=DEFAULT_REFIT_BELOW,
+    show_default=True,
+    help="Refit a baseline when fewer than this share of its genes are in the query.",
+)
 def annotate_cmd(
     query: str,
     model_dir: str,
@@ -158,6 +175,8 @@ def annotate_cmd(
     species: str = "auto",
     label_map: str | None = None,
     level: str | None = None,
+    reference: str | None = None,
+    refit_below: float = DEFAULT_REFIT_BELOW,
 ) -> None:
     """Annotate the cells of QUERY with a trained model."""
     if not out and not csv_out and not table_out:
@@ -191,6 +210,8 @@ def annotate_cmd(
         species=species,
         label_map=label_map,
         level=level,
+        reference=reference,
+        refit_below=refit_below,
     )
     for path, fmt in tables:
         write_predictions(result, path, fmt=fmt)
@@ -198,6 +219,8 @@ def annotate_cmd(
         write_annotated_h5ad(result, out, source=query if is_h5ad else None)
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
+    if result.gene_panel is not None:
+        click.echo(f"genes: {result.gene_panel.mode}: {result.gene_panel.description}", err=True)
     click.echo(json.dumps(result.summary(), indent=2))
 
 

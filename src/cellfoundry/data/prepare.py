@@ -48,12 +48,17 @@ class InputPlan:
     column_map: np.ndarray  # per source gene: target column, -1 unused, -2 shared
 
     @property
+    def present(self) -> np.ndarray:
+        """Per model gene: whether the data has it (absent genes are unobserved, not zero)."""
+        return np.asarray(self.alignment.source_index) >= 0
+
+    @property
     def warnings(self) -> list[str]:
         out = []
         if self.coverage.fraction_present < WARN_COVERAGE:
             out.append(
                 f"only {self.coverage.fraction_present:.1%} of the model's {self.coverage.n_target} genes are present; "
-                "missing genes are treated as zero expression"
+                "predictions rest on fewer genes than the model was trained with"
             )
         return out
 

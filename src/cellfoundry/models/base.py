@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import anndata as ad
 import numpy as np
@@ -21,7 +21,56 @@ from cellfoundry.data.prepare import (
     plan_input,
 )
 from cellfoundry.data.report import ValidationReport
+from cellfoundry.errors import CoverageError
 from cellfoundry.ontology import LabelMapping, map_labels
+
+GenePanelMode = Literal["all_genes", "unobserved", "refit", "family_default"]
+
+
+@dataclass
+class GenePanel:
+    """How the query's genes served the model: coverage and the mode that was used.
+
+    ``mode``: ``all_genes`` (every model gene present), ``unobserved`` (missing model genes are
+    unobserved: reference mean, standardised value 0), ``refit`` (the baseline was refit on the
+    genes shared by its reference and the query) or ``family_default`` (a foundation model's own
+    input encoding handles missing genes).
+    """
+
+    mode: GenePanelMode
+    n_model_genes: int
+    n_present: int
+    description: str
+    n_shared_genes: int | None = None  # refit: genes shared by reference and query
+    reference: str | None = None  # refit: where the reference came from
+
+    @property
+    def coverage(self) -> float:
+        return self.n_present / self.n_model_genes if self.n_model_genes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/uns-safe (no None values)."""
+        d = {k: v for k, v in asdict(self).items() if v is not None}
+        d["coverage"] = self.coverage
+        return d
+
+    @classmethod
+    def from_coverage(cls, n_model: int, n_present: int, missing: str) -> GenePanel:
+        """``all_genes`` when nothing is missing, else ``missing`` mode with a plain description."""
+        if n_present >= n_model:
+            return cls("all_genes", n_model, n_present, f"all {n_model:,} model genes present")
+        how = (
+            "treated as unobserved (reference mean, standardised value 0)"
+            if missing == "unobserved"
+            else "handled by the model family's own input encoding"
+        )
+        return cls(
+            "unobserved" if missing == "unobserved" else "family_default",
+            n_model,
+            n_present,
+            f"{n_present:,} of {n_model:,} model genes present ({n_present / n_model:.1%}); "
+            f"the {n_model - n_present:,} missing genes are {how}",
+        )
 
 
 @dataclass
@@ -33,6 +82,7 @@ class Prediction:
     embeddings: np.ndarray | None = None
     embedding_key: str | None = None
     warnings: list[str] = field(default_factory=list)
+    gene_panel: GenePanel | None = None
 
 
 class Annotator(ABC):
@@ -111,14 +161,22 @@ class FeatureAnnotator(Annotator):
     """An annotator working on a fixed gene list after the shared preprocessing (baselines, heads)."""
 
     representation: ClassVar[Representation] = "lognorm"
+    # refuse only when a result cannot be trusted: under 5 % of the model's genes or < 100 genes
+    # (missing genes are unobserved, so partial panels work; the library default gate is replaced)
+    min_coverage: ClassVar[float] = 0.05
+    min_genes: ClassVar[int] = 100
 
     def __init__(self, manifest: Manifest, genes: list[str]) -> None:
         super().__init__(manifest)
         self.genes = genes
 
     @abstractmethod
-    def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
-        """Calibrated class probabilities for a block of aligned features."""
+    def logits_or_proba(self, x: sp.csr_matrix, present: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated class probabilities for a block of aligned features.
+
+        ``present`` (per model gene) marks the genes the data has; absent genes are unobserved
+        (never read as zero expression). ``None``: every gene is present.
+        """
 
     def plan(
         self,
@@ -126,15 +184,25 @@ class FeatureAnnotator(Annotator):
         report: ValidationReport | None = None,
         min_coverage: float = DEFAULT_MIN_COVERAGE,
     ) -> InputPlan:
-        return plan_input(
-            adata,
-            self.genes,
-            representation=self.representation,
-            key_kind="ensembl" if self.manifest.gene_key_kind == "ensembl" else "symbol",
-            target_name=f"genes of model '{self.name}'",
-            min_coverage=min_coverage,
-            report=report,
-        )
+        """The input plan; ``min_coverage`` at the library default means this family's own gate."""
+        mc = self.min_coverage if min_coverage == DEFAULT_MIN_COVERAGE else float(min_coverage)
+        try:
+            return plan_input(
+                adata,
+                self.genes,
+                representation=self.representation,
+                key_kind="ensembl" if self.manifest.gene_key_kind == "ensembl" else "symbol",
+                target_name=f"genes of model '{self.name}'",
+                min_coverage=mc,
+                min_genes=self.min_genes,
+                report=report,
+            )
+        except CoverageError as err:
+            raise CoverageError(
+                err.message,
+                f"{err.hint}; or give the labelled reference the model was trained on "
+                "(annotate(reference=...) / --reference REF) to refit it on the genes the query has",
+            ) from err
 
     def predict(
         self,
@@ -153,11 +221,14 @@ class FeatureAnnotator(Annotator):
             desc=f"annotating with {self.name}",
             disable=not progress,
         )
+        present = plan.present
+        mask = None if present.all() else present
         for start, x in iter_features(adata, plan, chunk_size):
-            out[start : start + x.shape[0]] = self.logits_or_proba(x)
+            out[start : start + x.shape[0]] = self.logits_or_proba(x, mask)
             bar.update(x.shape[0])
         bar.close()
-        return Prediction(probabilities=out, plan=plan, warnings=plan.warnings)
+        panel = GenePanel.from_coverage(len(present), int(present.sum()), "unobserved")
+        return Prediction(probabilities=out, plan=plan, warnings=plan.warnings, gene_panel=panel)
 
     @staticmethod
     def _genes(folder: Path) -> list[str]:

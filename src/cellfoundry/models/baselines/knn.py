@@ -10,7 +10,12 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from cellfoundry.models.baselines.common import StateAnnotator, prepare_reference
+from cellfoundry.models.baselines.common import (
+    StateAnnotator,
+    prepare_reference,
+    standardise,
+    standardised_product,
+)
 
 
 def knn_vote(
@@ -33,7 +38,7 @@ def _fit(
     mean = dense.mean(axis=0)
     sd = dense.std(axis=0)
     sd[sd < 1e-8] = 1.0
-    z = (dense - mean) / sd
+    z = standardise(dense, mean, sd)
     n_comp = int(min(n_pcs, z.shape[0] - 1, z.shape[1]))
     pca = PCA(n_components=n_comp, random_state=seed, svd_solver="randomized").fit(z)
     comps = pca.components_.T.astype(np.float32)
@@ -46,10 +51,12 @@ def _fit(
     }
 
 
-def _embed(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
-    # (x - mean)/sd @ C  ==  x @ (C/sd) - (mean/sd) @ C : stays sparse
-    c = state["components"] / state["scale"][:, None]
-    return np.asarray(x @ c) - (state["mean"] / state["scale"]) @ state["components"]
+def _embed(
+    state: dict[str, np.ndarray], x: sp.csr_matrix, present: np.ndarray | None = None
+) -> np.ndarray:
+    """PCA coordinates of the clipped standardised expression; absent genes count as z = 0."""
+    out = standardised_product(x, state["mean"], state["scale"], state["components"], present)
+    return out.astype(np.float32)
 
 
 class KNNAnnotator(StateAnnotator):
@@ -57,13 +64,13 @@ class KNNAnnotator(StateAnnotator):
 
     family: ClassVar[str] = "knn"
 
-    def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
+    def logits_or_proba(self, x: sp.csr_matrix, present: np.ndarray | None = None) -> np.ndarray:
         k = int(self.manifest.params.get("k", 15))
         return knn_vote(
             self.state["ref_embedding"],
             self.state["ref_labels"],
             len(self.classes),
-            _embed(self.state, x),
+            _embed(self.state, x, present),
             k,
         )
 

@@ -9,7 +9,12 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from cellfoundry.models.baselines.common import StateAnnotator, prepare_reference
+from cellfoundry.models.baselines.common import (
+    StateAnnotator,
+    prepare_reference,
+    standardise,
+    standardised_product,
+)
 from cellfoundry.stats.calibration import apply_temperature
 
 
@@ -27,7 +32,7 @@ def _fit(
     sq.data **= 2
     sd = np.sqrt(np.maximum(np.asarray(sq.mean(axis=0)).ravel() - mean**2, 0))
     sd[sd < 1e-8] = 1.0
-    z = (x.toarray() - mean) / sd
+    z = standardise(x.toarray(), mean, sd)
     clf = LogisticRegression(
         C=c, max_iter=max_iter, random_state=seed, class_weight="balanced" if balanced else None
     )
@@ -38,7 +43,7 @@ def _fit(
         coef[clf.classes_[1]], bias[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
     else:
         coef[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
-    # logits = ((x - mean)/sd) @ coef.T + bias  ==  x @ W + b  with the scaling folded in
+    # stored folded (logits = x @ W + b without clipping or absent genes); _logits unfolds it
     w = (coef / sd).T
     b = bias - (mean / sd) @ coef.T
     return {
@@ -49,8 +54,15 @@ def _fit(
     }
 
 
-def _logits(state: dict[str, np.ndarray], x: sp.csr_matrix) -> np.ndarray:
-    return np.asarray(x @ state["W"]) + state["b"]
+def _logits(
+    state: dict[str, np.ndarray], x: sp.csr_matrix, present: np.ndarray | None = None
+) -> np.ndarray:
+    """``clip((x - mean) / sd) @ coef.T + bias``; absent genes (``present`` False) count as z = 0."""
+    mean = state["mean"].astype(np.float64)
+    sd = state["scale"].astype(np.float64)
+    coef_t = state["W"].astype(np.float64) * sd[:, None]  # unfold the stored scaling
+    bias = state["b"].astype(np.float64) + (mean / sd) @ coef_t
+    return (standardised_product(x, mean, sd, coef_t, present) + bias).astype(np.float32)
 
 
 class LogRegAnnotator(StateAnnotator):
@@ -58,8 +70,8 @@ class LogRegAnnotator(StateAnnotator):
 
     family: ClassVar[str] = "logreg"
 
-    def logits_or_proba(self, x: sp.csr_matrix) -> np.ndarray:
-        return apply_temperature(_logits(self.state, x), self.manifest.temperature)
+    def logits_or_proba(self, x: sp.csr_matrix, present: np.ndarray | None = None) -> np.ndarray:
+        return apply_temperature(_logits(self.state, x, present), self.manifest.temperature)
 
     @classmethod
     def train(
