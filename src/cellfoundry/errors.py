@@ -1,4 +1,8 @@
-"""Errors that tell the user what to fix."""
+"""Errors that tell the user what to fix: one hierarchy for the library, the CLI and the API.
+
+Every error carries a ``code`` (stable, machine-readable), a ``message`` (what is wrong), a
+``hint`` (how to fix it) and the HTTP ``status`` the API answers it with.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,22 @@ class CellfoundryError(Exception):
     """Base error: ``message`` says what is wrong, ``hint`` says how to fix it."""
 
     code = "error"
+    status = 422
 
-    def __init__(self, message: str, hint: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         if code:
             self.code = code
+        if status is not None:
+            self.status = status
 
     def __str__(self) -> str:
         return f"{self.message} (fix: {self.hint})" if self.hint else self.message
@@ -38,6 +51,55 @@ class ModelError(CellfoundryError):
     """A model or checkpoint cannot be loaded or used."""
 
     code = "invalid_model"
+
+
+class BadRequestError(CellfoundryError):
+    """The request itself is malformed (400)."""
+
+    code = "bad_request"
+    status = 400
+
+
+class UnauthorizedError(CellfoundryError):
+    """No valid API key (401)."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class NotFoundError(CellfoundryError):
+    """The thing asked for does not exist, or is not the caller's (404)."""
+
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(CellfoundryError):
+    """The thing exists but is not in a state that allows the request (409)."""
+
+    code = "conflict"
+    status = 409
+
+
+class TooLargeError(CellfoundryError):
+    """The request or upload exceeds a limit (413)."""
+
+    code = "too_large"
+    status = 413
+
+
+class UnsupportedMediaError(CellfoundryError):
+    """The body or file type is not one the endpoint takes (415)."""
+
+    code = "unsupported_type"
+    status = 415
+
+
+class UnavailableError(CellfoundryError):
+    """A dependency (queue, model) is not available right now (503)."""
+
+    code = "unavailable"
+    status = 503
 
 
 class UnsafeFileError(DataError):

@@ -1,24 +1,21 @@
-"""Where cellfoundry keeps its state: ``$CELLFOUNDRY_HOME`` (default ``~/.cellfoundry``)."""
+"""Where cellfoundry keeps its state: ``Settings.home`` (``$CELLFOUNDRY_HOME``, default ``~/.cellfoundry``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from cellfoundry.config import Settings
 
-def home() -> Path:
-    """The state folder (created on first use)."""
-    p = (
-        Path(os.environ.get("CELLFOUNDRY_HOME") or Path.home() / ".cellfoundry")
-        .expanduser()
-        .resolve()
-    )
+
+def home(settings: Settings | None = None) -> Path:
+    """The state folder (created on first use); read from the environment when no settings given."""
+    p = (settings or Settings()).home  # type: ignore[call-arg]
     p.mkdir(parents=True, exist_ok=True)
     return p
 
 
-def checkpoints_dir() -> Path:
+def checkpoints_dir(settings: Settings | None = None) -> Path:
     """Registered foundation-model checkpoints (``cellfoundry models import``)."""
-    p = home() / "checkpoints"
+    p = home(settings) / "checkpoints"
     p.mkdir(parents=True, exist_ok=True)
     return p

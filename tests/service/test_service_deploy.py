@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cellfoundry.cli import cli
-from cellfoundry.service.settings import Settings
+from cellfoundry.config import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

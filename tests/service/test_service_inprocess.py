@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from cellfoundry.config import Settings
 from cellfoundry.service.app import create_app
-from cellfoundry.service.settings import Settings
 
 
 @pytest.fixture

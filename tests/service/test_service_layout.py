@@ -15,12 +15,12 @@ import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
 
+from cellfoundry.config import Settings
 from cellfoundry.jobs.applications import MAX_OBS_CATEGORIES
 from cellfoundry.jobs.engine import Engine
 from cellfoundry.service.app import create_app
-from cellfoundry.service.models import register_model
-from cellfoundry.service.settings import Settings
 from cellfoundry.store.keys import create_key
+from cellfoundry.store.model_records import register_model
 
 N = 260
 
@@ -50,9 +50,9 @@ def _drain(settings: Settings) -> None:
         while (work := eng.next_local_work()) is not None:
             kind, run_id, idx = work
             if kind == "shard":
-                eng._execute_shard_claimed(run_id, idx)
+                eng.execute_shard_claimed(run_id, idx)
             else:
-                eng._execute_claimed(run_id)
+                eng.execute_claimed(run_id)
     finally:
         eng.stop()
         eng.db.dispose()

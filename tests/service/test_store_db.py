@@ -107,7 +107,7 @@ def _seed(db: Database, n_runs: int) -> list[str]:
         m = ModelRecord(id="m", name="m", family="logreg", path="models/m")
         s.add_all([d, m])
         s.flush()
-        from cellfoundry.service.models import sync_applications
+        from cellfoundry.service.platform import sync_applications
 
         sync_applications(s)
         runs = [
@@ -121,8 +121,8 @@ def _seed(db: Database, n_runs: int) -> list[str]:
 
 def test_each_run_is_claimed_exactly_once_under_contention(db_url: str, tmp_path: Path) -> None:
     """Eight workers race for five queued runs: every run is taken once, by one worker."""
+    from cellfoundry.config import Settings
     from cellfoundry.jobs.engine import Engine
-    from cellfoundry.service.settings import Settings
 
     migrate(db_url)
     settings = Settings(home=tmp_path, database_url=db_url)
@@ -162,8 +162,8 @@ def test_each_run_is_claimed_exactly_once_under_contention(db_url: str, tmp_path
 def test_reaper_requeues_then_fails_with_a_reason(tmp_path: Path) -> None:
     import datetime as dt
 
+    from cellfoundry.config import Settings
     from cellfoundry.jobs.engine import Engine
-    from cellfoundry.service.settings import Settings
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     migrate(url)

@@ -12,7 +12,7 @@ LOCAL_KEY_FILE = "local-api-key"
 
 
 def _settings(**overrides: object):  # type: ignore[no-untyped-def]
-    from cellfoundry.service.settings import Settings, get_settings
+    from cellfoundry.config import Settings, get_settings
 
     get_settings.cache_clear()
     base = get_settings()
@@ -83,8 +83,8 @@ def serve_cmd(
 
     from cellfoundry.jobs.local import LocalWorkers
     from cellfoundry.service.app import create_app
-    from cellfoundry.service.models import ensure_demo_model, register_model
     from cellfoundry.store.db import Database, migrate
+    from cellfoundry.store.model_records import ensure_demo_model, register_model
     from cellfoundry.store.storage import FileStorage
     from cellfoundry.store.tables import ModelRecord
 

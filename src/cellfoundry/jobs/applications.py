@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cellfoundry.errors import CellfoundryError, DataError
+from cellfoundry.errors import CellfoundryError, DataError, NotFoundError
 
 BASELINES = ("logreg", "knn")
 EvalMethod = Literal["logreg", "knn", "head", "lora", "full"]
@@ -148,7 +148,7 @@ def get_application(app_id: str) -> ApplicationSpec:
     try:
         return APPLICATIONS[app_id]
     except KeyError:
-        raise CellfoundryError(
+        raise NotFoundError(
             f"unknown application '{app_id}'",
             f"choose one of: {', '.join(APPLICATIONS)}",
             code="unknown_application",

@@ -7,41 +7,24 @@ from typing import Any
 
 from celery import Celery, signals
 
-from cellfoundry.service.settings import Settings, get_settings
+from cellfoundry.config import Settings, get_settings
+from cellfoundry.jobs.engine import get_engine
+from cellfoundry.jobs.queue import RUN_TASK, SHARD_TASK, celery_config
 
 _APP: Celery | None = None
 
 
 def make_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` (broker = Redis; no result backend: the database holds state)."""
-    app = Celery("cellfoundry", broker=settings.broker_url)
-    app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        task_default_queue=settings.queue_name,
-        broker_connection_timeout=settings.broker_timeout_s,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": settings.celery_visibility_timeout_s,
-            "socket_timeout": settings.broker_timeout_s,
-            "socket_connect_timeout": settings.broker_timeout_s,
-        },
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-    )
+    app = Celery("cellfoundry")
+    app.conf.update(celery_config(settings))
 
-    @app.task(name="cellfoundry.run", bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_task(self: Any, run_id: str) -> str:
-        from cellfoundry.jobs.engine import get_engine
-
         return get_engine(settings, "celery").execute_run(run_id)
 
-    @app.task(name="cellfoundry.shard", bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=SHARD_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def shard_task(self: Any, run_id: str, idx: int) -> str:
-        from cellfoundry.jobs.engine import get_engine
-
         return get_engine(settings, "celery").execute_shard(run_id, idx)
 
     return app
@@ -57,8 +40,6 @@ def get_app(settings: Settings | None = None) -> Celery:
 
 @signals.worker_process_init.connect
 def _start_process(**_: Any) -> None:
-    from cellfoundry.jobs.engine import get_engine
-
     engine = get_engine(get_settings(), "celery")
     with contextlib.suppress(Exception):  # the tasks report their own errors
         engine.warm_up()
@@ -67,8 +48,6 @@ def _start_process(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _ready(**_: Any) -> None:
-    from cellfoundry.jobs.engine import get_engine
-
     engine = get_engine(get_settings(), "celery")
     with contextlib.suppress(Exception):
         engine.warm_up()  # the solo pool runs tasks in this process

@@ -1,42 +1,33 @@
-"""Running runs: claiming, heartbeats, shards, merging, failure reasons and stale-run recovery.
+"""Running runs for one worker process: claiming, tasks, endings, presence and stale-run recovery.
 
-The same code serves the local workers and the Celery tasks. Every state change is a guarded
-``UPDATE ... WHERE`` on the run row, so two workers can never both own a run, a re-delivered task
-is a no-op, and a cancelled or re-queued run stops writing.
+The same code serves the local workers and the Celery tasks. State changes go through the state
+machine (``jobs.states``), so two workers can never both own a run, a re-delivered task is a
+no-op, and a cancelled or re-queued run stops writing. Sharded annotation is in ``jobs.shards``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import socket
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cellfoundry.config import Settings
 from cellfoundry.errors import CellfoundryError
-from cellfoundry.jobs.applications import (
-    AnnotationParams,
-    TaskContext,
-    TaskOutput,
-    _predictions_frame,
-    get_application,
-    label_column,
-    layout_2d,
-    read_dataset,
-    with_layout_obs,
-)
+from cellfoundry.jobs import shards, states
+from cellfoundry.jobs.applications import TaskContext, TaskOutput, get_application
+from cellfoundry.jobs.heartbeat import Beat
 from cellfoundry.jobs.queue import get_queue
-from cellfoundry.service.settings import Settings
 from cellfoundry.store.db import Database
+from cellfoundry.store.jsonable import jsonable
 from cellfoundry.store.storage import FileStorage
 from cellfoundry.store.tables import (
     Dataset,
@@ -45,6 +36,7 @@ from cellfoundry.store.tables import (
     Result,
     Run,
     RunShard,
+    RunState,
     Worker,
     utcnow,
 )
@@ -54,10 +46,6 @@ log = logging.getLogger("cellfoundry.jobs")
 
 class LostRun(Exception):
     """The run was cancelled, re-queued or taken over: stop working on it."""
-
-
-def _aware(t: dt.datetime | None) -> dt.datetime | None:
-    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 class Engine:
@@ -118,9 +106,7 @@ class Engine:
                         var=pd.DataFrame(index=genes),
                     )
                     annotate(tiny, ann, min_coverage=0.0)
-            except (
-                Exception
-            ) as exc:  # a broken model must not stop the worker; its runs fail with the reason
+            except Exception as exc:  # a broken model must not stop the worker
                 log.warning("warm-up of model %s failed: %s", rec.id, exc)
 
     def touch(self) -> None:
@@ -145,52 +131,10 @@ class Engine:
 
     def claim_run(self, s: Session, run_id: str) -> bool:
         """Take ``run_id`` if it is queued (or running with a dead worker); True when taken."""
-        now = utcnow()
-        res = s.execute(
-            update(Run)
-            .where(
-                Run.id == run_id,
-                or_(
-                    Run.state == "queued",
-                    and_(Run.state == "running", Run.heartbeat_at < self._stale_before()),
-                ),
-            )
-            .values(
-                state="running",
-                worker=self.name,
-                heartbeat_at=now,
-                attempts=Run.attempts + 1,
-                started_at=func.coalesce(Run.started_at, now),
-                stage="starting",
-                merge_claimed=False,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        return res.rowcount == 1  # type: ignore[attr-defined]
+        return states.claim_run(s, run_id, self.name, self._stale_before())
 
     def claim_shard(self, s: Session, run_id: str, idx: int) -> bool:
-        run_state = s.scalar(select(Run.state).where(Run.id == run_id))
-        if run_state != "running":
-            return False
-        res = s.execute(
-            update(RunShard)
-            .where(
-                RunShard.run_id == run_id,
-                RunShard.idx == idx,
-                or_(
-                    RunShard.state == "queued",
-                    and_(RunShard.state == "running", RunShard.heartbeat_at < self._stale_before()),
-                ),
-            )
-            .values(
-                state="running",
-                worker=self.name,
-                heartbeat_at=utcnow(),
-                attempts=RunShard.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        return res.rowcount == 1  # type: ignore[attr-defined]
+        return states.claim_shard(s, run_id, idx, self.name, self._stale_before())
 
     def next_local_work(self) -> tuple[str, str, int] | None:
         """Claim the oldest queued shard, else the oldest queued local run."""
@@ -198,7 +142,11 @@ class Engine:
             rows = s.execute(
                 select(RunShard.run_id, RunShard.idx)
                 .join(Run, Run.id == RunShard.run_id)
-                .where(RunShard.state == "queued", Run.state == "running", Run.backend == "local")
+                .where(
+                    RunShard.state == RunState.QUEUED,
+                    Run.state == RunState.RUNNING,
+                    Run.backend == "local",
+                )
                 .order_by(Run.created_at, RunShard.idx)
                 .limit(5)
             ).all()
@@ -207,7 +155,7 @@ class Engine:
                     return ("shard", run_id, idx)
             ids = s.scalars(
                 select(Run.id)
-                .where(Run.state == "queued", Run.backend == "local")
+                .where(Run.state == RunState.QUEUED, Run.backend == "local")
                 .order_by(Run.created_at)
                 .limit(5)
             ).all()
@@ -221,55 +169,42 @@ class Engine:
     def report(self, run_id: str, stage: str, progress: float, owner: bool = True) -> None:
         """Record stage/progress and the heartbeat; raises LostRun when the run is no longer ours."""
         with self.db.session() as s:
-            cond = [Run.id == run_id, Run.state == "running"]
-            if owner:
-                cond.append(Run.worker == self.name)
-            res = s.execute(
-                update(Run)
-                .where(*cond)
-                .values(
-                    stage=stage[:100],
-                    progress=float(min(max(progress, 0), 100)),
-                    heartbeat_at=utcnow(),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+            if not states.report_progress(s, run_id, stage, progress, self.name if owner else None):
                 raise LostRun(run_id)
 
     def fail(
         self, run_id: str, code: str, message: str, hint: str | None, owner: str | None = None
     ) -> None:
-        """Mark the run failed with a reason (only while it is running, and ours when ``owner`` is set)."""
+        """Mark the run failed with a reason (only while it is active, and ours when ``owner``)."""
         with self.db.session() as s:
-            cond = [Run.id == run_id, Run.state.in_(("running", "queued"))]
-            if owner:
-                cond.append(Run.worker == owner)
-            s.execute(
-                update(Run)
-                .where(*cond)
-                .values(
-                    state="failed",
-                    error_code=code[:100],
-                    error_message=message,
-                    error_hint=hint,
-                    finished_at=utcnow(),
-                    stage="failed",
-                )
-                .execution_options(synchronize_session=False)
-            )
+            states.fail_run(s, run_id, code, message, hint, owner)
 
-    def _finish(self, run_id: str, out: TaskOutput, owner: str | None) -> None:
+    def fail_with(self, run_id: str, exc: Exception, what: str, owner: str | None = None) -> None:
+        """Fail the run with the reason of ``exc`` (a bug's traceback goes to the log only)."""
+        if isinstance(exc, CellfoundryError):
+            self.fail(run_id, exc.code, exc.message, exc.hint, owner=owner)
+            return
+        log.error("%s failed:\n%s", what, traceback.format_exc())
+        self.fail(
+            run_id,
+            "internal_error",
+            f"{type(exc).__name__}: {exc}",
+            "this is a bug or an unexpected input; the worker log has the traceback",
+            owner=owner,
+        )
+
+    def finish(self, run_id: str, out: TaskOutput, owner: str | None) -> None:
+        """Store the result (and evaluation) and mark the run succeeded; LostRun when not ours."""
         with self.db.session() as s:
             run = s.get(Run, run_id)
-            if run is None or run.state != "running" or (owner and run.worker != owner):
+            if run is None or run.state != RunState.RUNNING or (owner and run.worker != owner):
                 raise LostRun(run_id)
             files = {k: self.storage.relative(v) for k, v in out.files.items()}
             existing = s.get(Result, run_id)
             if existing is None:
-                s.add(Result(run_id=run_id, summary=_jsonable(out.summary), files=files))
+                s.add(Result(run_id=run_id, summary=jsonable(out.summary), files=files))
             else:
-                existing.summary, existing.files = _jsonable(out.summary), files
+                existing.summary, existing.files = jsonable(out.summary), files
             if out.evaluation is not None:
                 s.add(
                     Evaluation(
@@ -277,11 +212,11 @@ class Engine:
                         model_id=run.model_id,
                         dataset_id=run.dataset_id,
                         label_key=out.evaluation["label_key"],
-                        metrics=_jsonable(out.evaluation["metrics"]),
+                        metrics=jsonable(out.evaluation["metrics"]),
                     )
                 )
             run.state, run.stage, run.progress, run.finished_at = (
-                "succeeded",
+                RunState.SUCCEEDED,
                 "done",
                 100.0,
                 utcnow(),
@@ -302,9 +237,19 @@ class Engine:
             self._models[key] = load_model(self.model_dir(rec))
         return self._models[key]
 
+    def register_result_model(self, folder: Path, run: Run) -> str:
+        from cellfoundry.store.model_records import register_model
+
+        with self.db.session() as s:
+            rec = register_model(
+                s, self.storage, folder, owner_id=run.owner_id, source_run_id=run.id, copy=False
+            )
+            return rec.id
+
     # --- runs -------------------------------------------------------------------------------
 
-    def _inputs(self, run_id: str) -> tuple[Run, Dataset, ModelRecord]:
+    def inputs(self, run_id: str) -> tuple[Run, Dataset, ModelRecord]:
+        """The run with its dataset and model (detached from the session)."""
         with self.db.session() as s:
             run = s.get(Run, run_id)
             assert run is not None
@@ -324,312 +269,55 @@ class Engine:
         with self.db.session() as s:
             if not self.claim_run(s, run_id):
                 return "skipped"
-        return self._execute_claimed(run_id)
+        return self.execute_claimed(run_id)
 
-    def _execute_claimed(self, run_id: str) -> str:
+    def execute_claimed(self, run_id: str) -> str:
+        """Run a run this worker has claimed (sharded applications only start their shards)."""
         me = self.name
-        beat = _Beat(self, run_id, None)
-        beat.start()
-        try:
-            run, ds, rec = self._inputs(run_id)
-            if run.attempts > self.settings.max_attempts:
-                raise CellfoundryError(
-                    f"the run was started {run.attempts - 1} times and its worker stopped each time",
-                    "check the worker logs (out of memory?), then submit the run again",
-                    code="worker_lost",
+        with Beat(self, run_id, None):
+            try:
+                run, ds, rec = self.inputs(run_id)
+                if run.attempts > self.settings.max_attempts:
+                    raise CellfoundryError(
+                        f"the run was started {run.attempts - 1} times and its worker stopped each time",
+                        "check the worker logs (out of memory?), then submit the run again",
+                        code="worker_lost",
+                    )
+                app = get_application(run.application_id)
+                params = app.validate(run.params)
+                if app.sharded:
+                    shards.start_shards(self, run, ds)
+                    return "sharded"
+                ctx = TaskContext(
+                    run_id=run_id,
+                    dataset_path=self.storage.resolve(ds.path),
+                    model_dir=self.model_dir(rec),
+                    model_family=rec.family,
+                    params=params,
+                    out_dir=self.storage.run_dir(run_id),
+                    report=lambda stage, pct: self.report(run_id, stage, pct),
+                    settings=self.settings,
+                    register_model=lambda folder: self.register_result_model(folder, run),
                 )
-            app = get_application(run.application_id)
-            params = app.validate(run.params)
-            if app.sharded:
-                self._start_shards(run, ds)
-                return "sharded"
-            ctx = TaskContext(
-                run_id=run_id,
-                dataset_path=self.storage.resolve(ds.path),
-                model_dir=self.model_dir(rec),
-                model_family=rec.family,
-                params=params,
-                out_dir=self.storage.run_dir(run_id),
-                report=lambda stage, pct: self.report(run_id, stage, pct),
-                settings=self.settings,
-                register_model=lambda folder: self.register_result_model(folder, run),
-            )
-            assert app.task is not None
-            out = app.task(ctx)
-            self._finish(run_id, out, me)
-            return "succeeded"
-        except LostRun:
-            return "lost"
-        except CellfoundryError as exc:
-            self.fail(run_id, exc.code, exc.message, exc.hint, owner=me)
-            return "failed"
-        except Exception as exc:
-            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
-            self.fail(
-                run_id,
-                "internal_error",
-                f"{type(exc).__name__}: {exc}",
-                "this is a bug or an unexpected input; the worker log has the traceback",
-                owner=me,
-            )
-            return "failed"
-        finally:
-            beat.stop()
-
-    def register_result_model(self, folder: Path, run: Run) -> str:
-        from cellfoundry.service.models import register_model
-
-        with self.db.session() as s:
-            rec = register_model(
-                s, self.storage, folder, owner_id=run.owner_id, source_run_id=run.id, copy=False
-            )
-            return rec.id
-
-    # --- shards (annotation) ----------------------------------------------------------------
-
-    def _start_shards(self, run: Run, ds: Dataset) -> None:
-        size = max(1, self.settings.shard_size)
-        n = ds.n_cells
-        bounds = [(i, a, min(a + size, n)) for i, a in enumerate(range(0, max(n, 1), size))]
-        with self.db.session() as s:
-            existing = {
-                sh.idx: sh for sh in s.scalars(select(RunShard).where(RunShard.run_id == run.id))
-            }
-            if not existing:
-                s.add_all(RunShard(run_id=run.id, idx=i, start=a, stop=b) for i, a, b in bounds)
-            else:
-                for sh in existing.values():
-                    if sh.state != "succeeded":
-                        sh.state, sh.worker = "queued", None
-            s.execute(
-                update(Run)
-                .where(Run.id == run.id, Run.worker == self.name)
-                .values(
-                    n_shards=len(bounds),
-                    stage=f"annotating {len(bounds)} shard(s)",
-                    progress=5.0,
-                    heartbeat_at=utcnow(),
-                )
-                .execution_options(synchronize_session=False)
-            )
-        with self.db.session() as s:
-            pending = s.scalars(
-                select(RunShard.idx).where(RunShard.run_id == run.id, RunShard.state == "queued")
-            ).all()
-        if pending:
-            self.queue.dispatch_shards(run.id, list(pending))
-        else:
-            self._maybe_merge(run.id)
+                assert app.task is not None
+                out = app.task(ctx)
+                self.finish(run_id, out, me)
+                return "succeeded"
+            except LostRun:
+                return "lost"
+            except Exception as exc:
+                self.fail_with(run_id, exc, f"run {run_id}", owner=me)
+                return "failed"
 
     def execute_shard(self, run_id: str, idx: int) -> str:
         """Annotate one shard of a run; the worker finishing the last shard merges."""
         with self.db.session() as s:
             if not self.claim_shard(s, run_id, idx):
                 return "skipped"
-        return self._execute_shard_claimed(run_id, idx)
+        return self.execute_shard_claimed(run_id, idx)
 
-    def _execute_shard_claimed(self, run_id: str, idx: int) -> str:
-        from cellfoundry.api import annotate
-
-        beat = _Beat(self, run_id, idx)
-        beat.start()
-        try:
-            run, ds, rec = self._inputs(run_id)
-            params = AnnotationParams.model_validate(run.params)
-            with self.db.session() as s:
-                shard = s.get(RunShard, (run_id, idx))
-                assert shard is not None
-                start, stop = shard.start, shard.stop
-            t0 = time.perf_counter()
-            adata = read_dataset(self.storage.resolve(ds.path), backed=True)
-            part = adata[start:stop]
-            part = part.to_memory() if adata.isbacked else part.copy()
-            t_read = time.perf_counter() - t0
-            res = annotate(
-                part,
-                self.annotator(rec),
-                threshold=params.threshold,
-                min_coverage=params.min_coverage,
-            )
-            shard_dir = self.storage.run_dir(run_id) / "shards"
-            shard_dir.mkdir(exist_ok=True)
-            tmp = shard_dir / f"{idx}.tmp.npy"
-            np.save(tmp, res.probabilities.astype(np.float32))
-            os.replace(tmp, shard_dir / f"{idx}.npy")
-            meta = {
-                "coverage": None if res.coverage is None else res.coverage.fraction_present,
-                "warnings": res.warnings,
-                "threshold": res.threshold,
-                "classes": res.classes,
-                "model": res.model_name,
-                "family": res.model_family,
-            }
-            (shard_dir / f"{idx}.json").write_text(json.dumps(meta))
-            with self.db.session() as s:
-                done = s.execute(
-                    update(RunShard)
-                    .where(
-                        RunShard.run_id == run_id,
-                        RunShard.idx == idx,
-                        RunShard.worker == self.name,
-                        RunShard.state == "running",
-                    )
-                    .values(state="succeeded", heartbeat_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
-                if done.rowcount != 1:  # type: ignore[attr-defined]
-                    return "lost"
-                n_done = (
-                    s.scalar(
-                        select(func.count())
-                        .select_from(RunShard)
-                        .where(RunShard.run_id == run_id, RunShard.state == "succeeded")
-                    )
-                    or 0
-                )
-                n_all = s.scalar(select(Run.n_shards).where(Run.id == run_id)) or 1
-            log.info(
-                "shard %s/%s: %d cells, read %.2f s, total %.2f s (%s)",
-                run_id,
-                idx,
-                stop - start,
-                t_read,
-                time.perf_counter() - t0,
-                self.name,
-            )
-            self.report(
-                run_id, f"annotated {n_done}/{n_all} shard(s)", 5 + 80 * n_done / n_all, owner=False
-            )
-            self._maybe_merge(run_id)
-            return "succeeded"
-        except LostRun:
-            return "lost"
-        except CellfoundryError as exc:
-            self.fail(run_id, exc.code, exc.message, exc.hint)
-            return "failed"
-        except Exception as exc:
-            log.error("shard %s/%s failed:\n%s", run_id, idx, traceback.format_exc())
-            self.fail(
-                run_id,
-                "internal_error",
-                f"{type(exc).__name__}: {exc}",
-                "this is a bug or an unexpected input; the worker log has the traceback",
-            )
-            return "failed"
-        finally:
-            beat.stop()
-
-    def _maybe_merge(self, run_id: str) -> None:
-        with self.db.session() as s:
-            n_done = (
-                select(func.count())
-                .select_from(RunShard)
-                .where(RunShard.run_id == run_id, RunShard.state == "succeeded")
-                .scalar_subquery()
-            )
-            res = s.execute(
-                update(Run)
-                .where(
-                    Run.id == run_id,
-                    Run.state == "running",
-                    Run.merge_claimed.is_(False),
-                    Run.n_shards == n_done,
-                )
-                .values(
-                    merge_claimed=True, worker=self.name, stage="merging", heartbeat_at=utcnow()
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
-                return
-        beat = _Beat(self, run_id, None)
-        beat.start()
-        try:
-            t0 = time.perf_counter()
-            self._finish(run_id, self._merge(run_id), self.name)
-            log.info("run %s merged in %.2f s (%s)", run_id, time.perf_counter() - t0, self.name)
-        except LostRun:
-            pass
-        except CellfoundryError as exc:
-            self.fail(run_id, exc.code, exc.message, exc.hint)
-        except Exception as exc:
-            log.error("merge of %s failed:\n%s", run_id, traceback.format_exc())
-            self.fail(
-                run_id,
-                "internal_error",
-                f"{type(exc).__name__}: {exc}",
-                "this is a bug or an unexpected input; the worker log has the traceback",
-            )
-        finally:
-            beat.stop()
-
-    def _merge(self, run_id: str) -> TaskOutput:
-        from cellfoundry.result import AnnotationResult
-
-        run, ds, rec = self._inputs(run_id)
-        params = AnnotationParams.model_validate(run.params)
-        out_dir = self.storage.run_dir(run_id)
-        shard_dir = out_dir / "shards"
-        probs = np.concatenate([np.load(shard_dir / f"{i}.npy") for i in range(run.n_shards)])
-        meta = json.loads((shard_dir / "0.json").read_text())
-        self.report(run_id, "merging shards", 88)
-        adata = read_dataset(self.storage.resolve(ds.path), backed=True)
-        truth = label_column(adata, params.label_key) if params.label_key else None
-        res = AnnotationResult(
-            obs_names=adata.obs_names.copy(),
-            classes=meta["classes"],
-            probabilities=probs,
-            threshold=meta["threshold"],
-            model_name=meta["model"],
-            model_family=meta["family"],
-            warnings=meta["warnings"],
-        )
-        summary = res.summary()
-        summary["gene_coverage"] = meta["coverage"]
-        files: dict[str, Path] = {
-            "predictions": out_dir / "predictions.parquet",
-            "probabilities": out_dir / "probabilities.npy",
-        }
-        _predictions_frame(res, truth).to_parquet(files["predictions"])
-        np.save(files["probabilities"], probs)
-        summary["classes"] = list(res.classes)
-        if truth is not None:
-            from cellfoundry.stats.metrics import classification_metrics
-
-            summary["metrics"] = classification_metrics(
-                truth, res.labels, res.probabilities, res.classes
-            )
-            summary["label_key"] = params.label_key
-        if params.layout != "none" and res.n_cells >= 3:
-            self.report(run_id, f"computing the {params.layout} layout", 92)
-            files["layout"] = self._layout(adata, rec, res, params, out_dir)
-            summary["layout"] = params.layout
-            summary["layout_sampled"] = res.n_cells > self.settings.umap_max_cells
-        return TaskOutput(summary=summary, files=files)
-
-    def _layout(
-        self, adata: Any, rec: ModelRecord, res: Any, params: AnnotationParams, out_dir: Path
-    ) -> Path:
-        from cellfoundry.data.prepare import features
-
-        labels = np.asarray(res.display_labels, dtype=str)
-        idx = stratified_sample(labels, self.settings.umap_max_cells)
-        sub = adata[idx]
-        sub = sub.to_memory() if adata.isbacked else sub.copy()
-        ann = self.annotator(rec)
-        plan_fn = getattr(ann, "plan", None)
-        if plan_fn is not None:
-            x = features(sub, plan_fn(sub, None, params.min_coverage))
-        else:
-            x = res.probabilities[idx]
-        coords, _ = layout_2d(x, labels[idx], params.layout, max_cells=len(idx) + 1)
-        coords["i"] = idx[coords["i"].to_numpy()]
-        coords.insert(0, "cell", np.asarray(adata.obs_names)[coords["i"].to_numpy()])
-        coords["label"] = labels[coords["i"].to_numpy()]
-        coords = with_layout_obs(coords, adata.obs)
-        path = out_dir / "layout.parquet"
-        coords.to_parquet(path)
-        return path
+    def execute_shard_claimed(self, run_id: str, idx: int) -> str:
+        return shards.execute_shard_claimed(self, run_id, idx)
 
     # --- recovery ---------------------------------------------------------------------------
 
@@ -640,13 +328,17 @@ class Engine:
         requeued_shards: list[tuple[str, int]] = []
         with self.db.session() as s:
             for run in s.scalars(
-                select(Run).where(Run.state == "running", Run.heartbeat_at < stale)
+                select(Run).where(Run.state == RunState.RUNNING, Run.heartbeat_at < stale)
             ):
                 if run.n_shards > 0 and not run.merge_claimed and run.stage != "starting":
                     continue  # its shards are watched one by one below
                 silent = int(self.settings.stale_after_s)
                 if run.attempts >= self.settings.max_attempts:
-                    run.state, run.finished_at, run.error_code = "failed", utcnow(), "worker_lost"
+                    run.state, run.finished_at, run.error_code = (
+                        RunState.FAILED,
+                        utcnow(),
+                        "worker_lost",
+                    )
                     run.error_message = (
                         f"the worker ({run.worker}) stopped responding (no heartbeat for {silent} s) "
                         f"during '{run.stage}', after {run.attempts} attempt(s)"
@@ -657,7 +349,7 @@ class Engine:
                     run.stage = "failed"
                 else:
                     run.state, run.worker, run.stage, run.merge_claimed = (
-                        "queued",
+                        RunState.QUEUED,
                         None,
                         "re-queued: worker lost",
                         False,
@@ -667,17 +359,17 @@ class Engine:
                 select(RunShard)
                 .join(Run, Run.id == RunShard.run_id)
                 .where(
-                    RunShard.state == "running",
+                    RunShard.state == RunState.RUNNING,
                     RunShard.heartbeat_at < stale,
-                    Run.state == "running",
+                    Run.state == RunState.RUNNING,
                 )
             ):
                 if sh.attempts >= self.settings.max_attempts:
                     s.execute(
                         update(Run)
-                        .where(Run.id == sh.run_id, Run.state == "running")
+                        .where(Run.id == sh.run_id, Run.state == RunState.RUNNING)
                         .values(
-                            state="failed",
+                            state=RunState.FAILED,
                             finished_at=utcnow(),
                             stage="failed",
                             error_code="worker_lost",
@@ -688,7 +380,7 @@ class Engine:
                         .execution_options(synchronize_session=False)
                     )
                     continue
-                sh.state, sh.worker = "queued", None
+                sh.state, sh.worker = RunState.QUEUED, None
                 requeued_shards.append((sh.run_id, sh.idx))
         for run_id in requeued_runs:
             try:
@@ -701,88 +393,6 @@ class Engine:
             except CellfoundryError:
                 log.warning("could not re-dispatch shard %s/%s", run_id, idx)
         return requeued_runs + [f"{r}/{i}" for r, i in requeued_shards]
-
-
-def stratified_sample(labels: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray:
-    """All indices, or about ``max_cells`` of them drawn per label in proportion (sorted)."""
-    n = len(labels)
-    idx = np.arange(n)
-    if n <= max_cells:
-        return idx
-    rng = np.random.default_rng(seed)
-    parts = []
-    for lab in np.unique(labels):
-        members = idx[labels == lab]
-        k = max(1, round(len(members) * max_cells / n))
-        parts.append(rng.choice(members, size=min(k, len(members)), replace=False))
-    return np.sort(np.concatenate(parts))
-
-
-class _Beat:
-    """A thread that refreshes the heartbeat of a run (and shard) while work is in progress."""
-
-    def __init__(self, engine: Engine, run_id: str, shard: int | None) -> None:
-        self.engine, self.run_id, self.shard = engine, run_id, shard
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"cf-beat-{run_id}")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.engine.settings.heartbeat_s):
-            try:
-                with self.engine.db.session() as s:
-                    now = utcnow()
-                    if self.shard is None:
-                        s.execute(
-                            update(Run)
-                            .where(
-                                Run.id == self.run_id,
-                                Run.state == "running",
-                                Run.worker == self.engine.name,
-                            )
-                            .values(heartbeat_at=now)
-                            .execution_options(synchronize_session=False)
-                        )
-                    else:
-                        s.execute(
-                            update(RunShard)
-                            .where(
-                                RunShard.run_id == self.run_id,
-                                RunShard.idx == self.shard,
-                                RunShard.worker == self.engine.name,
-                            )
-                            .values(heartbeat_at=now)
-                            .execution_options(synchronize_session=False)
-                        )
-                        s.execute(
-                            update(Run)
-                            .where(Run.id == self.run_id, Run.state == "running")
-                            .values(heartbeat_at=now)
-                            .execution_options(synchronize_session=False)
-                        )
-            except Exception:
-                log.exception("heartbeat failed")
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_default))
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, dt.datetime | Path):
-        return str(o)
-    return repr(o)
 
 
 _ENGINES: dict[tuple[str, str], Engine] = {}

@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 
+from cellfoundry.config import Settings
 from cellfoundry.jobs.engine import Engine
-from cellfoundry.service.settings import Settings
 
 log = logging.getLogger("cellfoundry.jobs")
 
@@ -45,9 +45,9 @@ def worker_loop(
             continue
         kind, run_id, idx = work
         if kind == "shard":
-            engine._execute_shard_claimed(run_id, idx)
+            engine.execute_shard_claimed(run_id, idx)
         else:
-            engine._execute_claimed(run_id)
+            engine.execute_claimed(run_id)
         idle_since = time.monotonic()
     engine.stop()
 
@@ -96,7 +96,7 @@ def main() -> None:
     """``python -m cellfoundry.jobs.local --parent PID``: one local worker process."""
     import argparse
 
-    from cellfoundry.service.settings import get_settings
+    from cellfoundry.config import get_settings
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--parent", type=int, default=None)

@@ -2,17 +2,24 @@
 
 ``local``: worker processes started by ``cellfoundry serve`` poll the database for queued runs.
 ``celery``: a message per run (and per shard) on a Redis broker, consumed by ``cellfoundry worker``.
+Messages are sent by task name (``send_task``), so sending never imports the worker's task code.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cellfoundry.errors import CellfoundryError
-from cellfoundry.service.settings import Settings
+from cellfoundry.config import Settings
+from cellfoundry.errors import UnavailableError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+RUN_TASK = "cellfoundry.run"
+SHARD_TASK = "cellfoundry.shard"
 
 
-class QueueUnavailable(CellfoundryError):
+class QueueUnavailable(UnavailableError):
     """The broker cannot be reached; nothing was queued."""
 
     code = "queue_unavailable"
@@ -77,8 +84,6 @@ class CeleryQueue:
         return url
 
     def _send(self, name: str, args: list[object]) -> None:
-        from cellfoundry.jobs.celery_app import get_app
-
         ok, detail = self.check()
         if not ok:
             raise QueueUnavailable(
@@ -86,7 +91,7 @@ class CeleryQueue:
                 "start Redis (or fix CELLFOUNDRY_BROKER_URL) and submit again",
             )
         try:
-            get_app(self.settings).send_task(
+            producer(self.settings).send_task(
                 name, args=args, queue=self.settings.queue_name, retry=False
             )
         except Exception as exc:
@@ -96,18 +101,48 @@ class CeleryQueue:
             ) from exc
 
     def dispatch_run(self, run_id: str) -> None:
-        self._send("cellfoundry.run", [run_id])
+        self._send(RUN_TASK, [run_id])
 
     def dispatch_shards(self, run_id: str, idxs: list[int]) -> None:
-        from celery import group
+        app = producer(self.settings)
+        for i in idxs:
+            app.send_task(SHARD_TASK, args=[run_id, i], queue=self.settings.queue_name, retry=False)
 
-        from cellfoundry.jobs.celery_app import get_app
 
-        app = get_app(self.settings)
-        sig = app.signature("cellfoundry.shard")
-        group(sig.clone(args=(run_id, i)) for i in idxs).apply_async(
-            queue=self.settings.queue_name, retry=False
-        )
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration shared by the senders and the workers (``jobs.celery_app``)."""
+    return {
+        "broker_url": settings.broker_url,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "task_default_queue": settings.queue_name,
+        "broker_connection_timeout": settings.broker_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.celery_visibility_timeout_s,
+            "socket_timeout": settings.broker_timeout_s,
+            "socket_connect_timeout": settings.broker_timeout_s,
+        },
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+
+
+_PRODUCERS: dict[tuple[str, str], Celery] = {}
+
+
+def producer(settings: Settings) -> Celery:
+    """A Celery app without tasks that sends messages by task name (one per broker and queue)."""
+    from celery import Celery
+
+    key = (settings.broker_url, settings.queue_name)
+    if key not in _PRODUCERS:
+        app = Celery("cellfoundry-producer", set_as_current=False)
+        app.conf.update(celery_config(settings))
+        _PRODUCERS[key] = app
+    return _PRODUCERS[key]
 
 
 def get_queue(settings: Settings) -> Queue:

@@ -1,4 +1,4 @@
-"""Request and response bodies of the API (pydantic)."""
+"""Request (``*Create``) and response (``*Public``) bodies of the API, and its documented errors."""
 
 from __future__ import annotations
 
@@ -7,24 +7,183 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cellfoundry.jobs.applications import APPLICATIONS
+
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DEFAULT_APPLICATION = "annotation"
+MAX_PAGE = 1_000_000  # pages beyond this are refused (422), never sent to the database
+
+
+# --- errors -------------------------------------------------------------------------------------
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
-    hint: str | None = None
+    code: str = Field(..., description="stable machine-readable error code")
+    message: str = Field(..., description="what is wrong")
+    hint: str | None = Field(None, description="how to fix it")
 
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+_ERROR_TEXT = {
+    400: "Malformed request",
+    401: "Missing or invalid API key",
+    404: "Not found (or not yours)",
+    405: "Method not allowed",
+    409: "Not in a state that allows this",
+    413: "Too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    500: "Internal error (the server log has the details)",
+    503: "A dependency (queue, model) is unavailable",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status answered with an ``ErrorResponse`` (422 and 500
+    are always listed: request validation and the catch-all)."""
+    return {
+        s: {"model": ErrorResponse, "description": _ERROR_TEXT[s]}
+        for s in sorted({*statuses, 422, 500})
+    }
+
+
+# --- platform -----------------------------------------------------------------------------------
+
+
+class CheckPublic(BaseModel):
+    ok: bool
+    detail: str
+
+
+class QueueCheckPublic(CheckPublic):
+    backend: str
+
+
+class WorkerPublic(BaseModel):
+    name: str
+    kind: str
+    host: str
+    pid: int
+    last_seen: dt.datetime | None
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: CheckPublic
+    queue: QueueCheckPublic
+    workers: list[WorkerPublic]
+    loaded_models: list[str]
+
+
+# --- catalogue ----------------------------------------------------------------------------------
+
+
+class ApplicationPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    families: list[str] | None = Field(..., description="model families accepted; null: every")
+    params_schema: dict[str, Any] = Field(..., description="JSON schema of the run's params")
+
+
+class EvaluationPublic(BaseModel):
+    run_id: str
+    dataset_id: str
+    label_key: str
+    metrics: dict[str, Any]
+    created_at: dt.datetime
+
+
+class ModelMetricsPublic(BaseModel):
+    training_holdout: dict[str, Any]
+    evaluations: list[EvaluationPublic]
+
+
+class ModelPublic(BaseModel):
+    id: str
+    name: str
+    family: str
+    size_bytes: int
+    n_genes: int
+    classes: list[str]
+    requirements: dict[str, Any]
+    ready: bool
+    status: str
+    applications: list[str]
+    metrics: ModelMetricsPublic
+    source_run_id: str | None
+    created_at: dt.datetime
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    format: str
+    n_cells: int
+    n_genes: int
+    created_at: dt.datetime
+    report: dict[str, Any]
+    duplicate: bool = False
+
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".h5ad, 10x .h5 or .csv/.tsv (optionally .gz)",
+                        }
+                    },
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def _submit_variants(schema: dict[str, Any]) -> None:
+    """The body's JSON schema: one variant per application, each with its own ``params``."""
+    variants = []
+    for app_id, spec in APPLICATIONS.items():
+        params = spec.params.model_json_schema()
+        params.pop("title", None)
+        variants.append(
+            {
+                "title": f"submit {app_id}",
+                "properties": {"application_id": {"const": app_id}, "params": params},
+                "required": [] if app_id == DEFAULT_APPLICATION else ["application_id"],
+            }
+        )
+    schema["oneOf"] = variants
+
+
 class SubmitCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    """A run to queue; ``params`` are the chosen application's (see GET /applications)."""
+
+    model_config = ConfigDict(
+        extra="forbid", protected_namespaces=(), json_schema_extra=_submit_variants
+    )
     dataset_id: str = Field(..., pattern=ID_PATTERN)
     model_id: str = Field(..., pattern=ID_PATTERN)
-    application_id: str = Field("annotation", pattern=ID_PATTERN)
+    application_id: str = Field(DEFAULT_APPLICATION, pattern=ID_PATTERN)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -65,17 +224,64 @@ class RunPage(BaseModel):
     page_size: int
 
 
-class DatasetPublic(BaseModel):
-    id: str
-    filename: str
-    sha256: str
-    size_bytes: int
-    format: str
-    n_cells: int
-    n_genes: int
-    created_at: dt.datetime
-    report: dict[str, Any]
-    duplicate: bool = False
+# --- results ------------------------------------------------------------------------------------
+
+
+class TopLabel(BaseModel):
+    label: str
+    probability: float
+
+
+class LayoutPublic(BaseModel):
+    """The 2-D points with, per point, the stored prediction and the dataset's obs values."""
+
+    method: str | None
+    sampled: bool
+    n_points: int
+    cells: list[str]
+    x: list[float]
+    y: list[float]
+    labels: list[str] | None
+    confidence: list[float] | None
+    top3: list[list[TopLabel]] | None
+    obs: dict[str, list[str | None]]
+
+
+class CellPrediction(BaseModel):
+    cell: str
+    label: str
+    predicted: str
+    confidence: float
+    unknown: bool
+    top3: list[TopLabel]
+    true_label: str | None = None
+
+
+class CellPage(BaseModel):
+    page: int
+    page_size: int
+    total: int
+    items: list[CellPrediction]
+
+
+class ResultsPublic(BaseModel):
+    """``layout`` is present when the run stored one, ``cells`` when it has per-cell output."""
+
+    run: RunPublic
+    summary: dict[str, Any]
+    files: list[str]
+    layout: LayoutPublic | None = None
+    cells: CellPage | None = None
+
+
+DOWNLOAD_CONTENT: dict[str, Any] = {
+    "application/x-hdf5": {"schema": {"type": "string", "format": "binary"}},
+    "text/csv": {"schema": {"type": "string"}},
+    "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+}
+
+
+# --- real time ----------------------------------------------------------------------------------
 
 
 class PredictRequest(BaseModel):
@@ -93,3 +299,27 @@ class PredictRequest(BaseModel):
         "counts", description="raw counts or log1p-CP10k values"
     )
     threshold: float | None = Field(None, ge=0, le=1)
+
+
+class CellLabels(BaseModel):
+    label: str
+    confidence: float
+    unknown: bool
+    top_k: list[TopLabel]
+
+
+class CoveragePublic(BaseModel):
+    n_model_genes: int
+    n_present: int
+    fraction_present: float
+    missing_examples: list[str]
+
+
+class PredictPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model_id: str
+    threshold: float
+    values: Literal["counts", "lognorm"]
+    predictions: list[CellLabels]
+    coverage: CoveragePublic
+    warnings: list[str]

@@ -12,6 +12,12 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from cellfoundry.errors import (
+    BadRequestError,
+    CellfoundryError,
+    TooLargeError,
+    UnsupportedMediaError,
+)
 from cellfoundry.store.storage import safe_filename
 
 ALLOWED_SUFFIXES = (
@@ -37,14 +43,6 @@ class _PartState:
     done: bool = False
 
 
-class UploadProblem(Exception):
-    """An upload refused with an HTTP status, an error code, a message and a hint."""
-
-    def __init__(self, status: int, code: str, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.hint = status, code, message, hint
-
-
 @dataclass
 class Uploaded:
     path: Path
@@ -64,26 +62,24 @@ async def receive_upload(
     """Stream the multipart field ``field`` of ``request`` into a temporary file under ``tmp_dir``."""
     ctype, opts = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in opts:
-        raise UploadProblem(
-            415,
-            "not_multipart",
+        raise UnsupportedMediaError(
             "the upload must be multipart/form-data",
             f"send the file as the multipart field '{field}' (curl -F {field}=@data.h5ad)",
+            code="not_multipart",
         )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise UploadProblem(
-            413,
-            "too_large",
+        raise TooLargeError(
             f"the upload ({int(declared):,} bytes) exceeds the limit of {limit:,} bytes",
             "upload a smaller file or raise CELLFOUNDRY_UPLOAD_LIMIT_MB",
+            code="too_large",
         )
     state = _PartState()
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
     out = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
     size = 0
-    problems: list[UploadProblem] = []
+    problems: list[CellfoundryError] = []
 
     def on_part_begin() -> None:
         state.headers = {}
@@ -114,11 +110,10 @@ async def receive_upload(
         size += len(chunk)
         if size > limit:
             problems.append(
-                UploadProblem(
-                    413,
-                    "too_large",
+                TooLargeError(
                     f"the upload exceeds the limit of {limit:,} bytes",
                     "upload a smaller file or raise CELLFOUNDRY_UPLOAD_LIMIT_MB",
+                    code="too_large",
                 )
             )
             return
@@ -148,41 +143,38 @@ async def receive_upload(
             if problems:
                 raise problems[0]
         parser.finalize()
-    except UploadProblem:
+    except CellfoundryError:
         out.close()
         os.unlink(tmp)
         raise
     except Exception as exc:
         out.close()
         os.unlink(tmp)
-        raise UploadProblem(
-            400,
-            "bad_multipart",
+        raise BadRequestError(
             f"the multipart body could not be parsed: {exc}",
             f"send a well-formed multipart/form-data body with the field '{field}'",
+            code="bad_multipart",
         ) from exc
     out.close()
     if not state.done:
         os.unlink(tmp)
-        raise UploadProblem(
-            422,
-            "missing_file",
+        raise CellfoundryError(
             f"no multipart field named '{field}' with a file",
             f"send the file as the multipart field '{field}'",
+            code="missing_file",
         )
     raw_name = str(state.name or "")
     name = safe_filename(raw_name)
     if not allowed_name(name):
         os.unlink(tmp)
-        raise UploadProblem(
-            415,
-            "unsupported_type",
+        raise UnsupportedMediaError(
             f"unsupported file type: {raw_name or '(no file name)'}",
             "upload .h5ad, 10x .h5 or .csv/.tsv (optionally .gz) with its extension in the file name",
+            code="unsupported_type",
         )
     if size == 0:
         os.unlink(tmp)
-        raise UploadProblem(
-            422, "empty_file", "the uploaded file is empty", "upload the actual data file"
+        raise CellfoundryError(
+            "the uploaded file is empty", "upload the actual data file", code="empty_file"
         )
     return Uploaded(path=Path(tmp), filename=name, size=size, sha256=digest.hexdigest())

@@ -1,4 +1,8 @@
-"""The one configuration object of the platform (environment ``CELLFOUNDRY_*`` or ``.env``)."""
+"""The one configuration object of cellfoundry: library, workers and service.
+
+Every field is read from the environment as ``CELLFOUNDRY_<FIELD>`` (or from ``.env``);
+``cellfoundry.paths`` derives the state folders from it.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_WEB_DIST = Path(__file__).resolve().parents[3] / "web" / "dist"
+REPO_WEB_DIST = Path(__file__).resolve().parents[2] / "web" / "dist"
 
 
 class Settings(BaseSettings):
-    """Platform settings; every field can be set as ``CELLFOUNDRY_<FIELD>``."""
+    """Settings; every field can be set as ``CELLFOUNDRY_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="CELLFOUNDRY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CELLFOUNDRY_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
 
     home: Path = Field(
         default_factory=lambda: Path.home() / ".cellfoundry",

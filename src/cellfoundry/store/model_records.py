@@ -1,4 +1,8 @@
-"""Registering model artifact folders in the database, and the demo model at first start."""
+"""Model records: registering artifact folders in the database, readiness, and the demo model.
+
+Used by the service (registration at start-up) and by the workers (fine-tuned models), so it
+lives in the store, below both.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,19 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cellfoundry.errors import ModelError
-from cellfoundry.jobs.applications import APPLICATIONS
 from cellfoundry.store.db import Database
 from cellfoundry.store.storage import FileStorage
-from cellfoundry.store.tables import Application, Evaluation, ModelRecord
+from cellfoundry.store.tables import ModelRecord
 
-log = logging.getLogger("cellfoundry.service")
+log = logging.getLogger("cellfoundry.store")
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:48] or "model"
 
 
@@ -45,7 +47,7 @@ def register_model(
     src = Path(folder).resolve()
     manifest = Manifest.read(src)
     info = family_info(manifest.family)
-    mid = model_id or _slug(manifest.name)
+    mid = model_id or slug(manifest.name)
     if session.get(ModelRecord, mid) is not None:
         mid = f"{mid[:40]}-{source_run_id or manifest.genes_sha256[:8]}"[:64]
     dest = src
@@ -106,7 +108,7 @@ def ensure_demo_model(db: Database, storage: FileStorage) -> str | None:
     with db.session() as s:
         if (s.scalar(select(func.count()).select_from(ModelRecord)) or 0) > 0:
             return None
-    dest = storage.model_dir(_slug(DEMO_MODEL_NAME))
+    dest = storage.model_dir(slug(DEMO_MODEL_NAME))
     log.info("no model registered: training the demo model into %s", dest)
     tmp = storage.tmp_dir() / "demo-model"
     if tmp.exists():
@@ -118,64 +120,5 @@ def ensure_demo_model(db: Database, storage: FileStorage) -> str | None:
     with db.session() as s:
         if (s.scalar(select(func.count()).select_from(ModelRecord)) or 0) > 0:
             return None
-        rec = register_model(s, storage, dest, model_id=_slug(DEMO_MODEL_NAME), copy=False)
+        rec = register_model(s, storage, dest, model_id=slug(DEMO_MODEL_NAME), copy=False)
         return rec.id
-
-
-def sync_applications(session: Session) -> None:
-    """Store the registered applications (id, schema, families) in the database."""
-    for spec in APPLICATIONS.values():
-        d = spec.to_dict()
-        row = session.get(Application, spec.id)
-        if row is None:
-            session.add(
-                Application(
-                    id=spec.id,
-                    name=d["name"],
-                    description=d["description"],
-                    families=d["families"] or [],
-                    params_schema=d["params_schema"],
-                )
-            )
-        else:
-            row.name, row.description = d["name"], d["description"]
-            row.families, row.params_schema = d["families"] or [], d["params_schema"]
-
-
-def model_public(session: Session, storage: FileStorage, rec: ModelRecord) -> dict[str, Any]:
-    """A model as the API shows it: metrics come from stored evaluations and the training hold-out."""
-    evals = session.scalars(
-        select(Evaluation)
-        .where(Evaluation.model_id == rec.id)
-        .order_by(Evaluation.created_at.desc())
-        .limit(20)
-    ).all()
-    ready, status = check_ready(storage, rec)
-    apps = [a.id for a in APPLICATIONS.values() if a.accepts(rec.family)]
-    return {
-        "id": rec.id,
-        "name": rec.name,
-        "family": rec.family,
-        "size_bytes": rec.size_bytes,
-        "n_genes": rec.n_genes,
-        "classes": rec.classes,
-        "requirements": rec.requirements,
-        "ready": ready,
-        "status": status,
-        "applications": apps,
-        "metrics": {
-            "training_holdout": rec.training_metrics,
-            "evaluations": [
-                {
-                    "run_id": e.run_id,
-                    "dataset_id": e.dataset_id,
-                    "label_key": e.label_key,
-                    "metrics": e.metrics,
-                    "created_at": e.created_at,
-                }
-                for e in evals
-            ],
-        },
-        "source_run_id": rec.source_run_id,
-        "created_at": rec.created_at,
-    }

@@ -1,0 +1,282 @@
+"""Sharded annotation: a run split into row ranges, annotated in parallel, merged by the last one.
+
+The worker that finishes the last shard claims the merge (a guarded update of ``merge_claimed``),
+concatenates the shard probabilities in order and writes the run's result files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+
+from cellfoundry.jobs.applications import (
+    AnnotationParams,
+    TaskOutput,
+    _predictions_frame,
+    label_column,
+    layout_2d,
+    read_dataset,
+    with_layout_obs,
+)
+from cellfoundry.jobs.heartbeat import Beat
+from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunShard, RunState, utcnow
+
+if TYPE_CHECKING:
+    from cellfoundry.jobs.engine import Engine
+
+log = logging.getLogger("cellfoundry.jobs")
+
+
+def shard_bounds(n_cells: int, size: int) -> list[tuple[int, int, int]]:
+    """``(idx, start, stop)`` of each shard of ``n_cells`` rows, ``size`` rows each."""
+    size = max(1, size)
+    return [(i, a, min(a + size, n_cells)) for i, a in enumerate(range(0, max(n_cells, 1), size))]
+
+
+def start_shards(engine: Engine, run: Run, ds: Dataset) -> None:
+    """Create (or re-queue the unfinished) shards of a claimed run and dispatch them."""
+    bounds = shard_bounds(ds.n_cells, engine.settings.shard_size)
+    with engine.db.session() as s:
+        existing = {
+            sh.idx: sh for sh in s.scalars(select(RunShard).where(RunShard.run_id == run.id))
+        }
+        if not existing:
+            s.add_all(RunShard(run_id=run.id, idx=i, start=a, stop=b) for i, a, b in bounds)
+        else:
+            for sh in existing.values():
+                if sh.state != RunState.SUCCEEDED:
+                    sh.state, sh.worker = RunState.QUEUED, None
+        s.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.worker == engine.name)
+            .values(
+                n_shards=len(bounds),
+                stage=f"annotating {len(bounds)} shard(s)",
+                progress=5.0,
+                heartbeat_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    with engine.db.session() as s:
+        pending = s.scalars(
+            select(RunShard.idx).where(RunShard.run_id == run.id, RunShard.state == RunState.QUEUED)
+        ).all()
+    if pending:
+        engine.queue.dispatch_shards(run.id, list(pending))
+    else:
+        maybe_merge(engine, run.id)
+
+
+def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
+    """Annotate a claimed shard, record it, and merge when it was the last one."""
+    from cellfoundry.api import annotate
+    from cellfoundry.jobs.engine import LostRun
+
+    with Beat(engine, run_id, idx):
+        try:
+            run, ds, rec = engine.inputs(run_id)
+            params = AnnotationParams.model_validate(run.params)
+            with engine.db.session() as s:
+                shard = s.get(RunShard, (run_id, idx))
+                assert shard is not None
+                start, stop = shard.start, shard.stop
+            t0 = time.perf_counter()
+            adata = read_dataset(engine.storage.resolve(ds.path), backed=True)
+            part = adata[start:stop]
+            part = part.to_memory() if adata.isbacked else part.copy()
+            t_read = time.perf_counter() - t0
+            res = annotate(
+                part,
+                engine.annotator(rec),
+                threshold=params.threshold,
+                min_coverage=params.min_coverage,
+            )
+            shard_dir = engine.storage.run_dir(run_id) / "shards"
+            shard_dir.mkdir(exist_ok=True)
+            tmp = shard_dir / f"{idx}.tmp.npy"
+            np.save(tmp, res.probabilities.astype(np.float32))
+            os.replace(tmp, shard_dir / f"{idx}.npy")
+            meta = {
+                "coverage": None if res.coverage is None else res.coverage.fraction_present,
+                "warnings": res.warnings,
+                "threshold": res.threshold,
+                "classes": res.classes,
+                "model": res.model_name,
+                "family": res.model_family,
+            }
+            (shard_dir / f"{idx}.json").write_text(json.dumps(meta))
+            with engine.db.session() as s:
+                done = s.execute(
+                    update(RunShard)
+                    .where(
+                        RunShard.run_id == run_id,
+                        RunShard.idx == idx,
+                        RunShard.worker == engine.name,
+                        RunShard.state == RunState.RUNNING,
+                    )
+                    .values(state=RunState.SUCCEEDED, heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if done.rowcount != 1:  # type: ignore[attr-defined]
+                    return "lost"
+                n_done = (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(RunShard)
+                        .where(RunShard.run_id == run_id, RunShard.state == RunState.SUCCEEDED)
+                    )
+                    or 0
+                )
+                n_all = s.scalar(select(Run.n_shards).where(Run.id == run_id)) or 1
+            log.info(
+                "shard %s/%s: %d cells, read %.2f s, total %.2f s (%s)",
+                run_id,
+                idx,
+                stop - start,
+                t_read,
+                time.perf_counter() - t0,
+                engine.name,
+            )
+            engine.report(
+                run_id, f"annotated {n_done}/{n_all} shard(s)", 5 + 80 * n_done / n_all, owner=False
+            )
+            maybe_merge(engine, run_id)
+            return "succeeded"
+        except LostRun:
+            return "lost"
+        except Exception as exc:
+            engine.fail_with(run_id, exc, f"shard {run_id}/{idx}")
+            return "failed"
+
+
+def maybe_merge(engine: Engine, run_id: str) -> None:
+    """Merge the shards when all have succeeded and nobody else claimed the merge."""
+    from cellfoundry.jobs.engine import LostRun
+
+    with engine.db.session() as s:
+        n_done = (
+            select(func.count())
+            .select_from(RunShard)
+            .where(RunShard.run_id == run_id, RunShard.state == RunState.SUCCEEDED)
+            .scalar_subquery()
+        )
+        res = s.execute(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.state == RunState.RUNNING,
+                Run.merge_claimed.is_(False),
+                Run.n_shards == n_done,
+            )
+            .values(merge_claimed=True, worker=engine.name, stage="merging", heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return
+    with Beat(engine, run_id, None):
+        try:
+            t0 = time.perf_counter()
+            engine.finish(run_id, merge(engine, run_id), engine.name)
+            log.info("run %s merged in %.2f s (%s)", run_id, time.perf_counter() - t0, engine.name)
+        except LostRun:
+            pass
+        except Exception as exc:
+            engine.fail_with(run_id, exc, f"merge of {run_id}")
+
+
+def merge(engine: Engine, run_id: str) -> TaskOutput:
+    """The run's result from its shard files: predictions, probabilities, metrics and layout."""
+    from cellfoundry.result import AnnotationResult
+
+    run, ds, rec = engine.inputs(run_id)
+    params = AnnotationParams.model_validate(run.params)
+    out_dir = engine.storage.run_dir(run_id)
+    shard_dir = out_dir / "shards"
+    probs = np.concatenate([np.load(shard_dir / f"{i}.npy") for i in range(run.n_shards)])
+    meta = json.loads((shard_dir / "0.json").read_text())
+    engine.report(run_id, "merging shards", 88)
+    adata = read_dataset(engine.storage.resolve(ds.path), backed=True)
+    truth = label_column(adata, params.label_key) if params.label_key else None
+    res = AnnotationResult(
+        obs_names=adata.obs_names.copy(),
+        classes=meta["classes"],
+        probabilities=probs,
+        threshold=meta["threshold"],
+        model_name=meta["model"],
+        model_family=meta["family"],
+        warnings=meta["warnings"],
+    )
+    summary = res.summary()
+    summary["gene_coverage"] = meta["coverage"]
+    files: dict[str, Path] = {
+        "predictions": out_dir / "predictions.parquet",
+        "probabilities": out_dir / "probabilities.npy",
+    }
+    _predictions_frame(res, truth).to_parquet(files["predictions"])
+    np.save(files["probabilities"], probs)
+    summary["classes"] = list(res.classes)
+    if truth is not None:
+        from cellfoundry.stats.metrics import classification_metrics
+
+        summary["metrics"] = classification_metrics(
+            truth, res.labels, res.probabilities, res.classes
+        )
+        summary["label_key"] = params.label_key
+    if params.layout != "none" and res.n_cells >= 3:
+        engine.report(run_id, f"computing the {params.layout} layout", 92)
+        files["layout"] = _layout(engine, adata, rec, res, params, out_dir)
+        summary["layout"] = params.layout
+        summary["layout_sampled"] = res.n_cells > engine.settings.umap_max_cells
+    return TaskOutput(summary=summary, files=files)
+
+
+def _layout(
+    engine: Engine,
+    adata: Any,
+    rec: ModelRecord,
+    res: Any,
+    params: AnnotationParams,
+    out_dir: Path,
+) -> Path:
+    from cellfoundry.data.prepare import features
+
+    labels = np.asarray(res.display_labels, dtype=str)
+    idx = stratified_sample(labels, engine.settings.umap_max_cells)
+    sub = adata[idx]
+    sub = sub.to_memory() if adata.isbacked else sub.copy()
+    ann = engine.annotator(rec)
+    plan_fn = getattr(ann, "plan", None)
+    if plan_fn is not None:
+        x = features(sub, plan_fn(sub, None, params.min_coverage))
+    else:
+        x = res.probabilities[idx]
+    coords, _ = layout_2d(x, labels[idx], params.layout, max_cells=len(idx) + 1)
+    coords["i"] = idx[coords["i"].to_numpy()]
+    coords.insert(0, "cell", np.asarray(adata.obs_names)[coords["i"].to_numpy()])
+    coords["label"] = labels[coords["i"].to_numpy()]
+    coords = with_layout_obs(coords, adata.obs)
+    path = out_dir / "layout.parquet"
+    coords.to_parquet(path)
+    return path
+
+
+def stratified_sample(labels: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray:
+    """All indices, or about ``max_cells`` of them drawn per label in proportion (sorted)."""
+    n = len(labels)
+    idx = np.arange(n)
+    if n <= max_cells:
+        return idx
+    rng = np.random.default_rng(seed)
+    parts = []
+    for lab in np.unique(labels):
+        members = idx[labels == lab]
+        k = max(1, round(len(members) * max_cells / n))
+        parts.append(rng.choice(members, size=min(k, len(members)), replace=False))
+    return np.sort(np.concatenate(parts))

@@ -1,0 +1,104 @@
+"""What the API process holds: settings, database, storage, /predict models and the reaper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cellfoundry.config import Settings
+from cellfoundry.errors import CellfoundryError
+from cellfoundry.jobs.applications import APPLICATIONS
+from cellfoundry.jobs.engine import Engine
+from cellfoundry.service.predict import Predictor
+from cellfoundry.store.db import Database
+from cellfoundry.store.keys import verify_key
+from cellfoundry.store.storage import FileStorage
+from cellfoundry.store.tables import Application, ModelRecord
+
+log = logging.getLogger("cellfoundry.service")
+
+
+class Platform:
+    """Settings, database, storage, predictor and the API-side engine (reaper, model loading)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.storage = FileStorage(settings.storage)
+        self.engine = Engine(settings, "api", self.db)
+        self.predictor = Predictor()
+        self._keys: dict[str, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self.db.session() as s:
+            sync_applications(s)
+        self.preload()
+        self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="cf-reaper")
+        self._reaper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.db.dispose()
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.settings.reaper_s):
+            try:
+                for item in self.engine.reap():
+                    log.warning("re-queued %s after its worker stopped responding", item)
+            except Exception:
+                log.exception("stale-run recovery failed")
+
+    def preload(self) -> None:
+        """Load the models for /predict (``settings.preload_models``; empty: every ready one)."""
+        with self.db.session() as s:
+            recs = s.scalars(select(ModelRecord).order_by(ModelRecord.created_at)).all()
+        wanted = set(self.settings.preload_models)
+        for rec in recs:
+            if wanted and rec.id not in wanted:
+                continue
+            try:
+                ann = self.engine.annotator(rec)
+                self.predictor.add(rec.id, ann)
+            except CellfoundryError as exc:
+                log.info("model %s not preloaded for /predict: %s", rec.id, exc.message)
+
+    def user_for_key(self, key: str) -> str | None:
+        """The id of the user owning ``key`` (cached for ``settings.key_cache_s``)."""
+        now = time.monotonic()
+        hit = self._keys.get(key)
+        if hit and hit[1] > now:
+            return hit[0]
+        with self.db.session() as s:
+            user = verify_key(s, key)
+            uid = user.id if user else None
+        if uid:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[key] = (uid, now + self.settings.key_cache_s)
+        return uid
+
+
+def sync_applications(session: Session) -> None:
+    """Store the registered applications (id, schema, families) in the database."""
+    for spec in APPLICATIONS.values():
+        d = spec.to_dict()
+        row = session.get(Application, spec.id)
+        if row is None:
+            session.add(
+                Application(
+                    id=spec.id,
+                    name=d["name"],
+                    description=d["description"],
+                    families=d["families"] or [],
+                    params_schema=d["params_schema"],
+                )
+            )
+        else:
+            row.name, row.description = d["name"], d["description"]
+            row.families, row.params_schema = d["families"] or [], d["params_schema"]

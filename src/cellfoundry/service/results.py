@@ -1,0 +1,186 @@
+"""Reading a finished run's stored results: pages of predictions, the layout, downloads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
+from cellfoundry.store.storage import FileStorage
+from cellfoundry.store.tables import Dataset, Result, Run, RunState
+
+log = logging.getLogger("cellfoundry.service")
+
+
+def finished_result(s: Session, run: Run) -> Result:
+    """The stored result of ``run``; 409 while it is not succeeded, 404 when none was stored."""
+    if run.state != RunState.SUCCEEDED:
+        reason = f": {run.error_message}" if run.error_message else ""
+        raise ConflictError(
+            f"run '{run.id}' is {run.state}{reason}",
+            "poll GET /status/{run_id} until the state is 'succeeded'",
+            code="run_not_finished",
+        )
+    res = s.get(Result, run.id)
+    if res is None:
+        raise NotFoundError(
+            f"run '{run.id}' has no stored result", "submit the run again", code="result_not_found"
+        )
+    return res
+
+
+def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dict[str, Any]:
+    """The 2-D points with, per point, the stored prediction (confidence, top 3) and obs values."""
+    import pandas as pd
+
+    from cellfoundry.jobs.applications import OBS_PREFIX, categorical_obs, read_dataset
+
+    lay = pd.read_parquet(storage.resolve(res.files["layout"]))
+    cells = lay["cell"].astype(str).tolist()
+    block: dict[str, Any] = {
+        "method": res.summary.get("layout"),
+        "sampled": bool(res.summary.get("layout_sampled")),
+        "n_points": len(lay),
+        "cells": cells,
+        "x": lay["x"].astype(float).round(4).tolist(),
+        "y": lay["y"].astype(float).round(4).tolist(),
+        "labels": lay["label"].astype(str).tolist() if "label" in lay else None,
+        "confidence": None,
+        "top3": None,
+    }
+    if "predictions" in res.files:
+        pred = prediction_rows(storage.resolve(res.files["predictions"]), lay)
+        if pred is not None:
+            block["confidence"] = [float(c) for c in pred["prediction_confidence"]]
+            tops = [c.removesuffix("_label") for c in pred.columns if c.endswith("_label")]
+            labels = [pred[f"{t}_label"].astype(str).tolist() for t in tops]
+            probs = [pred[f"{t}_probability"].astype(float).tolist() for t in tops]
+            block["top3"] = [
+                [
+                    {"label": lab[j], "probability": pr[j]}
+                    for lab, pr in zip(labels, probs, strict=True)
+                ]
+                for j in range(len(pred))
+            ]
+    obs_cols = [c for c in lay.columns if str(c).startswith(OBS_PREFIX)]
+    if obs_cols:
+        block["obs"] = {
+            c.removeprefix(OBS_PREFIX): [None if pd.isna(v) else str(v) for v in lay[c]]
+            for c in obs_cols
+        }
+    else:  # layouts written before the obs columns were stored: read them from the dataset
+        block["obs"] = {}
+        d = s.get(Dataset, run.dataset_id)
+        if d is not None and "i" in lay:
+            try:
+                adata = read_dataset(storage.resolve(d.path), backed=True)
+                if adata.n_obs > int(lay["i"].max()):
+                    block["obs"] = categorical_obs(adata.obs, lay["i"].to_numpy())
+            except (OSError, CellfoundryError) as exc:
+                log.warning("obs columns of %s unavailable: %s", run.id, exc)
+    return block
+
+
+def prediction_rows(path: Path, lay: Any) -> Any:
+    """The stored prediction rows of the layout's points, in the layout's order (None: no match)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    cols = [
+        c
+        for c in pq.read_schema(path).names
+        if c in ("cell", "prediction_confidence")
+        or (c.startswith("top") and c.endswith(("_label", "_probability")))
+    ]
+    table = pq.read_table(path, columns=cols)
+    cells = lay["cell"].astype(str).to_numpy()
+    if "i" in lay:
+        idx = lay["i"].to_numpy(dtype=np.int64)
+        if len(idx) == 0 or (idx.min() >= 0 and idx.max() < table.num_rows):
+            rows = table.take(idx).to_pandas()
+            if np.array_equal(rows["cell"].astype(str).to_numpy(), cells):
+                return rows.reset_index(drop=True)
+    frame = table.to_pandas().drop_duplicates("cell").set_index("cell")
+    frame.index = frame.index.astype(str)
+    if not np.isin(cells, frame.index).all():
+        return None
+    return frame.loc[cells].reset_index()
+
+
+def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    total = table.num_rows
+    chunk = table.slice((page - 1) * page_size, page_size).to_pandas()
+    items = []
+    tops = [
+        c.removesuffix("_label")
+        for c in chunk.columns
+        if c.startswith("top") and c.endswith("_label")
+    ]
+    for rec in chunk.to_dict(orient="records"):
+        items.append(
+            {
+                "cell": str(rec["cell"]),
+                "label": str(rec["display_label"]),
+                "predicted": str(rec["predicted_cell_type"]),
+                "confidence": float(rec["prediction_confidence"]),
+                "unknown": bool(rec["prediction_unknown"]),
+                "top3": [
+                    {"label": str(rec[f"{t}_label"]), "probability": float(rec[f"{t}_probability"])}
+                    for t in tops
+                ],
+                **({"true_label": str(rec["true_label"])} if "true_label" in rec else {}),
+            }
+        )
+    return {"page": page, "page_size": page_size, "total": total, "items": items}
+
+
+def csv_stream(path: Path) -> Iterator[bytes]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    first = True
+    for batch in pf.iter_batches(batch_size=20_000):
+        yield batch.to_pandas().to_csv(index=False, header=first).encode()
+        first = False
+
+
+_H5AD_LOCK = threading.Lock()
+
+
+def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> Path:
+    """The dataset with the run's predictions written in (built once, then served from disk)."""
+    import numpy as np
+
+    from cellfoundry.data.io import read_data
+    from cellfoundry.result import AnnotationResult
+
+    out = storage.run_dir(run.id) / "annotated.h5ad"
+    with _H5AD_LOCK:
+        if out.is_file():
+            return out
+        adata = read_data(storage.resolve(d.path))
+        probs = np.load(storage.resolve(res.files["probabilities"]))
+        summ = res.summary
+        ar = AnnotationResult(
+            obs_names=adata.obs_names.copy(),
+            classes=list(summ["classes"]),
+            probabilities=probs,
+            threshold=float(summ["unknown_threshold"]),
+            model_name=str(summ["model"]),
+            model_family=str(summ["family"]),
+            warnings=list(summ.get("warnings", [])),
+        )
+        annotated = ar.to_adata(adata)
+        annotated.uns["cellfoundry"]["run_id"] = run.id
+        tmp = out.with_suffix(".tmp.h5ad")
+        annotated.write_h5ad(tmp)
+        tmp.replace(out)
+    return out

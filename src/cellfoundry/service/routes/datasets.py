@@ -1,0 +1,54 @@
+"""Uploading data and listing your datasets."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from cellfoundry.errors import NotFoundError
+from cellfoundry.service.deps import Id, PlatformDep, SessionDep, UserDep
+from cellfoundry.service.ingest import register_upload
+from cellfoundry.service.public import dataset_public
+from cellfoundry.service.schemas import UPLOAD_BODY, DatasetPublic, errors
+from cellfoundry.service.upload import receive_upload
+from cellfoundry.store.tables import Dataset
+
+router = APIRouter(tags=["data"])
+
+
+@router.post(
+    "/upload",
+    response_model=DatasetPublic,
+    responses=errors(400, 401, 413, 415),
+    openapi_extra=UPLOAD_BODY,
+)
+async def upload(request: Request, uid: UserDep, platform: PlatformDep) -> DatasetPublic:
+    """Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset."""
+    up = await receive_upload(
+        request, platform.storage.tmp_dir(), platform.settings.upload_limit_bytes
+    )
+    try:
+        return await run_in_threadpool(register_upload, platform, uid, up)
+    finally:
+        up.path.unlink(missing_ok=True)
+
+
+@router.get("/datasets", response_model=list[DatasetPublic], responses=errors(401))
+def datasets(s: SessionDep, uid: UserDep) -> list[DatasetPublic]:
+    """Your datasets."""
+    rows = s.scalars(
+        select(Dataset).where(Dataset.owner_id == uid).order_by(Dataset.created_at.desc())
+    ).all()
+    return [dataset_public(d) for d in rows]
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404))
+def dataset(dataset_id: Id, s: SessionDep, uid: UserDep) -> DatasetPublic:
+    """One of your datasets with its validation report."""
+    d = s.get(Dataset, dataset_id)
+    if d is None or d.owner_id != uid:
+        raise NotFoundError(
+            f"no dataset '{dataset_id}'", "list yours with GET /datasets", code="dataset_not_found"
+        )
+    return dataset_public(d)

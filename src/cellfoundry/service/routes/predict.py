@@ -1,0 +1,85 @@
+"""``POST /predict``: top-k labels per cell from a preloaded model, in real time."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from cellfoundry.errors import CellfoundryError, NotFoundError, TooLargeError, UnavailableError
+from cellfoundry.service.deps import FastUserDep, PlatformDep
+from cellfoundry.service.platform import Platform
+from cellfoundry.service.predict import LoadedModel
+from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
+from cellfoundry.store.tables import ModelRecord
+
+router = APIRouter(tags=["predict"])
+
+MAX_CELLS = 10_000
+PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictPublic,
+    responses=errors(401, 404, 413, 503),
+    openapi_extra=PREDICT_BODY,
+)
+async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> Response:
+    """Top-k labels per cell from a preloaded model; same preprocessing and answer as a batch run.
+
+    Body: ``PredictRequest`` (parsed and validated in one pass by pydantic's JSON parser).
+    """
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    cells = body.expression if isinstance(body.expression, list) else [body.expression]
+    if not cells or any(not c for c in cells):
+        raise CellfoundryError(
+            "every cell needs at least one gene value",
+            'send {"expression": {"CD19": 8.5, ...}}',
+            code="empty_expression",
+        )
+    if len(cells) > MAX_CELLS:
+        raise TooLargeError(
+            f"{len(cells)} cells in one request (limit {MAX_CELLS:,})",
+            "split the request or submit a batch run",
+            code="too_many_cells",
+        )
+    pred = platform.predictor
+    mid = body.model_id or next(iter(pred.models), None)
+    if mid is None:
+        raise UnavailableError(
+            "no model is loaded for real-time prediction",
+            "register a baseline model and restart, or set CELLFOUNDRY_PRELOAD_MODELS",
+            code="no_model_loaded",
+        )
+    loaded = pred.models.get(mid)
+    model = (
+        loaded if loaded is not None else await run_in_threadpool(_load_on_demand, platform, mid)
+    )
+    out = pred.predict(model, cells, top_k=body.top_k, values=body.values, threshold=body.threshold)
+    return Response(json.dumps(out), media_type="application/json")
+
+
+def _load_on_demand(platform: Platform, model_id: str) -> LoadedModel:
+    with platform.db.session() as s:
+        rec = s.get(ModelRecord, model_id)
+        if rec is None:
+            raise NotFoundError(
+                f"no model '{model_id}'", "see GET /models for the ids", code="model_not_found"
+            )
+        s.expunge(rec)
+    platform.predictor.add(model_id, platform.engine.annotator(rec))
+    return platform.predictor.models[model_id]

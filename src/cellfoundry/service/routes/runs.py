@@ -1,0 +1,132 @@
+"""Queueing runs, following them and cancelling them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+
+from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
+from cellfoundry.jobs.applications import get_application
+from cellfoundry.jobs.queue import QueueUnavailable
+from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep, UserDep
+from cellfoundry.service.public import run_public
+from cellfoundry.service.schemas import (
+    ID_PATTERN,
+    MAX_PAGE,
+    RunPage,
+    RunPublic,
+    SubmitCreate,
+    SubmitPublic,
+    errors,
+)
+from cellfoundry.store.model_records import check_ready
+from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunState, utcnow
+
+router = APIRouter(tags=["runs"])
+
+
+@router.post(
+    "/submit",
+    status_code=201,
+    response_model=SubmitPublic,
+    responses=errors(401, 404, 409, 503),
+)
+def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDep) -> SubmitPublic:
+    """Queue a run of an application on a dataset with a model (params validated first)."""
+    d = s.get(Dataset, body.dataset_id)
+    if d is None or d.owner_id != uid:
+        raise NotFoundError(
+            f"no dataset '{body.dataset_id}'",
+            "upload the data first (POST /upload) and use the returned id",
+            code="dataset_not_found",
+        )
+    rec = s.get(ModelRecord, body.model_id)
+    if rec is None:
+        raise NotFoundError(
+            f"no model '{body.model_id}'", "see GET /models for the ids", code="model_not_found"
+        )
+    spec = get_application(body.application_id)
+    if not spec.accepts(rec.family):
+        raise CellfoundryError(
+            f"application '{spec.id}' does not accept {rec.family} models",
+            f"see GET /applications/{spec.id}/models",
+            code="model_not_supported",
+        )
+    params = spec.validate(body.params).model_dump(mode="json")
+    ready, status = check_ready(platform.storage, rec)
+    if not ready:
+        raise ConflictError(
+            f"model '{rec.id}' is not ready: {status}",
+            "restore the model's artifact folder or choose another model",
+            code="model_not_ready",
+        )
+    queue = platform.engine.queue
+    ok, detail = queue.check()
+    if not ok:
+        raise QueueUnavailable(
+            f"the job queue is unavailable: {detail}",
+            "start Redis (or fix CELLFOUNDRY_BROKER_URL) and submit again; nothing was queued",
+        )
+    run = Run(
+        owner_id=uid,
+        dataset_id=d.id,
+        model_id=rec.id,
+        application_id=spec.id,
+        params=params,
+        backend=platform.settings.queue_backend,
+    )
+    s.add(run)
+    s.commit()
+    try:
+        queue.dispatch_run(run.id)
+    except QueueUnavailable as exc:
+        s.delete(run)
+        s.commit()
+        raise QueueUnavailable(exc.message, (exc.hint or "") + "; nothing was queued") from exc
+    return SubmitPublic(run_id=run.id, state=run.state)
+
+
+@router.get("/status/{run_id}", response_model=RunPublic, responses=errors(401, 404))
+def status(run: OwnRunDep) -> RunPublic:
+    """State, stage, progress (0-100), timestamps and the reason of a failure."""
+    return run_public(run)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunPublic, responses=errors(401, 404))
+def cancel(run: OwnRunDep, s: SessionDep) -> RunPublic:
+    """Cancel a queued or running run (a finished run is left as it is)."""
+    if run.state in (RunState.QUEUED, RunState.RUNNING):
+        run.state, run.stage, run.finished_at = RunState.CANCELLED, "cancelled", utcnow()
+        s.commit()
+    return run_public(run)
+
+
+@router.get("/runs", response_model=RunPage, responses=errors(401))
+def runs(
+    s: SessionDep,
+    uid: UserDep,
+    state: Annotated[RunState | None, Query()] = None,
+    application_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    dataset_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> RunPage:
+    """Your runs, newest first, paged and filterable."""
+    cond = [Run.owner_id == uid]
+    if state:
+        cond.append(Run.state == state)
+    if application_id:
+        cond.append(Run.application_id == application_id)
+    if dataset_id:
+        cond.append(Run.dataset_id == dataset_id)
+    total = s.scalar(select(func.count()).select_from(Run).where(*cond)) or 0
+    rows = s.scalars(
+        select(Run)
+        .where(*cond)
+        .order_by(Run.created_at.desc(), Run.id)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    return RunPage(items=[run_public(r) for r in rows], total=total, page=page, page_size=page_size)
