@@ -9,48 +9,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import warnings
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from cellxgene_ontology_guide.ontology_parser import OntologyParser
 
-CLI = [sys.executable, "-m", "cellfoundry.cli"]
-PARSER = OntologyParser()
+from tests.baselines.test_cli import run
+from tests.ontology.reference import PARSER, PBMC3K_TERMS, cl
+from tests.ontology.reference import read_quietly as read
+
 TERM = "predicted_cell_type_ontology_term_id"
-PBMC3K_TERMS = {  # pbmc3k class -> CL label (the ontology's own names)
-    "CD4 T cells": "CD4-positive, alpha-beta T cell",
-    "CD8 T cells": "CD8-positive, alpha-beta T cell",
-    "CD14+ Monocytes": "CD14-positive monocyte",
-    "FCGR3A+ Monocytes": "CD14-low, CD16-positive monocyte",
-    "B cells": "B cell",
-    "NK cells": "natural killer cell",
-    "Dendritic cells": "dendritic cell",
-    "Megakaryocytes": "megakaryocyte",
-}
-
-
-def cl(name: str) -> str:
-    term = PARSER.get_term_id_by_label(name, "CL")
-    assert term is not None, name
-    return term
-
-
-def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def read(path: Path) -> ad.AnnData:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pbmc68k_reduced is an old-format file
-        return ad.read_h5ad(path)
 
 
 @pytest.fixture(scope="module")
@@ -165,30 +134,16 @@ def test_without_level_there_are_no_rolled_up_columns(annotated) -> None:
 
 
 def test_bad_level_and_bad_label_map_exit_2_with_a_fix(annotated, tmp_path: Path) -> None:
-    bad = run(
-        "annotate",
-        str(annotated["query"]),
-        "--model",
-        str(annotated["model"]),
-        "--csv",
-        str(tmp_path / "x.csv"),
-        "--level",
-        "Teacell",
-        ok=False,
-    )
+    def annotate(*extra: str) -> subprocess.CompletedProcess[str]:
+        query, model = str(annotated["query"]), str(annotated["model"])
+        return run(
+            "annotate", query, "--model", model, "--csv", str(tmp_path / "x.csv"), *extra, ok=False
+        )
+
+    bad = annotate("--level", "Teacell")
     assert bad.returncode == 2 and "fix:" in bad.stderr and "Teacell" in bad.stderr
     label_map = tmp_path / "bad.csv"
     label_map.write_text("label,ontology_term_id\nCD56+ NK,CL:9999999\n")
-    bad = run(
-        "annotate",
-        str(annotated["query"]),
-        "--model",
-        str(annotated["model"]),
-        "--csv",
-        str(tmp_path / "x.csv"),
-        "--label-map",
-        str(label_map),
-        ok=False,
-    )
+    bad = annotate("--label-map", str(label_map))
     assert bad.returncode == 2 and "CD56+ NK" in bad.stderr and "fix:" in bad.stderr
     assert not (tmp_path / "x.csv").exists()

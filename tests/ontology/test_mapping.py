@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import csv
 import socket
-import warnings
 from pathlib import Path
 
-import anndata as ad
 import pytest
-from cellxgene_ontology_guide.ontology_parser import OntologyParser
 
 from cellfoundry.ontology import (
     OntologyError,
@@ -18,47 +15,25 @@ from cellfoundry.ontology import (
     map_labels,
     read_label_map,
 )
-
-PARSER = OntologyParser()
-
-
-def cl(name: str) -> str:
-    """The official package's id for a CL label (an independent reference)."""
-    term = PARSER.get_term_id_by_label(name, "CL")
-    assert term is not None, name
-    return term
+from tests.ontology.reference import PARSER, PBMC3K_TERMS, cl, read_quietly
 
 
 def labels_of(shared_dir: Path, file: str, key: str) -> list[str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # old-format files (pbmc68k_reduced) warn on reading
-        a = ad.read_h5ad(shared_dir / "data" / file, backed="r")
+    a = read_quietly(shared_dir / "data" / file, backed=True)
     try:
         return sorted({str(x) for x in a.obs[key].dropna()})
     finally:
         a.file.close()
 
 
-PBMC3K_EXPECTED = {
-    "CD4 T cells": "CD4-positive, alpha-beta T cell",
-    "CD8 T cells": "CD8-positive, alpha-beta T cell",
-    "CD14+ Monocytes": "CD14-positive monocyte",
-    "FCGR3A+ Monocytes": "CD14-low, CD16-positive monocyte",
-    "B cells": "B cell",
-    "NK cells": "natural killer cell",
-    "Dendritic cells": "dendritic cell",
-    "Megakaryocytes": "megakaryocyte",
-}
-
-
 def test_all_pbmc3k_classes_map_to_their_cl_terms(shared_dir: Path) -> None:
     classes = labels_of(shared_dir, "pbmc3k_labeled_counts.h5ad", "cell_type")
-    assert set(classes) == set(PBMC3K_EXPECTED)
+    assert set(classes) == set(PBMC3K_TERMS)
     mapping = map_labels(classes)
     assert mapping.unmapped == []
     for c in classes:
-        assert mapping.term(c) == cl(PBMC3K_EXPECTED[c]), c
-        assert mapping.term_name(c) == PBMC3K_EXPECTED[c]
+        assert mapping.term(c) == cl(PBMC3K_TERMS[c]), c
+        assert mapping.term_name(c) == PBMC3K_TERMS[c]
 
 
 def test_pbmc68k_bulk_labels_map_to_their_cl_terms(shared_dir: Path) -> None:
@@ -115,6 +90,7 @@ def test_curated_rows_name_the_term_their_id_has_in_cl() -> None:
         ("CD8+ T cells", "CD8-positive, alpha-beta T cell", "alpha-beta T"),
         ("CD56bright NK cells", "natural killer cell", "without markers"),
         ("T-cells", "T cell", "singular"),
+        ("Beta cells", "type B pancreatic cell", "curated without 'cell'"),
     ],
 )
 def test_normalisation_rules(name: str, label: str, method: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from cellxgene_ontology_guide.ontology_parser import OntologyParser
 
 from cellfoundry.ontology import (
     OntologyError,
@@ -15,15 +14,7 @@ from cellfoundry.ontology import (
     resolve,
     roll_up,
 )
-
-PARSER = OntologyParser()
-
-
-def cl(name: str) -> str:
-    term = PARSER.get_term_id_by_label(name, "CL")
-    assert term is not None, name
-    return term
-
+from tests.ontology.reference import PARSER, cl
 
 T_CELL, MONO, B_CELL = cl("T cell"), cl("monocyte"), cl("B cell")
 TREG = cl("CD4-positive, CD25-positive, alpha-beta regulatory T cell")

@@ -7,18 +7,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from cellxgene_ontology_guide.ontology_parser import OntologyParser
 
 from cellfoundry.ontology import map_labels
 from cellfoundry.result import TERM_COLUMN, AnnotationResult
-
-PARSER = OntologyParser()
-
-
-def cl(name: str) -> str:
-    term = PARSER.get_term_id_by_label(name, "CL")
-    assert term is not None, name
-    return term
+from tests.ontology.reference import cl
 
 
 def result(**kw) -> AnnotationResult:

@@ -13,6 +13,13 @@ from cellfoundry.models.baselines.refit import DEFAULT_REFIT_BELOW
 from cellfoundry.ontology import LabelMapping
 from cellfoundry.outputs import table_format, write_annotated_h5ad, write_predictions
 
+label_map_option = click.option(
+    "--label-map",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV label,ontology_term_id: Cell Ontology term per class (wins over the automatic mapping).",
+)
+
 
 @click.command("train")
 @click.argument("reference", type=click.Path(exists=True))
@@ -45,12 +52,7 @@ from cellfoundry.outputs import table_format, write_annotated_h5ad, write_predic
     help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
     "Non-human genes are mapped to human orthologs.",
 )
-@click.option(
-    "--label-map",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="CSV label,ontology_term_id: Cell Ontology term per class (wins over the automatic mapping).",
-)
+@label_map_option
 def train_cmd(
     reference: str,
     label_key: str,
@@ -136,12 +138,7 @@ def train_cmd(
     help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
     "Non-human genes are mapped to human orthologs.",
 )
-@click.option(
-    "--label-map",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="CSV label,ontology_term_id: Cell Ontology term per class (wins over the automatic mapping).",
-)
+@label_map_option
 @click.option(
     "--level",
     default=None,

@@ -6,9 +6,11 @@ Order of precedence for one class name:
    term id there keeps the class deliberately unmapped;
 2. the curated table ``curated_labels.csv`` (common atlas names, each row with its source and
    reason);
-3. the CL label or a synonym, case-insensitively, after name normalisation (``+`` ->
-   ``-positive``, plurals, a missing "cell", and finally without marker prefixes — a coarser
-   but still true term).
+3. the CL label or a synonym (one term only), case-insensitively, after normalisation of case,
+   spaces and ``+``/``-`` marker signs;
+4. the curated table again for a plural "... cells" name ("Beta cells" -> "beta");
+5. CL again after further rules: plurals, a missing "cell", CD4/CD8 T -> alpha-beta T, and
+   finally without marker prefixes (a coarser but still true term).
 
 A class that none of these finds stays unmapped (empty term) and is listed.
 """
@@ -131,16 +133,36 @@ def curated_table() -> dict[str, CuratedRow]:
 
 def _match(name: str) -> TermMatch | None:
     cl = cell_ontology()
+
+    def curated(row: CuratedRow, method: str) -> TermMatch:
+        term = cl.current(row.term_id)
+        return TermMatch(name, term, cl.labels[term], method, f"{row.source}: {row.reason}")
+
+    def from_cl(text: str, rule: str) -> TermMatch | None:
+        hit = lookup(text)
+        if hit is None:
+            return None
+        term, kind = hit
+        method = kind if rule == "normalised" else rule
+        return TermMatch(name, term, cl.labels[term], method, f"CL {kind} '{text}'")
+
     row = curated_table().get(normalise(name))
     if row is not None:
-        term = cl.current(row.term_id)
-        return TermMatch(name, term, cl.labels[term], "curated", f"{row.source}: {row.reason}")
-    for text, rule in candidates(name):
-        hit = lookup(text)
-        if hit is not None:
-            term, kind = hit
-            method = kind if rule == "normalised" else rule
-            return TermMatch(name, term, cl.labels[term], method, f"CL {kind} '{text}'")
+        return curated(row, "curated")
+    spellings = candidates(name)
+    exact = from_cl(*spellings[0]) if spellings else None  # the name itself, normalised
+    if exact is not None:
+        return exact
+    for text, rule in spellings:  # "Beta cells" -> the curated "beta" (before CL's "alpha cell")
+        if rule not in ("normalised", "singular") or not text.endswith(" cell"):
+            continue
+        row = curated_table().get(text.removesuffix(" cell"))
+        if row is not None:
+            return curated(row, "curated without 'cell'")
+    for text, rule in spellings[1:]:
+        found = from_cl(text, rule)
+        if found is not None:
+            return found
     return None
 
 
