@@ -83,9 +83,10 @@ class AnnotationResult:
 
     @property
     def term_ids(self) -> np.ndarray:
-        """Per cell: the CL term of the predicted class; ``""`` for Unknown calls and unmapped classes."""
+        """Per cell: the CL term of ``predicted_cell_type`` (the most probable class, as that column
+        is); ``""`` for unmapped classes. Whether a call is trusted is ``prediction_unknown``."""
         per_class = np.asarray(self.class_terms.term_ids(self.classes), dtype=object)
-        return np.where(self.unknown, "", per_class[self.label_index])
+        return per_class[self.label_index]
 
     def _class_rollup(self) -> tuple[list[str], list[str]]:
         """Per class: (name, term) at ``level``; an unmapped class keeps its own name, term ""."""
@@ -95,12 +96,10 @@ class AnnotationResult:
         return names, terms
 
     def _rolled_up(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per cell: (name, term) at ``level``; Unknown cells are "Unknown" with an empty term."""
+        """Per cell: (name, term) of ``predicted_cell_type`` rolled up to ``level``."""
         names, terms = self._class_rollup()
         idx = self.label_index
-        term = np.where(self.unknown, "", np.asarray(terms, dtype=object)[idx])
-        name = np.where(self.unknown, UNKNOWN, np.asarray(names, dtype=object)[idx])
-        return name, term
+        return np.asarray(names, dtype=object)[idx], np.asarray(terms, dtype=object)[idx]
 
     def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
         k = min(k, len(self.classes))
@@ -203,7 +202,8 @@ class AnnotationResult:
             "unmapped": [c for c in self.classes if not m.term(c)],
         }
         if self.level:
-            counts = pd.Series(self._rolled_up()[0]).value_counts()
+            shown = np.where(self.unknown, UNKNOWN, self._rolled_up()[0])  # as label_counts
+            counts = pd.Series(shown).value_counts()
             names, terms = self._class_rollup()
             out["level"] = self.level
             out["rolled_up_counts"] = {str(k): int(v) for k, v in counts.items()}

@@ -29,11 +29,13 @@ def result(**kw) -> AnnotationResult:
     )
 
 
-def test_terms_per_cell_unknown_and_unmapped_are_empty(tmp_path: Path) -> None:
+def test_terms_follow_predicted_cell_type_and_unmapped_are_empty(tmp_path: Path) -> None:
     res = result()
     df = res.to_frame()
     treg = cl("CD4-positive, CD25-positive, alpha-beta regulatory T cell")
-    assert list(df[TERM_COLUMN]) == [treg, cl("CD14-positive monocyte"), "", ""]
+    # the last cell is an Unknown call: its term is still that of its predicted_cell_type
+    assert list(df["prediction_unknown"]) == [False, False, False, True]
+    assert list(df[TERM_COLUMN]) == [treg, cl("CD14-positive monocyte"), "", treg]
     adata = res.to_adata()
     adata.write_h5ad(tmp_path / "a.h5ad")  # class names with "/" survive h5ad
     back = ad.read_h5ad(tmp_path / "a.h5ad")
@@ -50,12 +52,14 @@ def test_level_broad_and_an_annotate_time_label_map() -> None:
         level="broad",
     )
     df = res.to_frame()
-    assert list(df["rolled_up_cell_type"]) == ["T cell", "monocyte", "mast cell", "Unknown"]
+    assert list(df["rolled_up_cell_type"]) == ["T cell", "monocyte", "mast cell", "T cell"]
     assert list(df["rolled_up_cell_type_ontology_term_id"]) == [
         cl("T cell"),
         cl("monocyte"),
         cl("mast cell"),
-        "",
+        cl("T cell"),
     ]
+    counts = res.summary()["ontology"]["rolled_up_counts"]  # counted as shown: Unknown apart
+    assert counts == {"T cell": 1, "monocyte": 1, "mast cell": 1, "Unknown": 1}
     assert res.class_terms.matches["CD14+ Monocytes"].method == "curated"
     assert res.class_terms.matches["cluster 7"].method == "user"
