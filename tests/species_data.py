@@ -43,10 +43,10 @@ def mouse_symbol_to_id(shared: Path) -> dict[str, str]:
     return dict(zip(g[1], g[0], strict=True))
 
 
-def mouseify(
+def mouse_columns(
     adata: ad.AnnData, shared: Path, *, symbol_column: str | None = None, ensembl_ids: bool = False
-) -> ad.AnnData:
-    """``adata`` (human) with only its 1:1-ortholog genes, named as mouse genes; X only."""
+) -> tuple[np.ndarray, list[str]]:
+    """Indices of ``adata``'s genes with a 1:1 mouse ortholog (and a unique mouse name), and those names."""
     symbols = pd.Index(
         adata.var[symbol_column].astype(str) if symbol_column else adata.var_names.astype(str)
     )
@@ -57,10 +57,17 @@ def mouseify(
         new = [s2id.get(m) if m else None for m in new]
     names = pd.Series(new, dtype=object)
     keep = np.flatnonzero(names.notna().to_numpy() & ~names.duplicated(keep=False).to_numpy())
+    return keep, [str(new[i]) for i in keep]
+
+
+def mouseify(
+    adata: ad.AnnData, shared: Path, *, symbol_column: str | None = None, ensembl_ids: bool = False
+) -> ad.AnnData:
+    """``adata`` (human) with only its 1:1-ortholog genes, named as mouse genes; X only."""
+    keep, names = mouse_columns(adata, shared, symbol_column=symbol_column, ensembl_ids=ensembl_ids)
     x = adata.X[:, keep]
-    out = ad.AnnData(
+    return ad.AnnData(
         X=x.copy() if hasattr(x, "copy") else np.array(x),
         obs=adata.obs.copy(),
-        var=pd.DataFrame(index=pd.Index([str(new[i]) for i in keep])),
+        var=pd.DataFrame(index=pd.Index(names)),
     )
-    return out

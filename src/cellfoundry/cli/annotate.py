@@ -7,6 +7,7 @@ import json
 import click
 
 from cellfoundry.api import annotate, train
+from cellfoundry.cli.options import species_option
 from cellfoundry.data.io import read_data
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.models.baselines.refit import DEFAULT_REFIT_BELOW
@@ -45,13 +46,7 @@ label_map_option = click.option(
     default=None,
     help="Foundation checkpoint folder or registered name (for *-knn / *-head models).",
 )
-@click.option(
-    "--species",
-    default="auto",
-    show_default=True,
-    help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
-    "Non-human genes are mapped to human orthologs.",
-)
+@species_option
 @label_map_option
 def train_cmd(
     reference: str,
@@ -131,13 +126,7 @@ def train_cmd(
     show_default=True,
     help="Cells read and predicted at a time (memory holds one chunk).",
 )
-@click.option(
-    "--species",
-    default="auto",
-    show_default=True,
-    help="Species of the data's genes (human, mouse, rhesus, cynomolgus, pig); auto detects it. "
-    "Non-human genes are mapped to human orthologs.",
-)
+@species_option
 @label_map_option
 @click.option(
     "--level",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cellfoundry.cli.options import species_option
 from cellfoundry.data.io import read_data
 from cellfoundry.data.report import validate
 
@@ -12,12 +13,7 @@ from cellfoundry.data.report import validate
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--genes-by-cells", is_flag=True, help="CSV/TSV input has genes as rows.")
-@click.option(
-    "--species",
-    default="auto",
-    show_default=True,
-    help="Species of the genes (human, mouse, rhesus, cynomolgus, pig); auto detects it.",
-)
+@species_option
 def inspect_cmd(data: str, as_json: bool, genes_by_cells: bool, species: str) -> None:
     """Validate DATA (.h5ad, 10x .h5 or MEX folder, CSV/TSV) and report what it holds."""
     adata = read_data(data, backed=data.endswith(".h5ad"), genes_by_cells=genes_by_cells)

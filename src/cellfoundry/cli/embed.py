@@ -11,6 +11,8 @@ import anndata as ad
 import click
 import numpy as np
 
+from cellfoundry.cli.options import species_option
+
 UNS_KEY = "cellfoundry_embeddings"
 
 
@@ -107,6 +109,7 @@ def write_into_h5ad(path: Path, key: str, emb: np.ndarray, record: dict[str, Any
     help="Refuse when fewer of the model's genes are present (default: the family's threshold).",
 )
 @click.option("--genes-by-cells", is_flag=True, help="CSV/TSV input has genes as rows.")
+@species_option
 def embed_cmd(
     data: str,
     checkpoint: str,
@@ -116,10 +119,11 @@ def embed_cmd(
     seed: int,
     min_coverage: float | None,
     genes_by_cells: bool,
+    species: str = "auto",
 ) -> None:
     """Embed the cells of DATA with a foundation model; write OUT.h5ad with obsm["X_<family>"]."""
     from cellfoundry.data.io import read_data
-    from cellfoundry.data.report import validate
+    from cellfoundry.data.species import to_human_space
     from cellfoundry.models.embedding_annotators import embed_cells
     from cellfoundry.models.foundation import load_foundation
     from cellfoundry.models.zoo import resolve_checkpoint
@@ -134,10 +138,10 @@ def embed_cmd(
         click.echo(f"  note: {msg}", err=True)
     is_h5ad = data.lower().endswith(".h5ad")
     adata = read_data(data, backed=is_h5ad, genes_by_cells=genes_by_cells)
-    report = validate(adata)
+    human, report = to_human_space(adata, species)  # mouse/macaque/pig: human orthologs
     emb, plan = embed_cells(
         model,
-        adata,
+        human,
         batch_size=batch_size,
         seed=seed,
         progress=True,

@@ -6,6 +6,8 @@ import logging
 
 import click
 
+from cellfoundry.cli.options import species_option
+
 
 def _split_list(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
@@ -55,6 +57,7 @@ def _log_to_stderr() -> None:
 @click.option(
     "--out", required=True, type=click.Path(), help="Folder to write the fine-tuned artifact to."
 )
+@species_option
 def finetune_cmd(
     reference: str,
     label_key: str,
@@ -72,6 +75,7 @@ def finetune_cmd(
     variant: str | None,
     n_features: int,
     out: str,
+    species: str = "auto",
 ) -> None:
     """Fine-tune a foundation model (head, LoRA or full) on a labelled REFERENCE."""
     from cellfoundry.data.io import read_data
@@ -97,6 +101,7 @@ def finetune_cmd(
         variant=variant,
         n_features=n_features or None,
         out=out,
+        species=species,
     )
     m, extra = ann.manifest.metrics, ann.manifest.extra
     if extra["base"]["random_init"]:
@@ -140,6 +145,13 @@ def finetune_cmd(
 @click.option("--epochs", default=5, show_default=True)
 @click.option("--no-umap", is_flag=True, help="Skip the UMAP figures.")
 @click.option("--out", required=True, type=click.Path(), help="Report folder.")
+@species_option
+@click.option(
+    "--query-species",
+    default="auto",
+    show_default=True,
+    help="Species of the query's genes (as --species; auto detects it).",
+)
 def evaluate_cmd(
     reference: str,
     label_key: str,
@@ -151,6 +163,8 @@ def evaluate_cmd(
     epochs: int,
     no_umap: bool,
     out: str,
+    species: str = "auto",
+    query_species: str = "auto",
 ) -> None:
     """Compare logistic regression, frozen encoder + head, LoRA (and full) over seeds; write a report."""
     from cellfoundry.evaluation.compare import evaluate
@@ -167,6 +181,8 @@ def evaluate_cmd(
         methods=_split_list((methods,)),
         epochs=epochs,
         umap=not no_umap,
+        species=species,
+        query_species=query_species,
     )
     for r in rep["mean_std"]:
         click.echo(

@@ -22,6 +22,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 
 from cellfoundry.data.io import as_anndata
+from cellfoundry.data.species import to_human_space
 from cellfoundry.errors import DataError
 from cellfoundry.models.fitting import read_labels
 from cellfoundry.stats.calibration import expected_calibration_error
@@ -246,6 +247,8 @@ def evaluate(
     umap: bool = True,
     title: str | None = None,
     finetune_options: dict[str, Any] | None = None,
+    species: str | None = None,
+    query_species: str | None = None,
 ) -> dict[str, Any]:
     """Compare ``methods`` over ``seeds`` seeds on the same splits; write the report folder ``out``.
 
@@ -255,7 +258,8 @@ def evaluate(
     every method holds out the same ``heldout_fraction`` (same seed, same split: early stopping,
     calibration, test), so baselines and fine-tunes fit on the very same cells; baselines are not
     refit on the held-out cells. Cells without a true label are dropped, never a "nan" class.
-    Returns the content of ``report.json``.
+    Returns the content of ``report.json``. Mouse, macaque or pig data is mapped to human
+    orthologs first; ``species`` / ``query_species`` override detection for each dataset.
     """
     unknown = [m for m in methods if m not in BASELINES + FINETUNE_METHODS]
     if unknown:
@@ -267,12 +271,12 @@ def evaluate(
         raise DataError(f"seeds must be >= 1 (got {seeds})", "use e.g. --seeds 3")
     outdir = Path(out)
     (outdir / "predictions").mkdir(parents=True, exist_ok=True)
-    ref = as_anndata(reference)
+    ref, _ = to_human_space(as_anndata(reference), species)
     ref = ref.to_memory() if ref.isbacked else ref
     qkey = query_label_key or label_key
     q = None
     if query is not None:
-        q = as_anndata(query)
+        q, _ = to_human_space(as_anndata(query), query_species)
         q = q.to_memory() if q.isbacked else q
         if qkey not in q.obs.columns:
             raise DataError(

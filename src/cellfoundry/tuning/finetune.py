@@ -18,6 +18,7 @@ from safetensors.torch import save_model
 from cellfoundry.artifacts import MANIFEST, Manifest
 from cellfoundry.data.genes import gene_table, genes_hash
 from cellfoundry.data.io import as_anndata
+from cellfoundry.data.species import to_human_space
 from cellfoundry.errors import DataError, ModelError
 from cellfoundry.models.baselines.common import prepare_reference
 from cellfoundry.models.fitting import read_labels
@@ -282,6 +283,7 @@ def finetune(
     scratch_latent: int = 128,
     name: str | None = None,
     progress: bool = True,
+    species: str | None = None,
 ) -> FinetunedAnnotator:
     """Fine-tune ``model`` on ``reference.obs[label_key]`` and return (and save to ``out``) the annotator.
 
@@ -291,6 +293,8 @@ def finetune(
     Losses: cross-entropy + ``triplet_weight`` x semi-hard triplet + ``recon_weight`` x reconstruction.
     ``val_fraction`` of the labelled cells is held out, in three equal stratified parts: early
     stopping, calibration (temperature and Unknown threshold), and the stored test metrics.
+    A mouse, macaque or pig reference is mapped to human orthologs first (``species`` overrides
+    detection, as in ``cellfoundry.annotate``).
     """
     if method not in METHODS:
         raise DataError(
@@ -298,7 +302,7 @@ def finetune(
         )
     if epochs < 1:
         raise DataError(f"epochs must be >= 1 (got {epochs})", "use e.g. --epochs 10")
-    adata = as_anndata(reference)
+    adata, _ = to_human_space(as_anndata(reference), species)
     labels = read_labels(adata, label_key)
     sub = adata[labels.keep]
     sub = sub.to_memory() if sub.isbacked else sub.copy()
