@@ -34,6 +34,7 @@ import cellfoundry as cf
 from cellfoundry.stats.metrics import classification_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "orthologs.json"
 sys.path.insert(0, str(ROOT))
 from tests.species_data import mouseify  # noqa: E402
 
@@ -77,7 +78,9 @@ def one_task(
     human = cf.annotate(query, tmp / "human")
     out: dict = {"n_cells": int(query.n_obs), "train_seconds": t_train}
     out["human_query"] = scores(truth, human)
-    out["human_query"]["gene_coverage"] = human.coverage.fraction_present if human.coverage else None
+    out["human_query"]["gene_coverage"] = (
+        human.coverage.fraction_present if human.coverage else None
+    )
     variants = {"mouse_symbols": False} | ({} if lognorm else {"mouse_ensembl_ids": True})
     for name, ids in variants.items():
         mouse = mouseify(query, shared, symbol_column=symbol_column, ensembl_ids=ids)
@@ -172,9 +175,8 @@ def main() -> None:
             f"{task:<17}{label:<21}{ag:>10.4f} ± {sd:.4f}{maj:>10.3f}{ch:>8.3f}"
             f"{ah:>11.4f}{am:>11.4f}{fh:>10.4f}{fm:>10.4f}{cov_s:>10}"
         )
-    dest = ROOT / "benchmarks" / "results" / "orthologs.json"
-    dest.write_text(json.dumps(out, indent=2))
-    print(f"written {dest}")
+    RESULT.write_text(json.dumps(out, indent=2))
+    print(f"written {RESULT}")
 
 
 if __name__ == "__main__":
