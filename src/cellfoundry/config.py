@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     broker_timeout_s: float = 2.0
     key_cache_s: float = 10.0
     demo_model: bool = True
+    # uploads are opened first in a separate process under these limits (413 beyond them)
+    intake_memory_mb: int = Field(
+        6144, description="address space of the process opening an upload"
+    )
+    intake_cpu_s: int = Field(600, description="CPU seconds of that process (wall time: twice)")
+    intake_max_cells: int = 20_000_000
+    intake_max_genes: int = 500_000
+    intake_max_columns: int = Field(100_000, description="columns of an uploaded CSV/TSV")
+    intake_max_gzip_ratio: float = Field(200.0, description="decompressed / compressed size")
+    # /predict
+    predict_max_body_mb: float = Field(10.0, description="request body size (413 beyond)")
+    predict_max_cells: int = Field(10_000, description="cells per request (413 beyond)")
+    predict_max_genes: int = Field(100_000, description="distinct gene names per request (422)")
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -24,9 +24,9 @@ def _frame(n_obs: int, n_vars: int) -> ad.AnnData:
     )
 
 
-def _shape_for(secret: bytes) -> tuple[int, int]:
-    assert len(secret) % 4 == 0, "secret length must be a multiple of 4"
-    return 4, len(secret) // 4
+def _shape_for(secret: bytes | int) -> tuple[int, int]:
+    """One cell whose genes are the secret's bytes."""
+    return 1, secret if isinstance(secret, int) else len(secret)
 
 
 def _replace_x(path: Path, make: object) -> None:
@@ -56,7 +56,7 @@ def external_storage_h5ad(path: Path, secret_file: Path) -> Path:
 
 
 def secret_h5(path: Path, secret: bytes) -> Path:
-    """Another HDF5 file holding ``secret`` as a 4 x n uint8 dataset /X (the target of links)."""
+    """Another HDF5 file holding ``secret`` as a 1 x n uint8 dataset /X (the target of links)."""
     n_obs, n_vars = _shape_for(secret)
     with h5py.File(path, "w") as f:
         d = f.create_dataset("X", data=np.frombuffer(secret, np.uint8).reshape(n_obs, n_vars))
@@ -67,7 +67,7 @@ def secret_h5(path: Path, secret: bytes) -> Path:
 
 def external_link_h5ad(path: Path, target_h5: Path, secret_len: int) -> Path:
     """An .h5ad whose X is an external link to /X of ``target_h5``."""
-    n_obs, n_vars = 4, secret_len // 4
+    n_obs, n_vars = _shape_for(secret_len)
     _frame(n_obs, n_vars).write_h5ad(path)
     _replace_x(path, lambda f: f.__setitem__("X", h5py.ExternalLink(str(target_h5), "/X")))
     return path
@@ -75,7 +75,7 @@ def external_link_h5ad(path: Path, target_h5: Path, secret_len: int) -> Path:
 
 def virtual_h5ad(path: Path, target_h5: Path, secret_len: int) -> Path:
     """An .h5ad whose X is a virtual dataset mapped onto /X of ``target_h5``."""
-    n_obs, n_vars = 4, secret_len // 4
+    n_obs, n_vars = _shape_for(secret_len)
 
     def make(f: h5py.File) -> None:
         layout = h5py.VirtualLayout(shape=(n_obs, n_vars), dtype="uint8")

@@ -1,80 +1,54 @@
-"""Turning a received upload into a dataset: validate, store one copy per content hash, record."""
+"""Turning a received upload into a dataset: checked and read in a sandbox, stored, recorded.
+
+The API process never opens the uploaded file: :func:`open_untrusted` checks its structure and
+reads it in a separate process under memory and CPU-time limits, and only its small summary
+(format, shape, validation report, model coverage) comes back. The file is moved into the
+dataset storage only after that succeeds, so a refused upload never touches stored data.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
 
+from cellfoundry.config import Settings
+from cellfoundry.data.untrusted import CoverageTarget, IntakeLimits, IntakeSummary, open_untrusted
 from cellfoundry.errors import CellfoundryError
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.public import dataset_public
 from cellfoundry.service.schemas import DatasetPublic
 from cellfoundry.service.upload import Uploaded
-from cellfoundry.store.jsonable import jsonable
 from cellfoundry.store.tables import Dataset
 
 log = logging.getLogger("cellfoundry.service")
 
 
 def register_upload(platform: Platform, uid: str, up: Uploaded) -> DatasetPublic:
-    """Validate the uploaded file, keep one copy per content hash, and record the dataset."""
-    from cellfoundry.data.io import detect_format, read_data
-    from cellfoundry.data.report import coverage, validate
-
+    """Check the uploaded file in the sandbox, keep one copy per content hash, record the dataset."""
     with platform.db.session() as s:
         existing = s.scalar(
             select(Dataset).where(Dataset.owner_id == uid, Dataset.sha256 == up.sha256)
         )
         if existing is not None:
             return dataset_public(existing, duplicate=True)
-    folder = platform.storage.dataset_dir(up.sha256)
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / up.filename
-    if not dest.exists():
-        os.replace(up.path, dest)  # same file system (storage/tmp): a rename, not a copy
+    # the file gets its name (formats are told by it) in a folder of its own under storage/tmp
+    staging = Path(tempfile.mkdtemp(prefix="intake-", dir=platform.storage.tmp_dir()))
     try:
-        fmt = detect_format(dest)
-        adata = read_data(dest, backed=fmt == "h5ad")
-        report = validate(adata)
-        if report.errors:
-            first = report.errors[0]
-            raise CellfoundryError(
-                f"{up.filename}: {first.message}", first.hint, code=first.code, status=422
-            )
-        for mid, lm in list(platform.predictor.models.items()):
-            ann = lm.annotator
-            try:
-                coverage(
-                    adata,
-                    report,
-                    ann.genes,
-                    f"model {mid}",
-                    "ensembl" if ann.manifest.gene_key_kind == "ensembl" else "symbol",
-                )
-            except Exception as exc:  # coverage is informative; never block the upload on it
-                log.warning("coverage for %s failed: %s", mid, exc)
-        if getattr(adata, "isbacked", False):
-            adata.file.close()
-    except CellfoundryError as exc:
-        _drop_blob(folder, dest)
-        raise CellfoundryError(
-            exc.message,
-            exc.hint,
-            code=exc.code if exc.code != "error" else "unreadable_file",
-            status=422,
-        ) from exc
-    except Exception as exc:
-        _drop_blob(folder, dest)
-        raise CellfoundryError(
-            f"{up.filename} could not be read: {type(exc).__name__}: {exc}",
-            "upload a valid .h5ad, 10x .h5 or cells x genes CSV",
-            code="unreadable_file",
-            status=422,
-        ) from exc
+        staged = staging / up.filename
+        os.replace(up.path, staged)
+        summary = _intake(platform, staged, up.filename)
+        folder = platform.storage.dataset_dir(up.sha256)
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / up.filename
+        if not dest.exists():
+            os.replace(staged, dest)  # same file system: a rename
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     with platform.db.session() as s:
         existing = s.scalar(
             select(Dataset).where(Dataset.owner_id == uid, Dataset.sha256 == up.sha256)
@@ -87,15 +61,45 @@ def register_upload(platform: Platform, uid: str, up: Uploaded) -> DatasetPublic
             filename=up.filename,
             path=platform.storage.relative(dest),
             size_bytes=up.size,
-            format=fmt,
-            n_cells=report.n_cells,
-            n_genes=report.n_genes,
-            report=jsonable(report.to_dict()),
+            format=summary.format,
+            n_cells=summary.n_cells,
+            n_genes=summary.n_genes,
+            report=summary.report,
         )
         s.add(d)
         s.flush()
         return dataset_public(d)
 
 
-def _drop_blob(folder: Path, dest: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+def _intake(platform: Platform, staged: Path, filename: str) -> IntakeSummary:
+    """The sandbox's summary of ``staged``, with coverage of every preloaded model's genes."""
+    targets = [
+        CoverageTarget(
+            f"model {mid}",
+            list(lm.annotator.genes),
+            "ensembl" if lm.annotator.manifest.gene_key_kind == "ensembl" else "symbol",
+        )
+        for mid, lm in list(platform.predictor.models.items())
+    ]
+    summary = open_untrusted(staged, limits=intake_limits(platform.settings), targets=targets)
+    if summary.errors:
+        first = summary.errors[0]
+        raise CellfoundryError(
+            f"{filename}: {first.get('message')}",
+            first.get("hint"),
+            code=str(first.get("code") or "invalid_data"),
+            status=422,
+        )
+    return summary
+
+
+def intake_limits(settings: Settings) -> IntakeLimits:
+    """The intake limits of these settings (the rest keep the library's defaults)."""
+    return IntakeLimits(
+        memory_mb=settings.intake_memory_mb,
+        cpu_s=settings.intake_cpu_s,
+        max_cells=settings.intake_max_cells,
+        max_genes=settings.intake_max_genes,
+        max_columns=settings.intake_max_columns,
+        max_gzip_ratio=settings.intake_max_gzip_ratio,
+    )

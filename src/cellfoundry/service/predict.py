@@ -53,6 +53,50 @@ class LoadedModel:
         return plan
 
 
+def cells_to_csr(
+    cells: list[dict[str, float]], max_genes: int | None = None
+) -> tuple[tuple[str, ...], sp.csr_matrix]:
+    """The distinct gene names (first-seen order) and a cells x genes CSR matrix, built sparse.
+
+    Memory is proportional to the values sent, never to cells x distinct genes. Raises a 422
+    ``too_many_genes`` error as soon as more than ``max_genes`` distinct names are seen.
+    """
+    if len(cells) == 1:  # the common real-time case: the cell's own genes, in order
+        genes = tuple(cells[0])
+        if max_genes is not None and len(genes) > max_genes:
+            raise _too_many_genes(max_genes)
+        vals = np.fromiter(cells[0].values(), dtype=np.float32, count=len(genes))
+        one = np.array([0, len(genes)], dtype=np.int32)
+        return genes, sp.csr_matrix(
+            (vals, np.arange(len(genes), dtype=np.int32), one), shape=(1, len(genes))
+        )
+    col: dict[str, int] = {}
+    n = sum(len(c) for c in cells)
+    indptr = np.zeros(len(cells) + 1, dtype=np.int32)
+    indices = np.empty(n, dtype=np.int32)
+    data = np.empty(n, dtype=np.float32)
+    pos = 0
+    for r, cell in enumerate(cells):
+        k = len(cell)
+        indices[pos : pos + k] = [col.setdefault(g, len(col)) for g in cell]
+        data[pos : pos + k] = np.fromiter(cell.values(), dtype=np.float32, count=k)
+        pos += k
+        indptr[r + 1] = pos
+        if max_genes is not None and len(col) > max_genes:
+            raise _too_many_genes(max_genes)
+    x = sp.csr_matrix((data, indices, indptr), shape=(len(cells), len(col)))
+    x.sort_indices()
+    return tuple(col), x
+
+
+def _too_many_genes(max_genes: int) -> CellfoundryError:
+    return CellfoundryError(
+        f"the request names more than {max_genes:,} distinct genes",
+        "send the genes of the model (see GET /models), or submit a batch run",
+        code="too_many_genes",
+    )
+
+
 class Predictor:
     """Preloaded models and the per-request computation of /predict."""
 
@@ -80,31 +124,13 @@ class Predictor:
         top_k: int = 3,
         values: Literal["counts", "lognorm"] = "counts",
         threshold: float | None = None,
+        max_genes: int | None = None,
     ) -> dict[str, Any]:
-        """Top-k labels per cell with probabilities, Unknown below the threshold, and the gene coverage."""
-        if len(cells) == 1:
-            genes = tuple(cells[0])
-            vals = np.fromiter(cells[0].values(), dtype=np.float32, count=len(genes))
-            x = sp.csr_matrix(
-                (
-                    vals,
-                    np.arange(len(genes), dtype=np.int32),
-                    np.array([0, len(genes)], dtype=np.int32),
-                ),
-                shape=(1, len(genes)),
-            )
-        else:
-            genes_set: dict[str, None] = {}
-            for cell in cells:
-                for g in cell:
-                    genes_set.setdefault(g, None)
-            genes = tuple(genes_set)
-            col = {g: i for i, g in enumerate(genes)}
-            dense = np.zeros((len(cells), len(genes)), dtype=np.float32)
-            for r, cell in enumerate(cells):
-                for g, v in cell.items():
-                    dense[r, col[g]] = v
-            x = sp.csr_matrix(dense)
+        """Top-k labels per cell with probabilities, Unknown below the threshold, and the gene coverage.
+
+        CPU-bound: call it off the event loop. ``max_genes`` bounds the distinct gene names.
+        """
+        genes, x = cells_to_csr(cells, max_genes)
         rows = x.data
         if not np.isfinite(rows).all():
             raise CellfoundryError(

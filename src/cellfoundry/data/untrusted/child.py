@@ -83,7 +83,7 @@ def _open(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         "format": fmt,
         "n_cells": int(report.n_cells),
         "n_genes": int(report.n_genes),
-        "report": json.loads(json.dumps(report.to_dict(), default=_default)),
+        "report": _finite(json.loads(json.dumps(report.to_dict(), default=_default))),
         "declared": facts["declared"],
     }
 
@@ -125,6 +125,17 @@ def _scrub(text: str, path: Path) -> str:
     return text
 
 
+def _finite(o: Any) -> Any:
+    """JSON values with NaN/Inf as null (databases refuse them in JSON columns)."""
+    if isinstance(o, float):
+        return o if o == o and abs(o) != float("inf") else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_finite(v) for v in o]
+    return o
+
+
 def _default(o: Any) -> Any:
     import numpy as np
 
@@ -134,6 +145,4 @@ def _default(o: Any) -> Any:
         return float(o) if np.isfinite(o) else None
     if isinstance(o, np.ndarray):
         return o.tolist()
-    if isinstance(o, float):
-        return o if o == o and abs(o) != float("inf") else None
     return str(o)

@@ -10,7 +10,7 @@ from cellfoundry.data.io import detect_format
 from cellfoundry.data.untrusted.hdf5 import check_hdf5
 from cellfoundry.data.untrusted.limits import IntakeLimits
 from cellfoundry.data.untrusted.text import check_mex, check_table
-from cellfoundry.errors import CellfoundryError, DataError, UnsafeFileError
+from cellfoundry.errors import DataError, UnsafeFileError
 
 
 def check_structure(path: str | Path, limits: IntakeLimits) -> dict[str, Any]:
@@ -20,20 +20,18 @@ def check_structure(path: str | Path, limits: IntakeLimits) -> dict[str, Any]:
         raise UnsafeFileError(f"{p.name} is a symbolic link; refused", "upload the file itself")
     fmt = detect_format(p)
     declared: dict[str, Any]
-    try:
-        if fmt in ("h5ad", "10x_h5"):
+    if fmt in ("h5ad", "10x_h5"):
+        try:
             declared = asdict(check_hdf5(p, limits))
-        elif fmt == "10x_mex":
-            genes, cells, nnz = check_mex(p, limits)
-            declared = {"genes": genes, "cells": cells, "nnz": nnz}
-        else:
-            rows, cols = check_table(p, "," if fmt == "csv" else "\t", limits)
-            declared = {"rows": rows, "columns": cols}
-    except CellfoundryError:
-        raise
-    except OSError as exc:  # h5py: not an HDF5 file, truncated, unreadable superblock
-        raise DataError(
-            f"{p.name} could not be opened as {fmt} ({type(exc).__name__})",
-            f"check that the file is a complete, valid {fmt} file",
-        ) from None
+        except OSError:  # h5py: not an HDF5 file, truncated, unreadable superblock
+            raise DataError(
+                f"could not read {p.name} as {fmt}: it is not a valid HDF5 file",
+                f"check that the file is a complete, valid {fmt} file",
+            ) from None
+    elif fmt == "10x_mex":
+        genes, cells, nnz = check_mex(p, limits)
+        declared = {"genes": genes, "cells": cells, "nnz": nnz}
+    else:
+        rows, cols = check_table(p, "," if fmt == "csv" else "\t", limits)
+        declared = {"rows": rows, "columns": cols}
     return {"format": fmt, "declared": declared}

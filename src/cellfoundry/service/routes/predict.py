@@ -20,7 +20,6 @@ from cellfoundry.store.tables import ModelRecord
 
 router = APIRouter(tags=["predict"])
 
-MAX_CELLS = 10_000
 PREDICT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -38,25 +37,17 @@ PREDICT_BODY: dict[str, Any] = {
 async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> Response:
     """Top-k labels per cell from a preloaded model; same preprocessing and answer as a batch run.
 
-    Body: ``PredictRequest`` (parsed and validated in one pass by pydantic's JSON parser).
+    Body: ``PredictRequest`` (parsed and validated in one pass by pydantic's JSON parser), at most
+    ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
+    distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
     """
-    try:
-        body = PredictRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
-    cells = body.expression if isinstance(body.expression, list) else [body.expression]
-    if not cells or any(not c for c in cells):
-        raise CellfoundryError(
-            "every cell needs at least one gene value",
-            'send {"expression": {"CD19": 8.5, ...}}',
-            code="empty_expression",
-        )
-    if len(cells) > MAX_CELLS:
-        raise TooLargeError(
-            f"{len(cells)} cells in one request (limit {MAX_CELLS:,})",
-            "split the request or submit a batch run",
-            code="too_many_cells",
-        )
+    st = platform.settings
+    raw = await read_body(request, int(st.predict_max_body_mb * 1024 * 1024))
+    inline = len(raw) <= INLINE_BYTES
+    if inline:
+        body, cells = _parse(raw, st.predict_max_cells)
+    else:
+        body, cells = await run_in_threadpool(_parse, raw, st.predict_max_cells)
     pred = platform.predictor
     mid = body.model_id or next(iter(pred.models), None)
     if mid is None:
@@ -69,8 +60,68 @@ async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> 
     model = (
         loaded if loaded is not None else await run_in_threadpool(_load_on_demand, platform, mid)
     )
-    out = pred.predict(model, cells, top_k=body.top_k, values=body.values, threshold=body.threshold)
-    return Response(json.dumps(out), media_type="application/json")
+
+    def answer() -> bytes:
+        out = pred.predict(
+            model,
+            cells,
+            top_k=body.top_k,
+            values=body.values,
+            threshold=body.threshold,
+            max_genes=st.predict_max_genes,
+        )
+        return json.dumps(out).encode()
+
+    content = answer() if inline else await run_in_threadpool(answer)
+    return Response(content, media_type="application/json")
+
+
+INLINE_BYTES = 64 * 1024  # smaller bodies are parsed and answered on the event loop (cheaper)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes ``limit`` bytes (never read beyond)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(f"the request body ({int(declared):,} bytes)", limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large("the request body", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(what: str, limit: int) -> TooLargeError:
+    return TooLargeError(
+        f"{what} exceeds the /predict limit of {limit:,} bytes",
+        "send fewer cells per request (or only the model's genes), or upload the data and "
+        "submit a batch run (POST /upload, POST /submit)",
+        code="body_too_large",
+    )
+
+
+def _parse(raw: bytes, max_cells: int) -> tuple[PredictRequest, list[dict[str, float]]]:
+    try:
+        body = PredictRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    cells = body.expression if isinstance(body.expression, list) else [body.expression]
+    if not cells or any(not c for c in cells):
+        raise CellfoundryError(
+            "every cell needs at least one gene value",
+            'send {"expression": {"CD19": 8.5, ...}}',
+            code="empty_expression",
+        )
+    if len(cells) > max_cells:
+        raise TooLargeError(
+            f"{len(cells):,} cells in one request (limit {max_cells:,})",
+            "split the request or submit a batch run",
+            code="too_many_cells",
+        )
+    return body, cells
 
 
 def _load_on_demand(platform: Platform, model_id: str) -> LoadedModel:
