@@ -8,6 +8,7 @@ import type {
   EvaluationArtifacts,
   ModelInfo,
   ModelMetric,
+  OrthologyInfo,
   ParamSpec,
   ReliabilityCurve,
   Results,
@@ -128,6 +129,9 @@ export function normReport(r: unknown): ValidationReport {
     chosen: isObj(x.chosen) ? x.chosen : {},
     gene_id_kind: x.gene_id_kind ?? "unknown",
     species: x.species,
+    species_evidence: x.species_evidence,
+    species_source: x.species_source,
+    orthology: isObj(x.orthology) ? (x.orthology as OrthologyInfo) : null,
     n_duplicate_genes: x.n_duplicate_genes,
     messages,
     coverage: arr<J>(x.coverage ?? x.model_coverage).map(

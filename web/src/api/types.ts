@@ -87,6 +87,18 @@ export interface CoverageInfo {
   ok?: boolean;
 }
 
+/** How a mouse/macaque/pig dataset's genes were mapped to human orthologs (cellfoundry.data.orthologs). */
+export interface OrthologyInfo {
+  species: string;
+  table: string;
+  n_genes: number;
+  n_genes_mapped: number;
+  n_human_genes: number;
+  n_human_summed: number;
+  fraction_genes_mapped: number;
+  fraction_counts_mapped: number | null;
+}
+
 export interface ValidationReport {
   ok: boolean;
   n_cells: number;
@@ -96,6 +108,9 @@ export interface ValidationReport {
   chosen: Record<string, string | null>;
   gene_id_kind: string;
   species?: string;
+  species_evidence?: string;
+  species_source?: string;
+  orthology?: OrthologyInfo | null;
   n_duplicate_genes?: number;
   messages: ReportMessage[];
   coverage: CoverageInfo[];

@@ -52,6 +52,15 @@ export function describeReport(r: ValidationReport): string[] {
   else out.push("No raw counts were found, so models that need counts cannot run on this file.");
   if (l) out.push(`Log-normalised values will be ${l === c ? "computed from the counts" : `read from ${matrixName(l)}`}.`);
   out.push(`Genes are named by ${idKindName(r.gene_id_kind)}.`);
+  const o = r.orthology;
+  if (o) {
+    const counts = o.fraction_counts_mapped != null ? ` and ${pct(o.fraction_counts_mapped)} of counts` : "";
+    out.push(
+      `The genes are ${o.species} genes (${r.species_source ?? "detected"}); models see them as human orthologs ` +
+        `(${o.table}): ${count(o.n_genes_mapped)} of ${count(o.n_genes)} genes (${pct(o.fraction_genes_mapped)})${counts} ` +
+        `map to ${count(o.n_human_genes)} human genes.`,
+    );
+  }
   if (r.n_duplicate_genes) out.push(`${count(r.n_duplicate_genes)} gene names appear more than once.`);
   if (r.obs_columns.length) out.push(`Cell annotations (obs columns): ${r.obs_columns.join(", ")}.`);
   return out;

@@ -93,4 +93,14 @@ describe("ReportView", () => {
     expect(bar.getAttribute("aria-valuenow")).toBe("10");
     expect(screen.getByText("too low to run")).toBeTruthy();
   });
+
+  it("says when mouse genes are mapped to human orthologs", () => {
+    const orthology = {
+      species: "mouse", table: "Ensembl 105 human-mouse orthologs", n_genes: 15026, n_genes_mapped: 14990,
+      n_human_genes: 14980, n_human_summed: 10, fraction_genes_mapped: 0.9976, fraction_counts_mapped: 0.991,
+    };
+    render(<ReportView report={normReport({ ...report, species: "mouse", species_source: "detected", orthology })} />);
+    expect(screen.getByText(/The genes are mouse genes \(detected\); models see them as human orthologs/)).toBeTruthy();
+    expect(screen.getByText(/14,990 of 15,026 genes \(99.8%\) and 99.1% of counts map to 14,980 human genes/)).toBeTruthy();
+  });
 });
