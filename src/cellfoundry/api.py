@@ -12,7 +12,8 @@ from cellfoundry.data.io import as_anndata
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.data.species import to_human_space
-from cellfoundry.models.base import Annotator, GenePanel
+from cellfoundry.errors import ModelError
+from cellfoundry.models.base import Annotator, FeatureAnnotator, GenePanel
 from cellfoundry.models.baselines.common import StateAnnotator
 from cellfoundry.models.baselines.refit import (
     DEFAULT_REFIT_BELOW,
@@ -87,6 +88,7 @@ def annotate(
     level: str | None = None,
     reference: ad.AnnData | str | Path | None = None,
     refit_below: float = DEFAULT_REFIT_BELOW,
+    explain: bool = False,
 ) -> AnnotationResult:
     """Annotate every cell of ``data`` with a trained model (an artifact folder or an Annotator).
 
@@ -101,12 +103,23 @@ def annotate(
     fewer than ``refit_below`` of them are present and the labelled ``reference`` is at hand
     (given, or recorded in the model's manifest and unchanged), the baseline is refit on the genes
     shared by reference and query. ``result.gene_panel`` says which mode was used.
+    ``explain=True`` adds ``obs["prediction_top_genes"]`` (baselines: the genes contributing
+    most to each call).
     """
     if level is not None:
         level_terms(level)  # an unknown level fails before the annotation, not after
     annotator = load_model(model)
     terms = map_labels(annotator.classes, label_map, base=annotator.ontology)
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
+    extra: dict[str, Any] = {}
+    if explain:
+        if not isinstance(annotator, FeatureAnnotator):
+            raise ModelError(
+                f"model '{annotator.name}' ({annotator.family}) cannot explain its calls per gene",
+                "explain works with the gene-based baselines (logreg, knn); annotate without explain",
+                code="explain_unavailable",
+            )
+        extra["explain"] = True
     human, report = to_human_space(adata, species, chunk_size=chunk_size)
     if isinstance(annotator, StateAnnotator):
         pred, annotator = predict_with_panel(
@@ -118,6 +131,7 @@ def annotate(
             min_coverage=min_coverage,
             chunk_size=chunk_size,
             progress=progress,
+            explain=explain,
         )
     else:
         pred = annotator.predict(
@@ -126,6 +140,7 @@ def annotate(
             chunk_size=chunk_size,
             min_coverage=min_coverage,
             progress=progress,
+            **extra,
         )
     panel = pred.gene_panel
     if panel is None and pred.plan is not None:
@@ -149,4 +164,6 @@ def annotate(
         ontology=terms,
         level=level,
         gene_panel=panel,
+        obs_columns=dict(pred.obs),
+        findings=dict(pred.uns),
     )

@@ -19,6 +19,7 @@ PROBA_KEY = "cellfoundry_probabilities"
 TERM_COLUMN = "predicted_cell_type_ontology_term_id"
 LEVEL_COLUMN = "rolled_up_cell_type"
 LEVEL_TERM_COLUMN = "rolled_up_cell_type_ontology_term_id"
+OUT_OF_REFERENCE = "out_of_reference"
 
 
 @dataclass
@@ -47,6 +48,11 @@ class AnnotationResult:
     def gene_panel_mode(self) -> str | None:
         """``all_genes``, ``unobserved``, ``refit`` or ``family_default`` (see GenePanel)."""
         return None if self.gene_panel is None else self.gene_panel.mode
+
+    # per-cell columns beside the predictions (reference_distance, out_of_reference,
+    # prediction_top_genes) and dataset-level findings (reference_distance, marker_overlap)
+    obs_columns: dict[str, np.ndarray] = field(default_factory=dict)
+    findings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:
@@ -111,7 +117,8 @@ class AnnotationResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per cell: predicted_cell_type, its CL term id, prediction_confidence,
-        prediction_unknown, display_label (+ the rolled-up name and term when ``level`` is set)."""
+        prediction_unknown, display_label, the extra columns the model produced (``obs_columns``)
+        (+ the rolled-up name and term when ``level`` is set)."""
         df = pd.DataFrame(
             {
                 "predicted_cell_type": pd.Categorical(self.labels, categories=self.classes),
@@ -119,12 +126,31 @@ class AnnotationResult:
                 "prediction_confidence": self.confidence.astype(np.float32),
                 "prediction_unknown": self.unknown,
                 "display_label": self.display_labels,
+                **self.obs_columns,
             },
             index=pd.Index(self.obs_names, name="cell"),
         )
         if self.level is not None:
             df[LEVEL_COLUMN], df[LEVEL_TERM_COLUMN] = self._rolled_up()
         return df
+
+    def out_of_reference_summary(self) -> dict[str, Any] | None:
+        """Share of cells out of reference, overall and per predicted type (None without it)."""
+        if OUT_OF_REFERENCE not in self.obs_columns:
+            return None
+        oor = np.asarray(self.obs_columns[OUT_OF_REFERENCE], dtype=bool)
+        frame = pd.DataFrame({"type": self.labels, "oor": oor})
+        per = frame.groupby("type", sort=True)["oor"].agg(["mean", "size"])
+        info = self.findings.get("reference_distance", {})
+        return {
+            "share": float(oor.mean()) if self.n_cells else 0.0,
+            "n_cells": int(oor.sum()),
+            "threshold": info.get("threshold"),
+            "by_predicted_type": {
+                str(t): {"share": float(r["mean"]), "n_cells": int(r["size"])}
+                for t, r in per.iterrows()
+            },
+        }
 
     def to_adata(self, adata: ad.AnnData | None = None) -> ad.AnnData:
         """Write predictions into ``adata`` (the annotated input by default) and return it."""
@@ -136,7 +162,8 @@ class AnnotationResult:
         if target.n_obs != self.n_cells:
             raise ValueError(f"result has {self.n_cells} cells, AnnData has {target.n_obs}")
         df = self.to_frame()
-        for col in ("predicted_cell_type", "prediction_confidence", "prediction_unknown"):
+        first = ["predicted_cell_type", "prediction_confidence", "prediction_unknown"]
+        for col in [*first, *self.obs_columns]:
             target.obs[col] = df[col].to_numpy() if col != "predicted_cell_type" else df[col].values
         cols = [TERM_COLUMN] + ([LEVEL_COLUMN, LEVEL_TERM_COLUMN] if self.level else [])
         for col in cols:
@@ -152,12 +179,16 @@ class AnnotationResult:
             "unknown_threshold": float(self.threshold),
             "unknown_label": UNKNOWN,
             **self._ontology_uns(),
+            **_uns_safe(self.findings),
         }
         if self.orthology is not None:
             target.uns["cellfoundry"]["species_mapping"] = self.orthology.describe()
         if self.gene_panel is not None:
             target.uns["cellfoundry"]["gene_panel_mode"] = self.gene_panel.mode
             target.uns["cellfoundry"]["gene_panel"] = self.gene_panel.to_dict()
+        oor = self.out_of_reference_summary()
+        if oor is not None:
+            target.uns["cellfoundry"]["out_of_reference"] = _uns_safe(oor)
         return target
 
     def _ontology_uns(self) -> dict[str, Any]:
@@ -192,6 +223,8 @@ class AnnotationResult:
             "gene_panel": None if self.gene_panel is None else self.gene_panel.to_dict(),
             "warnings": list(self.warnings),
             "ontology": self._ontology_summary(),
+            **self.findings,
+            **({"out_of_reference": oor} if (oor := self.out_of_reference_summary()) else {}),
         }
 
     def _ontology_summary(self) -> dict[str, Any]:
@@ -209,3 +242,12 @@ class AnnotationResult:
             out["rolled_up_counts"] = {str(k): int(v) for k, v in counts.items()}
             out["rolled_up_terms"] = {n: t for n, t in zip(names, terms, strict=True) if t}
         return out
+
+
+def _uns_safe(value: Any) -> Any:
+    """A copy that h5ad can store: None entries dropped, tuples as lists."""
+    if isinstance(value, dict):
+        return {str(k): _uns_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_uns_safe(v) for v in value if v is not None]
+    return value

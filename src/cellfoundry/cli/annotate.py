@@ -149,6 +149,11 @@ def train_cmd(
     show_default=True,
     help="Refit a baseline when fewer than this share of its genes are in the query.",
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Also write obs['prediction_top_genes']: the genes contributing most to each call.",
+)
 def annotate_cmd(
     query: str,
     model_dir: str,
@@ -163,6 +168,7 @@ def annotate_cmd(
     level: str | None = None,
     reference: str | None = None,
     refit_below: float = DEFAULT_REFIT_BELOW,
+    explain: bool = False,
 ) -> None:
     """Annotate the cells of QUERY with a trained model."""
     if not out and not csv_out and not table_out:
@@ -198,6 +204,7 @@ def annotate_cmd(
         level=level,
         reference=reference,
         refit_below=refit_below,
+        explain=explain,
     )
     for path, fmt in tables:
         write_predictions(result, path, fmt=fmt)

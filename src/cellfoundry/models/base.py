@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import anndata as ad
 import numpy as np
@@ -83,6 +83,17 @@ class Prediction:
     embedding_key: str | None = None
     warnings: list[str] = field(default_factory=list)
     gene_panel: GenePanel | None = None
+    # extra per-cell columns (e.g. reference_distance) and dataset-level findings
+    obs: dict[str, np.ndarray] = field(default_factory=dict)
+    uns: dict[str, Any] = field(default_factory=dict)
+
+
+class ChunkObserver(Protocol):
+    """Sees every chunk of features with its probabilities; adds obs columns and findings."""
+
+    def observe(self, start: int, x: sp.csr_matrix, proba: np.ndarray) -> None: ...
+
+    def finish(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
 
 
 class Annotator(ABC):
@@ -178,6 +189,10 @@ class FeatureAnnotator(Annotator):
         (never read as zero expression). ``None``: every gene is present.
         """
 
+    def observers(self, plan: InputPlan, n_cells: int, *, explain: bool) -> list[ChunkObserver]:
+        """What else is computed while the chunks stream past (none by default)."""
+        return []
+
     def plan(
         self,
         adata: ad.AnnData,
@@ -212,8 +227,10 @@ class FeatureAnnotator(Annotator):
         chunk_size: int = 10_000,
         min_coverage: float = DEFAULT_MIN_COVERAGE,
         progress: bool = False,
+        explain: bool = False,
     ) -> Prediction:
         plan = self.plan(adata, report, min_coverage)
+        watchers = self.observers(plan, adata.n_obs, explain=explain)
         out = np.empty((adata.n_obs, len(self.classes)), dtype=np.float32)
         bar = tqdm(
             total=adata.n_obs,
@@ -224,11 +241,19 @@ class FeatureAnnotator(Annotator):
         present = plan.present
         mask = None if present.all() else present
         for start, x in iter_features(adata, plan, chunk_size):
-            out[start : start + x.shape[0]] = self.logits_or_proba(x, mask)
+            proba = self.logits_or_proba(x, mask)
+            out[start : start + x.shape[0]] = proba
+            for w in watchers:
+                w.observe(start, x, proba)
             bar.update(x.shape[0])
         bar.close()
         panel = GenePanel.from_coverage(len(present), int(present.sum()), "unobserved")
-        return Prediction(probabilities=out, plan=plan, warnings=plan.warnings, gene_panel=panel)
+        pred = Prediction(probabilities=out, plan=plan, warnings=plan.warnings, gene_panel=panel)
+        for w in watchers:
+            obs, uns = w.finish()
+            pred.obs.update(obs)
+            pred.uns.update(uns)
+        return pred
 
     @staticmethod
     def _genes(folder: Path) -> list[str]:

@@ -10,12 +10,22 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from cellfoundry.artifacts import Manifest, load_arrays, save_arrays, save_genes
+from cellfoundry.artifacts import Manifest, load_arrays, load_genes, save_arrays, save_genes
 from cellfoundry.data.genes import gene_keys, genes_hash
 from cellfoundry.data.matrix import source_var
-from cellfoundry.data.prepare import features, plan_input
+from cellfoundry.data.prepare import InputPlan, features, plan_input
 from cellfoundry.data.report import validate
-from cellfoundry.models.base import FeatureAnnotator
+from cellfoundry.errors import ModelError
+from cellfoundry.models.base import ChunkObserver, FeatureAnnotator
+from cellfoundry.models.baselines.distance import ReferenceDistance, fit_reference_distance
+from cellfoundry.models.baselines.evidence import DistanceObserver, MarkerObserver, TopGenesObserver
+from cellfoundry.models.baselines.explain import (
+    MARKERS_KEY,
+    N_TOP_GENES,
+    display_names,
+    reference_markers,
+)
+from cellfoundry.models.baselines.standardise import CLIP
 from cellfoundry.models.fitting import (
     FitFn,
     Labels,
@@ -24,8 +34,6 @@ from cellfoundry.models.fitting import (
     fit_with_holdout,
     read_labels,
 )
-
-CLIP = 10.0  # standardised values are clipped at ±CLIP (CellTypist clips at 10)
 
 PREPROCESSING = {
     "representation": "lognorm",
@@ -37,38 +45,6 @@ PREPROCESSING = {
 }
 
 
-def standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Dense ``clip((x - mean) / scale, ±CLIP)`` (training side)."""
-    return np.clip((x - mean) / scale, -CLIP, CLIP)
-
-
-def standardised_product(
-    x: sp.csr_matrix,
-    mean: np.ndarray,
-    scale: np.ndarray,
-    m: np.ndarray,
-    present: np.ndarray | None = None,
-) -> np.ndarray:
-    """``standardise(x) @ m`` with absent genes (``present`` False) at standardised value 0.
-
-    Computed without densifying ``x``: every zero of gene j has the same standardised value
-    ``z0_j = clip(-mean_j / scale_j)``, so the product is ``z0 @ m`` plus a sparse correction at the
-    stored entries. An absent gene is unobserved, not zero: it contributes nothing (z = 0), as if
-    it had the reference mean (CellTypist drops such features the same way).
-    """
-    mean64 = np.asarray(mean, dtype=np.float64)
-    scale64 = np.asarray(scale, dtype=np.float64)
-    m64 = np.asarray(m, dtype=np.float64)
-    z0 = np.clip(-mean64 / scale64, -CLIP, CLIP)
-    if present is not None:
-        z0 = np.where(present, z0, 0.0)
-    x = sp.csr_matrix(x)
-    cols = x.indices
-    z = np.clip((x.data.astype(np.float64) - mean64[cols]) / scale64[cols], -CLIP, CLIP)
-    delta = sp.csr_matrix((z - z0[cols], cols, x.indptr), shape=x.shape)
-    return np.asarray(delta @ m64) + z0 @ m64
-
-
 @dataclass
 class PreparedReference:
     x: sp.csr_matrix  # lognorm, kept cells x selected genes
@@ -77,19 +53,28 @@ class PreparedReference:
     labels: Labels
     source: str
     n_cells_total: int
+    symbols: list[str] | None = None  # display symbols of ``genes`` when they are Ensembl IDs
 
 
 def reference_genes(adata: ad.AnnData, source: str) -> tuple[list[str], str]:
     """The reference's own gene list (first occurrence of duplicates) and its key kind."""
+    genes, kind, _ = _reference_keys(adata, source)
+    return genes, kind
+
+
+def _reference_keys(adata: ad.AnnData, source: str) -> tuple[list[str], str, dict[str, str]]:
+    """``reference_genes`` plus the symbol of each Ensembl gene (the reference's own, for display)."""
     names, var = source_var(adata, source)
     keys = gene_keys(list(names), var)
     if keys.id_kind.startswith("ensembl"):
         raw = [e or n for e, n in zip(keys.ensembl, keys.names, strict=True)]
+        symbols = {g: s for g, s in zip(raw, keys.symbols, strict=True) if s}
         kind = "ensembl"
     else:
         raw = [s or n for s, n in zip(keys.symbols, keys.names, strict=True)]
+        symbols = {}
         kind = "symbol"
-    return list(dict.fromkeys(raw)), kind
+    return list(dict.fromkeys(raw)), kind, symbols
 
 
 def select_variable_genes(x: sp.csr_matrix, n_features: int | None) -> np.ndarray:
@@ -109,7 +94,7 @@ def prepare_reference(
     report = validate(adata)
     labels = read_labels(adata, label_key)
     src = report.chosen["counts"] or report.chosen["lognorm"] or "X"
-    genes, kind = reference_genes(adata, src)
+    genes, kind, symbols = _reference_keys(adata, src)
     plan = plan_input(adata, genes, key_kind=kind, report=report, target_name="reference genes")  # type: ignore[arg-type]
     x = features(adata, plan)[labels.keep]
     sel = select_variable_genes(x, n_features)
@@ -120,16 +105,26 @@ def prepare_reference(
         labels=labels,
         source=plan.source,
         n_cells_total=adata.n_obs,
+        symbols=[symbols.get(genes[i], genes[i]) for i in sel] if symbols else None,
     )
 
 
+SYMBOLS_FILE = "gene_symbols.txt"
+
+
 def write_artifact(
-    folder: str | Path, manifest: Manifest, arrays: dict[str, np.ndarray], genes: list[str]
+    folder: str | Path,
+    manifest: Manifest,
+    arrays: dict[str, np.ndarray],
+    genes: list[str],
+    symbols: list[str] | None = None,
 ) -> Path:
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     save_arrays(path, arrays)
     save_genes(path, genes)
+    if symbols is not None:
+        save_genes(path, symbols, name=SYMBOLS_FILE)
     manifest.write(path)
     return path
 
@@ -137,9 +132,17 @@ def write_artifact(
 class StateAnnotator(FeatureAnnotator):
     """A baseline whose whole state is a dict of arrays (saved as safetensors)."""
 
-    def __init__(self, manifest: Manifest, genes: list[str], state: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        genes: list[str],
+        state: dict[str, np.ndarray],
+        symbols: list[str] | None = None,
+    ) -> None:
         super().__init__(manifest, genes)
         self.state = state
+        # the reference's own symbols of Ensembl-keyed genes, for explanations
+        self.symbols = symbols if symbols is not None and len(symbols) == len(genes) else None
 
     @classmethod
     def _train(
@@ -169,6 +172,17 @@ class StateAnnotator(FeatureAnnotator):
             progress=progress,
         )
         counts = np.bincount(ref.labels.y, minlength=len(ref.labels.classes))
+        heldout = out.holdout["index"]
+        dist = fit_reference_distance(
+            ref.x[np.setdiff1d(np.arange(len(ref.labels.y)), heldout)], ref.x[heldout], seed=seed
+        )
+        n_classes = len(ref.labels.classes)
+        state = (
+            out.state
+            | dist.to_state()
+            | reference_markers(ref.x, ref.labels.y, n_classes)
+            | cls.explain_state(ref.x, ref.labels.y, n_classes)
+        )
         manifest = Manifest(
             family=cls.family,
             name=name,
@@ -194,14 +208,52 @@ class StateAnnotator(FeatureAnnotator):
                 "holdout_fraction": holdout_fraction,
                 "refit_on_all": refit,
             },
+            extra={"reference_distance": dist.describe()},
         )
-        model = cls(manifest, ref.genes, out.state)
+        model = cls(manifest, ref.genes, state, ref.symbols)
         model.holdout = out.holdout
         return model
 
     def save(self, folder: str | Path) -> Path:
-        return write_artifact(folder, self.manifest, self.state, self.genes)
+        return write_artifact(folder, self.manifest, self.state, self.genes, self.symbols)
+
+    @classmethod
+    def explain_state(
+        cls, x: sp.csr_matrix, y: np.ndarray, n_classes: int
+    ) -> dict[str, np.ndarray]:
+        """Arrays the family needs to explain its calls, computed at training time (none by default)."""
+        return {}
+
+    def contributions(
+        self, x: sp.csr_matrix, called: np.ndarray, present: np.ndarray
+    ) -> np.ndarray:
+        """(cells, genes) contribution of each gene to the called class (``explain=True``)."""
+        raise ModelError(
+            f"model '{self.name}' ({self.family}) cannot explain its calls",
+            "retrain it with this version of cellfoundry, or annotate without explain",
+            code="explain_unavailable",
+        )
+
+    def observers(self, plan: InputPlan, n_cells: int, *, explain: bool) -> list[ChunkObserver]:
+        present = plan.present
+        names = display_names(self.symbols or self.genes)
+        out: list[ChunkObserver] = []
+        dist = ReferenceDistance.from_state(self.state)
+        if dist is not None:
+            out.append(DistanceObserver(dist, n_cells, present))
+        if MARKERS_KEY in self.state:
+            out.append(MarkerObserver(self.state[MARKERS_KEY], self.classes, names, present))
+        if explain:
+            self.contributions(
+                sp.csr_matrix((0, len(self.genes)), dtype=np.float32),
+                np.zeros(0, np.int64),
+                present,
+            )
+            out.append(TopGenesObserver(self.contributions, names, n_cells, present, N_TOP_GENES))
+        return out
 
     @classmethod
     def load(cls, folder: str | Path, manifest: Manifest) -> Self:
-        return cls(manifest, cls._genes(Path(folder)), load_arrays(Path(folder)))
+        path = Path(folder)
+        symbols = load_genes(path, SYMBOLS_FILE) if (path / SYMBOLS_FILE).is_file() else None
+        return cls(manifest, cls._genes(path), load_arrays(path), symbols)

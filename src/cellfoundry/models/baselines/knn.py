@@ -10,12 +10,13 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from cellfoundry.models.baselines.common import (
-    StateAnnotator,
-    prepare_reference,
-    standardise,
-    standardised_product,
+from cellfoundry.models.baselines.common import StateAnnotator, prepare_reference
+from cellfoundry.models.baselines.explain import (
+    SEPARATION_KEY,
+    knn_contributions,
+    separation_coefficients,
 )
+from cellfoundry.models.baselines.standardise import standardise, standardised_product
 
 
 def knn_vote(
@@ -73,6 +74,20 @@ class KNNAnnotator(StateAnnotator):
             _embed(self.state, x, present),
             k,
         )
+
+    @classmethod
+    def explain_state(
+        cls, x: sp.csr_matrix, y: np.ndarray, n_classes: int
+    ) -> dict[str, np.ndarray]:
+        return separation_coefficients(x, y, n_classes)
+
+    def contributions(
+        self, x: sp.csr_matrix, called: np.ndarray, present: np.ndarray
+    ) -> np.ndarray:
+        """Separation coefficient of the called (neighbours') class x standardised value."""
+        if SEPARATION_KEY not in self.state:
+            return super().contributions(x, called, present)
+        return knn_contributions(self.state, x, called, present)
 
     @classmethod
     def train(

@@ -9,10 +9,11 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from cellfoundry.models.baselines.common import (
-    StateAnnotator,
-    prepare_reference,
+from cellfoundry.models.baselines.common import StateAnnotator, prepare_reference
+from cellfoundry.models.baselines.explain import class_contributions
+from cellfoundry.models.baselines.standardise import (
     standardise,
+    standardise_cells,
     standardised_product,
 )
 from cellfoundry.stats.calibration import apply_temperature
@@ -72,6 +73,14 @@ class LogRegAnnotator(StateAnnotator):
 
     def logits_or_proba(self, x: sp.csr_matrix, present: np.ndarray | None = None) -> np.ndarray:
         return apply_temperature(_logits(self.state, x, present), self.manifest.temperature)
+
+    def contributions(
+        self, x: sp.csr_matrix, called: np.ndarray, present: np.ndarray
+    ) -> np.ndarray:
+        """Coefficient (on standardised features) x standardised value, for the called class."""
+        mean, scale = self.state["mean"], self.state["scale"]
+        coef = (self.state["W"] * scale[:, None]).T  # un-fold the scaling: (classes, genes)
+        return class_contributions(standardise_cells(x, mean, scale), coef, called, present)
 
     @classmethod
     def train(

@@ -200,6 +200,7 @@ def predict_with_panel(
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     chunk_size: int = 10_000,
     progress: bool = False,
+    explain: bool = False,
 ) -> tuple[Prediction, StateAnnotator]:
     """Predict with missing genes unobserved, or refit on the shared genes when coverage is low.
 
@@ -225,7 +226,12 @@ def predict_with_panel(
             over_shared = info is not None and info.kind in ("raw_counts", "noninteger_counts")
             fitted = refit_on_genes(model, ref, genes, kind, over_shared)
             pred = fitted.predict(
-                adata, report=report, min_coverage=0.0, chunk_size=chunk_size, progress=progress
+                adata,
+                report=report,
+                min_coverage=0.0,
+                chunk_size=chunk_size,
+                progress=progress,
+                explain=explain,
             )
             pred.gene_panel = GenePanel(
                 mode="refit",
@@ -248,7 +254,12 @@ def predict_with_panel(
                 "(reference= / --reference REF) to refit the model on the shared genes"
             ]
     pred = model.predict(
-        adata, report=report, min_coverage=min_coverage, chunk_size=chunk_size, progress=progress
+        adata,
+        report=report,
+        min_coverage=min_coverage,
+        chunk_size=chunk_size,
+        progress=progress,
+        explain=explain,
     )
     pred.warnings = warnings + pred.warnings
     return pred, model
