@@ -77,8 +77,17 @@ def _assert_same_adata(a: ad.AnnData, b: ad.AnnData) -> None:
     assert a.uns["project"] == b.uns["project"]
     ca, cb = a.uns["cellfoundry"], b.uns["cellfoundry"]
     assert set(ca) == set(cb) and "old" not in ca
-    for k in ca:
-        np.testing.assert_array_equal(np.asarray(ca[k]), np.asarray(cb[k]))
+    _assert_same_uns(ca, cb)
+
+
+def _assert_same_uns(a: object, b: object) -> None:
+    """Equal uns entries, nested dicts (e.g. marker_overlap per type) compared key by key."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b)
+        for k in a:
+            _assert_same_uns(a[k], b[k])
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_cli_streamed_output_equals_the_in_memory_path(files) -> None:
