@@ -102,6 +102,9 @@ def test_summary_numbers_match_the_stored_predictions(report) -> None:
     js = json.loads((out / "report.json").read_text())
     assert js["summary"] == json.loads(pd.read_csv(out / "summary.csv").to_json(orient="records"))
     assert js["context"]["macro_f1_over"] == "true labels"
+    assert all(
+        r["ontology"]["credit_rule"] == js["context"]["ontology_credit_rule"] for r in js["runs"]
+    )
     # baselines and fine-tunes of one seed fit on the very same cells (their own records)
     for seed in (0, 1):
         hashes = {r["train_cells_sha256"] for r in js["runs"] if r["seed"] == seed}

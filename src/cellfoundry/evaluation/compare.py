@@ -24,7 +24,9 @@ from sklearn.model_selection import train_test_split
 from cellfoundry.data.io import as_anndata
 from cellfoundry.data.species import to_human_space
 from cellfoundry.errors import DataError
+from cellfoundry.evaluation.ontology_scores import CREDIT_RULE
 from cellfoundry.models.fitting import read_labels
+from cellfoundry.ontology import read_label_map
 from cellfoundry.stats.calibration import expected_calibration_error
 from cellfoundry.stats.labels import labelled_mask
 from cellfoundry.stats.metrics import (
@@ -55,9 +57,13 @@ SUMMARY_COLUMNS = [
     INPUT_RECONSTRUCTION,
     BASE_EMBEDDING,
     "ece",
+    "ontology_accuracy",
+    "ontology_score",
+    "expressible_share",
     "trainable_parameters",
     "train_seconds",
 ]
+ONTOLOGY_COLUMNS = ("ontology_accuracy", "ontology_score", "expressible_share")
 LOSS_COLUMNS = ("triplet_loss", INPUT_RECONSTRUCTION, BASE_EMBEDDING)
 # reference rows of every report: computed from each seed's test truth
 REFERENCE_MODEL = "reference"
@@ -124,11 +130,28 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, n
     return df, classes, proba, raw
 
 
-def metrics_from_file(path: Path) -> dict[str, Any]:
-    """Accuracy, macro/weighted-F1 and ECE (before/after temperature) recomputed from a predictions file."""
+def metrics_from_file(
+    path: Path, label_map: dict[str, str] | str | Path | None = None
+) -> dict[str, Any]:
+    """Accuracy, macro/weighted-F1, coverage, called-cell and ontology-aware metrics and ECE
+    (before/after temperature) recomputed from a predictions file.
+
+    ``label_map``: label -> CL term for the model's classes and the true labels (a model's own
+    stored terms and a user's table); the rest are mapped automatically.
+    """
+    from cellfoundry.evaluation.ontology_scores import ontology_metrics
+
     df, classes, proba, raw = read_predictions(path)
     called = df["called"].to_numpy(bool) if "called" in df.columns else None
     m = classification_metrics(df["true"].tolist(), df["predicted"].tolist(), called=called)
+    m["ontology"] = ontology_metrics(
+        df["true"].to_numpy(),
+        df["predicted"].to_numpy(),
+        classes,
+        label_map=label_map,
+        called=called,
+    )
+    m |= {k: m["ontology"][k] for k in ONTOLOGY_COLUMNS}
     idx = {c: i for i, c in enumerate(classes)}
     known = df["true"].isin(idx).to_numpy()
     y = np.array([idx[t] for t in df["true"][known]])
@@ -249,6 +272,7 @@ def evaluate(
     finetune_options: dict[str, Any] | None = None,
     species: str | None = None,
     query_species: str | None = None,
+    label_map: str | Path | dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compare ``methods`` over ``seeds`` seeds on the same splits; write the report folder ``out``.
 
@@ -258,8 +282,11 @@ def evaluate(
     every method holds out the same ``heldout_fraction`` (same seed, same split: early stopping,
     calibration, test), so baselines and fine-tunes fit on the very same cells; baselines are not
     refit on the held-out cells. Cells without a true label are dropped, never a "nan" class.
-    Returns the content of ``report.json``. Mouse, macaque or pig data is mapped to human
-    orthologs first; ``species`` / ``query_species`` override detection for each dataset.
+    Every run is also scored through Cell Ontology terms (see
+    :mod:`cellfoundry.evaluation.ontology_scores`; ``label_map``: a ``label,ontology_term_id`` CSV
+    or dict for either vocabulary, which wins). Returns the content of ``report.json``. Mouse,
+    macaque or pig data is mapped to human orthologs first; ``species`` / ``query_species``
+    override detection for each dataset.
     """
     unknown = [m for m in methods if m not in BASELINES + FINETUNE_METHODS]
     if unknown:
@@ -283,6 +310,7 @@ def evaluate(
                 f"the query has no obs column '{qkey}' to evaluate against",
                 "pass a labelled query (or --query-label-key) or evaluate on a reference split",
             )
+    user_terms = read_label_map(label_map) if isinstance(label_map, str | Path) else label_map
     fam = str(model) if not Path(str(model)).is_dir() else Path(str(model)).name
     runs: list[dict[str, Any]] = []
     embeddings: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
@@ -348,6 +376,8 @@ def evaluate(
                     "temperature": r["temperature"],
                     "threshold": r["threshold"],
                     "train_cells_sha256": r["train_cells_sha256"],
+                    # the model's own class terms; a user's label map wins
+                    "label_terms": r["model"].ontology.terms | dict(user_terms or {}),
                     "guards": r["guards"],
                     "random_init": r["random_init"],
                     "base": r.get("base"),
@@ -375,6 +405,7 @@ def evaluate(
             "heldout_fraction": heldout_fraction,
             "query_cells_left_out_as_reference_cells": n_overlap if q is not None else None,
             "macro_f1_over": MACRO_F1_OVER,
+            "ontology_credit_rule": CREDIT_RULE,
             "metrics": "accuracy / macro_f1 / weighted_f1: forced choice (most probable class); "
             "coverage: share not Unknown; called_*: on the called cells only; "
             "reference rows: majority class and chance",
@@ -397,7 +428,8 @@ def write_report(
 
     rows = []
     for r in runs:
-        m = metrics_from_file(outdir / r["file"])
+        m = metrics_from_file(outdir / r["file"], r.get("label_terms"))
+        r["ontology"] = m["ontology"]
         rows.append(
             {
                 "model": r["model"],
@@ -422,6 +454,7 @@ def write_report(
         "called_macro_f1",
         *LOSS_COLUMNS,
         "ece",
+        *ONTOLOGY_COLUMNS,
         "train_seconds",
     ]
     agg = summary.groupby(["model", "method"], sort=False)[num].agg(["mean", "std"])
