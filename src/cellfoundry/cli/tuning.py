@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from cellfoundry.cli.annotate import label_map_option
 from cellfoundry.cli.options import species_option
 
 
@@ -144,13 +145,7 @@ def finetune_cmd(
 )
 @click.option("--epochs", default=5, show_default=True)
 @click.option("--no-umap", is_flag=True, help="Skip the UMAP figures.")
-@click.option(
-    "--label-map",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="CSV label,ontology_term_id for the model's or the data's labels (wins over the "
-    "automatic Cell Ontology mapping used by the ontology-aware scores).",
-)
+@label_map_option
 @click.option("--out", required=True, type=click.Path(), help="Report folder.")
 @species_option
 @click.option(
@@ -178,8 +173,8 @@ def evaluate_cmd(
 
     Macro-F1 averages over the true labels only. Beside the forced-choice accuracy and macro-F1:
     coverage (share not Unknown) and the called cells' macro-F1, the ontology-aware score (Cell
-    Ontology terms: finer calls are right, coarser ones get partial credit), and a majority-class
-    and a chance row.
+    Ontology terms: finer calls are right, coarser ones get partial credit; --label-map names
+    terms for the model's classes and for the data's labels), and a majority-class and a chance row.
     """
     from cellfoundry.evaluation.compare import evaluate
 
