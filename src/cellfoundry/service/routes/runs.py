@@ -31,7 +31,7 @@ router = APIRouter(tags=["runs"])
     "/submit",
     status_code=201,
     response_model=SubmitPublic,
-    responses=errors(401, 404, 409, 503),
+    responses=errors(400, 401, 404, 409, 503),
 )
 def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDep) -> SubmitPublic:
     """Queue a run of an application on a dataset with a model (params validated first)."""
