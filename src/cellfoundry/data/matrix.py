@@ -13,6 +13,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata.abc import CSRDataset
 
+from cellfoundry.data.normalize import LogScale, detect_log_scale
+
 MatrixKind = Literal[
     "raw_counts", "noninteger_counts", "log_normalized", "scaled", "empty", "invalid"
 ]
@@ -35,7 +37,25 @@ class MatrixInfo:
     n_negative: int
     integer_fraction: float
     median_row_total: float
-    log_target_sum: float | None  # for log-normalised: median expm1 row total
+    log_target_sum: float | None  # for log-normalised: the detected per-cell total (target)
+    # log-normalised input: detected base ("e", "2", "10"), target ("1e4", "1e6", "median",
+    # "constant", "none", "unknown"), gene subset, evidence (see normalize.detect_log_scale)
+    log_base: str | None = None
+    log_target: str | None = None
+    log_gene_subset: bool = False
+    log_evidence: str | None = None
+
+    @property
+    def log_scale(self) -> LogScale | None:
+        if self.kind != "log_normalized" or self.log_target is None:
+            return None
+        return LogScale(
+            self.log_base,
+            self.log_target,
+            self.log_target_sum,
+            self.log_gene_subset,
+            self.log_evidence or "",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,7 +169,7 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
     clean.data = np.where(np.isfinite(clean.data), clean.data, 0)
     row_tot = np.asarray(clean.sum(axis=1)).ravel()
     med_tot = float(np.median(row_tot)) if row_tot.size else 0.0
-    log_target = None
+    scale = None
     kind: MatrixKind
     if n_nan or n_inf:
         kind = "invalid"
@@ -159,13 +179,13 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
         kind = "scaled"
     elif int_frac > 0.999:
         kind = "raw_counts"
-    elif mx > 30:
+    elif mx > 30:  # beyond any log scale (log2 of 1e6 is 20)
         kind = "noninteger_counts"
     else:
-        kind = "log_normalized"
-        ex = clean.copy()
-        ex.data = np.expm1(ex.data)
-        log_target = float(np.median(np.asarray(ex.sum(axis=1)).ravel()))
+        # log-normalised (of any base and total) or low-depth non-integer counts (ambient-RNA
+        # corrected): decided by the log structure of the values themselves
+        scale = detect_log_scale(clean)
+        kind = "noninteger_counts" if scale is None else "log_normalized"
     return MatrixInfo(
         source=source,
         kind=kind,
@@ -179,5 +199,9 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
         n_negative=n_neg,
         integer_fraction=int_frac,
         median_row_total=med_tot,
-        log_target_sum=log_target,
+        log_target_sum=None if scale is None else scale.target_sum,
+        log_base=None if scale is None else scale.base,
+        log_target=None if scale is None else scale.target,
+        log_gene_subset=False if scale is None else scale.gene_subset,
+        log_evidence=None if scale is None else scale.evidence,
     )

@@ -18,7 +18,13 @@ import scipy.sparse as sp
 
 from cellfoundry.data.genes import Alignment, align_genes, gene_keys
 from cellfoundry.data.matrix import MatrixKind, iter_row_chunks, source_var
-from cellfoundry.data.normalize import log1p_cp10k_given_totals, row_totals
+from cellfoundry.data.normalize import (
+    LogScale,
+    log1p_cp10k_given_totals,
+    log_back_totals,
+    row_totals,
+    to_log1p_cp10k,
+)
 from cellfoundry.data.report import (
     Coverage,
     ValidationReport,
@@ -46,6 +52,18 @@ class InputPlan:
     report: ValidationReport
     selector: sp.csr_matrix  # n_source_genes x n_target_genes, 0/1
     column_map: np.ndarray  # per source gene: target column, -1 unused, -2 shared
+    log_scale: LogScale | None = None  # log-normalised input of another scale: converted
+
+    @property
+    def converts_log_scale(self) -> bool:
+        s = self.log_scale
+        return (
+            self.representation == "lognorm"
+            and self.source_kind == "log_normalized"
+            and s is not None
+            and s.determined
+            and not s.is_model_convention
+        )
 
     @property
     def present(self) -> np.ndarray:
@@ -148,6 +166,14 @@ def plan_input(
         )
     info = rep.matrix(source)
     assert info is not None
+    scale = info.log_scale
+    if representation == "lognorm" and scale is not None and not scale.determined:
+        raise DataError(
+            f"{source} looks log-normalised but its scale cannot be determined: {scale.evidence}",
+            "provide raw counts (layers['counts'] or .raw), or natural-log log1p values of counts "
+            "per 10,000 (scanpy: sc.pp.normalize_total(adata, target_sum=1e4); sc.pp.log1p(adata))",
+            code="unknown_normalisation",
+        )
     names, _ = source_var(adata, source)
     keys = dataset_gene_keys(adata, rep, source)
     al = align_genes(keys, genes, key_kind)
@@ -175,6 +201,7 @@ def plan_input(
         report=rep,
         selector=_selector(al, len(names)),
         column_map=_column_map(al, len(names)),
+        log_scale=scale,
     )
 
 
@@ -182,7 +209,8 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
     """Cells (rows of the chosen matrix) -> model features, in the model's gene order.
 
     Counts are normalised with each cell's total over *all* its genes (as ``log1p_cp10k`` does),
-    then only the model's genes are kept; log-normalised input is only aligned.
+    then only the model's genes are kept; log-normalised input of another base or total is
+    converted to natural log1p CP10k (``plan.log_scale``), otherwise only aligned.
     """
     if isinstance(rows, sp.csr_matrix) and rows.dtype == np.float32:
         x = rows  # read-only use below; no copy
@@ -194,6 +222,11 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
     selected = select_columns(x, plan)
     if plan.representation == "lognorm" and plan.source_kind in ("raw_counts", "noninteger_counts"):
         return log1p_cp10k_given_totals(selected, row_totals(x))
+    if plan.converts_log_scale:  # another log scale: back-transform, then natural log1p CP10k
+        scale = plan.log_scale
+        assert scale is not None
+        fixed = scale.gene_subset and scale.target_sum is not None
+        return to_log1p_cp10k(selected, scale, None if fixed else log_back_totals(x, scale))
     return selected
 
 

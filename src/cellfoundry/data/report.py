@@ -118,7 +118,8 @@ class ValidationReport:
             )
         lines.append("matrices:")
         for m in self.matrices:
-            extra = f", log target ≈ {m.log_target_sum:,.0f}" if m.log_target_sum else ""
+            scale = m.log_scale
+            extra = f"; {scale.describe()}" if scale is not None else ""
             lines.append(
                 f"  {m.source:<16} {m.kind:<18} range [{m.min_value:.3g}, {m.max_value:.3g}], "
                 f"integer share {m.integer_fraction:.1%}, median cell total {m.median_row_total:,.1f}{extra}"
@@ -274,6 +275,27 @@ def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
                     "scaled data cannot be normalised per cell; raw counts or log-normalised values are used instead",
                 )
             )
+        scale = m.log_scale
+        if scale is not None and not scale.determined:
+            msgs.append(
+                Message(
+                    "warning",
+                    "log_scale_unknown",
+                    f"{m.source} looks log-normalised but its scale cannot be determined "
+                    f"({scale.evidence}); it is refused",
+                    "provide raw counts (layers['counts'] or .raw), or natural-log log1p values of "
+                    "counts per 10,000 (sc.pp.normalize_total(adata, target_sum=1e4); sc.pp.log1p(adata))",
+                )
+            )
+        elif scale is not None and not scale.is_model_convention:
+            msgs.append(
+                Message(
+                    "info",
+                    "log_scale_converted",
+                    f"{m.source} is {scale.describe()} ({scale.evidence}); it is converted to "
+                    "natural log1p of counts per 10,000 when used",
+                )
+            )
         if m.kind == "noninteger_counts":
             msgs.append(
                 Message(
@@ -298,7 +320,8 @@ def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
             Message(
                 "warning",
                 "no_raw_counts",
-                f"no raw counts found; {chosen['lognorm']} is log-normalised and is used as is for baselines",
+                f"no raw counts found; {chosen['lognorm']} is log-normalised and is used for baselines "
+                "(converted to natural log1p CP10k when its scale differs)",
                 "foundation models need raw counts: add them as layers['counts']",
             )
         )
