@@ -72,7 +72,9 @@ def test_schemathesis_finds_nothing(server: Stack, tmp_path: Path) -> None:
         "--report-json-path",
         str(report),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    out = subprocess.run(  # in tmp_path: schemathesis keeps a .schemathesis/ cache in its cwd
+        cmd, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path
+    )
     console = (out.stdout + out.stderr)[-12000:]
     assert report.is_file(), console
     r = json.loads(report.read_text())
