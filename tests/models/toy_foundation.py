@@ -104,7 +104,8 @@ class ToyModel(FoundationModel):
         seed: int = 0,
         progress: bool = False,
         report: ValidationReport | None = None,
-    ) -> np.ndarray:
+        out: Any = None,
+    ) -> Any:
         plan = plan_input(
             adata,
             self._genes,
@@ -114,7 +115,8 @@ class ToyModel(FoundationModel):
             min_coverage=0.0,
             min_genes=1,
         )
-        out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
+        if out is None:
+            out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
         bar = tqdm(total=adata.n_obs, disable=not progress, desc=f"embedding ({self.family})")
         for start, x in iter_features(adata, plan, batch_size):
             type(self).max_rows_seen = max(type(self).max_rows_seen, x.shape[0])

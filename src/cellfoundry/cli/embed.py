@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,26 +52,27 @@ def embedding_record(
     )
 
 
+def write_record(path: Path, key: str, record: dict[str, Any]) -> None:
+    """Add ``uns[cellfoundry_embeddings][key]`` to an .h5ad file in place (other runs kept)."""
+    import h5py
+    from anndata.io import read_elem
+
+    from cellfoundry.data.h5ad_copy import write_results
+
+    runs: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        if "uns" in f and UNS_KEY in f["uns"]:
+            runs = dict(read_elem(f["uns"][UNS_KEY]))
+    runs[key] = record
+    write_results(path, uns={UNS_KEY: runs})
+
+
 def write_into_h5ad(path: Path, key: str, emb: np.ndarray, record: dict[str, Any]) -> None:
     """Add ``obsm[key]`` and ``uns[cellfoundry_embeddings][key]`` to an .h5ad file in place."""
-    import h5py
-    from anndata.io import read_elem, write_elem
+    from cellfoundry.data.h5ad_copy import write_results
 
-    with h5py.File(path, "r+") as f:
-        if "obsm" not in f:
-            write_elem(f, "obsm", {})
-        if key in f["obsm"]:
-            del f["obsm"][key]
-        write_elem(f["obsm"], key, emb)
-        if "uns" not in f:
-            write_elem(f, "uns", {})
-        uns = f["uns"]
-        runs: dict[str, Any] = {}
-        if UNS_KEY in uns:
-            runs = dict(read_elem(uns[UNS_KEY]))
-            del uns[UNS_KEY]
-        runs[key] = record
-        write_elem(uns, UNS_KEY, runs)
+    write_results(path, obsm={key: emb}, compression=None)
+    write_record(path, key, record)
 
 
 @click.command("embed")
@@ -122,6 +122,7 @@ def embed_cmd(
     species: str = "auto",
 ) -> None:
     """Embed the cells of DATA with a foundation model; write OUT.h5ad with obsm["X_<family>"]."""
+    from cellfoundry.data.h5ad_copy import ObsmWriter, copy_h5ad
     from cellfoundry.data.io import read_data
     from cellfoundry.data.species import to_human_space
     from cellfoundry.models.embedding_annotators import embed_cells
@@ -139,31 +140,47 @@ def embed_cmd(
     is_h5ad = data.lower().endswith(".h5ad")
     adata = read_data(data, backed=is_h5ad, genes_by_cells=genes_by_cells)
     human, report = to_human_space(adata, species)  # mouse/macaque/pig: human orthologs
-    emb, plan = embed_cells(
-        model,
-        human,
-        batch_size=batch_size,
-        seed=seed,
-        progress=True,
-        report=report,
-        min_coverage=min_coverage,
-    )
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # an .h5ad input is copied as bytes and the embeddings are written into the copy block by
+    # block: memory holds one chunk of cells, never X or the whole embedding matrix
+    stream = is_h5ad and not (out_path.exists() and out_path.resolve() == Path(data).resolve())
+    key, dim, n_cells = model.embedding_key, int(model.embedding_dim), int(adata.n_obs)
+    if stream:
+        copy_h5ad(data, out_path)
+        sink: Any = ObsmWriter(out_path, key, n_cells, dim)
+    else:
+        sink = None
+    try:
+        emb, plan = embed_cells(
+            model,
+            human,
+            batch_size=batch_size,
+            seed=seed,
+            progress=True,
+            report=report,
+            min_coverage=min_coverage,
+            out=sink,
+        )
+    except BaseException:
+        if stream:
+            sink.close()
+            out_path.unlink(missing_ok=True)
+        raise
     for w in plan.warnings:
         click.echo(f"warning: {w}", err=True)
     record = embedding_record(model, folder, plan, batch_size, seed)
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    if is_h5ad:
-        # stream: copy the input file and add the embeddings to the copy, never loading X
+    if stream:
+        sink.close()
+        write_record(out_path, key, record)
+    elif is_h5ad:  # embedding in place: the input file itself gets the new entries
         if adata.isbacked:
             adata.file.close()
-        if Path(data).resolve() != out_path.resolve():
-            shutil.copyfile(data, out_path)
-        write_into_h5ad(out_path, model.embedding_key, emb, record)
+        write_into_h5ad(out_path, key, emb, record)
     else:
-        adata.obsm[model.embedding_key] = emb
+        adata.obsm[key] = emb
         runs = dict(adata.uns.get("cellfoundry_embeddings", {}))
-        runs[model.embedding_key] = record
+        runs[key] = record
         adata.uns["cellfoundry_embeddings"] = runs
         ad.AnnData.write_h5ad(adata, out_path, compression="gzip")
     click.echo(
@@ -171,8 +188,8 @@ def embed_cmd(
             {
                 "out": str(out_path),
                 "obsm_key": model.embedding_key,
-                "n_cells": int(emb.shape[0]),
-                "embedding_dim": int(emb.shape[1]),
+                "n_cells": n_cells,
+                "embedding_dim": dim,
                 "family": model.family,
                 "variant": model.variant,
                 "gene_coverage": round(float(plan.coverage.fraction_present), 4),

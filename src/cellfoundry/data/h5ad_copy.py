@@ -4,7 +4,8 @@ A million-cell file is gigabytes of matrix and megabytes of results. Writing res
 copies the input file as bytes (the kernel's file copy; X, layers, raw, var, obsp ... keep their
 exact encoding, chunking and compression) and then replaces only ``obs`` and adds ``obsm`` /
 ``uns`` entries with anndata's own element writer, so ``anndata.read_h5ad`` reads the result as
-if the whole AnnData had been written at once.
+if the whole AnnData had been written at once. Embeddings too large for memory are written into
+an ``obsm`` array one block of rows at a time (``ObsmWriter``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 import pandas as pd
 from anndata.io import read_elem, write_elem
 
@@ -94,3 +96,47 @@ def read_obs(path: str | Path) -> pd.DataFrame:
         obs = read_elem(f["obs"])
     assert isinstance(obs, pd.DataFrame)
     return obs
+
+
+class ObsmWriter:
+    """``obsm[key]`` of an existing .h5ad, written one block of rows at a time.
+
+    The array is created with its final shape (anndata's dense-array encoding) and filled by
+    ``writer[start:stop] = block``, so a caller that writes into a numpy array can write into the
+    file instead; memory holds one block whatever the number of cells. Use as a context manager.
+    """
+
+    def __init__(
+        self, path: str | Path, key: str, n_rows: int, n_cols: int, dtype: Any = np.float32
+    ) -> None:
+        self._file = h5py.File(path, "r+")
+        group = _group(self._file, "obsm")
+        if key in group:
+            del group[key]
+        rows = max(1, min(n_rows, (1 << 18) // max(n_cols, 1)))  # ~1 MB chunks of float32
+        self.dataset = group.create_dataset(
+            key,
+            shape=(n_rows, n_cols),
+            dtype=dtype,
+            chunks=(rows, n_cols) if n_rows and n_cols else None,
+        )
+        self.dataset.attrs["encoding-type"] = "array"  # as anndata.io.write_elem marks arrays
+        self.dataset.attrs["encoding-version"] = "0.2.0"
+        self.shape: tuple[int, int] = (n_rows, n_cols)
+        self.rows_written = 0
+
+    def __setitem__(self, rows: slice, block: np.ndarray) -> None:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("ObsmWriter takes contiguous row slices")
+        self.dataset[rows] = block
+        self.rows_written += int(np.asarray(block).shape[0])
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> ObsmWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,6 +11,7 @@ the model's input genes; ``annotate()`` reloads that checkpoint and embeds the q
 from __future__ import annotations
 
 import hashlib
+import inspect
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -44,6 +45,29 @@ def family_min_coverage(family: str, model: FoundationModel | None = None) -> fl
     return FAMILY_MIN_COVERAGE.get(family, FALLBACK_MIN_COVERAGE)
 
 
+class _CheckedRows:
+    """Forwards ``out[start:stop] = block`` to a sink, checking shape and finiteness per block."""
+
+    def __init__(self, sink: Any, family: str, dim: int) -> None:
+        self.sink, self.family, self.dim = sink, family, dim
+        self.rows_written = 0
+
+    def __setitem__(self, rows: slice, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 2 or block.shape[1] != self.dim:
+            raise ModelError(
+                f"{self.family} returned a block of shape {block.shape}, expected (n, {self.dim})",
+                "this is a bug in the model family; please report it",
+            )
+        if not np.isfinite(block).all():
+            raise ModelError(
+                f"{self.family} produced non-finite embeddings",
+                "check the checkpoint weights (a corrupt or untrained file?)",
+            )
+        self.sink[rows] = block
+        self.rows_written += block.shape[0]
+
+
 def embed_cells(
     model: FoundationModel,
     adata: ad.AnnData,
@@ -53,8 +77,13 @@ def embed_cells(
     progress: bool = False,
     report: ValidationReport | None = None,
     min_coverage: float | None = None,
-) -> tuple[np.ndarray, InputPlan]:
-    """Embeddings (n_cells x dim, float32, input order) after the raw-count and coverage checks."""
+    out: Any = None,
+) -> tuple[Any, InputPlan]:
+    """Embeddings (n_cells x dim, float32, input order) after the raw-count and coverage checks.
+
+    ``out``: write them there block by block instead of into a new array (e.g. an
+    ``ObsmWriter`` on the output file, so memory stays flat however many cells); returned.
+    """
     rep = report or validate(adata)
     if rep.chosen["counts"] is None:
         found = ", ".join(f"{m.source}={m.kind}" for m in rep.matrices) or "no matrix"
@@ -73,20 +102,22 @@ def embed_cells(
         min_coverage=mc,
         report=rep,
     )
-    emb = np.asarray(
-        model.embed(adata, batch_size=batch_size, seed=seed, progress=progress, report=rep)
+    sink = _CheckedRows(
+        out if out is not None else np.empty((adata.n_obs, model.embedding_dim), np.float32),
+        model.family,
+        model.embedding_dim,
     )
-    if emb.shape != (adata.n_obs, model.embedding_dim):
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "seed": seed, "progress": progress}
+    if "out" in inspect.signature(model.embed).parameters:
+        model.embed(adata, report=rep, out=sink, **kwargs)
+    else:  # a family written before ``out`` existed: one block
+        sink[0 : adata.n_obs] = model.embed(adata, report=rep, **kwargs)
+    if sink.rows_written != adata.n_obs:
         raise ModelError(
-            f"{model.family} returned embeddings of shape {emb.shape}, expected ({adata.n_obs}, {model.embedding_dim})",
+            f"{model.family} wrote {sink.rows_written} embeddings for {adata.n_obs} cells",
             "this is a bug in the model family; please report it",
         )
-    if not np.isfinite(emb).all():
-        raise ModelError(
-            f"{model.family} produced non-finite embeddings",
-            "check the checkpoint weights (a corrupt or untrained file?)",
-        )
-    return emb.astype(np.float32, copy=False), plan
+    return sink.sink, plan
 
 
 def embed_dataset(

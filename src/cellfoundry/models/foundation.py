@@ -111,8 +111,14 @@ class FoundationModel(ABC):
         seed: int = 0,
         progress: bool = False,
         report: ValidationReport | None = None,
-    ) -> np.ndarray:
-        """Cell embeddings (float32, n_cells x embedding_dim) in the input's cell order; streams rows."""
+        out: Any = None,
+    ) -> Any:
+        """Cell embeddings (float32, n_cells x embedding_dim) in the input's cell order; streams rows.
+
+        ``out``: where to write them (anything taking ``out[start:stop] = block`` of contiguous
+        rows, e.g. ``data.h5ad_copy.ObsmWriter``, which writes into a file); returned. Default: a
+        new numpy array.
+        """
 
     # --- hooks used by fine-tuning (cellfoundry.tuning); same preprocessing as embed() ---------
     # network: the torch.nn.Module holding every weight (LoRA wraps its sub-modules).

@@ -460,7 +460,8 @@ class GeneformerModel(FoundationModel):
         max_tokens: int = DEFAULT_MAX_TOKENS,
         chunk_size: int = DEFAULT_CHUNK,
         num_threads: int | None = None,
-    ) -> np.ndarray:
+        out: Any = None,
+    ) -> Any:
         """Cell embeddings (float32, n_cells x hidden) in input order, reading rows in chunks.
 
         ``batch_size`` caps cells per forward pass, ``max_tokens`` the padded tokens per pass.
@@ -469,7 +470,8 @@ class GeneformerModel(FoundationModel):
         import torch
 
         plan = self.tokenizer.plan(adata, report=report)
-        out = np.zeros((adata.n_obs, self.embedding_dim), dtype=np.float32)
+        if out is None:
+            out = np.zeros((adata.n_obs, self.embedding_dim), dtype=np.float32)
         n_empty = n_trunc = 0
         was_training = bool(getattr(self.network, "training", False))
         self.network.eval()

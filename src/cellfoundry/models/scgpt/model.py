@@ -216,10 +216,12 @@ class ScGPTModel(FoundationModel):
         report: ValidationReport | None = None,
         chunk_size: int = CHUNK_CELLS,
         threads: int | None = None,
-    ) -> np.ndarray:
+        out: Any = None,
+    ) -> Any:
         if batch_size < 1 or chunk_size < 1:
             raise ModelError("batch_size and chunk_size must be ≥ 1", "pass positive sizes")
-        out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
+        if out is None:
+            out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
         was_training = self.network.training
         prev_threads = torch.get_num_threads()
         self.network.eval()

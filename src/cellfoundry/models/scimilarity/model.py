@@ -179,7 +179,8 @@ class SCimilarityModel(FoundationModel):
         seed: int = 0,
         progress: bool = False,
         report: ValidationReport | None = None,
-    ) -> np.ndarray:
+        out: Any = None,
+    ) -> Any:
         """log1p-CP10k aligned cells -> encoder (eval mode) -> float32 unit-norm embeddings.
 
         Rows are read ``max(batch_size, 1024)`` at a time and never densified: the first layer
@@ -191,7 +192,8 @@ class SCimilarityModel(FoundationModel):
                 f"batch_size must be at least 1 (got {batch_size})", "pass a positive batch size"
             )
         plan = pp.plan(adata, self.gene_order, report=report)
-        out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
+        if out is None:
+            out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
         was_training = self.network.training
         self.network.eval()
         chunks = pp.iter_lognorm(adata, plan, max(batch_size, pp.DEFAULT_CHUNK))
@@ -201,15 +203,17 @@ class SCimilarityModel(FoundationModel):
                 for start, x in chunks:
                     for s in range(0, x.shape[0], batch_size):
                         rows = x[s : s + batch_size]
-                        out[start + s : start + s + rows.shape[0]] = self._forward_rows(rows)
+                        emb = self._forward_rows(rows)
+                        if not np.isfinite(emb).all():  # per block: ``out`` may be a file
+                            raise ModelError(
+                                "the encoder produced NaN/Inf embeddings",
+                                "check the checkpoint weights",
+                            )
+                        out[start + s : start + s + rows.shape[0]] = emb
                     bar.update(x.shape[0])
         finally:
             bar.close()
             self.network.train(was_training)
-        if not np.isfinite(out).all():
-            raise ModelError(
-                "the encoder produced NaN/Inf embeddings", "check the checkpoint weights"
-            )
         return out
 
     def _forward_rows(self, rows: sp.csr_matrix) -> np.ndarray:
