@@ -190,3 +190,41 @@ def test_predict_many_small_cells_are_answered_sparse(server: Stack) -> None:
         (got,), (want,) = one.json()["predictions"][0]["top_k"], many[i]["top_k"]
         assert got["label"] == want["label"]
         assert got["probability"] == pytest.approx(want["probability"], rel=1e-5)
+
+
+def test_a_refused_upload_never_touches_another_owners_file(server: Stack, tmp_path: Path) -> None:
+    """Owner B sends owner A's bytes under a .csv name: B is refused, A's stored file stays."""
+    from tests.conftest import make_counts_adata
+
+    path = tmp_path / "mine.h5ad"
+    make_counts_adata(n_cells=50, n_genes=40).write_h5ad(path)
+    alice = server.server.client(server.server.new_key("alice"))
+    bob = server.server.client(server.server.new_key("bob"))
+    a = _upload(alice, path)
+    assert a.status_code == 200, a.text
+    stored = list((server.home / "storage").rglob("mine.h5ad"))
+    assert len(stored) == 1 and stored[0].read_bytes() == path.read_bytes()
+    with open(path, "rb") as fh:
+        b = bob.post("/upload", files={"file": ("mine.csv", fh, "text/csv")})
+    assert 400 <= b.status_code < 500 and b.json()["error"]["hint"], b.text
+    assert stored[0].read_bytes() == path.read_bytes()
+    assert alice.get(f"/datasets/{a.json()['id']}").status_code == 200
+    _healthy(server)
+
+
+def test_schemathesis_findings_stay_fixed(server: Stack) -> None:
+    """The issue's schemathesis findings, each as a plain request: no 5xx, documented answers."""
+    c = server.server.client()
+    spec = c.get("/openapi.json").json()["paths"]
+    r = c.get("/runs", params={"page": 4611686018427387905})
+    assert r.status_code == 422 and r.json()["error"]["hint"], r.text
+    r = c.request("TRACE", "/health")
+    assert r.status_code == 405 and "GET" in r.headers.get("allow", ""), r.headers
+    r = c.post("/upload", content=b"not multipart", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "415" in spec["/upload"]["post"]["responses"]
+    r = c.post("/submit", content=b"\xff\xfe", headers={"content-type": "application/json"})
+    assert (
+        r.status_code in spec["/submit"]["post"]["responses"]
+        or str(r.status_code) in (spec["/submit"]["post"]["responses"])
+    ), r.text
+    assert r.status_code < 500
