@@ -110,6 +110,7 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
                 "classes": res.classes,
                 "model": res.model_name,
                 "family": res.model_family,
+                "gene_panel": None if res.gene_panel is None else res.gene_panel.to_dict(),
             }
             (shard_dir / f"{idx}.json").write_text(json.dumps(meta))
             with engine.db.session() as s:
@@ -215,6 +216,11 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
     )
     summary = res.summary()
     summary["gene_coverage"] = meta["coverage"]
+    panel = meta.get("gene_panel") or {}
+    summary["gene_panel_mode"] = panel.get(
+        "mode"
+    )  # all_genes / unobserved / refit / family_default
+    summary["gene_panel"] = panel or None
     files: dict[str, Path] = {
         "predictions": out_dir / "predictions.parquet",
         "probabilities": out_dir / "probabilities.npy",
