@@ -51,6 +51,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP) web
+	scripts/services.sh
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck web-test pytest
