@@ -15,7 +15,8 @@ coverage when the reference is at hand). Every figure comes from ``cellfoundry.a
 predictions scored with scikit-learn's macro-F1 over the true labels.
 
 Usage: python benchmarks/eval_gene_panels.py [--shared ../shared] [--families logreg]
-       [--folds 5] [--tasks pbmc3k,symphony,pancreas]
+       [--folds 0,1,2,3,4] [--tasks pbmc3k,symphony,pancreas] [--out FILE]
+Parts run in separate processes are combined with --merge PART.json ... --out FILE.
 Writes benchmarks/results/gene_panels.json.
 """
 
@@ -146,10 +147,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--families", default="logreg")
-    ap.add_argument("--folds", type=int, default=5, help="pbmc3k folds to run (of 5)")
+    ap.add_argument(
+        "--folds", default="0,1,2,3,4", help="pbmc3k folds to run (of 5), e.g. 0,1 for a part"
+    )
     ap.add_argument("--tasks", default="pbmc3k,symphony,pancreas")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gene_panels.json"))
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="combine part files (e.g. folds run in separate processes) into --out",
+    )
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, Path(args.out))
+        return
+    fold_ids = [int(f) for f in args.folds.split(",")]
     data = Path(args.shared) / "data"
     tasks = args.tasks.split(",")
     results: dict[str, Any] = {}
@@ -163,9 +176,10 @@ def main() -> None:
                 folds = []
                 split = StratifiedKFold(5, shuffle=True, random_state=0).split(y, y)
                 for k, (tr, te) in enumerate(split):
-                    if k >= args.folds:
-                        break
+                    if k not in fold_ids:
+                        continue
                     folds.append(evaluate(pbmc[tr].copy(), pbmc[te].copy(), fam, tmp / f"p{k}"))
+                    folds[-1]["fold"] = k
                     print(f"pbmc3k {fam} fold {k} done", flush=True)
                 results[f"pbmc3k_5fold/{fam}"] = mean_folds(folds)
             if "symphony" in tasks:
@@ -185,10 +199,38 @@ def main() -> None:
         "target": f"with >= 1,000 genes kept: within {TARGET_GAP} of the all-genes macro-F1",
         "command": "python benchmarks/eval_gene_panels.py "
         + f"--families {args.families} --folds {args.folds} --tasks {args.tasks}",
+        "folds": fold_ids,
     }
     dest = Path(args.out)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(results, indent=2))
+    print(f"written {dest}")
+
+
+def merge(parts: list[str], dest: Path) -> None:
+    """One result from part files: pbmc3k folds pooled (means recomputed), other tasks copied."""
+    results: dict[str, Any] = {}
+    folds: dict[str, list[dict[str, Any]]] = {}
+    seconds = 0.0
+    for part in parts:
+        d = json.loads(Path(part).read_text())
+        seconds = max(seconds, d.get("_meta", {}).get("seconds", 0.0))
+        for task, r in d.items():
+            if task.startswith("_"):
+                continue
+            if "folds" in r:
+                folds.setdefault(task, []).extend(r["folds"])
+            else:
+                results[task] = r
+    for task, fs in folds.items():
+        results[task] = mean_folds(sorted(fs, key=lambda f: f.get("fold", 0)))
+    print_table(results)
+    results["_meta"] = {
+        "seconds_longest_part": seconds,
+        "target": f"with >= 1,000 genes kept: within {TARGET_GAP} of the all-genes macro-F1",
+        "parts": [Path(p).name for p in parts],
+    }
+    dest.write_text(json.dumps(dict(sorted(results.items())), indent=2))
     print(f"written {dest}")
 
 

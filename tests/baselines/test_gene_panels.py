@@ -216,3 +216,28 @@ def test_reference_given_in_memory_is_not_cached(tmp_path: Path) -> None:
         c.startswith("x_") for c in a.classes
     )
     shutil.rmtree(tmp_path / "m")
+
+
+def test_platform_trained_baseline_keeps_its_reference(tmp_path: Path) -> None:
+    """A baseline trained by the service's finetune task refits on its stored dataset later."""
+    from cellfoundry.jobs.applications import FinetuneParams, TaskContext, finetune_task
+
+    clear_refit_cache()
+    ref = make_counts_adata(n_cells=300, n_genes=400, n_types=3, seed=51)
+    stored = tmp_path / "datasets" / "ref.h5ad"
+    stored.parent.mkdir()
+    ref.write_h5ad(stored)
+    ctx = TaskContext(
+        run_id="r1",
+        dataset_path=stored,
+        model_dir=tmp_path / "unused",
+        model_family="logreg",
+        params=FinetuneParams(label_key="cell_type", options={"n_features": None}),
+        out_dir=tmp_path / "run",
+        report=lambda _msg, _pct: None,
+    )
+    finetune_task(ctx)
+    qry = make_counts_adata(n_cells=40, n_genes=400, n_types=3, seed=52)[:, :180].copy()
+    res = cf.annotate(qry, tmp_path / "run" / "model")
+    assert res.gene_panel is not None and res.gene_panel.mode == "refit"
+    assert str(stored.resolve()) in str(res.gene_panel.reference)

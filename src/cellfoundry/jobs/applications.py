@@ -467,14 +467,17 @@ def finetune_task(ctx: TaskContext) -> TaskOutput:
     ctx.report("reading data", 5)
     if ctx.model_family in BASELINES:
         from cellfoundry.api import train
+        from cellfoundry.models.baselines.refit import REFERENCE_FILE_KEY, reference_record
 
         adata = read_dataset(ctx.dataset_path)
         label_column(adata, p.label_key)
         ctx.report("training", 20)
         name = p.name or f"{ctx.model_family}-{ctx.run_id}"
-        train(
-            adata, p.label_key, ctx.model_family, out=out_dir, name=name, seed=p.seed, **p.options
-        )
+        model = train(adata, p.label_key, ctx.model_family, name=name, seed=p.seed, **p.options)
+        # the stored dataset is the model's reference: a query lacking many of the model's genes
+        # is annotated by a refit on the shared genes while this file is unchanged
+        model.manifest.training[REFERENCE_FILE_KEY] = reference_record(ctx.dataset_path)
+        model.save(out_dir)
     else:
         finetune = _optional("cellfoundry.tuning", "finetune") or _optional(
             "cellfoundry.api", "finetune"
