@@ -41,6 +41,17 @@ class Platform:
         self.preload()
         self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="cf-reaper")
         self._reaper.start()
+        threading.Thread(target=self._warm_intake, daemon=True, name="cf-intake").start()
+
+    def _warm_intake(self) -> None:
+        """Start the upload sandbox's spare process now, so the first upload need not wait."""
+        from cellfoundry.data.untrusted import prepare
+        from cellfoundry.service.ingest import intake_limits
+
+        try:
+            prepare(intake_limits(self.settings))
+        except Exception:
+            log.exception("the upload sandbox could not be prepared")
 
     def stop(self) -> None:
         self._stop.set()

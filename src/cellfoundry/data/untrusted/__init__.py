@@ -10,6 +10,18 @@
 
 from cellfoundry.data.untrusted.hdf5 import check_hdf5
 from cellfoundry.data.untrusted.limits import IntakeLimits
-from cellfoundry.data.untrusted.sandbox import CoverageTarget, IntakeSummary, open_untrusted
+from cellfoundry.data.untrusted.sandbox import (
+    CoverageTarget,
+    IntakeSummary,
+    open_untrusted,
+    prepare,
+)
 
-__all__ = ["CoverageTarget", "IntakeLimits", "IntakeSummary", "check_hdf5", "open_untrusted"]
+__all__ = [
+    "CoverageTarget",
+    "IntakeLimits",
+    "IntakeSummary",
+    "check_hdf5",
+    "open_untrusted",
+    "prepare",
+]

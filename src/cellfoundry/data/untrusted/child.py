@@ -11,10 +11,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+READY = "ready\n"
 
 
-def main() -> int:
+def main() -> NoReturn:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     path = Path(".")
@@ -29,6 +31,8 @@ def main() -> int:
         ready = True
     except MemoryError:
         ready = False
+    out.write(READY)  # the parent may wait for this before it hands the child a file
+    out.flush()
     try:
         request = json.load(sys.stdin)
         path = Path(request["path"])
@@ -49,7 +53,7 @@ def main() -> int:
         answer = _refusal(exc, path)
     out.write(json.dumps(answer, default=_default))
     out.flush()
-    return 0
+    os._exit(0)  # no interpreter teardown: the parent is waiting for the end of the output
 
 
 def _open(path: Path, request: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import atexit
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,7 @@ except MemoryError:
     sys.exit(0)
 sys.exit(main())
 """
+_READY = b"ready\n"  # what a child writes once its readers are imported (child.READY)
 _CHILD_FILE_BYTES = 64 * MiB  # caches libraries may write into the child's own folder
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 
@@ -111,6 +113,7 @@ def open_untrusted(
                 f"opening {p.name} took longer than {wall} s",
                 "upload a smaller dataset (split it by sample)",
             ) from None
+        stdout = stdout.removeprefix(_READY)
         child.stderr.seek(max(0, child.stderr.seek(0, os.SEEK_END) - 4000))
         tail = child.stderr.read().decode(errors="replace")
     finally:
@@ -137,6 +140,27 @@ class _Child:
 
 _spare_lock = threading.Lock()
 _spare: list[_Child] = []  # at most one child started ahead, so an upload need not wait for imports
+
+
+def prepare(limits: IntakeLimits | None = None, timeout: float = 120.0) -> bool:
+    """Start the spare child for ``limits`` (if none waits) and wait until its readers are loaded.
+
+    Optional: a server calls it at start so that its first upload does not wait for imports.
+    Returns whether the spare was ready within ``timeout`` seconds.
+    """
+    lim = limits or IntakeLimits()
+    key = (lim.memory_mb, lim.cpu_s, os.getpid())
+    with _spare_lock:
+        spare = _spare[-1] if _spare else None
+        if spare is None or spare.key != key or spare.proc.poll() is not None:
+            for c in _spare:
+                c.close()
+            _spare.clear()
+            spare = _start_child(lim)
+            _spare.append(spare)
+    assert spare.proc.stdout is not None
+    readable, _, _ = select.select([spare.proc.stdout], [], [], timeout)
+    return bool(readable)
 
 
 @atexit.register
