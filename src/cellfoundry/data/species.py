@@ -11,15 +11,25 @@ the original species and the mapping.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from functools import lru_cache
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cellfoundry.data.genes import SpeciesCall, resolve_species
 from cellfoundry.data.matrix import iter_row_chunks
-from cellfoundry.data.orthologs import to_human_rows
+from cellfoundry.data.orthologs import (
+    MAPPED_SPECIES,
+    OrthologMap,
+    OrthologyReport,
+    map_orthologs,
+    mapped_count_share,
+    to_human_rows,
+)
 from cellfoundry.data.report import (
     MIN_ORTHOLOG_GENES,
     ORTHOLOGY_UNS_KEY,
@@ -41,11 +51,13 @@ def to_human_space(
     *,
     report: ValidationReport | None = None,
     chunk_size: int = 10_000,
+    max_cells: int | None = None,
 ) -> tuple[ad.AnnData, ValidationReport]:
     """``adata`` in human genes, with its validation report.
 
     ``species`` overrides detection: None or "auto" detects it, and "human" uses the genes as
-    named. Refuses when the mapping keeps too few genes to serve any model.
+    named. Refuses when the mapping keeps too few genes to serve any model. ``max_cells`` maps
+    only the first cells (enough for a report's coverage figures).
     """
     rep = report if report is not None and species is None else validate(adata, species)
     if rep.orthology is None or is_mapped(adata):
@@ -78,6 +90,37 @@ def to_human_space(
         },
         index=pd.Index(omap.human_symbols, name=None),
     )
-    out = ad.AnnData(X=x.astype(np.float32), obs=adata.obs.copy(), var=var)
+    out = ad.AnnData(X=x.astype(np.float32), obs=adata.obs.iloc[: x.shape[0]].copy(), var=var)
     out.uns["cellfoundry"] = {ORTHOLOGY_UNS_KEY: asdict(o)}
     return out, validate(out)
+
+
+@lru_cache(maxsize=256)
+def _gene_list_map(genes: tuple[str, ...], species: str) -> OrthologMap:
+    return map_orthologs(list(genes), None, species)
+
+
+def rows_to_human(
+    genes: Sequence[str],
+    rows: sp.csr_matrix,
+    species: str | None = None,
+    *,
+    log_normalized: bool = False,
+) -> tuple[tuple[str, ...], sp.csr_matrix, SpeciesCall, OrthologyReport | None]:
+    """The same step for cells given as values over ``genes`` without an AnnData (``/predict``).
+
+    Returns the human genes, the cells over them, the species and the mapping (None for human
+    data, which is returned unchanged). No minimum is applied here: the caller checks coverage.
+    """
+    call = resolve_species(species, list(genes))
+    if call.species not in MAPPED_SPECIES:
+        return tuple(genes), rows, call, None
+    omap = _gene_list_map(tuple(str(g) for g in genes), call.species)
+    share = mapped_count_share(rows, omap, log_normalized) if rows.shape[0] else None
+    report = replace(
+        omap.report,
+        species_evidence=call.evidence,
+        species_source=call.source,
+        fraction_counts_mapped=share,
+    )
+    return tuple(omap.human_symbols), to_human_rows(rows, omap, log_normalized), call, report

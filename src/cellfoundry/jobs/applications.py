@@ -40,6 +40,12 @@ class AnnotationParams(Params):
     layout: Literal["umap", "pca", "none"] = Field(
         "umap", description="2-D layout of the cells in the results"
     )
+    species: str | None = Field(
+        None,
+        max_length=40,
+        description="species of the genes (human, mouse, rhesus, cynomolgus, pig); default: "
+        "detected. Non-human genes are mapped to human orthologs.",
+    )
 
 
 class EmbeddingParams(Params):
@@ -242,8 +248,10 @@ def layout_2d(
 def model_features(adata: Any, model_dir: Path, min_coverage: float = 0.0) -> Any:
     """The model's input features of every cell (the library's shared preprocessing)."""
     from cellfoundry.data.prepare import features
+    from cellfoundry.data.species import to_human_space
     from cellfoundry.models.registry import load_model
 
+    adata, _ = to_human_space(adata)  # mouse/macaque/pig genes: human orthologs
     ann = load_model(model_dir)
     plan_fn = getattr(ann, "plan", None)
     if plan_fn is None:

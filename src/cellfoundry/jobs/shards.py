@@ -97,6 +97,7 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
                 engine.annotator(rec),
                 threshold=params.threshold,
                 min_coverage=params.min_coverage,
+                species=params.species,
             )
             shard_dir = engine.storage.run_dir(run_id) / "shards"
             shard_dir.mkdir(exist_ok=True)
@@ -111,6 +112,8 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
                 "model": res.model_name,
                 "family": res.model_family,
                 "gene_panel": None if res.gene_panel is None else res.gene_panel.to_dict(),
+                "species": res.species,
+                "species_mapping": res.orthology.describe() if res.orthology else None,
             }
             (shard_dir / f"{idx}.json").write_text(json.dumps(meta))
             with engine.db.session() as s:
@@ -221,6 +224,8 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
         "mode"
     )  # all_genes / unobserved / refit / family_default
     summary["gene_panel"] = panel or None
+    summary["species"] = meta.get("species")
+    summary["species_mapping"] = meta.get("species_mapping")
     files: dict[str, Path] = {
         "predictions": out_dir / "predictions.parquet",
         "probabilities": out_dir / "probabilities.npy",
@@ -252,11 +257,13 @@ def _layout(
     out_dir: Path,
 ) -> Path:
     from cellfoundry.data.prepare import features
+    from cellfoundry.data.species import to_human_space
 
     labels = np.asarray(res.display_labels, dtype=str)
     idx = stratified_sample(labels, engine.settings.umap_max_cells)
     sub = adata[idx]
     sub = sub.to_memory() if adata.isbacked else sub.copy()
+    sub, _ = to_human_space(sub, params.species)  # the genes the model saw
     ann = engine.annotator(rec)
     plan_fn = getattr(ann, "plan", None)
     if plan_fn is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellfoundry.data.prepare import WARN_COVERAGE, InputPlan, plan_from_genes, transform
+from cellfoundry.data.species import rows_to_human
 from cellfoundry.errors import CellfoundryError
 from cellfoundry.result import UNKNOWN
 
@@ -125,10 +126,13 @@ class Predictor:
         values: Literal["counts", "lognorm"] = "counts",
         threshold: float | None = None,
         max_genes: int | None = None,
+        species: str | None = None,
     ) -> dict[str, Any]:
         """Top-k labels per cell with probabilities, Unknown below the threshold, and the gene coverage.
 
         CPU-bound: call it off the event loop. ``max_genes`` bounds the distinct gene names.
+        Mouse, macaque or pig genes (``species``, else detected from the names) are mapped to
+        human orthologs first, as in a batch run.
         """
         genes, x = cells_to_csr(cells, max_genes)
         rows = x.data
@@ -144,6 +148,7 @@ class Predictor:
                 "send raw counts, or set values='lognorm'",
                 code="invalid_expression",
             )
+        genes, x, call, orth = rows_to_human(genes, x, species, log_normalized=values == "lognorm")
         plan = model.plan(genes, values)
         ann = model.annotator
         if plan.coverage.n_present == 0:
@@ -190,4 +195,14 @@ class Predictor:
                 "missing_examples": cov.missing_examples[:5],
             },
             "warnings": warnings,
+            "species": call.species,
+            "orthology": None
+            if orth is None
+            else {
+                "table": orth.table,
+                "n_genes": orth.n_genes,
+                "n_genes_mapped": orth.n_genes_mapped,
+                "n_human_genes": orth.n_human_genes,
+                "fraction_counts_mapped": orth.fraction_counts_mapped,
+            },
         }

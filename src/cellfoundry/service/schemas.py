@@ -299,6 +299,12 @@ class PredictRequest(BaseModel):
         "counts", description="raw counts or log1p-CP10k values"
     )
     threshold: float | None = Field(None, ge=0, le=1)
+    species: str | None = Field(
+        None,
+        max_length=40,
+        description="species of the genes (human, mouse, rhesus, cynomolgus, pig); default: "
+        "detected from the gene names. Non-human genes are mapped to human orthologs.",
+    )
 
 
 class CellLabels(BaseModel):
@@ -315,6 +321,14 @@ class CoveragePublic(BaseModel):
     missing_examples: list[str]
 
 
+class OrthologyPublic(BaseModel):
+    table: str
+    n_genes: int
+    n_genes_mapped: int
+    n_human_genes: int
+    fraction_counts_mapped: float | None
+
+
 class PredictPublic(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     model_id: str
@@ -323,3 +337,5 @@ class PredictPublic(BaseModel):
     predictions: list[CellLabels]
     coverage: CoveragePublic
     warnings: list[str]
+    species: str
+    orthology: OrthologyPublic | None = None

@@ -59,9 +59,10 @@ def main() -> NoReturn:
 def _open(path: Path, request: dict[str, Any]) -> dict[str, Any]:
     from cellfoundry.data.io import read_data
     from cellfoundry.data.report import coverage, validate
+    from cellfoundry.data.species import to_human_space
     from cellfoundry.data.untrusted.limits import IntakeLimits
     from cellfoundry.data.untrusted.structure import check_structure
-    from cellfoundry.errors import FileLimitError
+    from cellfoundry.errors import CellfoundryError, FileLimitError
 
     limits = IntakeLimits.from_dict(request["limits"])
     facts = check_structure(path, limits)
@@ -75,11 +76,18 @@ def _open(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         )
     report = validate(adata)
     if not report.errors:
+        genes, grep = adata, report  # mouse/macaque/pig: coverage of the human orthologs
+        if report.orthology is not None:
+            try:
+                genes, grep = to_human_space(adata, report=report, max_cells=500)
+            except CellfoundryError as exc:
+                print(f"ortholog mapping failed: {exc}", file=sys.stderr)
         for t in request.get("targets", []):
             try:
-                coverage(adata, report, t["genes"], t["name"], t.get("key_kind"))
+                coverage(genes, grep, t["genes"], t["name"], t.get("key_kind"))
             except Exception as exc:  # coverage is informative; it never refuses a file
                 print(f"coverage of {t['name']} failed: {exc!r}", file=sys.stderr)
+        report.coverage = grep.coverage
     if getattr(adata, "isbacked", False):
         adata.file.close()
     return {

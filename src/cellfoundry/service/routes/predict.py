@@ -69,6 +69,7 @@ async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> 
             values=body.values,
             threshold=body.threshold,
             max_genes=st.predict_max_genes,
+            species=body.species,
         )
         return json.dumps(out).encode()
 
