@@ -83,15 +83,9 @@ def test_mouse_upload_run_and_predict(
     assert ref.coverage is not None
     cov = next(x for x in rep["coverage"] if MODEL in x["target"])
     assert cov["n_present"] == ref.coverage.n_present > 0  # coverage after the mapping
-    rid = c.post(
-        "/submit",
-        json={
-            "dataset_id": ds["id"],
-            "model_id": MODEL,
-            "application_id": "annotation",
-            "params": {"layout": "pca", "species": "mouse"},
-        },
-    ).json()["run_id"]
+    job = {"dataset_id": ds["id"], "model_id": MODEL, "application_id": "annotation"}
+    params = {"layout": "pca", "species": "mouse"}
+    rid = c.post("/submit", json=job | {"params": params}).json()["run_id"]
     st = wait_run(c, rid, timeout=180)
     assert st["state"] == "succeeded", (st, stack.logs())
     summ = c.get(f"/results/{rid}").json()["summary"]
