@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.data_intake.hostile: the crafted files
 
+from benchmarks.bench_predict import start_server  # noqa: E402
 from tests.data_intake import hostile  # noqa: E402
 
 from cellfoundry.data.io import read_data  # noqa: E402
@@ -104,45 +103,10 @@ def refusals(tmp: Path) -> dict[str, dict[str, object]]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def predict_freeze(tmp: Path) -> dict[str, object]:
-    from cellfoundry.demo import train_demo_model
-
-    model = train_demo_model(tmp / "model")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLFOUNDRY_")}
-    env.update(CELLFOUNDRY_HOME=str(tmp / "home"), PYTHONPATH=str(ROOT / "src"))
-    log = open(tmp / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cellfoundry.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--model",
-            str(model),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    (tmp / "home").mkdir()
+    proc, url, key = start_server(tmp / "home")  # trains the demo model at first start
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        key = (tmp / "home" / "local-api-key").read_text().strip()
         h = httpx.Client(base_url=url, timeout=30)
         idle = []
         for _ in range(50):
