@@ -64,12 +64,15 @@ def train(
         )
     if "progress" in params and "progress" not in pyinspect.signature(trainer).parameters:
         params.pop("progress")  # a family without progress reporting
-    ref, _ = to_human_space(as_anndata(reference), species)
+    ref, ref_report = to_human_space(as_anndata(reference), species)
     fitted: Annotator = trainer(ref, label_key, **params)
     fitted.set_label_map(label_map)
     if isinstance(reference, str | Path) and Path(reference).is_file():
         # a query that lacks many model genes can then refit on the shared genes (if unchanged)
         fitted.manifest.training[REFERENCE_FILE_KEY] = reference_record(reference)
+    fitted.manifest.training["species"] = ref_report.species
+    if ref_report.orthology is not None:  # trained on human orthologs of another species' genes
+        fitted.manifest.training["species_mapping"] = ref_report.orthology.describe()
     if out is not None:
         fitted.save(out)
     return fitted

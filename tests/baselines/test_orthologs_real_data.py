@@ -93,6 +93,8 @@ def test_mouse_reference_annotates_human_cells(
     ref = mouseify(pbmc3k[split[0]].copy(), shared_dir, symbol_column="gene_symbols")
     model = cf.train(ref, "cell_type", "logreg", out=tmp_path / "mouse_logreg")
     assert len(model.genes) > 1000  # type: ignore[attr-defined]
+    assert model.manifest.training["species"] == "mouse"
+    assert "human orthologs" in model.manifest.training["species_mapping"]
     res = cf.annotate(pbmc3k[split[1]].copy(), tmp_path / "mouse_logreg")
     assert res.species == "human" and res.orthology is None
     agree, majority, _ = agreement_and_baselines(human_labels, res.labels)
