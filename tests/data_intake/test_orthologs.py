@@ -186,3 +186,27 @@ def test_mapping_that_keeps_almost_nothing_is_refused() -> None:
     # species "human" uses the genes as they are named
     same, rep = to_human_space(a, "human")
     assert same is a and rep.orthology is None and rep.species_source == "given"
+
+
+def test_macaque_and_pig_map_through_their_own_tables() -> None:
+    rhesus = _pairs("ensembl110_human_rhesus_orthologs.csv.gz")
+    n_h, n_r = rhesus[0].value_counts(), rhesus[1].value_counts()
+    one = rhesus[(rhesus[0].map(n_h) == 1) & (rhesus[1].map(n_r) == 1)].iloc[:300]
+    # symbols look human, so the species is given; the table decides the human gene
+    a = _mouse_counts(list(one[1]))
+    h, rep = to_human_space(a, "rhesus")
+    assert rep.species == "rhesus" and rep.orthology is not None
+    assert "rhesus" in rep.orthology.table and list(h.var_names) == list(one[0])
+    # Ensembl IDs of the species are detected; symbols come from var's symbol column
+    ids = [f"ENSMMUG{i:011d}" for i in range(300)]
+    b = _mouse_counts(ids)
+    b.var["gene_symbols"] = list(one[1])
+    hb, rep_b = to_human_space(b)
+    assert rep_b.species == "rhesus" and rep_b.species_source == "detected"
+    assert list(hb.var_names) == list(one[0])
+    np.testing.assert_array_equal(hb.X.toarray(), b.X.toarray())
+    # pig IDs with no symbols cannot be mapped: refused, with what to give instead
+    pig = _mouse_counts([f"ENSSSCG{i:011d}" for i in range(300)])
+    with pytest.raises(DataError) as err:
+        to_human_space(pig)
+    assert "pig" in err.value.message and "symbols" in (err.value.hint or "")
