@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect as pyinspect
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,12 @@ def train(
     return fitted
 
 
+ModelRef = str | Path | Annotator
+
+
 def annotate(
     data: ad.AnnData | str | Path,
-    model: str | Path | Annotator,
+    model: ModelRef | Sequence[ModelRef],
     *,
     threshold: float | None = None,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
@@ -108,10 +112,32 @@ def annotate(
     shared by reference and query. ``result.gene_panel`` says which mode was used.
     ``explain=True`` adds ``obs["prediction_top_genes"]`` (baselines: the genes contributing
     most to each call).
+
+    Several models (a list) give their consensus (``cellfoundry.consensus``): every model
+    annotates the cells with the options above, then the calls are combined up the Cell Ontology.
     """
     if level is not None:
         level_terms(level)  # an unknown level fails before the annotation, not after
-    annotator = load_model(model)
+    if isinstance(model, list | tuple):
+        if not model:
+            raise ValueError("give at least one model")
+        if len(model) > 1:
+            return _annotate_consensus(
+                data,
+                list(model),
+                threshold=threshold,
+                min_coverage=min_coverage,
+                chunk_size=chunk_size,
+                progress=progress,
+                species=species,
+                label_map=label_map,
+                level=level,
+                reference=reference,
+                refit_below=refit_below,
+                explain=explain,
+            )
+        model = model[0]
+    annotator = load_model(model)  # type: ignore[arg-type]
     terms = map_labels(annotator.classes, label_map, base=annotator.ontology)
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
     extra: dict[str, Any] = {}
@@ -170,3 +196,21 @@ def annotate(
         obs_columns=dict(pred.obs),
         findings=dict(pred.uns),
     )
+
+
+def _annotate_consensus(
+    data: ad.AnnData | str | Path, models: list[ModelRef], **options: Any
+) -> AnnotationResult:
+    from cellfoundry.consensus import consensus, heldout_weights
+
+    annotators = [load_model(m) for m in models]
+    names = [a.name for a in annotators]
+    if len(set(names)) < len(names):  # e.g. two "logreg" models: name them by their folders
+        names = [
+            Path(m).name if isinstance(m, str | Path) else a.name
+            for m, a in zip(models, annotators, strict=True)
+        ]
+    adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
+    results = [annotate(adata, a, **options) for a in annotators]
+    weights = heldout_weights([a.manifest.metrics.get("macro_f1") for a in annotators])
+    return consensus(results, names, weights=weights)

@@ -179,7 +179,7 @@ class AnnotationResult:
             "unknown_threshold": float(self.threshold),
             "unknown_label": UNKNOWN,
             **self._ontology_uns(),
-            **_uns_safe(self.findings),
+            **uns_safe(self.findings),
         }
         if self.orthology is not None:
             target.uns["cellfoundry"]["species_mapping"] = self.orthology.describe()
@@ -188,7 +188,7 @@ class AnnotationResult:
             target.uns["cellfoundry"]["gene_panel"] = self.gene_panel.to_dict()
         oor = self.out_of_reference_summary()
         if oor is not None:
-            target.uns["cellfoundry"]["out_of_reference"] = _uns_safe(oor)
+            target.uns["cellfoundry"]["out_of_reference"] = uns_safe(oor)
         return target
 
     def _ontology_uns(self) -> dict[str, Any]:
@@ -244,10 +244,10 @@ class AnnotationResult:
         return out
 
 
-def _uns_safe(value: Any) -> Any:
+def uns_safe(value: Any) -> Any:
     """A copy that h5ad can store: None entries dropped, tuples as lists."""
     if isinstance(value, dict):
-        return {str(k): _uns_safe(v) for k, v in value.items() if v is not None}
+        return {str(k): uns_safe(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
-        return [_uns_safe(v) for v in value if v is not None]
+        return [uns_safe(v) for v in value if v is not None]
     return value

@@ -90,10 +90,13 @@ def train_cmd(
 @click.argument("query", type=click.Path(exists=True))
 @click.option(
     "--model",
-    "model_dir",
+    "model_dirs",
     required=True,
+    multiple=True,
     type=click.Path(exists=True),
-    help="A trained model folder.",
+    help="A trained model folder. Give it several times for the models' consensus "
+    "(obs consensus_cell_type, consensus_agreement, and each model's columns as "
+    "<column>__<model name>).",
 )
 @click.option(
     "--out",
@@ -156,7 +159,7 @@ def train_cmd(
 )
 def annotate_cmd(
     query: str,
-    model_dir: str,
+    model_dirs: tuple[str, ...],
     out: str | None,
     table_out: str | None,
     csv_out: str | None,
@@ -194,7 +197,7 @@ def annotate_cmd(
     adata = read_data(query, backed=is_h5ad)
     result = annotate(
         adata,
-        model_dir,
+        list(model_dirs) if len(model_dirs) > 1 else model_dirs[0],
         threshold=threshold,
         min_coverage=min_coverage,
         chunk_size=chunk_size,

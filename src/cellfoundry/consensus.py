@@ -1,0 +1,416 @@
+"""Consensus of several models over the same cells, combined up the Cell Ontology.
+
+Each model's calibrated class probabilities are put on Cell Ontology terms (its classes' CL
+terms; a class without a term stands for itself). The *support* of a term is the probability
+mass of the term and of every term below it, averaged over the models (weighted, see below) — so votes for
+"regulatory T cell" and "CD4-positive, alpha-beta T cell" both count for "CD4-positive,
+alpha-beta T cell" and for "T cell".
+
+Models can be weighted; ``annotate(model=[...])`` weighs each by its macro-F1 on its own
+held-out reference cells (``heldout_weights``), so a model that the reference shows to be weaker
+has less say where the models disagree.
+
+The consensus call of a cell is the most specific term whose support is above ``min_support``
+(0.5: more than half the models' averaged probability), among the models' own classes and their
+*informative* ancestors (terms at or below a broad compartment such as "T cell", "monocyte",
+"endocrine cell", plus "lymphocyte" and "myeloid leukocyte"). When the models agree, that is
+their class; when they disagree, it is the closest common term that has the support; when no
+informative term has it, the cell is ``Unknown``.
+
+``consensus_agreement`` is the share of models whose own most probable class agrees with the
+consensus call: the same term, a broader term above it ("T cell" agrees with "CD4 T cells"), or
+a narrower term below it as long as the narrower calls lie on one lineage ("regulatory T cell"
+agrees with "CD4-positive, alpha-beta T cell"; "CD4 T" and "CD8 T" rolled up to "T cell" do not
+agree). 1.0 means every model made a compatible call; Unknown cells have 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from cellfoundry.ontology import (
+    GENERIC_LEVELS,
+    LabelMapping,
+    TermMatch,
+    ancestors,
+    resolve,
+    roll_up,
+    term_name,
+)
+from cellfoundry.result import PROBA_KEY, TERM_COLUMN, AnnotationResult, uns_safe
+from cellfoundry.stats.labels import UNKNOWN
+
+DEFAULT_MIN_SUPPORT = 0.5
+EXTRA_INFORMATIVE = ("lymphocyte", "myeloid leukocyte")
+CONSENSUS_COLUMN = "consensus_cell_type"
+CONSENSUS_TERM_COLUMN = "consensus_cell_type_ontology_term_id"
+AGREEMENT_COLUMN = "consensus_agreement"
+MEMBER_SEPARATOR = "__"  # per-model columns: predicted_cell_type__<model name>
+_CHUNK = 50_000
+
+
+def member_column(column: str, name: str) -> str:
+    """The obs column of one model's own output, e.g. ``predicted_cell_type__logreg``."""
+    return f"{column}{MEMBER_SEPARATOR}{name}"
+
+
+def member_names(names: Sequence[str]) -> list[str]:
+    """Model names made safe for column names and unique (``logreg``, ``logreg_2``, ...)."""
+    out: list[str] = []
+    for raw in names:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(raw)).strip("_") or "model"
+        name, i = base, 2
+        while name in out:
+            name, i = f"{base}_{i}", i + 1
+        out.append(name)
+    return out
+
+
+def _informative_roots() -> frozenset[str]:
+    return frozenset(resolve(n) for n in (*GENERIC_LEVELS, *EXTRA_INFORMATIVE))
+
+
+def _is_informative(term: str, roots: frozenset[str]) -> bool:
+    return term in roots or any(a in roots for a in ancestors(term))
+
+
+@dataclass
+class Vocabulary:
+    """The nodes votes can go to: the models' classes (leaves) and their informative ancestors."""
+
+    keys: list[str]  # CL term id, or "label:<class>" for a class without a term
+    names: list[str]  # what a call of that node is called
+    strictly_below: np.ndarray  # (n_nodes, n_nodes) [n, m]: node m lies strictly below node n
+    n_leaves: int  # the first n_leaves keys are the models' own classes
+    below: np.ndarray  # (n_leaves, n_nodes) 1 where the node is the leaf or above it
+
+    @property
+    def is_term(self) -> np.ndarray:
+        return np.array([not k.startswith("label:") for k in self.keys])
+
+
+def _class_keys(result: AnnotationResult) -> list[str]:
+    terms = result.class_terms.term_ids(result.classes)
+    return [t if t else f"label:{c}" for t, c in zip(terms, result.classes, strict=True)]
+
+
+def build_vocabulary(results: Sequence[AnnotationResult]) -> Vocabulary:
+    leaves: dict[str, str] = {}
+    for res in results:
+        for key, cls in zip(_class_keys(res), res.classes, strict=True):
+            leaves.setdefault(key, cls)  # the first model's name for a shared term
+    roots = _informative_roots()
+    keys, names = list(leaves), list(leaves.values())
+    extra: list[str] = []
+    for key in list(leaves):
+        if key.startswith("label:"):
+            continue
+        for a in ancestors(key):
+            if a not in leaves and a not in extra and _is_informative(a, roots):
+                extra.append(a)
+    keys += extra
+    names += [term_name(a) for a in extra]
+    index = {k: j for j, k in enumerate(keys)}
+    # strictly_below[n, m]: node m lies strictly below node n (so m is the more specific call)
+    strictly_below = np.zeros((len(keys), len(keys)), dtype=bool)
+    for m, key in enumerate(keys):
+        if not key.startswith("label:"):
+            for a in ancestors(key):
+                if a in index:
+                    strictly_below[index[a], m] = True
+    below = np.zeros((len(leaves), len(keys)), dtype=np.float32)
+    for i in range(len(leaves)):
+        below[i, i] = 1.0
+        below[i] = np.maximum(below[i], strictly_below[:, i])
+    return Vocabulary(keys, names, strictly_below, len(leaves), below)
+
+
+@dataclass
+class ConsensusCalls:
+    node: np.ndarray  # (cells,) vocabulary index of the call, -1 for Unknown
+    support: np.ndarray  # (cells,) support of the called node (0 for Unknown)
+    agreement: np.ndarray  # (cells,) share of models agreeing with the call
+    leaf_mass: np.ndarray  # (cells, n_leaves) probability mass per class, averaged over models
+
+
+def heldout_weights(macro_f1: Sequence[float | None]) -> list[float]:
+    """Model weights from each model's macro-F1 on its own held-out reference cells.
+
+    ``log(f / (1 - f))`` (the optimal weight of an independent voter that is right with
+    probability f), with f clipped to [0.55, 0.99]; equal weights when any score is missing.
+    """
+    if any(f is None or not np.isfinite(f) for f in macro_f1):
+        return [1.0] * len(macro_f1)
+    f = np.clip(np.asarray(macro_f1, dtype=np.float64), 0.55, 0.99)
+    return [float(v) for v in np.log(f / (1 - f))]
+
+
+def combine(
+    results: Sequence[AnnotationResult],
+    vocab: Vocabulary,
+    min_support: float = DEFAULT_MIN_SUPPORT,
+    weights: Sequence[float] | None = None,
+) -> ConsensusCalls:
+    """The consensus call, its support and the models' agreement for every cell."""
+    n = results[0].n_cells
+    w = np.ones(len(results)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(w) != len(results) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("give one non-negative weight per model (not all zero)")
+    w = (w / w.sum()).astype(np.float32)
+    key_index = {k: i for i, k in enumerate(vocab.keys)}
+    to_leaf = []
+    for res in results:
+        m = np.zeros((len(res.classes), vocab.n_leaves), dtype=np.float32)
+        for c, key in enumerate(_class_keys(res)):
+            m[c, key_index[key]] = 1.0
+        to_leaf.append(m)
+    calls = [res.probabilities.argmax(axis=1) for res in results]
+    leaf_calls = [np.asarray([key_index[k] for k in _class_keys(res)]) for res in results]
+    node = np.full(n, -1, dtype=np.int64)
+    support = np.zeros(n, dtype=np.float32)
+    leaf_mass = np.zeros((n, vocab.n_leaves), dtype=np.float32)
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        mass = np.zeros((e - s, vocab.n_leaves), dtype=np.float32)
+        for r, m, wm in zip(results, to_leaf, w, strict=True):
+            mass += wm * (r.probabilities[s:e].astype(np.float32) @ m)
+        sup = mass @ vocab.below
+        ok = sup > min_support
+        # the most specific supported nodes: none of the nodes below them is supported
+        finest = ok & ~((ok.astype(np.float32) @ vocab.strictly_below.T.astype(np.float32)) > 0)
+        best = np.where(finest, sup, -np.inf).argmax(axis=1)
+        has = ok.any(axis=1)
+        node[s:e] = np.where(has, best, -1)
+        support[s:e] = np.where(has, sup[np.arange(e - s), best], 0.0)
+        leaf_mass[s:e] = mass
+    # agreement per distinct (call, each model's call) combination: few, however many cells
+    own = np.stack([lc[c] for c, lc in zip(calls, leaf_calls, strict=True)], axis=1)
+    combos, inverse = np.unique(np.c_[node, own], axis=0, return_inverse=True)
+    values = np.array([_agreement(int(row[0]), row[1:], vocab) for row in combos])
+    agreement = values[np.asarray(inverse).ravel()].astype(np.float32)
+    return ConsensusCalls(node, support, agreement, leaf_mass)
+
+
+def _agreement(node: int, own: np.ndarray, vocab: Vocabulary) -> float:
+    """Share of models agreeing with the call ``node`` (see the module doc); 0 for Unknown."""
+    if node < 0:
+        return 0.0
+    sb = vocab.strictly_below
+    same_or_broader = [m for m in own if m == node or sb[m, node]]
+    narrower = sorted({int(m) for m in own if sb[node, m]})
+    one_lineage = all(
+        sb[a, b] or sb[b, a] for i, a in enumerate(narrower) for b in narrower[i + 1 :]
+    )
+    n_narrower = sum(1 for m in own if sb[node, m]) if one_lineage else 0
+    return (len(same_or_broader) + n_narrower) / len(own)
+
+
+@dataclass
+class ConsensusResult(AnnotationResult):
+    """The consensus of several models; ``members`` keeps each model's own result.
+
+    ``classes`` / ``probabilities`` are the models' classes (one per CL term) and their
+    probability mass averaged over the models; ``labels`` is the consensus call (a class, a
+    broader common term, or Unknown).
+    """
+
+    members: list[AnnotationResult] = field(default_factory=list)
+    member_names: list[str] = field(default_factory=list)
+    calls: ConsensusCalls | None = None
+    vocabulary: Vocabulary | None = None
+    min_support: float = DEFAULT_MIN_SUPPORT
+    weights: list[float] = field(default_factory=list)
+
+    def _parts(self) -> tuple[ConsensusCalls, Vocabulary]:
+        assert self.calls is not None and self.vocabulary is not None
+        return self.calls, self.vocabulary
+
+    @property
+    def labels(self) -> np.ndarray:
+        calls, vocab = self._parts()
+        names = np.asarray([*vocab.names, UNKNOWN], dtype=object)
+        return names[calls.node]  # -1 -> Unknown
+
+    @property
+    def term_ids(self) -> np.ndarray:
+        calls, vocab = self._parts()
+        keys = np.asarray(
+            [("" if k.startswith("label:") else k) for k in vocab.keys] + [""], dtype=object
+        )
+        return keys[calls.node]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self._parts()[0].support
+
+    @property
+    def unknown(self) -> np.ndarray:
+        return self._parts()[0].node < 0
+
+    def _rolled_up(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.level is not None
+        terms = np.asarray([roll_up(t, self.level) if t else "" for t in self.term_ids])
+        names = np.asarray(
+            [term_name(t) if t else lab for t, lab in zip(terms, self.labels, strict=True)],
+            dtype=object,
+        )
+        return names, terms
+
+    def to_frame(self) -> pd.DataFrame:
+        df = super().to_frame()
+        df["predicted_cell_type"] = pd.Categorical(self.labels)
+        return df
+
+    def to_adata(self, adata: ad.AnnData | None = None) -> ad.AnnData:
+        target = super().to_adata(adata)
+        for name, res in zip(self.member_names, self.members, strict=True):
+            target.obsm[member_column(PROBA_KEY, name)] = res.probabilities.astype(np.float32)
+        uns = target.uns["cellfoundry"]
+        uns["consensus"] = uns_safe(self.consensus_summary())
+        uns["members"] = {
+            name: uns_safe(
+                {
+                    "model": res.model_name,
+                    "family": res.model_family,
+                    "classes": list(res.classes),
+                    "class_ontology_term_ids": res.class_terms.term_ids(res.classes),
+                    "unknown_threshold": float(res.threshold),
+                    "probability_key": member_column(PROBA_KEY, name),
+                    **res.findings,
+                }
+            )
+            for name, res in zip(self.member_names, self.members, strict=True)
+        }
+        return target
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        out["consensus"] = self.consensus_summary()
+        out["members"] = {
+            name: {
+                k: v
+                for k, v in res.summary().items()
+                if k not in ("ontology", "label_counts", "orthology")
+            }
+            for name, res in zip(self.member_names, self.members, strict=True)
+        }
+        return out
+
+    def consensus_summary(self) -> dict[str, Any]:
+        calls, vocab = self._parts()
+        agree = calls.agreement
+        return {
+            "models": list(self.member_names),
+            "rule": (
+                "most specific Cell Ontology term whose support (probability mass of the term "
+                f"and its descendants, averaged over models) is above {self.min_support:g}; "
+                "Unknown when no informative term has it"
+            ),
+            "min_support": self.min_support,
+            "weights": dict(zip(self.member_names, self.weights, strict=True)),
+            "mean_agreement": float(agree.mean()) if self.n_cells else 0.0,
+            "share_full_agreement": float((agree >= 1.0).mean()) if self.n_cells else 0.0,
+            "share_unknown": float(self.unknown.mean()) if self.n_cells else 0.0,
+            "share_broader_term": float((calls.node >= vocab.n_leaves).mean())
+            if self.n_cells
+            else 0.0,
+            "columns": {
+                "consensus": [CONSENSUS_COLUMN, CONSENSUS_TERM_COLUMN, AGREEMENT_COLUMN],
+                "per_model": f"<column>{MEMBER_SEPARATOR}<model name>",
+            },
+        }
+
+
+def _mean_distance(members: Sequence[AnnotationResult]) -> dict[str, np.ndarray]:
+    """reference_distance: mean over the models that have one; out_of_reference: half of them."""
+    have = [m for m in members if "reference_distance" in m.obs_columns]
+    if not have:
+        return {}
+    dist = np.mean([m.obs_columns["reference_distance"] for m in have], axis=0)
+    flags = np.mean([m.obs_columns["out_of_reference"] for m in have], axis=0)
+    return {
+        "reference_distance": dist.astype(np.float32),
+        "out_of_reference": flags >= 0.5,
+    }
+
+
+def consensus(
+    results: Sequence[AnnotationResult],
+    names: Sequence[str] | None = None,
+    *,
+    min_support: float = DEFAULT_MIN_SUPPORT,
+    weights: Sequence[float] | None = None,
+) -> ConsensusResult:
+    """Combine the results of several models over the same cells (see the module doc).
+
+    ``weights`` (one per model, e.g. ``heldout_weights``) weigh the models' probability mass;
+    equal by default.
+    """
+    if len(results) < 2:
+        raise ValueError("a consensus needs at least two results")
+    first = results[0]
+    for r in results[1:]:
+        if r.n_cells != first.n_cells or not r.obs_names.equals(first.obs_names):
+            raise ValueError("every result must cover the same cells in the same order")
+    model_names = member_names(names if names is not None else [r.model_name for r in results])
+    vocab = build_vocabulary(results)
+    w = [1.0] * len(results) if weights is None else [float(v) for v in weights]
+    calls = combine(results, vocab, min_support, w)
+    leaf_names = vocab.names[: vocab.n_leaves]
+    matches: dict[str, TermMatch] = {}
+    for res in results:
+        for cls, key in zip(res.classes, _class_keys(res), strict=True):
+            name = leaf_names[vocab.keys.index(key)]
+            if name not in matches:
+                m = res.class_terms.matches.get(cls)
+                matches[name] = TermMatch(
+                    name,
+                    m.term_id if m else "",
+                    m.term_name if m else "",
+                    m.method if m else "unmapped",
+                    m.source if m else "",
+                )
+    mapping = LabelMapping(matches=matches, ontology_version=first.class_terms.ontology_version)
+    obs: dict[str, np.ndarray] = {}
+    out = ConsensusResult(
+        obs_names=first.obs_names,
+        classes=list(leaf_names),
+        probabilities=calls.leaf_mass,
+        threshold=min_support,
+        model_name="consensus(" + ", ".join(model_names) + ")",
+        model_family="consensus",
+        coverage=None,
+        warnings=[
+            f"{n}: {w}" for n, r in zip(model_names, results, strict=True) for w in r.warnings
+        ],
+        species=first.species,
+        adata=first.adata,
+        ontology=mapping,
+        level=first.level,
+        obs_columns=obs,
+        members=list(results),
+        member_names=model_names,
+        calls=calls,
+        vocabulary=vocab,
+        min_support=min_support,
+        weights=[v / sum(w) for v in w],
+    )
+    obs[CONSENSUS_COLUMN] = out.labels
+    obs[CONSENSUS_TERM_COLUMN] = out.term_ids
+    obs[AGREEMENT_COLUMN] = calls.agreement
+    obs.update(_mean_distance(results))
+    for name, res in zip(model_names, results, strict=True):
+        obs[member_column("predicted_cell_type", name)] = res.labels
+        obs[member_column(TERM_COLUMN, name)] = res.term_ids
+        obs[member_column("prediction_confidence", name)] = res.confidence.astype(np.float32)
+        obs[member_column("prediction_unknown", name)] = res.unknown
+        for col, values in res.obs_columns.items():
+            obs[member_column(col, name)] = values
+    return out
