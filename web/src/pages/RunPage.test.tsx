@@ -131,6 +131,22 @@ describe("RunPage", () => {
     expect((screen.getByLabelText("Your obs column") as HTMLSelectElement).disabled).toBe(true);
   });
 
+  it("says when the data's genes were mapped to human orthologs", async () => {
+    setApiKey("k");
+    const mapping = "mouse genes mapped to human orthologs (Ensembl 105 human-mouse orthologs): 14,718 of 15,026 genes (98.0%, 99.1% of counts) -> 14,700 human genes";
+    stubFetch({
+      "GET /status/r_1": { body: run({ state: "succeeded", stage: "done", progress: 100 }) },
+      "GET /results/r_1": (url: URL) => {
+        const r = resultsRoute(url);
+        r.body.summary = { ...r.body.summary, species: "mouse", species_mapping: mapping } as typeof r.body.summary;
+        return r;
+      },
+    });
+    render(<RunPage runId="r_1" />);
+    expect(await screen.findByText("The data's genes are mouse genes")).toBeTruthy();
+    expect(screen.getByTestId("species-mapping").textContent).toContain("14,718 of 15,026 genes");
+  });
+
   it("says when it cannot load the run", async () => {
     setApiKey("k");
     stubFetch({ "GET /status/r_1": { status: 404, body: { error: { code: "run_not_found", message: "no run 'r_1'", hint: "list your runs with GET /runs" } } } });

@@ -173,6 +173,11 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
           <Stat key={k} label={`${k.replace(/_/g, " ")}${s.label_key ? ` vs ${s.label_key}` : ""}`} value={num(v)} />
         ))}
       </div>
+      {typeof raw.species_mapping === "string" && (
+        <Alert tone="info" title={`The data's genes are ${String(raw.species)} genes`}>
+          <span data-testid="species-mapping">{raw.species_mapping}; the model saw these human orthologs.</span>
+        </Alert>
+      )}
       {results.evaluation && (
         <Alert tone="info" title="This run has an evaluation report">
           <a href={`#/evaluation/${encodeURIComponent(runId)}`}>Open the evaluation report</a>
