@@ -45,6 +45,17 @@ class Settings(BaseSettings):
     max_attempts: int = 2
     poll_s: float = 0.5
     reaper_s: float = 5.0
+    reaper_lease_s: float = Field(
+        30.0, description="the reaper lease lasts this long unless renewed (one reaper at a time)"
+    )
+    redispatch_after_s: float = Field(
+        300.0,
+        description="re-send the message of a run or shard still queued after this long "
+        "(lost by the broker, or by a crash between commit and dispatch); duplicates are no-ops",
+    )
+    db_retry_s: float = Field(
+        30.0, description="workers retry database writes for this long when the connection drops"
+    )
     shard_size: int = 50_000
     umap_max_cells: int = 5_000
     celery_visibility_timeout_s: int = 3600

@@ -13,19 +13,21 @@ import os
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cellfoundry.config import Settings
 from cellfoundry.errors import CellfoundryError
-from cellfoundry.jobs import shards, states
+from cellfoundry.jobs import lease, shards, states
 from cellfoundry.jobs.applications import TaskContext, TaskOutput, get_application
 from cellfoundry.jobs.heartbeat import Beat
 from cellfoundry.jobs.queue import get_queue
+from cellfoundry.jobs.retry import is_transient, retry_db
 from cellfoundry.store.db import Database
 from cellfoundry.store.jsonable import jsonable
 from cellfoundry.store.storage import FileStorage
@@ -42,6 +44,8 @@ from cellfoundry.store.tables import (
 )
 
 log = logging.getLogger("cellfoundry.jobs")
+T = TypeVar("T")
+REAPER_LEASE = "reaper"
 
 
 class LostRun(Exception):
@@ -60,6 +64,7 @@ class Engine:
         self.name = f"{kind}:{socket.gethostname()}:{os.getpid()}"
         self._models: dict[str, Any] = {}
         self._presence: threading.Thread | None = None
+        self._reaper: threading.Thread | None = None
         self._stop = threading.Event()
 
     # --- presence ---------------------------------------------------------------------------
@@ -74,6 +79,23 @@ class Engine:
             target=self._presence_loop, daemon=True, name="cf-presence"
         )
         self._presence.start()
+        self.start_reaper()
+
+    def start_reaper(self) -> None:
+        """Run ``reap()`` every ``settings.reaper_s`` in a thread; API replicas and workers all
+        start one, and the database lease lets one of them work at a time."""
+        if self._reaper is not None and self._reaper.is_alive():
+            return
+        self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="cf-reaper")
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.settings.reaper_s):
+            try:
+                for item in self.reap():
+                    log.warning("recovered %s (lost worker or lost message)", item)
+            except Exception:  # a database hiccup must not kill the reaper
+                log.exception("stale-run recovery failed")
 
     def _presence_loop(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_s):
@@ -162,22 +184,47 @@ class Engine:
             for run_id in ids:
                 if self.claim_run(s, run_id):
                     return ("run", run_id, -1)
+            cutoff = utcnow() - dt.timedelta(seconds=self.settings.redispatch_after_s)
+            orphan = s.scalar(  # shards all done but nobody merged (its worker died in between)
+                select(Run.id)
+                .where(
+                    Run.state == RunState.RUNNING,
+                    Run.backend == "local",
+                    Run.n_shards > 0,
+                    Run.merge_claimed.is_(False),
+                    Run.heartbeat_at < cutoff,
+                    Run.n_shards == states.n_succeeded(Run.id),
+                )
+                .limit(1)
+            )
+            if orphan is not None:
+                return ("merge", orphan, -1)
         return None
 
     # --- progress and endings ---------------------------------------------------------------
 
     def report(self, run_id: str, stage: str, progress: float, owner: bool = True) -> None:
         """Record stage/progress and the heartbeat; raises LostRun when the run is no longer ours."""
-        with self.db.session() as s:
-            if not states.report_progress(s, run_id, stage, progress, self.name if owner else None):
-                raise LostRun(run_id)
+
+        def write() -> bool:
+            with self.db.session() as s:
+                return states.report_progress(
+                    s, run_id, stage, progress, self.name if owner else None
+                )
+
+        if not self.retry(write, f"progress of {run_id}"):
+            raise LostRun(run_id)
 
     def fail(
         self, run_id: str, code: str, message: str, hint: str | None, owner: str | None = None
     ) -> None:
         """Mark the run failed with a reason (only while it is active, and ours when ``owner``)."""
-        with self.db.session() as s:
-            states.fail_run(s, run_id, code, message, hint, owner)
+
+        def write() -> bool:
+            with self.db.session() as s:
+                return states.fail_run(s, run_id, code, message, hint, owner)
+
+        self.retry(write, f"failing {run_id}")
 
     def fail_with(self, run_id: str, exc: Exception, what: str, owner: str | None = None) -> None:
         """Fail the run with the reason of ``exc`` (a bug's traceback goes to the log only)."""
@@ -194,33 +241,38 @@ class Engine:
         )
 
     def finish(self, run_id: str, out: TaskOutput, owner: str | None) -> None:
-        """Store the result (and evaluation) and mark the run succeeded; LostRun when not ours."""
-        with self.db.session() as s:
-            run = s.get(Run, run_id)
-            if run is None or run.state != RunState.RUNNING or (owner and run.worker != owner):
-                raise LostRun(run_id)
-            files = {k: self.storage.relative(v) for k, v in out.files.items()}
-            existing = s.get(Result, run_id)
-            if existing is None:
-                s.add(Result(run_id=run_id, summary=jsonable(out.summary), files=files))
-            else:
-                existing.summary, existing.files = jsonable(out.summary), files
-            if out.evaluation is not None:
-                s.add(
-                    Evaluation(
-                        run_id=run_id,
-                        model_id=run.model_id,
-                        dataset_id=run.dataset_id,
-                        label_key=out.evaluation["label_key"],
-                        metrics=jsonable(out.evaluation["metrics"]),
+        """Store the result (and evaluation) and mark the run succeeded; LostRun when not ours.
+
+        The state change is a compare-and-set in the same transaction as the result rows, so a
+        cancel or the reaper that got there first wins and nothing is stored."""
+
+        def write() -> None:
+            with self.db.session() as s:
+                run = s.get(Run, run_id)
+                if run is None or not states.finish_run(s, run_id, owner):
+                    raise LostRun(run_id)
+                files = {k: self.storage.relative(v) for k, v in out.files.items()}
+                existing = s.get(Result, run_id)
+                if existing is None:
+                    s.add(Result(run_id=run_id, summary=jsonable(out.summary), files=files))
+                else:
+                    existing.summary, existing.files = jsonable(out.summary), files
+                if out.evaluation is not None:
+                    s.add(
+                        Evaluation(
+                            run_id=run_id,
+                            model_id=run.model_id,
+                            dataset_id=run.dataset_id,
+                            label_key=out.evaluation["label_key"],
+                            metrics=jsonable(out.evaluation["metrics"]),
+                        )
                     )
-                )
-            run.state, run.stage, run.progress, run.finished_at = (
-                RunState.SUCCEEDED,
-                "done",
-                100.0,
-                utcnow(),
-            )
+
+        self.retry(write, f"finishing {run_id}")
+
+    def retry(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()`` retried through a dropped database connection (``settings.db_retry_s``)."""
+        return retry_db(fn, what, self.settings.db_retry_s)
 
     # --- models -----------------------------------------------------------------------------
 
@@ -250,6 +302,9 @@ class Engine:
 
     def inputs(self, run_id: str) -> tuple[Run, Dataset, ModelRecord]:
         """The run with its dataset and model (detached from the session)."""
+        return self.retry(lambda: self._inputs(run_id), f"reading {run_id}")
+
+    def _inputs(self, run_id: str) -> tuple[Run, Dataset, ModelRecord]:
         with self.db.session() as s:
             run = s.get(Run, run_id)
             assert run is not None
@@ -306,6 +361,9 @@ class Engine:
             except LostRun:
                 return "lost"
             except Exception as exc:
+                if is_transient(exc):  # the database stayed away: the reaper re-queues the run
+                    log.error("run %s interrupted: database unavailable: %s", run_id, exc)
+                    return "interrupted"
                 self.fail_with(run_id, exc, f"run {run_id}", owner=me)
                 return "failed"
 
@@ -322,77 +380,155 @@ class Engine:
     # --- recovery ---------------------------------------------------------------------------
 
     def reap(self) -> list[str]:
-        """Re-queue (or fail, after ``max_attempts``) runs and shards whose worker stopped beating."""
+        """Recover from lost workers and lost messages, when this process holds the reaper lease.
+
+        Re-queues (or fails, after ``max_attempts``) runs and shards whose worker stopped beating,
+        re-sends the message of runs and shards queued for longer than ``redispatch_after_s``,
+        and asks for the merge of runs whose shards all succeeded but nobody merged. Every change
+        is a compare-and-set, so a worker, a cancel and the reaper never overwrite one another.
+        """
+        with self.db.session() as s:
+            if not lease.acquire(s, REAPER_LEASE, self.name, self.settings.reaper_lease_s):
+                return []
         stale = self._stale_before()
+        silent = int(self.settings.stale_after_s)
+        hint = "check the worker logs (out of memory? killed?), then submit the run again"
         requeued_runs: list[str] = []
         requeued_shards: list[tuple[str, int]] = []
         with self.db.session() as s:
-            for run in s.scalars(
-                select(Run).where(Run.state == RunState.RUNNING, Run.heartbeat_at < stale)
-            ):
-                if run.n_shards > 0 and not run.merge_claimed and run.stage != "starting":
+            for rid, n_shards, merging, stage, attempts, worker in s.execute(
+                select(
+                    Run.id, Run.n_shards, Run.merge_claimed, Run.stage, Run.attempts, Run.worker
+                ).where(Run.state == RunState.RUNNING, Run.heartbeat_at < stale)
+            ).all():
+                if n_shards > 0 and not merging and stage != "starting":
                     continue  # its shards are watched one by one below
-                silent = int(self.settings.stale_after_s)
-                if run.attempts >= self.settings.max_attempts:
-                    run.state, run.finished_at, run.error_code = (
-                        RunState.FAILED,
-                        utcnow(),
-                        "worker_lost",
+                if attempts >= self.settings.max_attempts:
+                    states.fail_lost_run(
+                        s,
+                        rid,
+                        stale,
+                        f"the worker ({worker}) stopped responding (no heartbeat for {silent} s) "
+                        f"during '{stage}', after {attempts} attempt(s)",
+                        hint,
                     )
-                    run.error_message = (
-                        f"the worker ({run.worker}) stopped responding (no heartbeat for {silent} s) "
-                        f"during '{run.stage}', after {run.attempts} attempt(s)"
-                    )
-                    run.error_hint = (
-                        "check the worker logs (out of memory? killed?), then submit the run again"
-                    )
-                    run.stage = "failed"
-                else:
-                    run.state, run.worker, run.stage, run.merge_claimed = (
-                        RunState.QUEUED,
-                        None,
-                        "re-queued: worker lost",
-                        False,
-                    )
-                    requeued_runs.append(run.id)
-            for sh in s.scalars(
-                select(RunShard)
+                elif states.requeue_run(s, rid, stale):
+                    requeued_runs.append(rid)
+            for rid, idx, start, stop, attempts, worker in s.execute(
+                select(
+                    RunShard.run_id,
+                    RunShard.idx,
+                    RunShard.start,
+                    RunShard.stop,
+                    RunShard.attempts,
+                    RunShard.worker,
+                )
                 .join(Run, Run.id == RunShard.run_id)
                 .where(
                     RunShard.state == RunState.RUNNING,
                     RunShard.heartbeat_at < stale,
                     Run.state == RunState.RUNNING,
                 )
-            ):
-                if sh.attempts >= self.settings.max_attempts:
-                    s.execute(
-                        update(Run)
-                        .where(Run.id == sh.run_id, Run.state == RunState.RUNNING)
-                        .values(
-                            state=RunState.FAILED,
-                            finished_at=utcnow(),
-                            stage="failed",
-                            error_code="worker_lost",
-                            error_message=f"the worker ({sh.worker}) of shard {sh.idx} (cells {sh.start}-{sh.stop}) "
-                            f"stopped responding, after {sh.attempts} attempt(s)",
-                            error_hint="check the worker logs (out of memory? killed?), then submit the run again",
-                        )
-                        .execution_options(synchronize_session=False)
+            ).all():
+                if attempts >= self.settings.max_attempts:
+                    states.fail_lost_run(
+                        s,
+                        rid,
+                        None,
+                        f"the worker ({worker}) of shard {idx} (cells {start}-{stop}) "
+                        f"stopped responding, after {attempts} attempt(s)",
+                        hint,
                     )
-                    continue
-                sh.state, sh.worker = RunState.QUEUED, None
-                requeued_shards.append((sh.run_id, sh.idx))
+                elif states.requeue_shard(s, rid, idx, stale):
+                    requeued_shards.append((rid, idx))
         for run_id in requeued_runs:
-            try:
-                self.queue.dispatch_run(run_id)
-            except CellfoundryError:
-                log.warning("could not re-dispatch run %s; it stays queued", run_id)
+            self._dispatch(self.queue.dispatch_run, run_id)
         for run_id, idx in requeued_shards:
-            try:
-                self.queue.dispatch_shards(run_id, [idx])
-            except CellfoundryError:
-                log.warning("could not re-dispatch shard %s/%s", run_id, idx)
-        return requeued_runs + [f"{r}/{i}" for r, i in requeued_shards]
+            self._dispatch(self.queue.dispatch_shards, run_id, [idx])
+        resent = self.redispatch_lost()
+        return requeued_runs + [f"{r}/{i}" for r, i in requeued_shards] + resent
+
+    def redispatch_lost(self) -> list[str]:
+        """Re-send messages that may be lost: runs and shards queued, and merges waiting, for
+        longer than ``redispatch_after_s`` (each one stamped, so it is re-sent once per period)."""
+        now = utcnow()
+        cutoff = now - dt.timedelta(seconds=self.settings.redispatch_after_s)
+        backend = self.queue.backend
+        runs: list[str] = []
+        shard_list: list[tuple[str, int]] = []
+        merges: list[str] = []
+        with self.db.session() as s:
+            for rid in s.scalars(
+                select(Run.id).where(
+                    Run.state == RunState.QUEUED, Run.backend == backend, Run.updated_at < cutoff
+                )
+            ).all():
+                if states.transition(
+                    s,
+                    rid,
+                    RunState.QUEUED,
+                    frm=(RunState.QUEUED,),
+                    where=[Run.updated_at < cutoff],
+                    updated_at=now,
+                ):
+                    runs.append(rid)
+            old = or_(RunShard.heartbeat_at.is_(None), RunShard.heartbeat_at < cutoff)
+            for rid, idx in s.execute(
+                select(RunShard.run_id, RunShard.idx)
+                .join(Run, Run.id == RunShard.run_id)
+                .where(
+                    RunShard.state == RunState.QUEUED,
+                    Run.state == RunState.RUNNING,
+                    Run.backend == backend,
+                    old,
+                )
+            ).all():
+                if states.transition_shard(
+                    s,
+                    rid,
+                    idx,
+                    RunState.QUEUED,
+                    frm=(RunState.QUEUED,),
+                    where=[old],
+                    heartbeat_at=now,
+                ):
+                    shard_list.append((rid, idx))
+            for rid in s.scalars(
+                select(Run.id).where(
+                    Run.state == RunState.RUNNING,
+                    Run.backend == backend,
+                    Run.n_shards > 0,
+                    Run.merge_claimed.is_(False),
+                    Run.heartbeat_at < cutoff,
+                    Run.n_shards == states.n_succeeded(Run.id),
+                )
+            ).all():
+                if states.transition(
+                    s,
+                    rid,
+                    RunState.RUNNING,
+                    frm=(RunState.RUNNING,),
+                    where=[Run.merge_claimed.is_(False), Run.heartbeat_at < cutoff],
+                    heartbeat_at=now,
+                ):
+                    merges.append(rid)
+        for rid in runs:
+            self._dispatch(self.queue.dispatch_run, rid)
+        for rid, idx in shard_list:
+            self._dispatch(self.queue.dispatch_shards, rid, [idx])
+        for rid in merges:
+            self._dispatch(self.queue.dispatch_merge, rid)
+        return (
+            [f"{r} (re-sent)" for r in runs]
+            + [f"{r}/{i} (re-sent)" for r, i in shard_list]
+            + [f"{r} (merge re-sent)" for r in merges]
+        )
+
+    def _dispatch(self, send: Callable[..., None], *args: Any) -> None:
+        try:
+            send(*args)
+        except CellfoundryError:
+            log.warning("could not dispatch %s; it stays queued and is re-sent later", args)
 
 
 _ENGINES: dict[tuple[str, str], Engine] = {}

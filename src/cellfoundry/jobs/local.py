@@ -12,6 +12,7 @@ import time
 
 from cellfoundry.config import Settings
 from cellfoundry.jobs.engine import Engine
+from cellfoundry.jobs.shards import maybe_merge
 
 log = logging.getLogger("cellfoundry.jobs")
 
@@ -46,6 +47,8 @@ def worker_loop(
         kind, run_id, idx = work
         if kind == "shard":
             engine.execute_shard_claimed(run_id, idx)
+        elif kind == "merge":
+            maybe_merge(engine, run_id)
         else:
             engine.execute_claimed(run_id)
         idle_since = time.monotonic()

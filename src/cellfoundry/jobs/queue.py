@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 RUN_TASK = "cellfoundry.run"
 SHARD_TASK = "cellfoundry.shard"
+MERGE_TASK = "cellfoundry.merge"
 
 
 class QueueUnavailable(UnavailableError):
@@ -31,6 +32,8 @@ class Queue(Protocol):
     def dispatch_run(self, run_id: str) -> None: ...
 
     def dispatch_shards(self, run_id: str, idxs: list[int]) -> None: ...
+
+    def dispatch_merge(self, run_id: str) -> None: ...
 
     def check(self) -> tuple[bool, str]: ...
 
@@ -47,6 +50,9 @@ class LocalQueue:
         return None
 
     def dispatch_shards(self, run_id: str, idxs: list[int]) -> None:
+        return None
+
+    def dispatch_merge(self, run_id: str) -> None:
         return None
 
     def check(self) -> tuple[bool, str]:
@@ -105,8 +111,19 @@ class CeleryQueue:
 
     def dispatch_shards(self, run_id: str, idxs: list[int]) -> None:
         app = producer(self.settings)
-        for i in idxs:
-            app.send_task(SHARD_TASK, args=[run_id, i], queue=self.settings.queue_name, retry=False)
+        try:
+            for i in idxs:
+                app.send_task(
+                    SHARD_TASK, args=[run_id, i], queue=self.settings.queue_name, retry=False
+                )
+        except Exception as exc:
+            raise QueueUnavailable(
+                f"the job queue refused the message: {type(exc).__name__}: {exc}",
+                "check the broker; queued shards are re-sent by the reaper",
+            ) from exc
+
+    def dispatch_merge(self, run_id: str) -> None:
+        self._send(MERGE_TASK, [run_id])
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
+from cellfoundry.jobs import states
 from cellfoundry.jobs.applications import (
     AnnotationParams,
     TaskOutput,
@@ -26,6 +28,8 @@ from cellfoundry.jobs.applications import (
     with_layout_obs,
 )
 from cellfoundry.jobs.heartbeat import Beat
+from cellfoundry.jobs.queue import QueueUnavailable
+from cellfoundry.jobs.retry import is_transient
 from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunShard, RunState, utcnow
 
 if TYPE_CHECKING:
@@ -43,33 +47,55 @@ def shard_bounds(n_cells: int, size: int) -> list[tuple[int, int, int]]:
 def start_shards(engine: Engine, run: Run, ds: Dataset) -> None:
     """Create (or re-queue the unfinished) shards of a claimed run and dispatch them."""
     bounds = shard_bounds(ds.n_cells, engine.settings.shard_size)
-    with engine.db.session() as s:
-        existing = {
-            sh.idx: sh for sh in s.scalars(select(RunShard).where(RunShard.run_id == run.id))
-        }
-        if not existing:
-            s.add_all(RunShard(run_id=run.id, idx=i, start=a, stop=b) for i, a, b in bounds)
-        else:
-            for sh in existing.values():
-                if sh.state != RunState.SUCCEEDED:
-                    sh.state, sh.worker = RunState.QUEUED, None
-        s.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.worker == engine.name)
-            .values(
+
+    def write() -> list[int]:
+        with engine.db.session() as s:
+            now = utcnow()
+            # only while the run is still ours: a cancel or a take-over wins
+            if not states.transition(
+                s,
+                run.id,
+                RunState.RUNNING,
+                frm=(RunState.RUNNING,),
+                where=[Run.worker == engine.name],
                 n_shards=len(bounds),
                 stage=f"annotating {len(bounds)} shard(s)",
                 progress=5.0,
-                heartbeat_at=utcnow(),
+                heartbeat_at=now,
+            ):
+                raise LostRun(run.id)
+            existing = {
+                sh.idx: sh for sh in s.scalars(select(RunShard).where(RunShard.run_id == run.id))
+            }
+            if not existing:
+                s.add_all(
+                    RunShard(run_id=run.id, idx=i, start=a, stop=b, heartbeat_at=now)
+                    for i, a, b in bounds
+                )
+            else:  # a re-queued run: the shards that did not finish start again
+                s.execute(
+                    update(RunShard)
+                    .where(RunShard.run_id == run.id, RunShard.state != RunState.SUCCEEDED)
+                    .values(state=RunState.QUEUED, worker=None, heartbeat_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            s.flush()
+            return list(
+                s.scalars(
+                    select(RunShard.idx).where(
+                        RunShard.run_id == run.id, RunShard.state == RunState.QUEUED
+                    )
+                ).all()
             )
-            .execution_options(synchronize_session=False)
-        )
-    with engine.db.session() as s:
-        pending = s.scalars(
-            select(RunShard.idx).where(RunShard.run_id == run.id, RunShard.state == RunState.QUEUED)
-        ).all()
+
+    from cellfoundry.jobs.engine import LostRun
+
+    pending = engine.retry(write, f"starting the shards of {run.id}")
     if pending:
-        engine.queue.dispatch_shards(run.id, list(pending))
+        try:
+            engine.queue.dispatch_shards(run.id, list(pending))
+        except QueueUnavailable as exc:  # they stay queued; the reaper re-sends them
+            log.warning("shards of %s not dispatched: %s", run.id, exc.message)
     else:
         maybe_merge(engine, run.id)
 
@@ -83,10 +109,7 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
         try:
             run, ds, rec = engine.inputs(run_id)
             params = AnnotationParams.model_validate(run.params)
-            with engine.db.session() as s:
-                shard = s.get(RunShard, (run_id, idx))
-                assert shard is not None
-                start, stop = shard.start, shard.stop
+            start, stop = engine.retry(lambda: _bounds(engine, run_id, idx), "reading a shard")
             t0 = time.perf_counter()
             adata = read_dataset(engine.storage.resolve(ds.path), backed=True)
             part = adata[start:stop]
@@ -116,29 +139,19 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
                 "species_mapping": res.orthology.describe() if res.orthology else None,
             }
             (shard_dir / f"{idx}.json").write_text(json.dumps(meta))
-            with engine.db.session() as s:
-                done = s.execute(
-                    update(RunShard)
-                    .where(
-                        RunShard.run_id == run_id,
-                        RunShard.idx == idx,
-                        RunShard.worker == engine.name,
-                        RunShard.state == RunState.RUNNING,
-                    )
-                    .values(state=RunState.SUCCEEDED, heartbeat_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
-                if done.rowcount != 1:  # type: ignore[attr-defined]
-                    return "lost"
-                n_done = (
-                    s.scalar(
-                        select(func.count())
-                        .select_from(RunShard)
-                        .where(RunShard.run_id == run_id, RunShard.state == RunState.SUCCEEDED)
-                    )
-                    or 0
-                )
-                n_all = s.scalar(select(Run.n_shards).where(Run.id == run_id)) or 1
+
+            def record() -> tuple[int, int] | None:
+                with engine.db.session() as s:
+                    if not states.finish_shard(s, run_id, idx, engine.name):
+                        return None
+                    n_done = s.scalar(select(states.n_succeeded(run_id))) or 0
+                    n_all = s.scalar(select(Run.n_shards).where(Run.id == run_id)) or 1
+                    return n_done, n_all
+
+            counts = engine.retry(record, f"recording shard {run_id}/{idx}")
+            if counts is None:
+                return "lost"
+            n_done, n_all = counts
             log.info(
                 "shard %s/%s: %d cells, read %.2f s, total %.2f s (%s)",
                 run_id,
@@ -156,43 +169,49 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
         except LostRun:
             return "lost"
         except Exception as exc:
+            if is_transient(exc):  # the database stayed away: the reaper re-queues the shard
+                log.error("shard %s/%s interrupted: database unavailable: %s", run_id, idx, exc)
+                return "interrupted"
             engine.fail_with(run_id, exc, f"shard {run_id}/{idx}")
             return "failed"
+
+
+def _bounds(engine: Engine, run_id: str, idx: int) -> tuple[int, int]:
+    with engine.db.session() as s:
+        shard = s.get(RunShard, (run_id, idx))
+        assert shard is not None
+        return shard.start, shard.stop
 
 
 def maybe_merge(engine: Engine, run_id: str) -> None:
     """Merge the shards when all have succeeded and nobody else claimed the merge."""
     from cellfoundry.jobs.engine import LostRun
 
-    with engine.db.session() as s:
-        n_done = (
-            select(func.count())
-            .select_from(RunShard)
-            .where(RunShard.run_id == run_id, RunShard.state == RunState.SUCCEEDED)
-            .scalar_subquery()
-        )
-        res = s.execute(
-            update(Run)
-            .where(
-                Run.id == run_id,
-                Run.state == RunState.RUNNING,
-                Run.merge_claimed.is_(False),
-                Run.n_shards == n_done,
-            )
-            .values(merge_claimed=True, worker=engine.name, stage="merging", heartbeat_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if res.rowcount != 1:  # type: ignore[attr-defined]
-            return
+    def claim() -> bool:
+        with engine.db.session() as s:
+            return states.claim_merge(s, run_id, engine.name)
+
+    if not engine.retry(claim, f"claiming the merge of {run_id}"):
+        return
     with Beat(engine, run_id, None):
         try:
             t0 = time.perf_counter()
             engine.finish(run_id, merge(engine, run_id), engine.name)
             log.info("run %s merged in %.2f s (%s)", run_id, time.perf_counter() - t0, engine.name)
         except LostRun:
-            pass
+            return
         except Exception as exc:
+            if is_transient(exc):
+                log.error("merge of %s interrupted: database unavailable: %s", run_id, exc)
+                return
             engine.fail_with(run_id, exc, f"merge of {run_id}")
+            return
+    remove_shard_files(engine, run_id)
+
+
+def remove_shard_files(engine: Engine, run_id: str) -> None:
+    """Delete the per-shard probability files of a merged run (the result holds them now)."""
+    shutil.rmtree(engine.storage.run_dir(run_id) / "shards", ignore_errors=True)
 
 
 def merge(engine: Engine, run_id: str) -> TaskOutput:

@@ -24,16 +24,32 @@ Q, R, S, F, C = (
     RunState.CANCELLED,
 )
 
-#: state -> the states it may move to (running -> running: a stale run taken over by a worker)
+#: state -> the states it may move to (running -> running: a stale run taken over by a worker,
+#: or its merge claimed; queued -> queued: its message re-sent)
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    Q: frozenset({R, F, C}),
+    Q: frozenset({Q, R, F, C}),
     R: frozenset({R, Q, S, F, C}),
     S: frozenset(),
     F: frozenset(),
     C: frozenset(),
 }
 ACTIVE_STATES = frozenset({Q, R})
-__all__ = ["ACTIVE_STATES", "FINAL_STATES", "TRANSITIONS", "RunState", "sources", "transition"]
+#: shard state -> the states it may move to (a shard is never failed or cancelled on its own)
+SHARD_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    Q: frozenset({Q, R}),
+    R: frozenset({R, Q, S}),
+    S: frozenset(),
+}
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "SHARD_TRANSITIONS",
+    "TRANSITIONS",
+    "RunState",
+    "sources",
+    "transition",
+    "transition_shard",
+]
 
 
 def sources(to: RunState) -> tuple[RunState, ...]:
@@ -65,6 +81,31 @@ def transition(
     return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+def transition_shard(
+    s: Session,
+    run_id: str,
+    idx: int,
+    to: RunState,
+    *,
+    frm: Iterable[RunState],
+    where: Iterable[ColumnElement[bool]] = (),
+    **values: Any,
+) -> bool:
+    """Move shard ``idx`` of ``run_id`` to ``to`` when it is in one of ``frm`` and ``where`` holds;
+    True when this call made the change."""
+    allowed = tuple(frm)
+    bad = [f for f in allowed if to not in SHARD_TRANSITIONS[f]]
+    if bad:
+        raise ValueError(f"no shard transition {bad} -> {to}")
+    res = s.execute(
+        update(RunShard)
+        .where(RunShard.run_id == run_id, RunShard.idx == idx, RunShard.state.in_(allowed), *where)
+        .values(state=to, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
 def claim_run(s: Session, run_id: str, worker: str, stale_before: dt.datetime) -> bool:
     """Take ``run_id`` for ``worker`` if it is queued (or running with a dead worker)."""
     now = utcnow()
@@ -87,20 +128,120 @@ def claim_shard(s: Session, run_id: str, idx: int, worker: str, stale_before: dt
     """Take shard ``idx`` of a running run if it is queued (or running with a dead worker)."""
     if s.scalar(select(Run.state).where(Run.id == run_id)) != R:
         return False
-    res = s.execute(
-        update(RunShard)
-        .where(
-            RunShard.run_id == run_id,
-            RunShard.idx == idx,
+    return transition_shard(
+        s,
+        run_id,
+        idx,
+        R,
+        frm=(Q, R),
+        where=[
             or_(
                 RunShard.state == Q,
                 and_(RunShard.state == R, RunShard.heartbeat_at < stale_before),
-            ),
-        )
-        .values(state=R, worker=worker, heartbeat_at=utcnow(), attempts=RunShard.attempts + 1)
-        .execution_options(synchronize_session=False)
+            )
+        ],
+        worker=worker,
+        heartbeat_at=utcnow(),
+        attempts=RunShard.attempts + 1,
     )
-    return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def finish_shard(s: Session, run_id: str, idx: int, worker: str) -> bool:
+    """Mark shard ``idx`` succeeded when it is still running under ``worker``."""
+    return transition_shard(
+        s, run_id, idx, S, frm=(R,), where=[RunShard.worker == worker], heartbeat_at=utcnow()
+    )
+
+
+def requeue_shard(s: Session, run_id: str, idx: int, stale_before: dt.datetime) -> bool:
+    """Put a running shard whose worker stopped beating back in the queue."""
+    return transition_shard(
+        s,
+        run_id,
+        idx,
+        Q,
+        frm=(R,),
+        where=[RunShard.heartbeat_at < stale_before],
+        worker=None,
+        heartbeat_at=utcnow(),  # queued shards: when they were (re-)dispatched
+    )
+
+
+def finish_run(s: Session, run_id: str, worker: str | None) -> bool:
+    """Mark a running run succeeded (only ours when ``worker`` is set)."""
+    return transition(
+        s,
+        run_id,
+        S,
+        frm=(R,),
+        where=[Run.worker == worker] if worker else [],
+        stage="done",
+        progress=100.0,
+        finished_at=utcnow(),
+    )
+
+
+def cancel_run(s: Session, run_id: str) -> bool:
+    """Cancel a queued or running run; False when it had already ended."""
+    return transition(s, run_id, C, frm=(Q, R), stage="cancelled", finished_at=utcnow())
+
+
+def requeue_run(s: Session, run_id: str, stale_before: dt.datetime) -> bool:
+    """Put a running run whose worker stopped beating back in the queue."""
+    return transition(
+        s,
+        run_id,
+        Q,
+        frm=(R,),
+        where=[Run.heartbeat_at < stale_before],
+        worker=None,
+        stage="re-queued: worker lost",
+        merge_claimed=False,
+    )
+
+
+def fail_lost_run(
+    s: Session, run_id: str, stale_before: dt.datetime | None, message: str, hint: str
+) -> bool:
+    """Fail a running run whose worker (or a shard's worker) stopped beating too many times."""
+    where = [Run.heartbeat_at < stale_before] if stale_before is not None else []
+    return transition(
+        s,
+        run_id,
+        F,
+        frm=(R,),
+        where=where,
+        error_code="worker_lost",
+        error_message=message,
+        error_hint=hint,
+        finished_at=utcnow(),
+        stage="failed",
+    )
+
+
+def n_succeeded(run_id: Any) -> Any:
+    """A scalar subquery: how many shards of ``run_id`` (a value or a column) have succeeded."""
+    return (
+        select(func.count())
+        .select_from(RunShard)
+        .where(RunShard.run_id == run_id, RunShard.state == S)
+        .scalar_subquery()
+    )
+
+
+def claim_merge(s: Session, run_id: str, worker: str) -> bool:
+    """Take the merge of a running run whose shards have all succeeded (one taker)."""
+    return transition(
+        s,
+        run_id,
+        R,
+        frm=(R,),
+        where=[Run.merge_claimed.is_(False), Run.n_shards == n_succeeded(run_id)],
+        merge_claimed=True,
+        worker=worker,
+        stage="merging",
+        heartbeat_at=utcnow(),
+    )
 
 
 def report_progress(

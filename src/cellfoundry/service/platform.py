@@ -32,15 +32,12 @@ class Platform:
         self.engine = Engine(settings, "api", self.db)
         self.predictor = Predictor()
         self._keys: dict[str, tuple[str, float]] = {}
-        self._stop = threading.Event()
-        self._reaper: threading.Thread | None = None
 
     def start(self) -> None:
         with self.db.session() as s:
             sync_applications(s)
         self.preload()
-        self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="cf-reaper")
-        self._reaper.start()
+        self.engine.start_reaper()  # one reaper at a time across replicas: a database lease
         threading.Thread(target=self._warm_intake, daemon=True, name="cf-intake").start()
 
     def _warm_intake(self) -> None:
@@ -54,16 +51,8 @@ class Platform:
             log.exception("the upload sandbox could not be prepared")
 
     def stop(self) -> None:
-        self._stop.set()
+        self.engine.stop()
         self.db.dispose()
-
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self.settings.reaper_s):
-            try:
-                for item in self.engine.reap():
-                    log.warning("re-queued %s after its worker stopped responding", item)
-            except Exception:
-                log.exception("stale-run recovery failed")
 
     def preload(self) -> None:
         """Load the models for /predict (``settings.preload_models``; empty: every ready one)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
 from cellfoundry.jobs.applications import get_application
 from cellfoundry.jobs.queue import QueueUnavailable
+from cellfoundry.jobs.states import cancel_run
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep, UserDep
 from cellfoundry.service.public import run_public
 from cellfoundry.service.schemas import (
@@ -22,9 +24,11 @@ from cellfoundry.service.schemas import (
     errors,
 )
 from cellfoundry.store.model_records import check_ready
-from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunState, utcnow
+from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunState
 
 router = APIRouter(tags=["runs"])
+#: test-only: set to make the API process exit right after the submit commit, before dispatch
+EXIT_AFTER_COMMIT = "CELLFOUNDRY_FAULT_EXIT_AFTER_SUBMIT_COMMIT"
 
 
 @router.post(
@@ -79,6 +83,8 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
     )
     s.add(run)
     s.commit()
+    if os.environ.get(EXIT_AFTER_COMMIT):  # fault-injection hook of the fault-matrix tests
+        os._exit(70)
     try:
         queue.dispatch_run(run.id)
     except QueueUnavailable as exc:
@@ -98,8 +104,9 @@ def status(run: OwnRunDep) -> RunPublic:
 def cancel(run: OwnRunDep, s: SessionDep) -> RunPublic:
     """Cancel a queued or running run (a finished run is left as it is)."""
     if run.state in (RunState.QUEUED, RunState.RUNNING):
-        run.state, run.stage, run.finished_at = RunState.CANCELLED, "cancelled", utcnow()
+        cancel_run(s, run.id)  # compare-and-set: a run that finished meanwhile stays finished
         s.commit()
+        s.refresh(run)
     return run_public(run)
 
 
