@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     celery_visibility_timeout_s: int = 3600
     broker_timeout_s: float = 2.0
     key_cache_s: float = 10.0
+    max_active_runs_per_user: int = Field(
+        20, description="queued + running runs one user may have at once (0: no limit)"
+    )
+    upload_quota_mb: float = Field(
+        102_400.0, description="total stored upload bytes per user, in MiB (0: no limit)"
+    )
+    predict_rate_per_s: float = Field(
+        20_000.0,
+        description="/predict requests per second per API key (token bucket, per API process; "
+        "0: no limit)",
+    )
+    predict_burst: int = Field(
+        40_000, description="/predict requests one key may send at once before the rate applies"
+    )
     demo_model: bool = True
     # uploads are opened first in a separate process under these limits (413 beyond them)
     intake_memory_mb: int = Field(
@@ -90,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def upload_limit_bytes(self) -> int:
         return int(self.upload_limit_mb * 1024 * 1024)
+
+    @property
+    def upload_quota_bytes(self) -> int:
+        return int(self.upload_quota_mb * 1024 * 1024)
 
     @property
     def storage(self) -> Path:

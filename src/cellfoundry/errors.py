@@ -88,6 +88,23 @@ class TooLargeError(CellfoundryError):
     status = 413
 
 
+class TooManyRequestsError(CellfoundryError):
+    """A rate limit or quota is reached for now (429); ``retry_after_s`` when known."""
+
+    code = "too_many_requests"
+    status = 429
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, hint, code)
+        self.retry_after_s = retry_after_s
+
+
 class UnsupportedMediaError(CellfoundryError):
     """The body or file type is not one the endpoint takes (415)."""
 

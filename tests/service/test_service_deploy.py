@@ -78,3 +78,12 @@ def test_readme_documents_plain_commands() -> None:
         "CELLFOUNDRY_DATABASE_URL",
     ):
         assert needle in text
+
+
+def test_compose_redis_keeps_the_queue_across_restarts() -> None:
+    """Redis runs with the append-only file on a volume, so queued messages survive a restart."""
+    redis = _compose()["services"]["redis"]
+    argv = redis["command"]
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    data_dir = argv[argv.index("--dir") + 1]
+    assert any(str(v).endswith(":" + data_dir) for v in redis["volumes"])

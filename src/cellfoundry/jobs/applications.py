@@ -373,7 +373,7 @@ def evaluation_task(ctx: TaskContext) -> TaskOutput:
     }
     cm.to_csv(files["confusion"])
     mc.to_csv(files["most_confused"], index=False)
-    _predictions_frame(res, truth).to_parquet(files["predictions"])
+    write_predictions_parquet(_predictions_frame(res, truth), files["predictions"])
     summary = {
         "label_key": p.label_key,
         "metrics": model_metrics,
@@ -449,6 +449,16 @@ def _call_evaluate(evaluate: Callable[..., Any], ctx: TaskContext) -> TaskOutput
     return TaskOutput(
         summary=summary, files=files, evaluation={"label_key": p.label_key, "metrics": metrics}
     )
+
+
+#: rows per parquet row group of the predictions file: a page of /results reads only the groups
+#: it overlaps (``service.results.page_predictions``)
+PREDICTION_ROW_GROUP = 10_000
+
+
+def write_predictions_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write the per-cell predictions in row groups of ``PREDICTION_ROW_GROUP`` rows."""
+    frame.to_parquet(path, row_group_size=PREDICTION_ROW_GROUP)
 
 
 def _predictions_frame(res: Any, truth: np.ndarray | None = None) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from cellfoundry.jobs.applications import (
     layout_2d,
     read_dataset,
     with_layout_obs,
+    write_predictions_parquet,
 )
 from cellfoundry.jobs.heartbeat import Beat
 from cellfoundry.jobs.queue import QueueUnavailable
@@ -249,7 +250,7 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
         "predictions": out_dir / "predictions.parquet",
         "probabilities": out_dir / "probabilities.npy",
     }
-    _predictions_frame(res, truth).to_parquet(files["predictions"])
+    write_predictions_parquet(_predictions_frame(res, truth), files["predictions"])
     np.save(files["probabilities"], probs)
     summary["classes"] = list(res.classes)
     if truth is not None:

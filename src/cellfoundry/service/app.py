@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cellfoundry.config import Settings, get_settings
-from cellfoundry.errors import CellfoundryError, NotFoundError
+from cellfoundry.errors import CellfoundryError, NotFoundError, TooManyRequestsError
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.routes import ROUTERS
 from cellfoundry.store.db import migrate
@@ -78,8 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CellfoundryError)
     async def _cf_error(_: Request, exc: CellfoundryError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, exc.code, exc.message, exc.hint, headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if isinstance(exc, TooManyRequestsError) and exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return error_response(exc.status, exc.code, exc.message, exc.hint, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

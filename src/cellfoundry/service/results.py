@@ -112,12 +112,33 @@ def prediction_rows(path: Path, lay: Any) -> Any:
     return frame.loc[cells].reset_index()
 
 
-def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
+def read_rows(path: Path, start: int, stop: int) -> tuple[Any, int]:
+    """Rows ``start:stop`` of a parquet file and its row count, reading only the row groups
+    that hold them (the footer says where each group starts)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    total = table.num_rows
-    chunk = table.slice((page - 1) * page_size, page_size).to_pandas()
+    pf = pq.ParquetFile(path)
+    md = pf.metadata
+    total = md.num_rows
+    groups: list[int] = []
+    first = offset = 0
+    for g in range(md.num_row_groups):
+        n = md.row_group(g).num_rows
+        if offset < stop and offset + n > start:
+            if not groups:
+                first = offset
+            groups.append(g)
+        offset += n
+    if not groups:
+        return pf.schema_arrow.empty_table(), total
+    table = pf.read_row_groups(groups)
+    return table.slice(start - first, stop - start), total
+
+
+def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
+    start = (page - 1) * page_size
+    rows, total = read_rows(path, start, start + page_size)
+    chunk = rows.to_pandas()
     items = []
     tops = [
         c.removesuffix("_label")

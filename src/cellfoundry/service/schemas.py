@@ -36,6 +36,7 @@ _ERROR_TEXT = {
     413: "Too large",
     415: "Unsupported media type",
     422: "Invalid input",
+    429: "Rate limit or quota reached (see Retry-After and the hint)",
     500: "Internal error (the server log has the details)",
     503: "A dependency (queue, model) is unavailable",
 }

@@ -9,7 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from cellfoundry.errors import NotFoundError
 from cellfoundry.service.deps import Id, PlatformDep, SessionDep, UserDep
 from cellfoundry.service.ingest import register_upload
+from cellfoundry.service.platform import Platform
 from cellfoundry.service.public import dataset_public
+from cellfoundry.service.quotas import check_upload_quota
 from cellfoundry.service.schemas import UPLOAD_BODY, DatasetPublic, errors
 from cellfoundry.service.upload import receive_upload
 from cellfoundry.store.tables import Dataset
@@ -25,13 +27,23 @@ router = APIRouter(tags=["data"])
 )
 async def upload(request: Request, uid: UserDep, platform: PlatformDep) -> DatasetPublic:
     """Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset."""
+    declared = request.headers.get("content-length", "")
+    await run_in_threadpool(  # refuse before reading the body when the quota is already spent
+        _upload_quota, platform, uid, int(declared) - 64 * 1024 if declared.isdigit() else 1
+    )
     up = await receive_upload(
         request, platform.storage.tmp_dir(), platform.settings.upload_limit_bytes
     )
     try:
+        await run_in_threadpool(_upload_quota, platform, uid, up.size)
         return await run_in_threadpool(register_upload, platform, uid, up)
     finally:
         up.path.unlink(missing_ok=True)
+
+
+def _upload_quota(platform: Platform, uid: str, incoming: int) -> None:
+    with platform.db.session() as s:
+        check_upload_quota(s, platform.settings, uid, max(1, incoming))
 
 
 @router.get("/datasets", response_model=list[DatasetPublic], responses=errors(401))

@@ -31,7 +31,7 @@ PREDICT_BODY: dict[str, Any] = {
 @router.post(
     "/predict",
     response_model=PredictPublic,
-    responses=errors(401, 404, 413, 503),
+    responses=errors(401, 404, 413, 429, 503),
     openapi_extra=PREDICT_BODY,
 )
 async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> Response:
@@ -41,6 +41,7 @@ async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> 
     ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
     distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
     """
+    platform.predict_limit.check(request.headers.get("authorization", ""))  # per key: 429
     st = platform.settings
     raw = await read_body(request, int(st.predict_max_body_mb * 1024 * 1024))
     inline = len(raw) <= INLINE_BYTES

@@ -14,6 +14,7 @@ from cellfoundry.jobs.queue import QueueUnavailable
 from cellfoundry.jobs.states import cancel_run
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep, UserDep
 from cellfoundry.service.public import run_public
+from cellfoundry.service.quotas import check_run_quota
 from cellfoundry.service.schemas import (
     ID_PATTERN,
     MAX_PAGE,
@@ -35,7 +36,7 @@ EXIT_AFTER_COMMIT = "CELLFOUNDRY_FAULT_EXIT_AFTER_SUBMIT_COMMIT"
     "/submit",
     status_code=201,
     response_model=SubmitPublic,
-    responses=errors(400, 401, 404, 409, 503),
+    responses=errors(400, 401, 404, 409, 429, 503),
 )
 def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDep) -> SubmitPublic:
     """Queue a run of an application on a dataset with a model (params validated first)."""
@@ -66,6 +67,7 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
             "restore the model's artifact folder or choose another model",
             code="model_not_ready",
         )
+    check_run_quota(s, platform.settings, uid)
     queue = platform.engine.queue
     ok, detail = queue.check()
     if not ok:
