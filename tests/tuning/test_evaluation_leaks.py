@@ -67,3 +67,34 @@ def test_query_of_reference_cells_only_is_refused(symphony: ad.AnnData, tmp_path
             methods=("logreg",),
             umap=False,
         )
+
+
+def test_a_finetuned_artifact_is_never_tested_on_its_training_cells(tmp_path) -> None:
+    from cellfoundry.artifacts import read_training_cells
+    from cellfoundry.tuning.finetune import finetune
+    from tests.conftest import make_counts_adata
+
+    adata = make_counts_adata(220, 100, 3, seed=11)
+    small = {"scratch_hidden": [16, 16], "scratch_latent": 8, "batch_size": 32}
+    art = tmp_path / "ft"
+    ann = finetune(
+        adata, "cell_type", "scimilarity", "head", epochs=1, out=art, progress=False, **small
+    )
+    trained = read_training_cells(art)
+    assert trained is not None and len(trained) == len(ann.holdout["train_index"])
+    rep = evaluate(
+        adata,
+        "cell_type",
+        art,
+        seeds=1,
+        out=tmp_path / "rep",
+        methods=("logreg", "head"),
+        epochs=1,
+        umap=False,
+        finetune_options=small,
+    )
+    assert rep["context"]["test_cells_left_out_as_model_training_cells"] > 0
+    names = {k.split("|")[0] for k in trained}
+    for run in rep["runs"]:
+        cells = set(pd.read_csv(tmp_path / "rep" / run["file"], dtype={"cell": str})["cell"])
+        assert cells and not cells & names

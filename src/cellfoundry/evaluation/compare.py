@@ -16,11 +16,11 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from scipy.special import softmax
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 
+from cellfoundry.artifacts import cell_keys, trained_on
 from cellfoundry.data.io import as_anndata
 from cellfoundry.data.species import to_human_space
 from cellfoundry.errors import DataError
@@ -86,13 +86,6 @@ def _split(
     idx = np.nonzero(labels.keep)[0]
     tr, te = train_test_split(idx, test_size=test_fraction, stratify=labels.y, random_state=seed)
     return adata[np.sort(tr)].copy(), adata[np.sort(te)].copy()
-
-
-def _cell_keys(adata: ad.AnnData) -> pd.Index:
-    """Cell identity across files: obs name + number of detected genes (normalisation-invariant)."""
-    x = adata.X
-    nnz = np.diff(x.indptr) if isinstance(x, sp.csr_matrix) else (np.asarray(x) != 0).sum(axis=1)
-    return pd.Index([f"{n}|{int(k)}" for n, k in zip(adata.obs_names, np.ravel(nnz), strict=True)])
 
 
 def _prediction_frame(
@@ -314,7 +307,7 @@ def evaluate(
     fam = str(model) if not Path(str(model)).is_dir() else Path(str(model)).name
     runs: list[dict[str, Any]] = []
     embeddings: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
-    n_overlap = 0
+    n_overlap = n_model_seen = 0
     for seed in range(seeds):
         if q is None:
             train_ad, test_ad = _split(ref, label_key, seed, test_fraction)
@@ -322,7 +315,7 @@ def evaluate(
             keep = read_labels(ref, label_key).keep
             train_ad = ref[keep].copy()
             labelled = labelled_mask(q.obs[qkey].to_numpy())
-            seen = _cell_keys(q).isin(_cell_keys(train_ad))
+            seen = np.isin(cell_keys(q), cell_keys(train_ad))
             n_overlap = int((labelled & seen).sum())
             test_ad = q[labelled & ~seen].copy()
             if test_ad.n_obs == 0:
@@ -333,6 +326,18 @@ def evaluate(
                 )
             if qkey != label_key:
                 test_ad.obs[label_key] = test_ad.obs[qkey]
+        # a fine-tuned artifact that trained on some of these cells is never tested on them
+        model_seen = trained_on(
+            test_ad, Path(str(model)) if not isinstance(model, ad.AnnData) else None
+        )
+        n_model_seen = int(model_seen.sum())
+        if n_model_seen:
+            test_ad = test_ad[~model_seen].copy()
+            if test_ad.n_obs == 0:
+                raise DataError(
+                    f"every test cell is a cell the model {model} was trained on",
+                    "evaluate it on cells it has not seen (another dataset or --query)",
+                )
         truth = test_ad.obs[label_key].astype(str).tolist()
         for method in methods:
             mname = method if method in BASELINES else fam
@@ -404,6 +409,7 @@ def evaluate(
             "test_fraction": test_fraction if q is None else None,
             "heldout_fraction": heldout_fraction,
             "query_cells_left_out_as_reference_cells": n_overlap if q is not None else None,
+            "test_cells_left_out_as_model_training_cells": n_model_seen,
             "macro_f1_over": MACRO_F1_OVER,
             "ontology_credit_rule": CREDIT_RULE,
             "metrics": "accuracy / macro_f1 / weighted_f1: forced choice (most probable class); "

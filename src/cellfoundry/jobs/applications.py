@@ -311,11 +311,24 @@ def _optional(module: str, attr: str) -> Any:
 
 
 def _metrics_block(
-    truth: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: list[str] | None
+    truth: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: list[str] | None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     from cellfoundry.stats.metrics import classification_metrics
 
-    return classification_metrics(truth, pred, proba, classes)
+    return classification_metrics(truth, pred, proba, classes, threshold=threshold)
+
+
+def _ontology_block(truth: np.ndarray, res: Any) -> dict[str, Any]:
+    """Ontology-aware scores of an annotation (model and data label vocabularies may differ)."""
+    from cellfoundry.evaluation.ontology_scores import ontology_metrics
+
+    return ontology_metrics(
+        truth, res.labels, res.classes, model_mapping=res.ontology, called=~res.unknown
+    )
 
 
 def evaluation_task(ctx: TaskContext) -> TaskOutput:
@@ -329,16 +342,42 @@ def evaluation_task(ctx: TaskContext) -> TaskOutput:
     from sklearn.model_selection import train_test_split
 
     from cellfoundry.api import annotate, train
+    from cellfoundry.artifacts import trained_on
+    from cellfoundry.stats.labels import labelled_mask
     from cellfoundry.stats.metrics import confusion_frame, most_confused
 
     ctx.report("reading data", 5)
     adata = read_dataset(ctx.dataset_path)
+    label_column(adata, p.label_key)
+    # unlabelled cells are dropped (never a "nan" class); the model is never scored on the cells
+    # it was trained on (the artifact records them)
+    labelled = labelled_mask(adata.obs[p.label_key].to_numpy())
+    seen = trained_on(adata, ctx.model_dir) & labelled
+    if not (labelled & ~seen).any():
+        raise DataError(
+            f"no labelled cell of this dataset is left to evaluate on: {int(labelled.sum())} "
+            f"labelled, {int(seen.sum())} of them used to train this model",
+            "evaluate on a dataset the model was not trained on; its held-out metrics from "
+            "training are in the model's details",
+        )
+    n_in = int(adata.n_obs)
+    if not (labelled & ~seen).all():
+        adata = adata[labelled & ~seen].copy()
     truth = label_column(adata, p.label_key)
     ctx.report("annotating with the model", 20)
     res = annotate(adata, ctx.model_dir)
-    model_metrics = _metrics_block(truth, res.labels, res.probabilities, res.classes)
+    model_metrics = _metrics_block(
+        truth, res.labels, res.probabilities, res.classes, threshold=res.threshold
+    )
     known = np.isin(truth, res.classes)
     model_metrics["share_of_cells_with_model_labels"] = float(known.mean())
+    model_metrics["n_unlabelled_dropped"] = int((~labelled).sum())
+    model_metrics["n_training_cells_left_out"] = int(seen.sum())
+    model_metrics["ontology"] = _ontology_block(truth, res)
+    model_metrics |= {
+        k: model_metrics["ontology"][k]
+        for k in ("ontology_accuracy", "ontology_score", "expressible_share")
+    }
     ctx.report("training the baseline", 50)
     idx = np.arange(adata.n_obs)
     counts = pd.Series(truth).value_counts()
@@ -357,9 +396,11 @@ def evaluation_task(ctx: TaskContext) -> TaskOutput:
     base_res = annotate(test, base)
     model_te = res.labels[te]
     comparison = {
-        "model_on_test": _metrics_block(truth[te], model_te, res.probabilities[te], res.classes),
+        "model_on_test": _metrics_block(
+            truth[te], model_te, res.probabilities[te], res.classes, res.threshold
+        ),
         "logreg_baseline_on_test": _metrics_block(
-            truth[te], base_res.labels, base_res.probabilities, base_res.classes
+            truth[te], base_res.labels, base_res.probabilities, base_res.classes, base_res.threshold
         ),
         "n_train": len(tr),
         "n_test": len(te),
@@ -385,6 +426,7 @@ def evaluation_task(ctx: TaskContext) -> TaskOutput:
         },
         "most_confused": mc.to_dict(orient="records"),
         "n_cells": int(adata.n_obs),
+        "n_cells_in_dataset": n_in,
         "evaluator": "cellfoundry.service baseline comparison",
     }
     return TaskOutput(
@@ -422,24 +464,38 @@ def _call_evaluate(evaluate: Callable[..., Any], ctx: TaskContext) -> TaskOutput
     report: dict[str, Any] = evaluate(str(ctx.dataset_path), **kwargs) or {}
     report_dir = ctx.out_dir / "report"
     files = {f.name.replace(".", "_"): f for f in report_dir.glob("*") if f.is_file()}
-    metrics: dict[str, Any] = {}
+    # each method's own metrics; none of them is the model under test (every method is trained
+    # on this dataset's cells), so no method's figure is stored as the model's accuracy / macro-F1
+    metrics: dict[str, Any] = {
+        "scored": "each method trained from this model on the dataset's own training split; "
+        "these are the methods' metrics, not the stored model's"
+    }
     mean_std = report_dir / "summary_mean_std.csv"
     if mean_std.is_file():
         table = pd.read_csv(mean_std)
-        per_method = {
-            f"{r['model']}-{r['method']}": {
-                k: r[k] for k in ("accuracy_mean", "macro_f1_mean", "accuracy_std", "macro_f1_std")
-            }
-            for r in table.to_dict(orient="records")
-        }
-        best = max(per_method.items(), key=lambda kv: kv[1]["macro_f1_mean"], default=None)
-        metrics = {"per_method": per_method}
-        if best is not None:
-            metrics.update(
-                best_method=best[0],
-                accuracy=best[1]["accuracy_mean"],
-                macro_f1=best[1]["macro_f1_mean"],
+        keys = [
+            f"{m}_{s}"
+            for m in (
+                "accuracy",
+                "macro_f1",
+                "coverage",
+                "called_macro_f1",
+                "ontology_score",
+                "expressible_share",
             )
+            for s in ("mean", "std")
+        ]
+        rows = table.to_dict(orient="records")
+        metrics["per_method"] = {
+            f"{r['model']}-{r['method']}": {k: r[k] for k in keys if k in r}
+            for r in rows
+            if r["model"] != "reference"
+        }
+        metrics["reference"] = {
+            r["method"]: {k: r[k] for k in keys if k in r}
+            for r in rows
+            if r["model"] == "reference"
+        }
     summary = {
         "label_key": p.label_key,
         "evaluator": "cellfoundry.evaluation.evaluate",

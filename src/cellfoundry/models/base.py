@@ -109,6 +109,8 @@ class Annotator(ABC):
         self.manifest = manifest
         # held-out predictions from training (index, y, proba); None for loaded models
         self.holdout: dict[str, np.ndarray] | None = None
+        # keys of the cells it fit on (cellfoundry.artifacts.cells), written with the artifact
+        self.training_cells: np.ndarray | None = None
 
     @property
     def name(self) -> str:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file
 from tqdm.auto import tqdm
 
-from cellfoundry.artifacts import Manifest, load_genes, sha256_file
+from cellfoundry.artifacts import Manifest, load_genes, sha256_file, write_training_cells
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, Representation, plan_input
 from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.errors import DataError, ModelError
@@ -344,6 +344,8 @@ class FinetunedAnnotator(Annotator):
         return path
 
     def _write_extra_files(self, path: Path) -> None:
+        if self.training_cells is not None:
+            write_training_cells(path, self.training_cells)
         base_state = getattr(self, "_base_state", None)
         if base_state is not None:
             save_file(base_state, str(path / BASE_FILE))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from safetensors.torch import save_model
 
-from cellfoundry.artifacts import MANIFEST, Manifest
+from cellfoundry.artifacts import MANIFEST, Manifest, cell_keys
 from cellfoundry.data.genes import gene_table, genes_hash
 from cellfoundry.data.io import as_anndata
 from cellfoundry.data.species import to_human_space
@@ -486,6 +486,7 @@ def finetune(
         extra=extra,
     )
     ann = FinetunedAnnotator(manifest, bb, res.head, peft_model)
+    ann.training_cells = cell_keys(sub)[split.train]
     if base_file is not None:
         from safetensors.torch import load_file
 

@@ -10,7 +10,15 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from cellfoundry.artifacts import Manifest, load_arrays, load_genes, save_arrays, save_genes
+from cellfoundry.artifacts import (
+    Manifest,
+    cell_keys,
+    load_arrays,
+    load_genes,
+    save_arrays,
+    save_genes,
+    write_training_cells,
+)
 from cellfoundry.data.genes import gene_keys, genes_hash
 from cellfoundry.data.matrix import source_var
 from cellfoundry.data.prepare import InputPlan, features, plan_input
@@ -54,6 +62,7 @@ class PreparedReference:
     source: str
     n_cells_total: int
     symbols: list[str] | None = None  # display symbols of ``genes`` when they are Ensembl IDs
+    cell_keys: np.ndarray | None = None  # of the kept cells (cellfoundry.artifacts.cells)
 
 
 def reference_genes(adata: ad.AnnData, source: str) -> tuple[list[str], str]:
@@ -98,6 +107,7 @@ def prepare_reference(
     plan = plan_input(adata, genes, key_kind=kind, report=report, target_name="reference genes")  # type: ignore[arg-type]
     x = features(adata, plan)[labels.keep]
     sel = select_variable_genes(x, n_features)
+    keys = cell_keys(adata)[labels.keep]
     return PreparedReference(
         x=x[:, sel].tocsr(),
         genes=[genes[i] for i in sel],
@@ -106,6 +116,7 @@ def prepare_reference(
         source=plan.source,
         n_cells_total=adata.n_obs,
         symbols=[symbols.get(genes[i], genes[i]) for i in sel] if symbols else None,
+        cell_keys=keys,
     )
 
 
@@ -212,9 +223,13 @@ class StateAnnotator(FeatureAnnotator):
         )
         model = cls(manifest, ref.genes, state, ref.symbols)
         model.holdout = out.holdout
+        if ref.cell_keys is not None:
+            model.training_cells = ref.cell_keys[out.holdout["train_index"]]
         return model
 
     def save(self, folder: str | Path) -> Path:
+        if self.training_cells is not None:
+            write_training_cells(folder, self.training_cells)
         return write_artifact(folder, self.manifest, self.state, self.genes, self.symbols)
 
     @classmethod
