@@ -91,14 +91,23 @@ def test_mouse_reference_annotates_human_cells(
     pbmc3k: ad.AnnData, shared_dir: Path, split, human_labels, tmp_path: Path
 ) -> None:
     ref = mouseify(pbmc3k[split[0]].copy(), shared_dir, symbol_column="gene_symbols")
-    model = cf.train(ref, "cell_type", "logreg", out=tmp_path / "mouse_logreg")
+    ref.write_h5ad(tmp_path / "mouse_ref.h5ad")
+    model = cf.train(tmp_path / "mouse_ref.h5ad", "cell_type", "logreg", out=tmp_path / "m")
     assert len(model.genes) > 1000  # type: ignore[attr-defined]
     assert model.manifest.training["species"] == "mouse"
     assert "human orthologs" in model.manifest.training["species_mapping"]
-    res = cf.annotate(pbmc3k[split[1]].copy(), tmp_path / "mouse_logreg")
+    query = pbmc3k[split[1]].copy()
+    res = cf.annotate(query, tmp_path / "m")
     assert res.species == "human" and res.orthology is None
     agree, majority, _ = agreement_and_baselines(human_labels, res.labels)
     assert agree >= 0.85 and agree >= majority + 0.3, agree
+    # half the genes: the baseline is refit on the recorded mouse reference, mapped as in training
+    rng = np.random.default_rng(1)
+    half = query[:, np.sort(rng.choice(query.n_vars, query.n_vars // 2, replace=False))].copy()
+    refit = cf.annotate(half, tmp_path / "m")
+    assert refit.gene_panel is not None and refit.gene_panel.mode == "refit", refit.gene_panel
+    agree_refit, _, _ = agreement_and_baselines(human_labels, refit.labels)
+    assert agree_refit >= 0.8 and agree_refit >= majority + 0.3, agree_refit
 
 
 def test_cli_reports_species_and_takes_species_override(

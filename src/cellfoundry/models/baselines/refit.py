@@ -70,13 +70,14 @@ def reference_at_hand(
     model: StateAnnotator, reference: ad.AnnData | str | Path | None
 ) -> tuple[ReferenceAtHand | None, list[str]]:
     """The reference to refit on, if any, and warnings (e.g. the recorded file changed)."""
+    species = model.manifest.training.get("species")  # as training saw it (given or detected)
     if reference is not None:
         if isinstance(reference, str | Path):
             p = Path(reference)
             return ReferenceAtHand(
-                _human(as_anndata(p)), f"given reference {p}", _sha256_cached(p.resolve())
+                _human(as_anndata(p), species), f"given reference {p}", _sha256_cached(p.resolve())
             ), []
-        return ReferenceAtHand(_human(reference), "given reference (in memory)", None), []
+        return ReferenceAtHand(_human(reference, species), "given reference (in memory)", None), []
     rec = model.manifest.training.get(REFERENCE_FILE_KEY)
     if not isinstance(rec, dict) or "path" not in rec:
         return None, []
@@ -90,13 +91,13 @@ def reference_at_hand(
             "(sha256 differs); not used for a refit"
         ]
     return ReferenceAtHand(
-        _human(as_anndata(p)), f"reference file recorded in the model: {p}", sha
+        _human(as_anndata(p), species), f"reference file recorded in the model: {p}", sha
     ), []
 
 
-def _human(adata: ad.AnnData) -> ad.AnnData:
+def _human(adata: ad.AnnData, species: object = None) -> ad.AnnData:
     """The reference in human genes, as training saw it (non-human genes mapped to orthologs)."""
-    return to_human_space(adata)[0]
+    return to_human_space(adata, species if isinstance(species, str) else None)[0]
 
 
 def shared_genes(
