@@ -41,8 +41,8 @@ result.to_adata(adata).write_h5ad(sys.argv[3], compression="gzip")
 """
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; (wall seconds, peak RSS in MiB of that process)."""
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """Run ``cmd``; (wall seconds, peak RSS in MiB, CPU seconds user+system) of that process."""
     with tempfile.TemporaryFile("w+") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, text=True)
@@ -52,7 +52,7 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
         if code:
             log.seek(0)
             raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n{log.read()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024.0
+    return wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
 
 
 def ensure_inputs(shared: Path, sizes: list[int]) -> tuple[dict[int, Path], Path]:
@@ -112,43 +112,50 @@ def main() -> None:
         row: dict[str, float | int] = {"cells": n, "input_gb": files[n].stat().st_size / 1e9}
         for kind, suffix in (("h5ad", ".h5ad"), ("parquet", ".parquet")):
             out = DATA / f"out_{n}{suffix}"
-            wall, rss = run_measured(
+            wall, rss, cpu = run_measured(
                 [*cli, str(files[n]), "--model", str(model), "--out", str(out)]
             )
             out.unlink()
             row[f"{kind}_seconds"], row[f"{kind}_peak_rss_mib"] = wall, rss
+            row[f"{kind}_cpu_seconds"] = cpu
         rows.append(row)
         print(
-            f"{n:>9,} cells ({row['input_gb']:.2f} GB): annotated .h5ad {row['h5ad_seconds']:6.1f} s, "
-            f"peak RSS {row['h5ad_peak_rss_mib']:7.1f} MiB | predictions-only .parquet "
-            f"{row['parquet_seconds']:6.1f} s, {row['parquet_peak_rss_mib']:7.1f} MiB",
+            f"{n:>9,} cells ({row['input_gb']:.2f} GB): annotated .h5ad {row['h5ad_seconds']:6.1f} s "
+            f"(CPU {row['h5ad_cpu_seconds']:5.1f} s), peak RSS {row['h5ad_peak_rss_mib']:7.1f} MiB | "
+            f"predictions-only .parquet {row['parquet_seconds']:6.1f} s "
+            f"(CPU {row['parquet_cpu_seconds']:5.1f} s), {row['parquet_peak_rss_mib']:7.1f} MiB",
             flush=True,
         )
     small = sizes[0]
     old_out = DATA / f"old_{small}.h5ad"
-    old_wall, old_rss = run_measured(
+    old_wall, old_rss, old_cpu = run_measured(
         [sys.executable, "-c", OLD_PATH, str(files[small]), str(model), str(old_out)]
     )
     old_out.unlink()
     load_after = os.getloadavg()
     print(
-        f"reference (previous in-memory path) {small:,} cells: {old_wall:.1f} s, peak RSS {old_rss:.1f} MiB"
+        f"reference (previous in-memory path) {small:,} cells: {old_wall:.1f} s "
+        f"(CPU {old_cpu:.1f} s), peak RSS {old_rss:.1f} MiB"
     )
     cells = np.array([r["cells"] for r in rows], dtype=float)
     summary: dict[str, object] = {"rows": rows}
     for kind in ("h5ad", "parquet"):
         secs = np.array([r[f"{kind}_seconds"] for r in rows], dtype=float)
+        cpu_secs = np.array([r[f"{kind}_cpu_seconds"] for r in rows], dtype=float)
+        cpu_r2 = r_squared(cells, cpu_secs)[2] if len(rows) > 2 else np.nan
         rss = np.array([r[f"{kind}_peak_rss_mib"] for r in rows], dtype=float)
         slope, intercept, r2 = r_squared(cells, secs) if len(rows) > 2 else (np.nan, np.nan, np.nan)
         summary[kind] = {
             "seconds_per_million_cells": slope * 1e6,
             "intercept_seconds": intercept,
             "r2_time_vs_cells": r2,
+            "r2_cpu_time_vs_cells": cpu_r2,
             "peak_rss_max_mib": float(rss.max()),
             "peak_rss_max_over_min": float(rss.max() / rss.min()),
         }
         print(
-            f"{kind}: time = {slope * 1e6:.1f} s per 1M cells + {intercept:.1f} s, R² {r2:.4f}; "
+            f"{kind}: time = {slope * 1e6:.1f} s per 1M cells + {intercept:.1f} s, R² {r2:.4f} "
+            f"(CPU time R² {cpu_r2:.4f}); "
             f"peak RSS {rss.min():.0f}-{rss.max():.0f} MiB (max/min {rss.max() / rss.min():.2f})"
         )
     first = rows[0]
@@ -156,13 +163,16 @@ def main() -> None:
         "what": "previous path: read_h5ad into memory, annotate, to_adata().write_h5ad(gzip)",
         "cells": small,
         "seconds": old_wall,
+        "cpu_seconds": old_cpu,
         "peak_rss_mib": old_rss,
         "speedup_h5ad": old_wall / float(first["h5ad_seconds"]),
+        "cpu_ratio_h5ad": old_cpu / float(first["h5ad_cpu_seconds"]),
         "rss_ratio_h5ad": old_rss / float(first["h5ad_peak_rss_mib"]),
     }
     print(
         f"ratio to the previous path at {small:,} cells: {old_wall / float(first['h5ad_seconds']):.2f}x "
-        f"faster, {old_rss / float(first['h5ad_peak_rss_mib']):.2f}x less peak memory"
+        f"faster ({old_cpu / float(first['h5ad_cpu_seconds']):.2f}x less CPU time), "
+        f"{old_rss / float(first['h5ad_peak_rss_mib']):.2f}x less peak memory"
     )
     summary["load_average_before"] = list(load_before)
     summary["load_average_after"] = list(load_after)

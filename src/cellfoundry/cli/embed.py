@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,20 @@ def write_into_h5ad(path: Path, key: str, emb: np.ndarray, record: dict[str, Any
     help="Refuse when fewer of the model's genes are present (default: the family's threshold).",
 )
 @click.option("--genes-by-cells", is_flag=True, help="CSV/TSV input has genes as rows.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Geneformer/scGPT: auto uses a CUDA GPU when torch sees one, else the CPU.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: fp32 on the CPU (exact), bf16 (or fp16) autocast on a GPU.",
+)
 @species_option
 def embed_cmd(
     data: str,
@@ -120,11 +135,14 @@ def embed_cmd(
     min_coverage: float | None,
     genes_by_cells: bool,
     species: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """Embed the cells of DATA with a foundation model; write OUT.h5ad with obsm["X_<family>"]."""
     from cellfoundry.data.h5ad_copy import ObsmWriter, copy_h5ad
     from cellfoundry.data.io import read_data
     from cellfoundry.data.species import to_human_space
+    from cellfoundry.models.accel import resolve_accel
     from cellfoundry.models.embedding_annotators import embed_cells
     from cellfoundry.models.foundation import load_foundation
     from cellfoundry.models.zoo import resolve_checkpoint
@@ -137,6 +155,11 @@ def embed_cmd(
     )
     for msg in model.load_report.messages:
         click.echo(f"  note: {msg}", err=True)
+    # where it runs, resolved before any work (a missing GPU is refused here, exit 2)
+    runs_on = "cpu fp32"
+    if "device" in inspect.signature(model.embed).parameters:
+        runs_on = resolve_accel(device, precision).describe()
+    click.echo(f"  running on {runs_on}", err=True)
     is_h5ad = data.lower().endswith(".h5ad")
     adata = read_data(data, backed=is_h5ad, genes_by_cells=genes_by_cells)
     human, report = to_human_space(adata, species)  # mouse/macaque/pig: human orthologs
@@ -161,6 +184,8 @@ def embed_cmd(
             report=report,
             min_coverage=min_coverage,
             out=sink,
+            device=device,
+            precision=precision,
         )
     except BaseException:
         if stream:
@@ -170,6 +195,7 @@ def embed_cmd(
     for w in plan.warnings:
         click.echo(f"warning: {w}", err=True)
     record = embedding_record(model, folder, plan, batch_size, seed)
+    record["device"] = runs_on
     if stream:
         sink.close()
         write_record(out_path, key, record)

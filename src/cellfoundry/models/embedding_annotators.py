@@ -78,11 +78,15 @@ def embed_cells(
     report: ValidationReport | None = None,
     min_coverage: float | None = None,
     out: Any = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> tuple[Any, InputPlan]:
     """Embeddings (n_cells x dim, float32, input order) after the raw-count and coverage checks.
 
     ``out``: write them there block by block instead of into a new array (e.g. an
     ``ObsmWriter`` on the output file, so memory stays flat however many cells); returned.
+    ``device`` / ``precision`` (see ``models.accel``) go to families that take them; None keeps
+    the family's default (auto: a CUDA GPU when present, else the CPU in float32).
     """
     rep = report or validate(adata)
     if rep.chosen["counts"] is None:
@@ -108,7 +112,18 @@ def embed_cells(
         model.embedding_dim,
     )
     kwargs: dict[str, Any] = {"batch_size": batch_size, "seed": seed, "progress": progress}
-    if "out" in inspect.signature(model.embed).parameters:
+    params = inspect.signature(model.embed).parameters
+    for name, value in (("device", device), ("precision", precision)):
+        if value is None:
+            continue
+        if name in params:
+            kwargs[name] = value
+        elif value not in ("auto", "cpu", "fp32"):
+            raise ModelError(
+                f"{model.family} embeds on the CPU in float32 only ({name} {value!r} asked)",
+                f"leave --{name} at auto for {model.family}",
+            )
+    if "out" in params:
         model.embed(adata, report=rep, out=sink, **kwargs)
     else:  # a family written before ``out`` existed: one block
         sink[0 : adata.n_obs] = model.embed(adata, report=rep, **kwargs)

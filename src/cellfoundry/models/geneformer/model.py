@@ -21,6 +21,7 @@ import numpy as np
 from cellfoundry.data.genes import detect_id_kind, gene_table, strip_version
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import DataError
+from cellfoundry.models.accel import Accel, on_device, resolve_accel
 from cellfoundry.models.foundation import CheckpointError, FoundationModel, LoadReport
 from cellfoundry.models.geneformer.checkpoint import (
     check_state_dict,
@@ -428,10 +429,17 @@ class GeneformerModel(FoundationModel):
         *,
         batch_size: int = 32,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        accel: Accel | None = None,
     ) -> np.ndarray:
-        """Embeddings of token sequences (input order); empty sequences give zero vectors."""
+        """Embeddings of token sequences (input order); empty sequences give zero vectors.
+
+        ``accel``: the device and autocast precision (default: where the network is, float32);
+        the network must already be on that device (``embed`` sees to it).
+        """
         import torch
 
+        dev = accel.device if accel is not None else None
+        cast = accel.autocast() if accel is not None else contextlib.nullcontext()
         out = np.zeros((len(seqs), self.embedding_dim), dtype=np.float32)
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         pad = self.dictionaries.pad_id
@@ -442,11 +450,12 @@ class GeneformerModel(FoundationModel):
             for r, j in enumerate(idx):
                 ids[r, : lengths[j]] = seqs[j]
                 mask[r, : lengths[j]] = 1
-            t_ids = torch.from_numpy(ids)
-            t_mask = torch.from_numpy(mask)
-            h = self._hidden(t_ids, t_mask)
-            emb = self._pool(h, torch.from_numpy(lengths[idx]))
-            out[idx] = emb.float().numpy()
+            t_ids = torch.from_numpy(ids).to(dev)
+            t_mask = torch.from_numpy(mask).to(dev)
+            with cast:
+                h = self._hidden(t_ids, t_mask)
+                emb = self._pool(h, torch.from_numpy(lengths[idx]).to(dev))
+            out[idx] = emb.float().cpu().numpy()
         return out
 
     def embed(
@@ -461,14 +470,19 @@ class GeneformerModel(FoundationModel):
         chunk_size: int = DEFAULT_CHUNK,
         num_threads: int | None = None,
         out: Any = None,
+        device: str | None = "auto",
+        precision: str | None = "auto",
     ) -> Any:
         """Cell embeddings (float32, n_cells x hidden) in input order, reading rows in chunks.
 
-        ``batch_size`` caps cells per forward pass, ``max_tokens`` the padded tokens per pass.
-        Geneformer is deterministic; ``seed`` is accepted for the common interface.
+        ``batch_size`` caps cells per forward pass, ``max_tokens`` the padded tokens per pass;
+        cells are sorted by length within each chunk. ``device``/``precision``: see
+        ``models.accel`` (auto: a CUDA GPU with bf16/fp16 autocast when present, else the CPU in
+        float32). Geneformer is deterministic; ``seed`` is accepted for the common interface.
         """
         import torch
 
+        accel = resolve_accel(device, precision)
         plan = self.tokenizer.plan(adata, report=report)
         if out is None:
             out = np.zeros((adata.n_obs, self.embedding_dim), dtype=np.float32)
@@ -481,7 +495,11 @@ class GeneformerModel(FoundationModel):
 
             bar = tqdm(total=adata.n_obs, unit="cell", desc="geneformer")
         try:
-            with torch.inference_mode(), _torch_threads(num_threads):
+            with (
+                torch.inference_mode(),
+                _torch_threads(num_threads),
+                on_device(self.network, accel),
+            ):
                 for start, seqs in self.tokenizer.iter_tokens(adata, plan, chunk_size):
                     n_base = 2 if self.tokenizer.special_tokens else 0
                     n_empty += sum(1 for s in seqs if len(s) <= n_base)
@@ -489,7 +507,7 @@ class GeneformerModel(FoundationModel):
                     if self.emb_mode == "cell":
                         seqs = [s if len(s) > n_base else s[:0] for s in seqs]
                     out[start : start + len(seqs)] = self.embed_sequences(
-                        seqs, batch_size=batch_size, max_tokens=max_tokens
+                        seqs, batch_size=batch_size, max_tokens=max_tokens, accel=accel
                     )
                     if bar is not None:
                         bar.update(len(seqs))

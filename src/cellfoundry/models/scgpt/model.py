@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from cellfoundry.data.prepare import InputPlan, iter_features, plan_input
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import ModelError
+from cellfoundry.models.accel import on_device, resolve_accel
 from cellfoundry.models.foundation import FoundationModel, LoadReport
 from cellfoundry.models.scgpt.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
 from cellfoundry.models.scgpt.config import ScGPTConfig
@@ -217,9 +218,15 @@ class ScGPTModel(FoundationModel):
         chunk_size: int = CHUNK_CELLS,
         threads: int | None = None,
         out: Any = None,
+        device: str | None = "auto",
+        precision: str | None = "auto",
     ) -> Any:
+        """``<cls>`` embeddings (L2-normalised), rows read ``chunk_size`` at a time, cells sorted
+        by length and packed without padding. ``device``/``precision``: see ``models.accel``
+        (auto: a CUDA GPU with bf16/fp16 autocast when present, else the CPU in float32)."""
         if batch_size < 1 or chunk_size < 1:
             raise ModelError("batch_size and chunk_size must be ≥ 1", "pass positive sizes")
+        accel = resolve_accel(device, precision)
         if out is None:
             out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
         was_training = self.network.training
@@ -229,9 +236,11 @@ class ScGPTModel(FoundationModel):
             if threads:
                 torch.set_num_threads(threads)
             bar = _progress(adata.n_obs) if progress else contextlib.nullcontext()
-            with torch.inference_mode(), bar as pb:
+            with torch.inference_mode(), bar as pb, on_device(self.network, accel):
                 for start, cells in self._iter_tokens(adata, seed, report, chunk_size):
-                    out[start : start + len(cells)] = self._embed_cells(cells, batch_size)
+                    with accel.autocast():
+                        emb = self._embed_cells(cells, batch_size)
+                    out[start : start + len(cells)] = emb
                     if pb is not None:
                         pb.update(len(cells))
         finally:
