@@ -34,7 +34,7 @@ web: $(WEB_DEPS)
 	cd web && npm run build
 
 web-test: $(WEB_DEPS)
-	cd web && npm test && npm run check:lock
+	cd web && npm test && npm run check:lock && npm run check:api
 
 run: $(STAMP) web/dist/index.html
 	$(VENV)/bin/cellfoundry serve --host $(HOST) --port $(PORT)
