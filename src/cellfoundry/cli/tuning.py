@@ -109,7 +109,7 @@ def finetune_cmd(
         click.echo(f"WARNING: {extra['base']['warning']}", err=True)
     tp = extra["trainable_parameters"]
     click.echo(
-        f"validation accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}; "
+        f"held-out test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}; "
         f"trainable parameters {tp['trainable']:,} of {tp['total']:,} ({tp['share']:.2%}); saved to {out}"
     )
     if not extra["guards"]["success"]:
