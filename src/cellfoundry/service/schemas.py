@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -285,11 +285,14 @@ DOWNLOAD_CONTENT: dict[str, Any] = {
 # --- real time ----------------------------------------------------------------------------------
 
 
+Cell = Annotated[dict[str, float], Field(min_length=1)]  # one cell of /predict: {gene: value}
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    expression: dict[str, float] | list[dict[str, float]] = Field(
+    expression: Cell | Annotated[list[Cell], Field(min_length=1)] = Field(
         ...,
-        description="one cell {gene: value}, or a list of cells",
+        description="one cell {gene: value}, or a list of cells (each with at least one gene)",
         examples=[{"CD19": 8.5, "MS4A1": 9.2}],
     )
     model_id: str | None = Field(
