@@ -52,8 +52,20 @@ FAULT_ENV = {
 }
 
 
+def pg_tool(name: str) -> str:
+    """``initdb`` / ``pg_ctl`` from PATH, else from Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).is_file():
+            return str(d / name)
+    raise FileNotFoundError(f"{name} not found (install postgresql)")
+
+
 def _as_postgres(cmd: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: run its tools as the postgres user then."""
+    cmd = [pg_tool(cmd[0]), *cmd[1:]]
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *cmd]
     return cmd

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fault_matrix import describe, matrix, run_all, table
+from tests.service.fault_matrix import describe, matrix, pg_tool, run_all, table
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults]
 def test_fault_matrix_every_run_succeeds_identically(
     tmp_path: Path, shared_dir: Path, demo_model_dir: Path
 ) -> None:
-    for tool in ("initdb", "pg_ctl", "redis-server"):
-        assert shutil.which(tool), f"{tool} is needed for the fault matrix (CI installs it)"
+    assert pg_tool("initdb") and pg_tool("pg_ctl")  # PostgreSQL's own tools (CI has them)
+    assert shutil.which("redis-server"), "redis-server is needed for the fault matrix"
     with matrix(tmp_path, shared_dir, demo_model_dir) as m:
         rows = run_all(m, kills=10)
         report = table(rows) + f"\n{describe(rows)}\n" + m.logs()[-6000:]

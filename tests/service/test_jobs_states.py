@@ -221,3 +221,16 @@ def test_queued_work_is_resent_once_per_period(pg: Database, tmp_path: Path) -> 
     with pg.session() as s:
         run = s.get(Run, rid)
         assert run is not None and run.state == "queued"
+
+
+def test_a_stopping_reaper_hands_the_lease_over(pg: Database, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, database_url=pg.url, reaper_s=3600)
+    a, b = Engine(settings, "api", pg), Engine(settings, "api", pg)
+    a.name, b.name = "api:a", "api:b"
+    a.start_reaper()
+    with pg.session() as s:
+        assert lease.acquire(s, "reaper", a.name, 30)
+        assert not lease.acquire(s, "reaper", b.name, 30)
+    a.stop()
+    with pg.session() as s:
+        assert lease.acquire(s, "reaper", b.name, 30)

@@ -85,8 +85,10 @@ def reset_engines_after_fork() -> None:
     parent's sockets are left alone; the next ``get_engine`` builds a new engine in this process.
     """
     for eng in engine_mod._ENGINES.values():
-        eng.stop()
-        eng.db.engine.dispose(close=False)
+        eng.db.engine.dispose(close=False)  # first: nothing below may use the parent's sockets
+        eng.stop(
+            release=False
+        )  # the parent's threads did not survive the fork; its lease is its own
     engine_mod._ENGINES.clear()
 
 

@@ -143,8 +143,15 @@ class Engine:
             else:
                 w.last_seen = utcnow()
 
-    def stop(self) -> None:
+    def stop(self, release: bool = True) -> None:
+        """Stop the presence and reaper threads; hand the reaper lease over at once (``release``)."""
         self._stop.set()
+        if release and self._reaper is not None:
+            try:
+                with self.db.session() as s:
+                    lease.release(s, REAPER_LEASE, self.name)
+            except Exception:  # the database may already be gone; the lease then expires
+                log.debug("reaper lease not released", exc_info=True)
 
     # --- claiming ---------------------------------------------------------------------------
 
