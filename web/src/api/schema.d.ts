@@ -1601,7 +1601,7 @@ export interface operations {
                 "application/json": {
                     /**
                      * Expression
-                     * @description one cell {gene: value}, or a list of cells
+                     * @description one cell {gene: value}, or a list of cells (each with at least one gene)
                      * @example {
                      *       "CD19": 8.5,
                      *       "MS4A1": 9.2
