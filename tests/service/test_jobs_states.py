@@ -234,3 +234,26 @@ def test_a_stopping_reaper_hands_the_lease_over(pg: Database, tmp_path: Path) ->
     a.stop()
     with pg.session() as s:
         assert lease.acquire(s, "reaper", b.name, 30)
+
+
+def test_an_orphaned_merge_is_asked_for_again(pg: Database, tmp_path: Path) -> None:
+    """Every shard succeeded but the worker that should merge died first: the reaper re-sends
+    the merge (once per period) and a local worker picks it up."""
+    settings = Settings(home=tmp_path, database_url=pg.url, redispatch_after_s=2)
+    (rid,) = _seed(pg, 1)
+    _running(pg, rid, "dead", heartbeat_age_s=30)
+    with pg.session() as s:
+        s.execute(sa.update(Run).where(Run.id == rid).values(n_shards=2, backend="local"))
+        s.add_all(
+            RunShard(run_id=rid, idx=i, start=i, stop=i + 1, state="succeeded") for i in (0, 1)
+        )
+    e = Engine(settings, "local", pg)
+    assert e.next_local_work() == ("merge", rid, -1)
+    assert e.reap() == [f"{rid} (merge re-sent)"]
+    assert e.reap() == []  # stamped
+    with pg.session() as s:
+        assert states.claim_merge(s, rid, "w2")
+    with pg.session() as s:
+        assert not states.claim_merge(s, rid, "w3")  # one merger
+        run = s.get(Run, rid)
+        assert run is not None and run.merge_claimed and run.worker == "w2"
