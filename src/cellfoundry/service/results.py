@@ -136,6 +136,8 @@ def read_rows(path: Path, start: int, stop: int) -> tuple[Any, int]:
 
 
 def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
+    from cellfoundry.result import TERM_COLUMN
+
     start = (page - 1) * page_size
     rows, total = read_rows(path, start, start + page_size)
     chunk = rows.to_pandas()
@@ -158,6 +160,7 @@ def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
                     for t in tops
                 ],
                 **({"true_label": str(rec["true_label"])} if "true_label" in rec else {}),
+                **({"ontology_term_id": str(rec[TERM_COLUMN])} if TERM_COLUMN in rec else {}),
             }
         )
     return {"page": page, "page_size": page_size, "total": total, "items": items}

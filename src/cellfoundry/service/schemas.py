@@ -256,6 +256,9 @@ class CellPrediction(BaseModel):
     unknown: bool
     top3: list[TopLabel]
     true_label: str | None = None
+    ontology_term_id: str | None = Field(
+        None, description='Cell Ontology term of ``predicted`` ("": its class is unmapped)'
+    )
 
 
 class CellPage(BaseModel):
@@ -265,11 +268,60 @@ class CellPage(BaseModel):
     items: list[CellPrediction]
 
 
+class OntologyTermPublic(BaseModel):
+    id: str = Field(..., description='CL term id ("" when the class is unmapped)')
+    name: str
+
+
+class OntologySummaryPublic(BaseModel):
+    """The Cell Ontology term of every class of the model."""
+
+    model_config = ConfigDict(extra="allow")
+    version: str | None = None
+    terms: dict[str, OntologyTermPublic] = Field(default_factory=dict)
+    unmapped: list[str] = Field(default_factory=list)
+
+
+class TypeShare(BaseModel):
+    share: float
+    n_cells: int
+
+
+class OutOfReferencePublic(BaseModel):
+    """Cells far from every training cell of the model (``out_of_reference`` obs column)."""
+
+    share: float
+    n_cells: int
+    threshold: float | None = None
+    by_predicted_type: dict[str, TypeShare] = Field(default_factory=dict)
+
+
+class ResultSummaryPublic(BaseModel):
+    """The run's stored summary. The fields below are an annotation's; other applications add
+    their own keys (evaluation metrics, confusion, ...), passed through as stored."""
+
+    model_config = ConfigDict(extra="allow")
+    n_cells: int | None = None
+    label_counts: dict[str, int] | None = None
+    mean_confidence: float | None = None
+    unknown_share: float | None = None
+    unknown_threshold: float | None = None
+    gene_coverage: float | None = Field(
+        None, description="share of the model's genes present in the data"
+    )
+    gene_panel_mode: str | None = Field(
+        None, description="all_genes / unobserved / refit / family_default"
+    )
+    species: str | None = None
+    ontology: OntologySummaryPublic | None = None
+    out_of_reference: OutOfReferencePublic | None = None
+
+
 class ResultsPublic(BaseModel):
     """``layout`` is present when the run stored one, ``cells`` when it has per-cell output."""
 
     run: RunPublic
-    summary: dict[str, Any]
+    summary: ResultSummaryPublic
     files: list[str]
     layout: LayoutPublic | None = None
     cells: CellPage | None = None

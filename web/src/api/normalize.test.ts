@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applications, demoModel, uploadBody } from "../test/fixtures";
+import { applications, demoModel, recordedResults, uploadBody } from "../test/fixtures";
 import { normApplication, normDataset, normModel, normResults, normRuns, normStatus, paramsFromSchema } from "./normalize";
 
 describe("paramsFromSchema", () => {
@@ -57,21 +57,26 @@ describe("normDataset / normStatus / normRuns", () => {
 });
 
 describe("normResults", () => {
-  it("maps an annotation summary, row-wise layout points with top-3, and a cells page", () => {
-    const r = normResults({
-      run_id: "r1",
-      summary: { n_cells: 3, label_counts: { B: 2, T: 1 }, mean_confidence: 0.8, unknown_share: 0.1, unknown_threshold: 0.5, layout_sampled: false },
-      layout: { points: [
-        { cell: "c1", x: 1, y: 2, label: "B", confidence: 0.9, top1_label: "B", top1_probability: 0.9, top2_label: "T", top2_probability: 0.1 },
-        { cell: "c2", x: 2, y: 3, label: "B", confidence: 0.8 },
-        { cell: "c3", x: 3, y: 1, label: "T", confidence: 0.7 },
-      ] },
-      cells: { items: [{ cell: "c1", predicted_cell_type: "B", prediction_confidence: 0.9, prediction_unknown: false, top1_label: "B", top1_probability: 0.9 }], total: 3, offset: 0, limit: 1 },
+  it("maps a real annotation's results (recorded from the API): summary, layout, typed cell page", () => {
+    const r = normResults(recordedResults);
+    const s = recordedResults.summary;
+    expect(r.summary.n_cells).toBe(s.n_cells);
+    expect(r.summary.threshold).toBe(s.unknown_threshold);
+    expect(r.summary.gene_panel_mode).toBe(s.gene_panel_mode);
+    expect(r.summary.species).toBe(s.species);
+    expect(Object.keys(r.summary.ontology_terms!)).toEqual(s.classes);
+    expect(r.umap!.x).toHaveLength(recordedResults.layout.n_points);
+    expect(r.umap!.top3![0]).toEqual(recordedResults.layout.top3![0]);
+    const c = recordedResults.cells;
+    expect(r.cells!.total).toBe(c.total);
+    expect(r.cells!.limit).toBe(c.page_size);
+    expect(r.cells!.items.map((x) => x.cell_id)).toEqual(c.items.map((x) => x.cell));
+    expect(r.cells!.items[0]).toMatchObject({
+      predicted: c.items[0].label, confidence: c.items[0].confidence, unknown: c.items[0].unknown,
+      top: c.items[0].top3, term_id: c.items[0].ontology_term_id,
     });
-    expect(r.summary.threshold).toBe(0.5);
-    expect(r.umap!.x).toHaveLength(3);
-    expect(r.umap!.top3![0]).toEqual([{ label: "B", probability: 0.9 }, { label: "T", probability: 0.1 }]);
-    expect(r.cells!.items[0]).toMatchObject({ cell_id: "c1", predicted: "B", confidence: 0.9, unknown: false });
+    // every cell's term is its predicted class's term in the summary
+    for (const x of c.items) expect(x.ontology_term_id).toBe(r.summary.ontology_terms![x.predicted].id);
     expect(r.evaluation).toBeNull();
   });
   it("turns the service's evaluation summary into a report (model vs baseline, square confusion)", () => {

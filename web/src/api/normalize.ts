@@ -1,5 +1,8 @@
 // Map the service's JSON onto the UI's types, tolerating optional or differently nested fields.
 import type {
+  ApiCellPage,
+  ApiCellPrediction,
+  ApiResultSummary,
   Application,
   CellRow,
   CellsPage,
@@ -201,23 +204,22 @@ function topOf(row: J): { label: string; probability: number }[] {
   return out;
 }
 
-export function normCell(row: J): CellRow {
-  // "label" is the shown label (Unknown below the threshold); "predicted" the most probable type
-  const predicted = String(row.label ?? row.display_label ?? row.predicted ?? row.predicted_cell_type ?? "");
+/** One row of the API's typed cell page ("label" is the shown label: Unknown below the threshold). */
+export function normCell(row: ApiCellPrediction): CellRow {
   return {
-    cell_id: String(row.cell_id ?? row.cell ?? row.obs_name ?? row.index ?? ""),
-    predicted,
-    confidence: Number(row.confidence ?? row.prediction_confidence ?? 0),
-    unknown: Boolean(row.unknown ?? row.prediction_unknown ?? predicted === "Unknown"),
-    top: topOf(row),
-    true_label: row.true_label != null ? String(row.true_label) : undefined,
+    cell_id: row.cell,
+    predicted: row.label,
+    confidence: row.confidence,
+    unknown: row.unknown,
+    top: row.top3,
+    true_label: row.true_label ?? undefined,
+    term_id: row.ontology_term_id ?? null,
   };
 }
 
-export function normCells(c: unknown): CellsPage | null {
-  if (Array.isArray(c)) return { items: c.map(normCell), total: c.length, offset: 0, limit: c.length };
-  if (!isObj(c)) return null;
-  return pageOf(c, arr<J>(c.items ?? c.rows ?? c.cells).map(normCell));
+export function normCells(c: ApiCellPage | null | undefined): CellsPage | null {
+  if (!c) return null;
+  return { items: c.items.map(normCell), total: c.total, offset: (c.page - 1) * c.page_size, limit: c.page_size };
 }
 
 /** Column-wise or row-wise layout points → Umap. */
@@ -378,6 +380,7 @@ export function normEvaluation(s: J, modelName: string): EvaluationArtifacts | n
 
 export function normResults(r: J): Results {
   const s: J = isObj(r.summary) ? r.summary : {};
+  const typed = s as ApiResultSummary; // the fields the API's schema declares
   const summary = {
     n_cells: numOr(s.n_cells, 0)!,
     label_counts: isObj(s.label_counts) ? (s.label_counts as Record<string, number>) : {},
@@ -387,7 +390,13 @@ export function normResults(r: J): Results {
     classes: arr<string>(s.classes),
     metrics: isObj(s.metrics) ? Object.fromEntries(Object.entries(s.metrics).filter(([k, v]) => typeof v === "number" && k !== "n_cells")) as Record<string, number> : null,
     label_key: s.label_key ?? null,
-    raw: s,
+    gene_coverage: typed.gene_coverage ?? null,
+    gene_panel_mode: typed.gene_panel_mode ?? null,
+    species: typed.species ?? null,
+    ontology_terms: typed.ontology?.terms ?? {},
+    ontology_version: typed.ontology?.version ?? null,
+    out_of_reference: typed.out_of_reference ?? null,
+    raw: typed,
   };
   // evaluate()'s report.json arrives nested as summary.report on foundation-model evaluations
   const evalSource: J = { ...s, ...(isObj(s.report) ? s.report : {}), ...(isObj(r.evaluation) ? r.evaluation : {}) };
@@ -396,7 +405,7 @@ export function normResults(r: J): Results {
     application_id: r.application_id ?? r.run?.application_id ?? null,
     summary,
     umap: normUmap(r.umap ?? r.layout, s),
-    cells: normCells(r.cells ?? r.predictions),
+    cells: normCells(r.cells),
     evaluation: normEvaluation(evalSource, String(s.model ?? r.model_id ?? r.run?.model_id ?? "model")),
   };
 }

@@ -351,6 +351,11 @@ export interface components {
             top3: components["schemas"]["TopLabel"][];
             /** True Label */
             true_label?: string | null;
+            /**
+             * Ontology Term Id
+             * @description Cell Ontology term of ``predicted`` ("": its class is unmapped)
+             */
+            ontology_term_id?: string | null;
         };
         /** CheckPublic */
         CheckPublic: {
@@ -525,6 +530,32 @@ export interface components {
              */
             created_at: string;
         };
+        /**
+         * OntologySummaryPublic
+         * @description The Cell Ontology term of every class of the model.
+         */
+        OntologySummaryPublic: {
+            /** Version */
+            version?: string | null;
+            /** Terms */
+            terms?: {
+                [key: string]: components["schemas"]["OntologyTermPublic"];
+            };
+            /** Unmapped */
+            unmapped?: string[];
+        } & {
+            [key: string]: unknown;
+        };
+        /** OntologyTermPublic */
+        OntologyTermPublic: {
+            /**
+             * Id
+             * @description CL term id ("" when the class is unmapped)
+             */
+            id: string;
+            /** Name */
+            name: string;
+        };
         /** OrthologyPublic */
         OrthologyPublic: {
             /** Table */
@@ -537,6 +568,22 @@ export interface components {
             n_human_genes: number;
             /** Fraction Counts Mapped */
             fraction_counts_mapped: number | null;
+        };
+        /**
+         * OutOfReferencePublic
+         * @description Cells far from every training cell of the model (``out_of_reference`` obs column).
+         */
+        OutOfReferencePublic: {
+            /** Share */
+            share: number;
+            /** N Cells */
+            n_cells: number;
+            /** Threshold */
+            threshold?: number | null;
+            /** By Predicted Type */
+            by_predicted_type?: {
+                [key: string]: components["schemas"]["TypeShare"];
+            };
         };
         /** PredictPublic */
         PredictPublic: {
@@ -568,15 +615,47 @@ export interface components {
             backend: string;
         };
         /**
+         * ResultSummaryPublic
+         * @description The run's stored summary. The fields below are an annotation's; other applications add
+         *     their own keys (evaluation metrics, confusion, ...), passed through as stored.
+         */
+        ResultSummaryPublic: {
+            /** N Cells */
+            n_cells?: number | null;
+            /** Label Counts */
+            label_counts?: {
+                [key: string]: number;
+            } | null;
+            /** Mean Confidence */
+            mean_confidence?: number | null;
+            /** Unknown Share */
+            unknown_share?: number | null;
+            /** Unknown Threshold */
+            unknown_threshold?: number | null;
+            /**
+             * Gene Coverage
+             * @description share of the model's genes present in the data
+             */
+            gene_coverage?: number | null;
+            /**
+             * Gene Panel Mode
+             * @description all_genes / unobserved / refit / family_default
+             */
+            gene_panel_mode?: string | null;
+            /** Species */
+            species?: string | null;
+            ontology?: components["schemas"]["OntologySummaryPublic"] | null;
+            out_of_reference?: components["schemas"]["OutOfReferencePublic"] | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
          * ResultsPublic
          * @description ``layout`` is present when the run stored one, ``cells`` when it has per-cell output.
          */
         ResultsPublic: {
             run: components["schemas"]["RunPublic"];
-            /** Summary */
-            summary: {
-                [key: string]: unknown;
-            };
+            summary: components["schemas"]["ResultSummaryPublic"];
             /** Files */
             files: string[];
             layout?: components["schemas"]["LayoutPublic"] | null;
@@ -804,6 +883,13 @@ export interface components {
             label: string;
             /** Probability */
             probability: number;
+        };
+        /** TypeShare */
+        TypeShare: {
+            /** Share */
+            share: number;
+            /** N Cells */
+            n_cells: number;
         };
         /** WorkerPublic */
         WorkerPublic: {

@@ -1,13 +1,39 @@
-// Types of the cellfoundry service's public JSON API (issue #5). Keep in step with
-// src/cellfoundry/service/schemas.py.
+// Types of the cellfoundry service's JSON API. The API's own shapes come from schema.d.ts, which
+// openapi-typescript generates from the service's /openapi.json (`npm run gen:api`; never edit it).
+// The interfaces further down are the UI's view models that normalize.ts builds from those shapes.
+import type { components } from "./schema";
 
-export type RunState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+/** Every schema of the service's OpenAPI document. */
+export type Api = components["schemas"];
+export type ApiApplication = Api["ApplicationPublic"];
+export type ApiModel = Api["ModelPublic"];
+export type ApiDataset = Api["DatasetPublic"];
+export type ApiRun = Api["RunPublic"];
+export type ApiRunPage = Api["RunPage"];
+export type ApiResults = Api["ResultsPublic"];
+export type ApiResultSummary = Api["ResultSummaryPublic"];
+export type ApiLayout = Api["LayoutPublic"];
+export type ApiCellPrediction = Api["CellPrediction"];
+export type ApiCellPage = Api["CellPage"];
+export type TopLabel = Api["TopLabel"];
+export type OntologyTerm = Api["OntologyTermPublic"];
+export type OutOfReference = Api["OutOfReferencePublic"];
+
+export type RunState = ApiRun["state"];
 export const RUN_STATES: RunState[] = ["queued", "running", "succeeded", "failed", "cancelled"];
 export const TERMINAL_STATES: RunState[] = ["succeeded", "failed", "cancelled"];
 
-export interface ApiErrorBody {
-  error: { code: string; message: string; hint?: string | null };
+export type ApiErrorBody = Api["ErrorResponse"];
+/** The form's request: params are built from GET /applications' schemas at run time, so they are
+ * checked by the service (Api["SubmitCreate"] types each application's params statically). */
+export interface SubmitRequest {
+  dataset_id: string;
+  model_id: string | null;
+  application_id: string;
+  params: Record<string, unknown>;
 }
+export type SubmitResponse = Api["SubmitPublic"];
+export type Health = Api["HealthPublic"];
 
 export interface ParamSpec {
   name: string;
@@ -130,18 +156,6 @@ export interface UploadResponse extends Dataset {
   dataset_id?: string;
 }
 
-export interface SubmitRequest {
-  dataset_id: string;
-  model_id: string | null;
-  application_id: string;
-  params: Record<string, unknown>;
-}
-
-export interface SubmitResponse {
-  run_id: string;
-  state?: RunState;
-}
-
 export interface RunStatus {
   run_id: string;
   state: RunState;
@@ -173,7 +187,13 @@ export interface ResultSummary {
   classes?: string[];
   metrics?: Record<string, number> | null;
   label_key?: string | null;
-  raw?: Record<string, unknown>; // the service's summary as sent
+  gene_coverage?: number | null; // share of the model's genes present in the data
+  gene_panel_mode?: string | null; // all_genes / unobserved / refit / family_default
+  species?: string | null;
+  ontology_terms?: Record<string, OntologyTerm>; // class -> Cell Ontology term
+  ontology_version?: string | null;
+  out_of_reference?: OutOfReference | null;
+  raw?: ApiResultSummary; // the service's summary as sent
 }
 
 export interface Umap {
@@ -194,8 +214,9 @@ export interface CellRow {
   predicted: string;
   confidence: number;
   unknown: boolean;
-  top: { label: string; probability: number }[];
+  top: TopLabel[];
   true_label?: string;
+  term_id?: string | null; // Cell Ontology term of `predicted`
 }
 
 export interface CellsPage {
@@ -246,7 +267,3 @@ export interface Results {
   evaluation?: EvaluationArtifacts | null;
 }
 
-export interface Health {
-  status: string;
-  [k: string]: unknown;
-}

@@ -1,7 +1,9 @@
 import { fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { setApiKey } from "../api/client";
+import { pct } from "../lib/format";
 import { stubFetch } from "../test/fetch";
+import { recordedResults, recordedStatus } from "../test/fixtures";
 import { RunPage } from "./RunPage";
 
 const run = (extra: Record<string, unknown>) => ({
@@ -164,5 +166,26 @@ describe("RunPage", () => {
     expect(await screen.findByText("A new model was registered: logreg-r_1")).toBeTruthy();
     expect(screen.queryByTestId("umap")).toBeNull();
     expect(screen.getByTestId("result-summary").textContent).toContain("cell_type");
+  });
+});
+
+describe("RunPage with a recorded annotation", () => {
+  it("shows the run's species, gene panel, coverage and each class's and cell's Cell Ontology term", async () => {
+    setApiKey("k");
+    const id = recordedStatus.id;
+    stubFetch({ [`GET /status/${id}`]: { body: recordedStatus }, [`GET /results/${id}`]: { body: recordedResults } });
+    render(<RunPage runId={id} />);
+    const s = recordedResults.summary;
+    const facts = await screen.findByTestId("run-facts");
+    expect(facts.textContent).toContain(s.species!);
+    expect(facts.textContent).toContain(s.gene_panel_mode!);
+    expect(facts.textContent).toContain(pct(s.gene_coverage!));
+    const terms = screen.getByTestId("ontology-terms");
+    const rows = [...terms.querySelectorAll("tbody tr")].map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent));
+    expect(rows).toEqual(Object.entries(s.ontology!.terms!).map(([cls, t]) => [cls, t.name || "—", t.id || "not mapped"]));
+    const table = await screen.findByTestId("cells-table");
+    const first = recordedResults.cells.items[0];
+    const cellRow = [...table.querySelectorAll("tbody tr")].find((tr) => tr.textContent!.includes(first.cell))!;
+    expect(cellRow.textContent).toContain(first.ontology_term_id!);
   });
 });

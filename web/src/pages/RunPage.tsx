@@ -173,6 +173,7 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
           <Stat key={k} label={`${k.replace(/_/g, " ")}${s.label_key ? ` vs ${s.label_key}` : ""}`} value={num(v)} />
         ))}
       </div>
+      <RunFacts results={results} />
       {typeof raw.species_mapping === "string" && (
         <Alert tone="info" title={`The data's genes are ${String(raw.species)} genes`}>
           <span data-testid="species-mapping">{raw.species_mapping}; the model saw these human orthologs.</span>
@@ -201,6 +202,48 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
       </div>
       <CellsTable runId={runId} initial={results.cells ?? null} />
     </>
+  );
+}
+
+const PANEL_MODES: Record<string, string> = {
+  all_genes: "all of the model's genes are in the data",
+  unobserved: "the model's genes missing from the data were treated as unobserved",
+  refit: "the model was refitted on the genes the data has",
+  family_default: "the model family's own handling of missing genes",
+};
+
+/** Per-run facts the service stored: species, gene panel, coverage, out-of-reference cells, CL terms. */
+function RunFacts({ results }: { results: Results }) {
+  const s = results.summary;
+  const terms = Object.entries(s.ontology_terms ?? {});
+  const oor = s.out_of_reference;
+  if (!s.species && !s.gene_panel_mode && s.gene_coverage == null && !oor && !terms.length) return null;
+  return (
+    <Card title="About this run">
+      <dl className="kv" data-testid="run-facts">
+        {s.species && <><dt>Species of the data's genes</dt><dd>{s.species}</dd></>}
+        {s.gene_coverage != null && <><dt>Model genes present in the data</dt><dd>{pct(s.gene_coverage)}</dd></>}
+        {s.gene_panel_mode && (
+          <><dt>Gene panel</dt><dd><span className="mono">{s.gene_panel_mode}</span>{PANEL_MODES[s.gene_panel_mode] ? `: ${PANEL_MODES[s.gene_panel_mode]}` : ""}</dd></>
+        )}
+        {oor && (
+          <><dt>Out of reference</dt><dd>{pct(oor.share)} of cells ({count(oor.n_cells)}) are far from every training cell of the model</dd></>
+        )}
+      </dl>
+      {terms.length > 0 && (
+        <div className="table-wrap">
+          <table aria-label="Cell Ontology term of each class" data-testid="ontology-terms">
+            <thead><tr><th>Class</th><th>Cell Ontology term</th><th>Term id</th></tr></thead>
+            <tbody>
+              {terms.map(([cls, t]) => (
+                <tr key={cls}><td>{cls}</td><td>{t.name || "—"}</td><td className="mono">{t.id || "not mapped"}</td></tr>
+              ))}
+            </tbody>
+          </table>
+          {s.ontology_version && <p className="small muted">Cell Ontology {s.ontology_version}.</p>}
+        </div>
+      )}
+    </Card>
   );
 }
 
@@ -261,12 +304,13 @@ function CellsTable({ runId, initial }: { runId: string; initial: CellsPage | nu
         <>
           <div className="table-wrap">
             <table aria-label="Predictions per cell" data-testid="cells-table">
-              <thead><tr><th>Cell</th><th>Predicted type</th><th className="num">Confidence</th><th>Top 3</th></tr></thead>
+              <thead><tr><th>Cell</th><th>Predicted type</th><th>Cell Ontology term</th><th className="num">Confidence</th><th>Top 3</th></tr></thead>
               <tbody>
                 {page.data.items.map((c) => (
                   <tr key={c.cell_id}>
                     <td className="mono">{c.cell_id}</td>
                     <td>{c.unknown ? <Badge tone="warn">{c.predicted}</Badge> : c.predicted}</td>
+                    <td className="mono small">{c.term_id || "—"}</td>
                     <td className="num">{pct(c.confidence)}</td>
                     <td className="small">{c.top.map((t) => `${t.label} ${pct(t.probability, 0)}`).join(" · ")}</td>
                   </tr>

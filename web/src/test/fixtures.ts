@@ -1,7 +1,15 @@
-// Service-shaped JSON for component tests (applications.json is the service's own GET /applications).
+// Service-shaped JSON for component tests. The *.json files are the service's own answers,
+// recorded by `PYTHONPATH=src python scripts/record_web_fixtures.py` (never edit them by hand):
+// GET /applications, /models, POST /upload, GET /status and /results of a real annotation run
+// (the demo model on ../shared/data/10x_pbmc68k_reduced.h5ad).
+import type { ApiResults, ApiRun } from "../api/types";
 import applications from "./applications.json";
+import results from "./results.json";
+import status from "./status.json";
 
 export { applications };
+export const recordedResults = results as ApiResults & { layout: NonNullable<ApiResults["layout"]>; cells: NonNullable<ApiResults["cells"]> };
+export const recordedStatus = status as ApiRun;
 
 export const demoModel = {
   id: "demo-logreg-pbmc68k",

@@ -23,6 +23,7 @@ from cellfoundry.service.schemas import (
     CellPage,
     LayoutPublic,
     ResultsPublic,
+    ResultSummaryPublic,
     errors,
 )
 from cellfoundry.store.tables import Dataset
@@ -45,7 +46,11 @@ def results(
 ) -> ResultsPublic:
     """Summary, 2-D layout (per point: confidence, top 3, obs columns), paged per-cell predictions."""
     res = finished_result(s, run)
-    out = ResultsPublic(run=run_public(run), summary=res.summary, files=sorted(res.files))
+    out = ResultsPublic(
+        run=run_public(run),
+        summary=ResultSummaryPublic.model_validate(res.summary),
+        files=sorted(res.files),
+    )
     if "layout" in res.files:
         out.layout = LayoutPublic.model_validate(layout_block(platform.storage, s, run, res))
     if "predictions" in res.files:
