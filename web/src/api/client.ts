@@ -1,6 +1,9 @@
 // The one place the UI talks to the service: fetch + XHR (for upload progress), JSON errors.
 import { normApplication, normDataset, normModel, normResults, normRuns, normStatus } from "./normalize";
 import type {
+  ApiResults,
+  ApiRun,
+  ApiRunPage,
   Application,
   Dataset,
   ModelInfo,
@@ -133,17 +136,17 @@ export const api = {
     list(await request<Raw>("GET", `/applications/${encodeURIComponent(appId)}/models`, undefined, signal)).map(normModel),
   submit: (req: SubmitRequest) => request<SubmitResponse>("POST", "/submit", req),
   status: async (runId: string, signal?: AbortSignal): Promise<RunStatus> =>
-    normStatus(await request<Raw>("GET", `/status/${encodeURIComponent(runId)}`, undefined, signal)),
+    normStatus(await request<ApiRun>("GET", `/status/${encodeURIComponent(runId)}`, undefined, signal)),
   cancel: async (runId: string): Promise<RunStatus> =>
-    normStatus(await request<Raw>("POST", `/runs/${encodeURIComponent(runId)}/cancel`)),
+    normStatus(await request<ApiRun>("POST", `/runs/${encodeURIComponent(runId)}/cancel`)),
   runs: async (
     opts: { state?: RunState | ""; applicationId?: string; offset?: number; limit?: number },
     signal?: AbortSignal,
   ): Promise<RunsPage> =>
-    normRuns(await request<Raw>("GET", `/runs${qs({ state: opts.state, application_id: opts.applicationId, ...paging(opts) })}`, undefined, signal)),
+    normRuns(await request<ApiRunPage>("GET", `/runs${qs({ state: opts.state, application_id: opts.applicationId, ...paging(opts) })}`, undefined, signal)),
   /** Results with one page of cells (`offset` must be a multiple of `limit`). */
   results: async (runId: string, opts: { offset?: number; limit?: number } = {}, signal?: AbortSignal): Promise<Results> =>
-    normResults(await request<Raw>("GET", `/results/${encodeURIComponent(runId)}${qs(paging(opts))}`, undefined, signal)),
+    normResults(await request<ApiResults>("GET", `/results/${encodeURIComponent(runId)}${qs(paging(opts))}`, undefined, signal)),
   datasets: async (signal?: AbortSignal): Promise<Dataset[]> =>
     list(await request<Raw>("GET", "/datasets", undefined, signal)).map(normDataset),
   dataset: async (id: string, signal?: AbortSignal): Promise<Dataset> =>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applications, demoModel, recordedResults, uploadBody } from "../test/fixtures";
+import { applications, demoModel, recordedResults, recordedStatus, uploadBody, withSummary } from "../test/fixtures";
 import { normApplication, normDataset, normModel, normResults, normRuns, normStatus, paramsFromSchema } from "./normalize";
 
 describe("paramsFromSchema", () => {
@@ -43,16 +43,13 @@ describe("normDataset / normStatus / normRuns", () => {
     expect(d.report.coverage[0].target).toBe("demo-logreg-pbmc68k");
     expect(d.report.ok).toBe(true);
   });
-  it("accepts an error object or flat error fields", () => {
-    const a = normStatus({ run_id: "r1", state: "failed", progress: 40, error: { code: "x", message: "bad", hint: "fix it" } });
-    expect([a.error, a.error_hint]).toEqual(["bad", "fix it"]);
-    const b = normStatus({ run_id: "r1", state: "failed", progress: 40, error_message: "bad2", error_hint: "h" });
-    expect([b.error, b.error_hint]).toEqual(["bad2", "h"]);
-    expect(normStatus({ run_id: "r", state: "succeeded", progress: 99 }).progress).toBe(100);
-  });
-  it("reads paged and bare run lists", () => {
-    expect(normRuns({ items: [{ run_id: "a", state: "queued", progress: 0 }], total: 7, offset: 0, limit: 1 }).total).toBe(7);
-    expect(normRuns([{ run_id: "a", state: "queued" }]).items[0].run_id).toBe("a");
+  it("maps a real run's status and a page of runs (recorded from the API)", () => {
+    const st = normStatus(recordedStatus);
+    expect(st).toMatchObject({ run_id: recordedStatus.id, state: "succeeded", progress: 100, model_id: recordedStatus.model_id, error: null });
+    const failed = normStatus({ ...recordedStatus, state: "failed", progress: 40, error: { code: "x", message: "bad", hint: "fix it" } });
+    expect([failed.error, failed.error_hint, failed.progress]).toEqual(["bad", "fix it", 40]);
+    const page = normRuns({ items: [recordedStatus], total: 7, page: 3, page_size: 1 });
+    expect([page.total, page.offset, page.limit, page.items[0].run_id]).toEqual([7, 2, 1, recordedStatus.id]);
   });
 });
 
@@ -80,15 +77,12 @@ describe("normResults", () => {
     expect(r.evaluation).toBeNull();
   });
   it("turns the service's evaluation summary into a report (model vs baseline, square confusion)", () => {
-    const r = normResults({
-      run_id: "r2",
-      summary: {
+    const r = normResults(withSummary({
         label_key: "cell_type", n_cells: 10, metrics: { accuracy: 0.7, macro_f1: 0.6 },
         baseline_comparison: { model_on_test: { accuracy: 0.7, macro_f1: 0.6 }, logreg_baseline_on_test: { accuracy: 0.9, macro_f1: 0.88 } },
         confusion: { labels_true: ["A", "B"], labels_pred: ["A", "B", "C"], counts: [[3, 1, 0], [0, 4, 2]] },
         most_confused: [{ true: "B", predicted: "C", count: 2, share_of_true: 0.33 }],
-      },
-    });
+      }));
     const e = r.evaluation!;
     expect(e.confusion[0].labels).toEqual(["A", "B", "C"]);
     expect(e.confusion[0].matrix).toEqual([[3, 1, 0], [0, 4, 2], [0, 0, 0]]);
@@ -97,8 +91,7 @@ describe("normResults", () => {
   });
 
   it("reads evaluate()'s report (mean ± std per model and method, top confusions, warnings)", () => {
-    const e = normResults({
-      summary: {
+    const e = normResults(withSummary({
         summary: [
           { model: "geneformer", method: "lora", seed: 0, accuracy: 0.9, macro_f1: 0.8 },
           { model: "geneformer", method: "lora", seed: 1, accuracy: 0.8, macro_f1: 0.6 },
@@ -106,24 +99,22 @@ describe("normResults", () => {
         mean_std: [{ model: "geneformer", method: "lora", accuracy_mean: 0.85, accuracy_std: 0.07, macro_f1_mean: 0.7, macro_f1_std: 0.14, train_seconds_mean: 3, n_seeds: 2 }],
         misclassified_top5: [{ model: "geneformer", method: "lora", true: "A", predicted: "B", count: 4 }],
         warnings: ["geneformer: the base model was RANDOMLY INITIALISED"],
-      },
-    }).evaluation!;
+      })).evaluation!;
     expect(e.summary).toEqual([
       { model: "geneformer · lora", metric: "accuracy", mean: 0.85, std: 0.07, n_seeds: 2 },
       { model: "geneformer · lora", metric: "macro_f1", mean: 0.7, std: 0.14, n_seeds: 2 },
     ]);
     expect(e.most_confused[0].model).toBe("geneformer · lora");
     expect(e.warnings).toHaveLength(1);
-    const agg = normResults({ summary: { summary: [
+    const agg = normResults(withSummary({ summary: [
       { model: "m", method: "logreg", seed: 0, macro_f1: 0.5 }, { model: "m", method: "logreg", seed: 1, macro_f1: 0.7 },
-    ] } }).evaluation!.summary;
+    ] })).evaluation!.summary;
     expect(agg[0].mean).toBeCloseTo(0.6, 9);
     expect(agg[0].std).toBeCloseTo(Math.sqrt(0.02), 9);
   });
 
   it("reads evaluate()'s report nested under summary.report, with calibration per method", () => {
-    const e = normResults({
-      summary: {
+    const e = normResults(withSummary({
         label_key: "cell_type", evaluator: "cellfoundry.evaluation.evaluate",
         metrics: { per_method: {}, best_method: "g-lora", accuracy: 0.9, macro_f1: 0.8 },
         report: {
@@ -133,8 +124,7 @@ describe("normResults", () => {
           ],
           calibration: { "g-lora": { ece_before_temperature: 0.1, ece_after_temperature: 0.03 } },
         },
-      },
-    }).evaluation!;
+      })).evaluation!;
     expect(e.summary.map((r) => r.model)).toEqual(["g · lora", "g · logreg"]);
     expect(e.calibration).toEqual([{ model: "g · lora", ece_before: 0.1, ece_after: 0.03 }]);
   });

@@ -1,6 +1,10 @@
 // Map the service's JSON onto the UI's types, tolerating optional or differently nested fields.
 import type {
   ApiCellPage,
+  ApiLayout,
+  ApiResults,
+  ApiRun,
+  ApiRunPage,
   ApiCellPrediction,
   ApiResultSummary,
   Application,
@@ -15,7 +19,6 @@ import type {
   ParamSpec,
   ReliabilityCurve,
   Results,
-  RunState,
   RunStatus,
   RunsPage,
   SummaryRow,
@@ -160,48 +163,27 @@ export function normDataset(d: J): Dataset {
   };
 }
 
-export function normStatus(s: J): RunStatus {
-  const err = s.error;
-  const errObj: J | null = isObj(err) ? err : null;
+/** The API's typed run → the UI's status (progress shown as 100 once the run succeeded). */
+export function normStatus(s: ApiRun): RunStatus {
   return {
-    run_id: String(s.run_id ?? s.id),
-    state: (s.state ?? s.status) as RunState,
-    stage: s.stage ?? null,
-    progress: (s.state ?? s.status) === "succeeded" ? 100 : Math.max(0, Math.min(100, numOr(s.progress, 0)!)),
-    application_id: s.application_id ?? null,
-    model_id: s.model_id ?? null,
-    dataset_id: s.dataset_id ?? null,
-    created_at: s.created_at ?? null,
-    started_at: s.started_at ?? null,
-    finished_at: s.finished_at ?? null,
-    error: errObj ? errObj.message ?? null : err ?? s.error_message ?? null,
-    error_hint: errObj ? errObj.hint ?? null : s.error_hint ?? s.hint ?? null,
+    run_id: s.id,
+    state: s.state,
+    stage: s.stage,
+    progress: s.state === "succeeded" ? 100 : Math.max(0, Math.min(100, s.progress)),
+    application_id: s.application_id,
+    model_id: s.model_id,
+    dataset_id: s.dataset_id,
+    created_at: s.created_at,
+    started_at: s.started_at,
+    finished_at: s.finished_at,
+    error: s.error?.message ?? null,
+    error_hint: s.error?.hint ?? null,
   };
 }
 
-/** A page {items, total, page, page_size} (or offset/limit) → items with offset/limit. */
-function pageOf<T>(p: J, items: T[]): { items: T[]; total: number; offset: number; limit: number } {
-  const limit = numOr(p.page_size ?? p.limit, items.length)!;
-  const offset = p.page != null ? (Number(p.page) - 1) * limit : numOr(p.offset, 0)!;
-  return { items, total: numOr(p.total, items.length)!, offset, limit };
-}
-
-export function normRuns(p: unknown): RunsPage {
-  if (Array.isArray(p)) return { items: p.map(normStatus), total: p.length, offset: 0, limit: p.length };
-  const x: J = isObj(p) ? p : {};
-  return pageOf(x, arr<J>(x.items ?? x.runs ?? x.results).map(normStatus));
-}
-
-function topOf(row: J): { label: string; probability: number }[] {
-  if (Array.isArray(row.top)) return row.top;
-  if (Array.isArray(row.top3)) return row.top3;
-  const out: { label: string; probability: number }[] = [];
-  for (let k = 1; k <= 5; k++) {
-    const l = row[`top${k}_label`];
-    if (l === undefined || l === null) break;
-    out.push({ label: String(l), probability: Number(row[`top${k}_probability`] ?? 0) });
-  }
-  return out;
+/** The API's page {items, total, page, page_size} → items with offset/limit. */
+export function normRuns(p: ApiRunPage): RunsPage {
+  return { items: p.items.map(normStatus), total: p.total, offset: (p.page - 1) * p.page_size, limit: p.page_size };
 }
 
 /** One row of the API's typed cell page ("label" is the shown label: Unknown below the threshold). */
@@ -222,39 +204,20 @@ export function normCells(c: ApiCellPage | null | undefined): CellsPage | null {
   return { items: c.items.map(normCell), total: c.total, offset: (c.page - 1) * c.page_size, limit: c.page_size };
 }
 
-/** Column-wise or row-wise layout points → Umap. */
-export function normUmap(u: unknown, summary: J): Umap | null {
-  if (!isObj(u)) return null;
-  let x: number[], y: number[], labels: string[], conf: number[], ids: string[] | undefined, top3: Umap["top3"];
-  let obs: Umap["obs"];
-  if (Array.isArray(u.points)) {
-    const pts = u.points as J[];
-    x = pts.map((p) => Number(p.x));
-    y = pts.map((p) => Number(p.y));
-    labels = pts.map((p) => String(p.label ?? p.predicted ?? p.predicted_cell_type ?? ""));
-    conf = pts.map((p) => Number(p.confidence ?? p.prediction_confidence ?? 0));
-    ids = pts.map((p) => String(p.cell ?? p.cell_id ?? ""));
-    top3 = pts.map(topOf);
-  } else {
-    x = arr<number>(u.x);
-    y = arr<number>(u.y);
-    labels = arr<string>(u.labels ?? u.label ?? u.predicted).map(String);
-    conf = arr<number>(u.confidence);
-    const idv = u.cell_ids ?? u.cells ?? u.cell;
-    ids = Array.isArray(idv) ? arr<string>(idv).map(String) : undefined;
-    top3 = Array.isArray(u.top3) ? u.top3 : undefined;
-    if (!top3 && Array.isArray(u.top1_label)) {
-      top3 = x.map((_, i) => topOf(Object.fromEntries(Object.entries(u).filter(([k]) => /^top\d_/.test(k)).map(([k, v]) => [k, (v as unknown[])[i]]))));
-    }
-  }
-  if (isObj(u.obs)) obs = u.obs as Umap["obs"];
-  const n = x.length;
+/** The API's typed column-wise layout → Umap. */
+export function normUmap(u: ApiLayout | null | undefined, summary: J): Umap | null {
+  if (!u) return null;
+  const n = u.x.length;
   return {
-    x, y, cell_ids: ids, top3, obs,
-    labels: labels.length === n ? labels : Array(n).fill(""),
-    confidence: conf.length === n ? conf : [],
-    sampled: Boolean(u.sampled ?? summary.layout_sampled ?? false),
-    n_total: numOr(u.n_total ?? summary.n_cells, n)!,
+    x: u.x,
+    y: u.y,
+    cell_ids: u.cells,
+    top3: u.top3 ?? undefined,
+    obs: u.obs,
+    labels: u.labels?.length === n ? u.labels : Array(n).fill(""),
+    confidence: u.confidence?.length === n ? u.confidence : [],
+    sampled: u.sampled,
+    n_total: numOr(summary.n_cells, n)!,
     method: u.method ?? summary.layout ?? null,
   };
 }
@@ -378,9 +341,9 @@ export function normEvaluation(s: J, modelName: string): EvaluationArtifacts | n
   };
 }
 
-export function normResults(r: J): Results {
-  const s: J = isObj(r.summary) ? r.summary : {};
-  const typed = s as ApiResultSummary; // the fields the API's schema declares
+export function normResults(r: ApiResults): Results {
+  const typed: ApiResultSummary = r.summary; // the fields the API's schema declares
+  const s: J = typed; // plus each application's own keys (evaluation reports, fine-tune figures)
   const summary = {
     n_cells: numOr(s.n_cells, 0)!,
     label_counts: isObj(s.label_counts) ? (s.label_counts as Record<string, number>) : {},
@@ -399,13 +362,13 @@ export function normResults(r: J): Results {
     raw: typed,
   };
   // evaluate()'s report.json arrives nested as summary.report on foundation-model evaluations
-  const evalSource: J = { ...s, ...(isObj(s.report) ? s.report : {}), ...(isObj(r.evaluation) ? r.evaluation : {}) };
+  const evalSource: J = { ...s, ...(isObj(s.report) ? s.report : {}) };
   return {
-    run_id: String(r.run_id ?? r.run?.id ?? ""),
-    application_id: r.application_id ?? r.run?.application_id ?? null,
+    run_id: r.run.id,
+    application_id: r.run.application_id,
     summary,
-    umap: normUmap(r.umap ?? r.layout, s),
+    umap: normUmap(r.layout, s),
     cells: normCells(r.cells),
-    evaluation: normEvaluation(evalSource, String(s.model ?? r.model_id ?? r.run?.model_id ?? "model")),
+    evaluation: normEvaluation(evalSource, String(s.model ?? r.run.model_id)),
   };
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { normResults } from "../api/normalize";
 import { setApiKey } from "../api/client";
 import { stubFetch } from "../test/fetch";
+import { withSummary } from "../test/fixtures";
 import { EvaluationPage, EvaluationReport } from "./EvaluationPage";
 
 describe("EvaluationReport", () => {
@@ -48,6 +49,6 @@ describe("EvaluationReport", () => {
     );
     expect(screen.getByTestId("summary-table").querySelectorAll("tbody tr")).toHaveLength(2);
     expect(screen.getByText("The model and the data name cell types differently")).toBeTruthy();
-    expect(normResults({ summary }).evaluation!.confusion[0].labels).toEqual(["A", "B"]);
+    expect(normResults(withSummary(summary)).evaluation!.confusion[0].labels).toEqual(["A", "B"]);
   });
 });

@@ -10,6 +10,8 @@ import status from "./status.json";
 export { applications };
 export const recordedResults = results as ApiResults & { layout: NonNullable<ApiResults["layout"]>; cells: NonNullable<ApiResults["cells"]> };
 export const recordedStatus = status as ApiRun;
+/** The recorded annotation's answer with another application's summary, no layout and no cells. */
+export const withSummary = (summary: Record<string, unknown>): ApiResults => ({ ...recordedResults, summary, layout: null, cells: null });
 
 export const demoModel = {
   id: "demo-logreg-pbmc68k",
