@@ -1,6 +1,8 @@
 // The one place the UI talks to the service: fetch + XHR (for upload progress), JSON errors.
 import { normApplication, normDataset, normModel, normResults, normRuns, normStatus } from "./normalize";
 import type {
+  ApiApplication,
+  ApiModel,
   ApiResults,
   ApiRun,
   ApiRunPage,
@@ -129,11 +131,11 @@ const list = (v: Raw): Raw[] => (Array.isArray(v) ? v : Array.isArray(v?.items) 
 
 export const api = {
   applications: async (signal?: AbortSignal): Promise<Application[]> =>
-    list(await request<Raw>("GET", "/applications", undefined, signal)).map(normApplication),
+    (await request<ApiApplication[]>("GET", "/applications", undefined, signal)).map(normApplication),
   models: async (signal?: AbortSignal): Promise<ModelInfo[]> =>
-    list(await request<Raw>("GET", "/models", undefined, signal)).map(normModel),
+    (await request<ApiModel[]>("GET", "/models", undefined, signal)).map(normModel),
   applicationModels: async (appId: string, signal?: AbortSignal): Promise<ModelInfo[]> =>
-    list(await request<Raw>("GET", `/applications/${encodeURIComponent(appId)}/models`, undefined, signal)).map(normModel),
+    (await request<ApiModel[]>("GET", `/applications/${encodeURIComponent(appId)}/models`, undefined, signal)).map(normModel),
   submit: (req: SubmitRequest) => request<SubmitResponse>("POST", "/submit", req),
   status: async (runId: string, signal?: AbortSignal): Promise<RunStatus> =>
     normStatus(await request<ApiRun>("GET", `/status/${encodeURIComponent(runId)}`, undefined, signal)),

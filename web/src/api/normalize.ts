@@ -1,6 +1,8 @@
 // Map the service's JSON onto the UI's types, tolerating optional or differently nested fields.
 import type {
+  ApiApplication,
   ApiCellPage,
+  ApiModel,
   ApiLayout,
   ApiResults,
   ApiRun,
@@ -71,14 +73,8 @@ export function paramsFromSchema(schema: unknown): ParamSpec[] {
   });
 }
 
-export function normApplication(a: J): Application {
-  return {
-    id: String(a.id),
-    name: a.name ?? String(a.id),
-    description: a.description ?? "",
-    params: paramsFromSchema(a.params ?? a.params_schema),
-    needs_labels: a.needs_labels,
-  };
+export function normApplication(a: ApiApplication): Application {
+  return { id: a.id, name: a.name, description: a.description ?? "", params: paramsFromSchema(a.params_schema) };
 }
 
 const METRIC_KEYS = ["accuracy", "macro_f1", "weighted_f1", "ece", "balanced_accuracy"];
@@ -90,36 +86,33 @@ function metricsOf(block: unknown, extra: Partial<ModelMetric>): ModelMetric[] {
     .map(([k, v]) => ({ name: k, value: v as number, ...extra }));
 }
 
-export function normModel(m: J): ModelInfo {
-  const req: J = isObj(m.requirements) ? m.requirements : isObj(m.input) ? m.input : {};
-  let metrics: ModelMetric[] = [];
-  if (Array.isArray(m.metrics)) metrics = m.metrics as ModelMetric[];
-  else if (isObj(m.metrics)) {
-    for (const e of arr<J>(m.metrics.evaluations)) {
-      if (!isObj(e)) continue;
-      const src = { evaluation_run_id: e.run_id ?? null, dataset: e.label_key ? `labels: ${e.label_key}` : null };
-      metrics.push(...metricsOf(e.metrics, src));
-    }
-    metrics.push(...metricsOf(m.metrics.training_holdout, { evaluation_run_id: null, dataset: "held-out split at training" }));
+/** The API's typed model; ``requirements`` and the evaluations' metrics are free-form in the schema. */
+export function normModel(m: ApiModel): ModelInfo {
+  const req: J = m.requirements;
+  const metrics: ModelMetric[] = [];
+  for (const e of m.metrics.evaluations) {
+    const src = { evaluation_run_id: e.run_id, dataset: e.label_key ? `labels: ${e.label_key}` : null };
+    metrics.push(...metricsOf(e.metrics, src));
   }
+  metrics.push(...metricsOf(m.metrics.training_holdout, { evaluation_run_id: null, dataset: "held-out split at training" }));
   return {
-    id: String(m.id),
-    name: m.name ?? String(m.id),
-    family: m.family ?? "unknown",
-    applications: arr<string>(m.applications),
-    ready: Boolean(m.ready),
-    ready_reason: m.ready ? null : m.status ?? m.ready_reason ?? null,
-    n_parameters: numOr(m.n_parameters ?? m.parameters ?? req.n_parameters),
-    embedding_dim: numOr(m.embedding_dim ?? req.embedding_dim),
-    size_bytes: numOr(m.size_bytes),
+    id: m.id,
+    name: m.name,
+    family: m.family,
+    applications: m.applications,
+    ready: m.ready,
+    ready_reason: m.ready ? null : m.status,
+    n_parameters: numOr(req.n_parameters),
+    embedding_dim: numOr(req.embedding_dim),
+    size_bytes: m.size_bytes,
     input: {
       representation: req.representation ?? (req.needs === "counts" ? "counts" : null),
       gene_id_kind: req.gene_key_kind ?? req.gene_id_kind ?? null,
       n_genes: numOr(req.n_genes ?? m.n_genes),
     },
-    classes: arr<string>(m.classes),
+    classes: m.classes,
     metrics,
-    description: m.description ?? null,
+    description: null,
   };
 }
 
