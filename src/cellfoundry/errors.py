@@ -6,6 +6,10 @@ Every error carries a ``code`` (stable, machine-readable), a ``message`` (what i
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
 
 class CellfoundryError(Exception):
     """Base error: ``message`` says what is wrong, ``hint`` says how to fix it."""
@@ -131,3 +135,28 @@ class FileLimitError(DataError):
 
     code = "file_too_large"
     status = 413
+
+
+_PATH_CHARS = r"[^\s'\"()\[\]{}<>,;]"
+_SERVER_TOPS = ("/tmp", "/home", "/root", "/var", "/usr", "/opt", "/etc", "/proc", "/srv", "/mnt")
+
+
+def redact_paths(text: str, roots: Iterable[str | Path] = ()) -> str:
+    """``text`` with server paths (under ``roots`` or the usual top folders) cut to their last
+    part, so a message shown to a client never reveals where the server keeps its files."""
+    prefixes = sorted(
+        {str(Path(r)) for r in roots if str(r) not in ("", "/")} | set(_SERVER_TOPS),
+        key=len,
+        reverse=True,
+    )
+    pattern = re.compile(
+        "(?:"
+        + "|".join(re.escape(p) for p in prefixes)
+        + f")(?!{_PATH_CHARS}(?<!/))(?:/{_PATH_CHARS}*)*"
+    )
+
+    def cut(m: re.Match[str]) -> str:
+        name = m.group(0).rstrip("/").rsplit("/", 1)[-1]
+        return name if name and m.group(0).count("/") > 1 else "<server path>"
+
+    return pattern.sub(cut, text)

@@ -22,7 +22,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cellfoundry.config import Settings
-from cellfoundry.errors import CellfoundryError
+from cellfoundry.errors import CellfoundryError, redact_paths
 from cellfoundry.jobs import lease, shards, states
 from cellfoundry.jobs.applications import TaskContext, TaskOutput, get_application
 from cellfoundry.jobs.heartbeat import Beat
@@ -225,7 +225,10 @@ class Engine:
     def fail(
         self, run_id: str, code: str, message: str, hint: str | None, owner: str | None = None
     ) -> None:
-        """Mark the run failed with a reason (only while it is active, and ours when ``owner``)."""
+        """Mark the run failed with a reason (only while it is active, and ours when ``owner``);
+        server paths in the reason are cut to their last part (clients read it)."""
+        roots = [self.settings.home, self.settings.storage]
+        message, hint = redact_paths(message, roots), hint and redact_paths(hint, roots)
 
         def write() -> bool:
             with self.db.session() as s:
@@ -242,8 +245,8 @@ class Engine:
         self.fail(
             run_id,
             "internal_error",
-            f"{type(exc).__name__}: {exc}",
-            "this is a bug or an unexpected input; the worker log has the traceback",
+            "the run stopped on an unexpected error",
+            f"this is a bug or an unexpected input; the worker log has the traceback ({what})",
             owner=owner,
         )
 

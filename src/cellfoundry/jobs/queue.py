@@ -7,6 +7,7 @@ Messages are sent by task name (``send_task``), so sending never imports the wor
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cellfoundry.config import Settings
@@ -15,6 +16,7 @@ from cellfoundry.errors import UnavailableError
 if TYPE_CHECKING:
     from celery import Celery
 
+log = logging.getLogger("cellfoundry.jobs")
 RUN_TASK = "cellfoundry.run"
 SHARD_TASK = "cellfoundry.shard"
 MERGE_TASK = "cellfoundry.merge"
@@ -79,7 +81,8 @@ class CeleryQueue:
             client.ping()
             client.close()
         except Exception as exc:
-            return False, f"broker {self._safe_url()} unreachable: {type(exc).__name__}: {exc}"
+            log.warning("broker %s unreachable: %s: %s", self._safe_url(), type(exc).__name__, exc)
+            return False, f"broker {self._safe_url()} unreachable"
         return True, f"broker {self._safe_url()} reachable"
 
     def _safe_url(self) -> str:
@@ -101,9 +104,9 @@ class CeleryQueue:
                 name, args=args, queue=self.settings.queue_name, retry=False
             )
         except Exception as exc:
+            log.warning("broker %s refused %s%s: %s", self._safe_url(), name, args, exc)
             raise QueueUnavailable(
-                f"the job queue refused the message: {type(exc).__name__}: {exc}",
-                "check the broker and submit again",
+                "the job queue refused the message", "check the broker and submit again"
             ) from exc
 
     def dispatch_run(self, run_id: str) -> None:

@@ -14,8 +14,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cellfoundry.config import Settings, get_settings
-from cellfoundry.errors import CellfoundryError, NotFoundError, TooManyRequestsError
+from cellfoundry.errors import (
+    CellfoundryError,
+    NotFoundError,
+    TooManyRequestsError,
+    redact_paths,
+)
 from cellfoundry.service.platform import Platform
+from cellfoundry.service.request_id import HEADER, RequestIdMiddleware, request_id_of
 from cellfoundry.service.routes import ROUTERS
 from cellfoundry.store.db import migrate
 
@@ -53,44 +59,61 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
     app.state.platform = platform
     for router in ROUTERS:
         app.include_router(router)
-    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app, [settings.home, settings.storage])
     if settings.web_dir is not None and Path(settings.web_dir).is_dir():
         mount_spa(app, Path(settings.web_dir).resolve())
     return app
 
 
 def error_response(
+    request: Request,
     status: int,
     code: str,
     message: str,
     hint: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """The one error body: ``{"error": {"code", "message", "hint"}}``."""
+    """The one error body: ``{"error": {"code", "message", "hint", "request_id"}}``."""
+    rid = request_id_of(request)
     return JSONResponse(
-        {"error": {"code": code, "message": message, "hint": hint}},
+        {"error": {"code": code, "message": message, "hint": hint, "request_id": rid}},
         status_code=status,
-        headers=headers,
+        headers={**(headers or {}), HEADER: rid},
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error to the one error body."""
+def install_error_handlers(app: FastAPI, roots: list[Path]) -> None:
+    """Map every error to the one error body; details (exception text, SQL, paths) go to the log
+    only, under the request id that the client also gets."""
 
     @app.exception_handler(CellfoundryError)
-    async def _cf_error(_: Request, exc: CellfoundryError) -> JSONResponse:
+    async def _cf_error(request: Request, exc: CellfoundryError) -> JSONResponse:
+        message, hint = redact_paths(exc.message, roots), redact_paths(exc.hint or "", roots)
+        if exc.__cause__ is not None or message != exc.message:
+            log.info(
+                "request %s: %s %s -> %s %s: %s (cause: %r)",
+                request_id_of(request),
+                request.method,
+                request.url.path,
+                exc.status,
+                exc.code,
+                exc.message,
+                exc.__cause__,
+            )
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         if isinstance(exc, TooManyRequestsError) and exc.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        return error_response(exc.status, exc.code, exc.message, exc.hint, headers or None)
+        return error_response(request, exc.status, exc.code, message, hint or None, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for e in exc.errors()[:10]:
             loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
             parts.append(f"{loc}: {e.get('msg')}")
         return error_response(
+            request,
             422,
             "invalid_request",
             "; ".join(parts) or "invalid request",
@@ -98,19 +121,27 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         hint = "see /docs for the available endpoints" if exc.status_code in (404, 405) else None
-        return error_response(exc.status_code, code, str(exc.detail), hint, exc.headers)
+        return error_response(request, exc.status_code, code, str(exc.detail), hint, exc.headers)
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        rid = request_id_of(request)
+        log.error(
+            "request %s: %s %s failed",
+            rid,
+            request.method,
+            request.url.path,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
         return error_response(
+            request,
             500,
             "internal_error",
-            f"{type(exc).__name__}: {exc}",
-            "this is a bug; the server log has details",
+            "the server could not complete the request",
+            f"this is a bug; report it with the request id {rid} (the server log has the details)",
         )
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cellfoundry.errors import redact_paths
 from cellfoundry.jobs.applications import APPLICATIONS
 from cellfoundry.service.schemas import DatasetPublic, ModelPublic, RunPublic
 from cellfoundry.store.model_records import check_ready
@@ -22,7 +23,11 @@ def aware(t: dt.datetime | None) -> dt.datetime | None:
 def run_public(run: Run) -> RunPublic:
     err = None
     if run.state == RunState.FAILED or run.error_message:
-        err = {"code": run.error_code, "message": run.error_message, "hint": run.error_hint}
+        err = {
+            "code": run.error_code,
+            "message": run.error_message and redact_paths(run.error_message),
+            "hint": run.error_hint and redact_paths(run.error_hint),
+        }
     return RunPublic.model_validate(
         {
             "id": run.id,

@@ -21,6 +21,9 @@ class ErrorBody(BaseModel):
     code: str = Field(..., description="stable machine-readable error code")
     message: str = Field(..., description="what is wrong")
     hint: str | None = Field(None, description="how to fix it")
+    request_id: str | None = Field(
+        None, description="also in the X-Request-ID header; the server log has the details"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -72,11 +75,13 @@ class WorkerPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
+    """Without an API key only ``status``; with one also the checks, workers and models."""
+
     status: Literal["ok", "degraded"]
-    database: CheckPublic
-    queue: QueueCheckPublic
-    workers: list[WorkerPublic]
-    loaded_models: list[str]
+    database: CheckPublic | None = None
+    queue: QueueCheckPublic | None = None
+    workers: list[WorkerPublic] | None = None
+    loaded_models: list[str] | None = None
 
 
 # --- catalogue ----------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ async def receive_upload(
         out.close()
         os.unlink(tmp)
         raise BadRequestError(
-            f"the multipart body could not be parsed: {exc}",
+            "the multipart body could not be parsed",
             f"send a well-formed multipart/form-data body with the field '{field}'",
             code="bad_multipart",
         ) from exc
