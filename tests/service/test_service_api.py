@@ -57,7 +57,8 @@ def test_public_catalogue_and_health(stack: Stack) -> None:
     assert [m["id"] for m in c.get("/applications/annotation/models").json()] == [
         m["id"] for m in models
     ]
-    health = c.get("/health").json()
+    assert c.get("/health").json() == {"status": "ok"}  # anonymous: no details
+    health = stack.server.client().get("/health").json()
     assert health["status"] == "ok" and health["database"]["ok"] and health["queue"]["ok"]
     assert MODEL in health["loaded_models"] and health["workers"]
     assert c.get("/applications/nope/models").json()["error"]["code"] == "unknown_application"
