@@ -299,6 +299,10 @@ class Engine:
             self._models[key] = load_model(self.model_dir(rec))
         return self._models[key]
 
+    def forget_model(self, rec: ModelRecord) -> None:
+        """Drop a (deleted) model from this process's cache."""
+        self._models.pop(f"{rec.id}:{rec.path}", None)
+
     def register_result_model(self, folder: Path, run: Run) -> str:
         from cellfoundry.store.model_records import register_model
 

@@ -62,7 +62,15 @@ async def current_user_fast(request: Request, platform: PlatformDep) -> str:
     return user_of_request(request, platform)
 
 
+def optional_user(request: Request, platform: PlatformDep) -> str | None:
+    """The calling user's id, or None without an ``Authorization`` header (a bad key is 401)."""
+    if not request.headers.get("authorization"):
+        return None
+    return user_of_request(request, platform)
+
+
 UserDep = Annotated[str, Depends(current_user)]
+OptionalUserDep = Annotated[str | None, Depends(optional_user)]
 FastUserDep = Annotated[str, Depends(current_user_fast)]
 Id = Annotated[str, PathParam(pattern=ID_PATTERN)]
 RunId = Annotated[str, PathParam(pattern=ID_PATTERN, description="a run id from POST /submit")]

@@ -29,7 +29,8 @@ log = logging.getLogger("cellfoundry.service")
 
 
 def register_upload(platform: Platform, uid: str, up: Uploaded) -> DatasetPublic:
-    """Check the uploaded file in the sandbox, keep one copy per content hash, record the dataset."""
+    """Check the uploaded file in the sandbox, keep one copy per owner and content hash, and
+    record the dataset (each owner's files live in their own folder)."""
     with platform.db.session() as s:
         existing = s.scalar(
             select(Dataset).where(Dataset.owner_id == uid, Dataset.sha256 == up.sha256)
@@ -42,7 +43,7 @@ def register_upload(platform: Platform, uid: str, up: Uploaded) -> DatasetPublic
         staged = staging / up.filename
         os.replace(up.path, staged)
         summary = _intake(platform, staged, up.filename)
-        folder = platform.storage.dataset_dir(up.sha256)
+        folder = platform.storage.dataset_dir(uid, up.sha256)  # owners never share a folder
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / up.filename
         if not dest.exists():

@@ -18,7 +18,7 @@ from cellfoundry.service.ratelimit import TokenBuckets
 from cellfoundry.store.db import Database
 from cellfoundry.store.keys import verify_key
 from cellfoundry.store.storage import FileStorage
-from cellfoundry.store.tables import Application, ModelRecord
+from cellfoundry.store.tables import Application, ModelRecord, Visibility
 
 log = logging.getLogger("cellfoundry.service")
 
@@ -66,7 +66,7 @@ class Platform:
                 continue
             try:
                 ann = self.engine.annotator(rec)
-                self.predictor.add(rec.id, ann)
+                self.predictor.add(rec.id, ann, rec.owner_id, rec.visibility == Visibility.PUBLIC)
             except CellfoundryError as exc:
                 log.info("model %s not preloaded for /predict: %s", rec.id, exc.message)
 

@@ -30,6 +30,12 @@ class LoadedModel:
     annotator: Any
     plans: OrderedDict[tuple[tuple[str, ...], str], InputPlan]
     lock: threading.Lock
+    owner_id: str | None = None
+    public: bool = True
+
+    def visible_to(self, uid: str) -> bool:
+        """Whether user ``uid`` may use this model (public, or theirs)."""
+        return self.public or self.owner_id == uid
 
     def plan(self, genes: tuple[str, ...], values: str) -> InputPlan:
         key = (genes, values)
@@ -105,7 +111,9 @@ class Predictor:
         self.models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
-    def add(self, model_id: str, annotator: Any) -> None:
+    def add(
+        self, model_id: str, annotator: Any, owner_id: str | None = None, public: bool = True
+    ) -> None:
         if not hasattr(annotator, "logits_or_proba") or not hasattr(annotator, "genes"):
             raise CellfoundryError(
                 f"model '{model_id}' ({annotator.family}) does not support real-time prediction",
@@ -114,8 +122,16 @@ class Predictor:
             )
         with self._lock:
             self.models[model_id] = LoadedModel(
-                model_id, annotator, OrderedDict(), threading.Lock()
+                model_id, annotator, OrderedDict(), threading.Lock(), owner_id, public
             )
+
+    def remove(self, model_id: str) -> None:
+        with self._lock:
+            self.models.pop(model_id, None)
+
+    def default_for(self, uid: str) -> LoadedModel | None:
+        """The first loaded model that ``uid`` may use."""
+        return next((m for m in list(self.models.values()) if m.visible_to(uid)), None)
 
     def predict(
         self,

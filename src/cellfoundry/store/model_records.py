@@ -11,13 +11,13 @@ import re
 import shutil
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from cellfoundry.errors import ModelError
 from cellfoundry.store.db import Database
 from cellfoundry.store.storage import FileStorage
-from cellfoundry.store.tables import ModelRecord
+from cellfoundry.store.tables import ModelRecord, Visibility
 
 log = logging.getLogger("cellfoundry.store")
 
@@ -39,8 +39,12 @@ def register_model(
     owner_id: str | None = None,
     source_run_id: str | None = None,
     copy: bool = True,
+    visibility: Visibility | None = None,
 ) -> ModelRecord:
-    """Register an artifact folder (copied into storage when ``copy``); returns the record."""
+    """Register an artifact folder (copied into storage when ``copy``); returns the record.
+
+    ``visibility`` defaults to public for models without an owner (demo, admin-registered) and
+    private for a user's models (fine-tunes)."""
     from cellfoundry.artifacts import Manifest
     from cellfoundry.models.registry import family_info
 
@@ -82,10 +86,22 @@ def register_model(
         status="ready",
         owner_id=owner_id,
         source_run_id=source_run_id,
+        visibility=visibility or (Visibility.PUBLIC if owner_id is None else Visibility.PRIVATE),
     )
     session.add(rec)
     session.flush()
     return rec
+
+
+def visible_to(uid: str | None) -> ColumnElement[bool]:
+    """The models user ``uid`` may see and use: public ones and their own (anonymous: public)."""
+    public = ModelRecord.visibility == Visibility.PUBLIC
+    return public if uid is None else or_(public, ModelRecord.owner_id == uid)
+
+
+def can_use(rec: ModelRecord, uid: str | None) -> bool:
+    """Whether user ``uid`` may see and use the model of ``rec`` (``visible_to`` in Python)."""
+    return rec.visibility == Visibility.PUBLIC or (uid is not None and rec.owner_id == uid)
 
 
 def check_ready(storage: FileStorage, rec: ModelRecord) -> tuple[bool, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -52,8 +53,28 @@ class FileStorage:
     def relative(self, path: Path) -> str:
         return str(Path(path).resolve().relative_to(self.root))
 
-    def dataset_dir(self, sha256: str) -> Path:
-        return self.resolve(Path("datasets") / check_id(sha256, "content hash"))
+    def dataset_dir(self, owner_id: str, sha256: str) -> Path:
+        """The folder of one owner's upload of some content: owners never share a folder."""
+        return self.resolve(
+            Path("datasets") / check_id(owner_id, "owner id") / check_id(sha256, "content hash")
+        )
+
+    def remove_file(self, relative: str | Path) -> None:
+        """Remove a stored file, and its folder when that is left empty."""
+        p = self.resolve(relative)
+        p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            p.parent.rmdir()
+
+    def remove_tree(self, relative: str | Path) -> None:
+        """Remove a stored folder or file (never the storage folder itself)."""
+        p = self.resolve(relative)
+        if p == self.root:
+            return
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
     def run_dir(self, run_id: str) -> Path:
         p = self.resolve(Path("runs") / check_id(run_id, "run id"))

@@ -31,6 +31,13 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class Visibility(StrEnum):
+    """Who sees a model: everyone (demo and admin-registered models) or only its owner."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
 FINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
 
 
@@ -104,6 +111,9 @@ class ModelRecord(Base):
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
     source_run_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    visibility: Mapped[str] = mapped_column(
+        String(10), default=Visibility.PUBLIC, server_default=Visibility.PUBLIC.value
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

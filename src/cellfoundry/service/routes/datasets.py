@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from cellfoundry.errors import NotFoundError
+from cellfoundry.service.deletion import delete_dataset
 from cellfoundry.service.deps import Id, PlatformDep, SessionDep, UserDep
 from cellfoundry.service.ingest import register_upload
 from cellfoundry.service.platform import Platform
@@ -55,12 +58,32 @@ def datasets(s: SessionDep, uid: UserDep) -> list[DatasetPublic]:
     return [dataset_public(d) for d in rows]
 
 
-@router.get("/datasets/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404))
-def dataset(dataset_id: Id, s: SessionDep, uid: UserDep) -> DatasetPublic:
-    """One of your datasets with its validation report."""
+def own_dataset(dataset_id: Id, s: SessionDep, uid: UserDep) -> Dataset:
+    """The caller's dataset; 404 when it does not exist or is someone else's."""
     d = s.get(Dataset, dataset_id)
     if d is None or d.owner_id != uid:
         raise NotFoundError(
             f"no dataset '{dataset_id}'", "list yours with GET /datasets", code="dataset_not_found"
         )
+    return d
+
+
+OwnDataset = Annotated[Dataset, Depends(own_dataset)]
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404))
+def dataset(d: OwnDataset) -> DatasetPublic:
+    """One of your datasets with its validation report."""
     return dataset_public(d)
+
+
+@router.delete(
+    "/datasets/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(401, 404, 409),
+)
+def remove_dataset(d: OwnDataset, s: SessionDep, platform: PlatformDep) -> Response:
+    """Delete one of your datasets, its finished runs and their files (409 while runs are active)."""
+    delete_dataset(platform, s, d)
+    return Response(status_code=204)

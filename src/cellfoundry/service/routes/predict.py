@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from cellfoundry.errors import CellfoundryError, NotFoundError, TooLargeError, UnavailableError
@@ -16,7 +17,8 @@ from cellfoundry.service.deps import FastUserDep, PlatformDep
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.predict import LoadedModel
 from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
-from cellfoundry.store.tables import ModelRecord
+from cellfoundry.store.model_records import visible_to
+from cellfoundry.store.tables import ModelRecord, Visibility
 
 router = APIRouter(tags=["predict"])
 
@@ -50,16 +52,22 @@ async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> 
     else:
         body, cells = await run_in_threadpool(_parse, raw, st.predict_max_cells)
     pred = platform.predictor
-    mid = body.model_id or next(iter(pred.models), None)
-    if mid is None:
-        raise UnavailableError(
-            "no model is loaded for real-time prediction",
-            "register a baseline model and restart, or set CELLFOUNDRY_PRELOAD_MODELS",
-            code="no_model_loaded",
-        )
-    loaded = pred.models.get(mid)
+    if body.model_id is None:
+        loaded = pred.default_for(uid)
+        if loaded is None:
+            raise UnavailableError(
+                "no model is loaded for real-time prediction",
+                "register a baseline model and restart, or set CELLFOUNDRY_PRELOAD_MODELS",
+                code="no_model_loaded",
+            )
+    else:
+        loaded = pred.models.get(body.model_id)
+        if loaded is not None and not loaded.visible_to(uid):
+            raise _no_model(body.model_id)
     model = (
-        loaded if loaded is not None else await run_in_threadpool(_load_on_demand, platform, mid)
+        loaded
+        if loaded is not None
+        else await run_in_threadpool(_load_on_demand, platform, str(body.model_id), uid)
     )
 
     def answer() -> bytes:
@@ -126,13 +134,19 @@ def _parse(raw: bytes, max_cells: int) -> tuple[PredictRequest, list[dict[str, f
     return body, cells
 
 
-def _load_on_demand(platform: Platform, model_id: str) -> LoadedModel:
+def _no_model(model_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"no model '{model_id}'", "see GET /models for the ids", code="model_not_found"
+    )
+
+
+def _load_on_demand(platform: Platform, model_id: str, uid: str) -> LoadedModel:
     with platform.db.session() as s:
-        rec = s.get(ModelRecord, model_id)
+        rec = s.scalar(select(ModelRecord).where(ModelRecord.id == model_id, visible_to(uid)))
         if rec is None:
-            raise NotFoundError(
-                f"no model '{model_id}'", "see GET /models for the ids", code="model_not_found"
-            )
+            raise _no_model(model_id)
         s.expunge(rec)
-    platform.predictor.add(model_id, platform.engine.annotator(rec))
+    platform.predictor.add(
+        model_id, platform.engine.annotator(rec), rec.owner_id, rec.visibility == Visibility.PUBLIC
+    )
     return platform.predictor.models[model_id]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
 from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
 from cellfoundry.jobs.applications import get_application
 from cellfoundry.jobs.queue import QueueUnavailable
 from cellfoundry.jobs.states import cancel_run
+from cellfoundry.service.deletion import delete_runs
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep, UserDep
 from cellfoundry.service.public import run_public
 from cellfoundry.service.quotas import check_run_quota
@@ -24,7 +25,7 @@ from cellfoundry.service.schemas import (
     SubmitPublic,
     errors,
 )
-from cellfoundry.store.model_records import check_ready
+from cellfoundry.store.model_records import can_use, check_ready
 from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunState
 
 router = APIRouter(tags=["runs"])
@@ -48,7 +49,7 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
             code="dataset_not_found",
         )
     rec = s.get(ModelRecord, body.model_id)
-    if rec is None:
+    if rec is None or not can_use(rec, uid):
         raise NotFoundError(
             f"no model '{body.model_id}'", "see GET /models for the ids", code="model_not_found"
         )
@@ -110,6 +111,16 @@ def cancel(run: OwnRunDep, s: SessionDep) -> RunPublic:
         s.commit()
         s.refresh(run)
     return run_public(run)
+
+
+@router.delete(
+    "/runs/{run_id}", status_code=204, response_class=Response, responses=errors(401, 404, 409)
+)
+def remove_run(run: OwnRunDep, s: SessionDep, platform: PlatformDep) -> Response:
+    """Delete one of your finished runs and its files (409 while it is queued or running;
+    a model it produced stays, with its files)."""
+    delete_runs(platform, s, [run])
+    return Response(status_code=204)
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(401))

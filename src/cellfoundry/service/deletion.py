@@ -1,0 +1,89 @@
+"""Deleting a user's datasets, runs and models: the rows and the files they own.
+
+Active (queued or running) runs are never deleted from under their worker: the caller cancels
+them first (409 with a hint). Files shared with another row are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from cellfoundry.errors import ConflictError
+from cellfoundry.jobs.states import ACTIVE_STATES
+from cellfoundry.service.platform import Platform
+from cellfoundry.store.tables import (
+    Dataset,
+    Evaluation,
+    ModelRecord,
+    Result,
+    Run,
+    RunShard,
+)
+
+log = logging.getLogger("cellfoundry.service")
+
+
+def _refuse_active(runs: list[Run], what: str) -> None:
+    active = [r.id for r in runs if r.state in ACTIVE_STATES]
+    if active:
+        raise ConflictError(
+            f"{what} has {len(active)} queued or running run(s): {', '.join(active[:5])}",
+            "cancel them first (POST /runs/{run_id}/cancel), then delete again",
+            code="active_runs",
+        )
+
+
+def delete_runs(platform: Platform, s: Session, runs: list[Run]) -> None:
+    """Remove finished runs: rows (result, shards, evaluations) and their folders, keeping the
+    folder of any model a run produced that still exists."""
+    _refuse_active(runs, "this")
+    for run in runs:
+        kept = {
+            platform.storage.resolve(p)
+            for p in s.scalars(select(ModelRecord.path).where(ModelRecord.source_run_id == run.id))
+            if not Path(p).is_absolute()
+        }
+        folder = platform.storage.resolve(Path("runs") / run.id)
+        if not kept:
+            platform.storage.remove_run(run.id)
+        elif folder.is_dir():
+            for child in folder.iterdir():
+                if child not in kept and not any(k.is_relative_to(child) for k in kept):
+                    platform.storage.remove_tree(platform.storage.relative(child))
+        for table in (Evaluation, Result, RunShard):
+            s.execute(delete(table).where(table.run_id == run.id))
+        s.delete(run)
+    s.flush()
+
+
+def delete_dataset(platform: Platform, s: Session, d: Dataset) -> None:
+    """Remove a dataset with its (finished) runs, and its file unless another row shares it."""
+    runs = list(s.scalars(select(Run).where(Run.dataset_id == d.id)))
+    _refuse_active(runs, f"dataset '{d.id}'")
+    delete_runs(platform, s, runs)
+    s.execute(delete(Evaluation).where(Evaluation.dataset_id == d.id))
+    shared = s.scalar(
+        select(func.count()).select_from(Dataset).where(Dataset.path == d.path, Dataset.id != d.id)
+    )
+    if not shared:
+        platform.storage.remove_file(d.path)
+    s.delete(d)
+    s.flush()
+
+
+def delete_model(platform: Platform, s: Session, rec: ModelRecord) -> None:
+    """Remove a model with the (finished) runs that used it, and its artifact folder."""
+    runs = list(s.scalars(select(Run).where(Run.model_id == rec.id)))
+    _refuse_active(runs, f"model '{rec.id}'")
+    delete_runs(platform, s, runs)
+    s.execute(delete(Evaluation).where(Evaluation.model_id == rec.id))
+    platform.predictor.remove(rec.id)
+    platform.engine.forget_model(rec)
+    if not Path(rec.path).is_absolute():  # a folder registered in place is the admin's, not ours
+        platform.storage.remove_tree(rec.path)
+    s.delete(rec)
+    s.flush()
