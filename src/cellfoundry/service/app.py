@@ -11,7 +11,9 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from cellfoundry.config import Settings, get_settings
 from cellfoundry.errors import (
@@ -124,7 +126,10 @@ def install_error_handlers(app: FastAPI, roots: list[Path]) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         hint = "see /docs for the available endpoints" if exc.status_code in (404, 405) else None
-        return error_response(request, exc.status_code, code, str(exc.detail), hint, exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(request, exc.status_code, code, str(exc.detail), hint, headers)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -143,6 +148,15 @@ def install_error_handlers(app: FastAPI, roots: list[Path]) -> None:
             "the server could not complete the request",
             f"this is a bug; report it with the request id {rid} (the server log has the details)",
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of every route whose path matches the request's (for ``Allow``)."""
+    methods: set[str] = set()
+    for r in (r for router in ROUTERS for r in router.routes):
+        if isinstance(r, Route | APIRoute) and r.methods and r.path_regex.match(request.url.path):
+            methods |= r.methods
+    return sorted(methods)
 
 
 def mount_spa(app: FastAPI, root: Path) -> None:
