@@ -13,7 +13,7 @@ export interface paths {
         };
         /**
          * Health
-         * @description Database, queue, workers and loaded models.
+         * @description ``status`` (ok or degraded); with a valid API key also database, queue, workers and models.
          */
         get: operations["health_health_get"];
         put?: never;
@@ -53,12 +53,33 @@ export interface paths {
         };
         /**
          * Models
-         * @description Registered models with measured metrics, size, input requirements and readiness.
+         * @description Models with measured metrics, size, input requirements and readiness: the public ones,
+         *     and with an API key also your own (fine-tuned) ones.
          */
         get: operations["models_models_get"];
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/models/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove Model
+         * @description Delete one of your models (fine-tunes), the finished runs that used it and its files.
+         */
+        delete: operations["remove_model_models__model_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -73,7 +94,7 @@ export interface paths {
         };
         /**
          * App Models
-         * @description The models that serve an application.
+         * @description The models (that you can see) that serve an application.
          */
         get: operations["app_models_applications__app_id__models_get"];
         put?: never;
@@ -138,7 +159,11 @@ export interface paths {
         get: operations["dataset_datasets__dataset_id__get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Remove Dataset
+         * @description Delete one of your datasets, its finished runs and their files (409 while runs are active).
+         */
+        delete: operations["remove_dataset_datasets__dataset_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -199,6 +224,27 @@ export interface paths {
          */
         post: operations["cancel_runs__run_id__cancel_post"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/runs/{run_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove Run
+         * @description Delete one of your finished runs and its files (409 while it is queued or running;
+         *     a model it produced stays, with its files).
+         */
+        delete: operations["remove_run_runs__run_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -423,6 +469,11 @@ export interface components {
              * @description how to fix it
              */
             hint?: string | null;
+            /**
+             * Request Id
+             * @description also in the X-Request-ID header; the server log has the details
+             */
+            request_id?: string | null;
         };
         /** ErrorResponse */
         ErrorResponse: {
@@ -446,19 +497,22 @@ export interface components {
              */
             created_at: string;
         };
-        /** HealthPublic */
+        /**
+         * HealthPublic
+         * @description Without an API key only ``status``; with one also the checks, workers and models.
+         */
         HealthPublic: {
             /**
              * Status
              * @enum {string}
              */
             status: "ok" | "degraded";
-            database: components["schemas"]["CheckPublic"];
-            queue: components["schemas"]["QueueCheckPublic"];
+            database?: components["schemas"]["CheckPublic"] | null;
+            queue?: components["schemas"]["QueueCheckPublic"] | null;
             /** Workers */
-            workers: components["schemas"]["WorkerPublic"][];
+            workers?: components["schemas"]["WorkerPublic"][] | null;
             /** Loaded Models */
-            loaded_models: string[];
+            loaded_models?: string[] | null;
         };
         /**
          * LayoutPublic
@@ -1007,6 +1061,80 @@ export interface operations {
                     "application/json": components["schemas"]["ModelPublic"][];
                 };
             };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (the server log has the details) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    remove_model_models__model_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not found (or not yours) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not in a state that allows this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Invalid input */
             422: {
                 headers: {
@@ -1045,6 +1173,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelPublic"][];
+                };
+            };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Not found (or not yours) */
@@ -1265,6 +1402,71 @@ export interface operations {
             };
         };
     };
+    remove_dataset_datasets__dataset_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                dataset_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not found (or not yours) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not in a state that allows this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (the server log has the details) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     submit_submit_post: {
         parameters: {
             query?: never;
@@ -1452,6 +1654,72 @@ export interface operations {
             };
             /** @description Not found (or not yours) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (the server log has the details) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    remove_run_runs__run_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a run id from POST /submit */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not found (or not yours) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not in a state that allows this */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
