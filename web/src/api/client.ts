@@ -2,6 +2,7 @@
 import { normApplication, normDataset, normModel, normResults, normRuns, normStatus } from "./normalize";
 import type {
   ApiApplication,
+  ApiDataset,
   ApiModel,
   ApiResults,
   ApiRun,
@@ -120,14 +121,11 @@ function qs(params: Record<string, string | number | undefined | null>): string 
   return s ? `?${s}` : "";
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Raw = any;
 /** offset/limit → the service's page (1-based) / page_size. */
 function paging(o: { offset?: number; limit?: number }): { page?: number; page_size?: number } {
   if (!o.limit) return {};
   return { page: Math.floor((o.offset ?? 0) / o.limit) + 1, page_size: o.limit };
 }
-const list = (v: Raw): Raw[] => (Array.isArray(v) ? v : Array.isArray(v?.items) ? v.items : []);
 
 export const api = {
   applications: async (signal?: AbortSignal): Promise<Application[]> =>
@@ -150,9 +148,9 @@ export const api = {
   results: async (runId: string, opts: { offset?: number; limit?: number } = {}, signal?: AbortSignal): Promise<Results> =>
     normResults(await request<ApiResults>("GET", `/results/${encodeURIComponent(runId)}${qs(paging(opts))}`, undefined, signal)),
   datasets: async (signal?: AbortSignal): Promise<Dataset[]> =>
-    list(await request<Raw>("GET", "/datasets", undefined, signal)).map(normDataset),
+    (await request<ApiDataset[]>("GET", "/datasets", undefined, signal)).map(normDataset),
   dataset: async (id: string, signal?: AbortSignal): Promise<Dataset> =>
-    normDataset(await request<Raw>("GET", `/datasets/${encodeURIComponent(id)}`, undefined, signal)),
+    normDataset(await request<ApiDataset>("GET", `/datasets/${encodeURIComponent(id)}`, undefined, signal)),
 };
 
 /** Upload a file as multipart field `file`, reporting progress 0–1; resolves with the dataset. */
@@ -177,7 +175,7 @@ export function uploadFile(
       }
       if (xhr.status >= 200 && xhr.status < 300) {
         onProgress(1);
-        resolve(normDataset(body as Raw));
+        resolve(normDataset(body as ApiDataset));
       } else reject(parseError(xhr.status, body));
     };
     xhr.onerror = () =>

@@ -2,6 +2,7 @@
 import type {
   ApiApplication,
   ApiCellPage,
+  ApiDataset,
   ApiModel,
   ApiLayout,
   ApiResults,
@@ -140,19 +141,15 @@ export function normReport(r: unknown): ValidationReport {
   };
 }
 
-export function normDataset(d: J): Dataset {
-  const report = normReport(d.report ?? d.validation ?? d.validation_report);
-  if (isObj(d.coverage) && !report.coverage.length) {
-    // {model_id: coverage}
-    report.coverage = Object.entries(d.coverage).map(([k, v]) => ({ ...(v as J), target: k } as never));
-  } else if (Array.isArray(d.coverage) && !report.coverage.length) report.coverage = normReport({ coverage: d.coverage }).coverage;
+/** The API's typed dataset; its validation ``report`` is free-form in the schema (normReport reads it). */
+export function normDataset(d: ApiDataset): Dataset {
   return {
-    id: String(d.dataset_id ?? d.id ?? ""),
-    filename: d.filename ?? d.name ?? "",
-    size_bytes: numOr(d.size_bytes),
-    sha256: d.sha256 ?? null,
-    created_at: d.created_at ?? null,
-    report,
+    id: d.id,
+    filename: d.filename,
+    size_bytes: d.size_bytes,
+    sha256: d.sha256,
+    created_at: d.created_at,
+    report: normReport(d.report),
   };
 }
 

@@ -5,6 +5,7 @@
 import type { ApiResults, ApiRun } from "../api/types";
 import applications from "./applications.json";
 import results from "./results.json";
+import upload from "./upload.json";
 import status from "./status.json";
 
 export { applications };
@@ -64,6 +65,7 @@ export const report = {
   obs_columns: ["cell_type", "n_counts"],
 };
 
+/** The recorded POST /upload answer with the report above (its warnings and low-coverage model). */
 export function uploadBody(extra: Record<string, unknown> = {}) {
-  return { dataset_id: "d_abc", filename: "pbmc3k.h5ad", size_bytes: 1000, sha256: "x", report, ...extra };
+  return { ...upload, id: "d_abc", filename: "pbmc3k.h5ad", report, ...extra };
 }
