@@ -36,7 +36,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 import cellfoundry as cf
-from cellfoundry.errors import CoverageError
+from cellfoundry.errors import CellfoundryError
 from cellfoundry.models.baselines.refit import DEFAULT_REFIT_BELOW
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def evaluate(
             t0 = time.perf_counter()
             try:
                 res = cf.annotate(part, model, **kw)  # type: ignore[arg-type]
-            except CoverageError as err:  # a refusal is a result too
+            except CellfoundryError as err:  # a refusal is a result too
                 row[mode] = {"macro_f1": None, "refused": err.message}
                 continue
             panel = res.gene_panel

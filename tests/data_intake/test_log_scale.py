@@ -168,6 +168,11 @@ def test_real_log_normalised_files_get_plausible_scales(shared_dir: Path, tmp_pa
     for name in ("scClassify_wang_subset", "scClassify_xin_subset"):
         m = cf.inspect(data / f"{name}.h5ad").matrix("X")
         assert m is not None and (m.log_base, m.log_target) == ("2", "1e6"), name
+    # a small panel of a log2-CPM file still gets its scale (its cells' totals stay far below 1e4)
+    xin = ad.read_h5ad(data / "scClassify_xin_subset.h5ad")
+    keep = np.sort(np.random.default_rng(0).choice(xin.n_vars, 98, replace=False))
+    small = validate(xin[:, keep].copy()).matrix("X")
+    assert small is not None and (small.log_base, small.log_target) == ("2", "1e6")
     # `cellfoundry inspect` shows what was found
     out = subprocess.run(
         [

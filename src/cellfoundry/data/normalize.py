@@ -174,8 +174,12 @@ def detect_log_scale(block: sp.spmatrix | np.ndarray) -> LogScale | None:
         if float(np.median(np.abs(unit - 1))) < 1e-3:
             return LogScale(best, "none", None, False, ev + "; that value is log(2): one count")
         tot = row_totals(y)
+        last = list(ROUND_TARGETS)[-1]
         for target, t in ROUND_TARGETS.items():
-            if tot.max() <= t * (1 + _CONST_TOL) and np.median(tot) / t >= _MIN_SUBSET_SHARE:
+            # the smallest usual total the cells fit; a smaller one only while the subset holds a
+            # plausible share of the counts (a few genes of log CPM data stay under 1e4)
+            share_ok = np.median(tot) / t >= _MIN_SUBSET_SHARE or target == last
+            if tot.max() <= t * (1 + _CONST_TOL) and share_ok:
                 share = f"cells' back-transformed totals reach {tot.max() / t:.0%} of {t:,.0f}"
                 return LogScale(best, target, t, True, f"{ev}; a gene subset: {share}")
         return LogScale(
