@@ -60,3 +60,39 @@ def test_predictor_equals_annotate_per_cell(trained: tuple[object, Path]) -> Non
     many = pred.predict(lm, cells, top_k=1)["predictions"]
     assert [p["top_k"][0]["label"] for p in many] == list(res.labels[:5])
     assert len(lm.plans) >= 10  # one cached plan per distinct gene list
+
+
+def test_predictor_with_panel_equals_batch_on_a_filtered_matrix(tmp_path: Path) -> None:
+    """A request that names its measured genes (`panel`) gets the batch answer for a matrix of
+    exactly those genes: model genes outside the panel are unobserved, not zero."""
+    ref = make_counts_adata(n_cells=400, n_genes=300, seed=5)
+    cf.train(ref, "cell_type", "logreg", out=tmp_path / "m", n_features=None)
+    full = make_counts_adata(n_cells=30, n_genes=300, seed=6)
+    keep = np.random.default_rng(1).permutation(300)[:210]  # a 70 % panel
+    query = full[:, np.sort(keep)].copy()
+    res = cf.annotate(query, tmp_path / "m")
+    assert res.summary()["gene_panel_mode"] == "unobserved"
+
+    pred = Predictor()
+    pred.add("m", cf.load_model(tmp_path / "m"))
+    lm = pred.models["m"]
+    x = query.X.tocsr()  # type: ignore[union-attr]
+    names = list(query.var_names)
+    cells = [
+        {names[j]: float(v) for j, v in zip(x[i].indices, x[i].data, strict=True)}
+        for i in range(query.n_obs)
+    ]
+    k = len(res.classes)
+    with_panel = pred.predict(lm, cells, top_k=k, panel=names)["predictions"]
+    without = pred.predict(lm, cells, top_k=k)["predictions"]
+    differs = 0
+    for i, (p, q) in enumerate(zip(with_panel, without, strict=True)):
+        got = {t["label"]: t["probability"] for t in p["top_k"]}
+        want = dict(zip(res.classes, res.probabilities[i].tolist(), strict=True))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+        old = {t["label"]: t["probability"] for t in q["top_k"]}
+        differs += old != pytest.approx(want, rel=1e-3, abs=0)  # the small ones move too
+    assert differs > 0  # without the panel, absent model genes are read as zero expression
+    # a single cell with the panel gets the same answer as inside the batch
+    one = pred.predict(lm, cells[:1], top_k=k, panel=names)["predictions"][0]
+    assert one["top_k"] == with_panel[0]["top_k"]

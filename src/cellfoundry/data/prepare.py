@@ -71,6 +71,12 @@ class InputPlan:
         return np.asarray(self.alignment.source_index) >= 0
 
     @property
+    def unobserved_mask(self) -> np.ndarray | None:
+        """``present`` for a model's ``logits_or_proba``, or ``None`` when every gene is present."""
+        present = self.present
+        return None if present.all() else present
+
+    @property
     def warnings(self) -> list[str]:
         out = []
         if self.coverage.fraction_present < WARN_COVERAGE:

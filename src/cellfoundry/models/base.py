@@ -241,7 +241,7 @@ class FeatureAnnotator(Annotator):
             disable=not progress,
         )
         present = plan.present
-        mask = None if present.all() else present
+        mask = plan.unobserved_mask
         for start, x in iter_features(adata, plan, chunk_size):
             proba = self.logits_or_proba(x, mask)
             out[start : start + x.shape[0]] = proba

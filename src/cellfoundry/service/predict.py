@@ -96,6 +96,18 @@ def cells_to_csr(
     return tuple(col), x
 
 
+def with_panel(
+    genes: tuple[str, ...], x: sp.csr_matrix, panel: list[str], max_genes: int | None = None
+) -> tuple[tuple[str, ...], sp.csr_matrix]:
+    """Add the panel's genes that no cell named as all-zero columns (measured, not expressed)."""
+    seen = set(genes)
+    extra = tuple(dict.fromkeys(g for g in panel if g not in seen))
+    if max_genes is not None and len(genes) + len(extra) > max_genes:
+        raise _too_many_genes(max_genes)
+    shape = (x.shape[0], len(genes) + len(extra))
+    return genes + extra, sp.csr_matrix((x.data, x.indices, x.indptr), shape=shape)
+
+
 def _too_many_genes(max_genes: int) -> CellfoundryError:
     return CellfoundryError(
         f"the request names more than {max_genes:,} distinct genes",
@@ -143,14 +155,21 @@ class Predictor:
         threshold: float | None = None,
         max_genes: int | None = None,
         species: str | None = None,
+        panel: list[str] | None = None,
     ) -> dict[str, Any]:
         """Top-k labels per cell with probabilities, Unknown below the threshold, and the gene coverage.
 
         CPU-bound: call it off the event loop. ``max_genes`` bounds the distinct gene names.
         Mouse, macaque or pig genes (``species``, else detected from the names) are mapped to
         human orthologs first, as in a batch run.
+
+        ``panel``: the genes measured for these cells. A panel gene a cell does not name is zero,
+        a model gene outside the panel is unobserved (reference mean), exactly as for a dataset
+        with those genes. Without a panel, a model gene the cell does not name counts as zero.
         """
         genes, x = cells_to_csr(cells, max_genes)
+        if panel is not None:
+            genes, x = with_panel(genes, x, panel, max_genes)
         rows = x.data
         if not np.isfinite(rows).all():
             raise CellfoundryError(
@@ -174,7 +193,9 @@ class Predictor:
                 f"{', '.join(ann.genes[:3])}",
                 code="low_gene_coverage",
             )
-        proba = ann.logits_or_proba(transform(x, plan))
+        proba = ann.logits_or_proba(
+            transform(x, plan), plan.unobserved_mask if panel is not None else None
+        )
         thr = ann.threshold if threshold is None else float(threshold)
         classes = ann.classes
         k = max(1, min(top_k, len(classes)))
@@ -184,8 +205,13 @@ class Predictor:
         if cov.fraction_present < WARN_COVERAGE:
             warnings.append(
                 f"only {cov.n_present} of the model's {cov.n_target} genes "
-                f"({cov.fraction_present:.1%}) are in the request; missing genes count as zero, "
-                "so predictions may be unreliable"
+                f"({cov.fraction_present:.1%}) are in the request; "
+                + (
+                    "the others are unobserved (reference mean)"
+                    if panel is not None
+                    else "the others count as zero: send 'panel' (the measured genes) so that "
+                    "genes outside it are treated as unobserved"
+                )
             )
         out = []
         for i in range(len(cells)):

@@ -366,6 +366,14 @@ class PredictRequest(BaseModel):
         description="species of the genes (human, mouse, rhesus, cynomolgus, pig); default: "
         "detected from the gene names. Non-human genes are mapped to human orthologs.",
     )
+    panel: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        max_length=100_000,
+        description="the genes measured for these cells (e.g. the var names of a filtered matrix). "
+        "A panel gene that a cell does not name is zero; a model gene outside the panel is "
+        "unobserved (reference mean), as in a batch run on that matrix. Default: a model gene "
+        "that a cell does not name counts as zero.",
+    )
 
 
 class CellLabels(BaseModel):

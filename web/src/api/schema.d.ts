@@ -1990,6 +1990,11 @@ export interface operations {
                      * @description species of the genes (human, mouse, rhesus, cynomolgus, pig); default: detected from the gene names. Non-human genes are mapped to human orthologs.
                      */
                     species?: string | null;
+                    /**
+                     * Panel
+                     * @description the genes measured for these cells (e.g. the var names of a filtered matrix). A panel gene that a cell does not name is zero; a model gene outside the panel is unobserved (reference mean), as in a batch run on that matrix. Default: a model gene that a cell does not name counts as zero.
+                     */
+                    panel?: string[] | null;
                 };
             };
         };

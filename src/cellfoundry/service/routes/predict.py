@@ -79,6 +79,7 @@ async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> 
             threshold=body.threshold,
             max_genes=st.predict_max_genes,
             species=body.species,
+            panel=body.panel,
         )
         return json.dumps(out).encode()
 
