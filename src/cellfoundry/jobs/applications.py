@@ -208,6 +208,21 @@ def with_layout_obs(coords: pd.DataFrame, obs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([coords, extra], axis=1) if cols else coords
 
 
+def stratified_sample(labels: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray:
+    """All indices, or about ``max_cells`` of them drawn per label in proportion (sorted)."""
+    n = len(labels)
+    idx = np.arange(n)
+    if n <= max_cells:
+        return idx
+    rng = np.random.default_rng(seed)
+    parts = []
+    for lab in np.unique(labels):
+        members = idx[labels == lab]
+        k = max(1, round(len(members) * max_cells / n))
+        parts.append(rng.choice(members, size=min(k, len(members)), replace=False))
+    return np.sort(np.concatenate(parts))
+
+
 def layout_2d(
     x: Any, labels: np.ndarray, method: str, max_cells: int, n_components: int = 50, seed: int = 0
 ) -> tuple[pd.DataFrame, bool]:
@@ -216,16 +231,8 @@ def layout_2d(
     from sklearn.decomposition import PCA, TruncatedSVD
 
     n = x.shape[0]
-    idx = np.arange(n)
     sampled = n > max_cells
-    if sampled:
-        rng = np.random.default_rng(seed)
-        parts = []
-        for lab in np.unique(labels):
-            members = idx[labels == lab]
-            k = max(1, round(len(members) * max_cells / n))
-            parts.append(rng.choice(members, size=min(k, len(members)), replace=False))
-        idx = np.sort(np.concatenate(parts))
+    idx = stratified_sample(labels, max_cells, seed)
     xs = x[idx]
     k = max(2, min(n_components, xs.shape[1] - 1, xs.shape[0] - 1))
     if sp.issparse(xs):

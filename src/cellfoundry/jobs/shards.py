@@ -25,6 +25,7 @@ from cellfoundry.jobs.applications import (
     label_column,
     layout_2d,
     read_dataset,
+    stratified_sample,
     with_layout_obs,
     write_predictions_parquet,
 )
@@ -298,18 +299,3 @@ def _layout(
     path = out_dir / "layout.parquet"
     coords.to_parquet(path)
     return path
-
-
-def stratified_sample(labels: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray:
-    """All indices, or about ``max_cells`` of them drawn per label in proportion (sorted)."""
-    n = len(labels)
-    idx = np.arange(n)
-    if n <= max_cells:
-        return idx
-    rng = np.random.default_rng(seed)
-    parts = []
-    for lab in np.unique(labels):
-        members = idx[labels == lab]
-        k = max(1, round(len(members) * max_cells / n))
-        parts.append(rng.choice(members, size=min(k, len(members)), replace=False))
-    return np.sort(np.concatenate(parts))
