@@ -163,3 +163,20 @@ def test_run_failures_keep_exception_text_and_paths_out_of_the_status(
     assert err is not None and err.message == "cannot read cells.h5ad: truncated"
     assert err.hint == "re-export x.h5ad"
     db.dispose()
+
+
+def test_api_paths_answer_405_with_allow_when_the_web_ui_is_served(tmp_path: Path) -> None:
+    """The web UI's catch-all GET must not turn a wrong method on an API path into a 404."""
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<!doctype html><title>cellfoundry</title>")
+    settings = Settings(home=tmp_path / "home", demo_model=False, web_dir=web)
+    with TestClient(create_app(settings)) as c:
+        for path, allow in [("/predict", "POST"), ("/submit", "POST"), ("/upload", "POST")]:
+            r = c.get(path)
+            assert r.status_code == 405, (path, r.text)
+            assert allow in r.headers["allow"].split(", ")
+            assert r.json()["error"]["code"] == "method_not_allowed"
+        assert c.get("/no-such-api-path/x").status_code == 200  # a UI route: the SPA's index
+        assert c.get("/runs/abc/nothing-here").status_code == 404  # under an API prefix
+        assert c.get("/").text.startswith("<!doctype html>")

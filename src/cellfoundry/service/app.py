@@ -165,8 +165,10 @@ def mount_spa(app: FastAPI, root: Path) -> None:
     api_prefixes = {r.path.strip("/").split("/")[0] for r in routes if hasattr(r, "path")}
 
     @app.get("/{full_path:path}", include_in_schema=False)
-    def spa(full_path: str) -> Response:
+    def spa(full_path: str, request: Request) -> Response:
         if full_path.split("/")[0] in api_prefixes:
+            if allowed_methods(request):  # an API path without GET (e.g. GET /predict): 405
+                raise StarletteHTTPException(405)
             raise NotFoundError(
                 f"no endpoint '/{full_path}'", "see /docs for the endpoints", code="not_found"
             )
