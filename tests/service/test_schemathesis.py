@@ -25,6 +25,7 @@ CHECKS = ",".join(
         "content_type_conformance",
         "unsupported_method",
         "allow_header_conformance",
+        "response_schema_conformance",
     ]
 )
 PHASES = ["examples", "coverage", "fuzzing", "stateful"]

@@ -20,7 +20,8 @@ SECRET = "SELECT api_key FROM users -- at /srv/cellfoundry/secret/config.toml"
 
 @pytest.fixture
 def app_and_key(tmp_path: Path) -> Iterator[tuple[TestClient, str, Settings]]:
-    settings = Settings(home=tmp_path / "home", demo_model=False, web_dir=None)
+    # no web UI (a missing folder): its catch-all GET would answer the /boom route added below
+    settings = Settings(home=tmp_path / "home", demo_model=False, web_dir=tmp_path / "no-web")
     app = create_app(settings)
 
     @app.get("/boom", include_in_schema=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,11 +11,6 @@ from cellfoundry.service.schemas import DatasetPublic, ModelPublic, RunPublic
 from cellfoundry.store.model_records import check_ready
 from cellfoundry.store.storage import FileStorage
 from cellfoundry.store.tables import Dataset, Evaluation, ModelRecord, Run, RunState
-
-
-def aware(t: dt.datetime | None) -> dt.datetime | None:
-    """``t`` with UTC attached when the database returned it naive (SQLite)."""
-    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def run_public(run: Run) -> RunPublic:
@@ -40,10 +33,10 @@ def run_public(run: Run) -> RunPublic:
             "params": run.params,
             "attempts": run.attempts,
             "worker": run.worker,
-            "created_at": aware(run.created_at),
-            "started_at": aware(run.started_at),
-            "finished_at": aware(run.finished_at),
-            "updated_at": aware(run.updated_at),
+            "created_at": run.created_at,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "updated_at": run.updated_at,
             "error": err,
         }
     )
@@ -58,7 +51,7 @@ def dataset_public(d: Dataset, duplicate: bool = False) -> DatasetPublic:
         format=d.format,
         n_cells=d.n_cells,
         n_genes=d.n_genes,
-        created_at=aware(d.created_at),  # type: ignore[arg-type]
+        created_at=d.created_at,
         report=d.report,
         duplicate=duplicate,
     )

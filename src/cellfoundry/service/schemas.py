@@ -5,9 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cellfoundry.jobs.applications import APPLICATIONS
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """The store keeps naive UTC times; answers say so (RFC 3339 with a zone, e.g. ``...Z``)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_APPLICATION = "annotation"
@@ -71,7 +79,7 @@ class WorkerPublic(BaseModel):
     kind: str
     host: str
     pid: int
-    last_seen: dt.datetime | None
+    last_seen: UtcDatetime | None
 
 
 class HealthPublic(BaseModel):
@@ -100,7 +108,7 @@ class EvaluationPublic(BaseModel):
     dataset_id: str
     label_key: str
     metrics: dict[str, Any]
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 class ModelMetricsPublic(BaseModel):
@@ -121,7 +129,7 @@ class ModelPublic(BaseModel):
     applications: list[str]
     metrics: ModelMetricsPublic
     source_run_id: str | None
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 # --- datasets -----------------------------------------------------------------------------------
@@ -135,7 +143,7 @@ class DatasetPublic(BaseModel):
     format: str
     n_cells: int
     n_genes: int
-    created_at: dt.datetime
+    created_at: UtcDatetime
     report: dict[str, Any]
     duplicate: bool = False
 
@@ -216,10 +224,10 @@ class RunPublic(BaseModel):
     params: dict[str, Any]
     attempts: int
     worker: str | None
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    updated_at: dt.datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    updated_at: UtcDatetime | None
     error: RunError | None
 
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select, text
 
 from cellfoundry.service.deps import PlatformDep, SessionDep, user_of_request
-from cellfoundry.service.public import aware
 from cellfoundry.service.schemas import HealthPublic, errors
 from cellfoundry.store.tables import Worker, utcnow
 
@@ -45,7 +44,7 @@ def health(request: Request, s: SessionDep, platform: PlatformDep) -> HealthPubl
                 "kind": w.kind,
                 "host": w.host,
                 "pid": w.pid,
-                "last_seen": aware(w.last_seen),
+                "last_seen": w.last_seen,
             }
             for w in s.scalars(
                 select(Worker).where(Worker.last_seen >= since, Worker.kind != "api")
