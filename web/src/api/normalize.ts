@@ -16,6 +16,9 @@ import type {
   ConfusionMatrix,
   Dataset,
   EvaluationArtifacts,
+  MethodFigures,
+  OntologyScores,
+  ReferenceRow,
   ModelInfo,
   ModelMetric,
   OrthologyInfo,
@@ -294,8 +297,45 @@ function confusionFrom(c: unknown, model: string): ConfusionMatrix | null {
   return { model: String(c.model ?? model), labels, matrix };
 }
 
+function ontologyFrom(o: unknown): OntologyScores | null {
+  if (!isObj(o)) return null;
+  return {
+    accuracy: numOr(o.ontology_accuracy),
+    score: numOr(o.ontology_score),
+    macro_score: numOr(o.ontology_macro_score),
+    expressible_share: numOr(o.expressible_share),
+    coarser_share: numOr(o.coarser_share),
+    coverage: numOr(o.coverage),
+    called_accuracy: numOr(o.called_ontology_accuracy),
+    called_score: numOr(o.called_ontology_score),
+    credit_rule: typeof o.credit_rule === "string" ? o.credit_rule : null,
+  };
+}
+
+/** Majority-class and chance rows: {name: {accuracy, macro_f1}} (service) or {name: {accuracy_mean, ...}} (evaluate). */
+function referenceFrom(r: unknown): ReferenceRow[] {
+  if (!isObj(r)) return [];
+  return Object.entries(r).filter(([, v]) => isObj(v)).map(([name, v]) => ({
+    name,
+    label: typeof (v as J).label === "string" ? (v as J).label : null,
+    accuracy: numOr((v as J).accuracy ?? (v as J).accuracy_mean),
+    macro_f1: numOr((v as J).macro_f1 ?? (v as J).macro_f1_mean),
+  }));
+}
+
+const PER_METHOD_METRICS = ["accuracy", "macro_f1", "coverage", "called_macro_f1", "ontology_score", "expressible_share"];
+
+function perMethodFrom(p: unknown): MethodFigures[] {
+  if (!isObj(p)) return [];
+  return Object.entries(p).filter(([, v]) => isObj(v)).map(([method, v]) => ({
+    method,
+    figures: PER_METHOD_METRICS.filter((m) => (v as J)[`${m}_mean`] !== undefined).map((m) => ({ metric: m, mean: numOr((v as J)[`${m}_mean`]), std: numOr((v as J)[`${m}_std`]) })),
+  }));
+}
+
 export function normEvaluation(s: J, modelName: string): EvaluationArtifacts | null {
-  const hasEval = s.confusion || s.baseline_comparison || s.summary_rows || s.summary_table || s.confusions || s.mean_std || Array.isArray(s.summary);
+  const m: J | null = isObj(s.metrics) ? s.metrics : null;
+  const hasEval = s.confusion || s.baseline_comparison || m?.per_method || s.summary_rows || s.summary_table || s.confusions || s.mean_std || Array.isArray(s.summary);
   const calibration = isObj(s.calibration)
     ? Object.entries(s.calibration as J).filter(([, v]) => isObj(v)).map(([model, v]) => ({
         model: model.replace(/-(\w+)$/, " · $1"),
@@ -326,6 +366,12 @@ export function normEvaluation(s: J, modelName: string): EvaluationArtifacts | n
     warnings: arr<string>(s.warnings).map(String),
     calibration,
     label_overlap: isObj(s.metrics) ? numOr(s.metrics.share_of_cells_with_model_labels) : null,
+    ontology: ontologyFrom(m?.ontology),
+    called: m && m.coverage !== undefined
+      ? { accuracy: numOr(m.accuracy), macro_f1: numOr(m.macro_f1), coverage: numOr(m.coverage), called_accuracy: numOr(m.called_accuracy), called_macro_f1: numOr(m.called_macro_f1) }
+      : null,
+    reference: referenceFrom(m?.reference),
+    per_method: perMethodFrom(m?.per_method),
     most_confused: arr<J>(s.most_confused ?? s.misclassified_top5).map((p) => ({ model: p.method != null ? methodName(p) : p.model, true: String(p.true ?? p.true_label), predicted: String(p.predicted ?? p.predicted_label), count: Number(p.count ?? p.n ?? 0) })),
     reliability,
   };

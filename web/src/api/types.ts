@@ -256,6 +256,42 @@ export interface EvaluationArtifacts {
   warnings?: string[];
   calibration?: { model: string; ece_before: number | null; ece_after: number | null }[];
   label_overlap?: number | null; // share of cells whose true label is one of the model's classes
+  ontology?: OntologyScores | null; // Cell Ontology-aware scores of the model (service evaluation)
+  called?: CalledFigures | null; // forced-choice figures beside the called-cell ones
+  reference?: ReferenceRow[]; // majority-class and chance rows for the evaluated cells
+  per_method?: MethodFigures[]; // foundation evaluations: each method's own mean/std
+}
+
+export interface OntologyScores {
+  accuracy: number | null;
+  score: number | null;
+  macro_score: number | null;
+  expressible_share: number | null;
+  coarser_share: number | null;
+  coverage: number | null;
+  called_accuracy: number | null;
+  called_score: number | null;
+  credit_rule: string | null;
+}
+
+export interface CalledFigures {
+  accuracy: number | null;
+  macro_f1: number | null;
+  coverage: number | null;
+  called_accuracy: number | null;
+  called_macro_f1: number | null;
+}
+
+export interface ReferenceRow {
+  name: string;
+  label: string | null;
+  accuracy: number | null;
+  macro_f1: number | null;
+}
+
+export interface MethodFigures {
+  method: string;
+  figures: { metric: string; mean: number | null; std: number | null }[];
 }
 
 export interface Results {

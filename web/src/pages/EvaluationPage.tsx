@@ -179,6 +179,10 @@ function EvaluationResults({ runId }: { runId: string }) {
   return <EvaluationReport evaluation={res.data.evaluation} />;
 }
 
+function perMethodMetrics(evaluation: EvaluationArtifacts): string[] {
+  return [...new Set((evaluation.per_method ?? []).flatMap((p) => p.figures.map((f) => f.metric)))];
+}
+
 export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifacts }) {
   const verdict = computeVerdict(evaluation.summary);
   const metrics = [...new Set(evaluation.summary.map((r) => r.metric))];
@@ -224,6 +228,59 @@ export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifac
         )}
         {main && <p className="small muted">★ the metric the verdict uses. ± is the standard deviation over seeds (shown when there are two or more).</p>}
       </Card>
+      {evaluation.ontology && (
+        <Card title="Cell Ontology-aware score">
+          <table aria-label="Cell Ontology-aware scores" data-testid="ontology-scores">
+            <thead><tr><th></th><th className="num">All cells (forced choice)</th><th className="num">Called cells</th></tr></thead>
+            <tbody>
+              <tr><td>Ontology-aware accuracy</td><td className="num">{num(evaluation.ontology.accuracy)}</td><td className="num">{num(evaluation.ontology.called_accuracy)}</td></tr>
+              <tr><td>Ontology score</td><td className="num">{num(evaluation.ontology.score)}</td><td className="num">{num(evaluation.ontology.called_score)}</td></tr>
+              <tr><td>Ontology score, mean over true terms</td><td className="num">{num(evaluation.ontology.macro_score)}</td><td className="num">—</td></tr>
+              <tr><td>Share of cells the model called</td><td className="num">{pct(evaluation.ontology.coverage)}</td><td className="num">—</td></tr>
+              <tr><td>Share of cells whose true term the model can express</td><td className="num">{pct(evaluation.ontology.expressible_share)}</td><td className="num">—</td></tr>
+              <tr><td>Share of cells called with a coarser term</td><td className="num">{pct(evaluation.ontology.coarser_share)}</td><td className="num">—</td></tr>
+            </tbody>
+          </table>
+          <p className="small muted" data-testid="ontology-rule">A call is right when it is the true Cell Ontology term or a finer one; a coarser call gets depth(call)/depth(true) credit; another lineage, Unknown or no term gets 0.</p>
+        </Card>
+      )}
+      {(evaluation.called || (evaluation.reference ?? []).length > 0) && (
+        <Card title="Forced choice, called cells and reference rows">
+          <table aria-label="Forced-choice and called-cell figures with reference rows" data-testid="called-figures">
+            <thead><tr><th></th><th className="num">Accuracy</th><th className="num">Macro F1</th><th className="num">Coverage</th><th className="num">Called-cell accuracy</th><th className="num">Called-cell macro F1</th></tr></thead>
+            <tbody>
+              {evaluation.called && (
+                <tr><td>The model (all evaluated cells)</td><td className="num">{num(evaluation.called.accuracy)}</td><td className="num">{num(evaluation.called.macro_f1)}</td><td className="num">{pct(evaluation.called.coverage)}</td><td className="num">{num(evaluation.called.called_accuracy)}</td><td className="num">{num(evaluation.called.called_macro_f1)}</td></tr>
+              )}
+              {(evaluation.reference ?? []).map((r) => (
+                <tr key={r.name}><td>{r.name === "majority" ? "Majority class" : r.name === "chance" ? "Chance (label frequencies)" : r.name}{r.label ? ` (${r.label})` : ""}</td><td className="num">{num(r.accuracy)}</td><td className="num">{num(r.macro_f1)}</td><td className="num">—</td><td className="num">—</td><td className="num">—</td></tr>
+              ))}
+            </tbody>
+          </table>
+          <p className="small muted">Forced choice scores every cell (an Unknown call counts as wrong); called-cell figures score only the cells the model called. The majority-class and chance rows are what a model without information would reach on these cells.</p>
+        </Card>
+      )}
+      {(evaluation.per_method ?? []).length > 0 && (
+        <Card title="Each method's own figures (mean ± std over seeds)">
+          <div className="table-wrap">
+            <table aria-label="Each method's own figures" data-testid="per-method">
+              <thead><tr><th>Method</th>{perMethodMetrics(evaluation).map((m) => <th key={m} className="num">{m.replace(/_/g, " ")}</th>)}</tr></thead>
+              <tbody>
+                {evaluation.per_method!.map((pm) => (
+                  <tr key={pm.method}>
+                    <td>{pm.method}</td>
+                    {perMethodMetrics(evaluation).map((m) => {
+                      const f = pm.figures.find((x) => x.metric === m);
+                      return <td key={m} className="num">{f ? (f.std != null ? `${num(f.mean)} ± ${num(f.std)}` : num(f.mean)) : "—"}</td>;
+                    })}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          <p className="small muted">Each method is trained from this model on the dataset's own training split: these are the methods' figures, not the stored model's.</p>
+        </Card>
+      )}
       <Card title="Confusion matrices (share of each true type)">
         {evaluation.confusion.length === 0 ? <Empty title="No confusion matrices" /> : (
           <div className={`grid ${evaluation.confusion.length > 1 ? "grid-2" : ""}`}>
