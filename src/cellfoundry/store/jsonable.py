@@ -12,7 +12,9 @@ import numpy as np
 
 def jsonable(obj: Any) -> Any:
     """``obj`` as JSON-safe Python values (non-finite floats become None)."""
-    return json.loads(json.dumps(obj, default=_default))
+    # Python and numpy float64 NaN/Inf are written by json itself (as NaN/Infinity, which
+    # PostgreSQL's JSON type refuses); read those constants back as None
+    return json.loads(json.dumps(obj, default=_default), parse_constant=lambda _: None)
 
 
 def _default(o: Any) -> Any:
