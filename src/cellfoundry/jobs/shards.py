@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import select, update
 
 from cellfoundry.jobs import states
@@ -129,6 +130,12 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
             tmp = shard_dir / f"{idx}.tmp.npy"
             np.save(tmp, res.probabilities.astype(np.float32))
             os.replace(tmp, shard_dir / f"{idx}.npy")
+            if res.obs_columns:  # per-cell extras (reference_distance, ...): merged in cell order
+                tmp_obs = shard_dir / f"{idx}.obs.tmp.parquet"
+                pd.DataFrame({k: np.asarray(v) for k, v in res.obs_columns.items()}).to_parquet(
+                    tmp_obs
+                )
+                os.replace(tmp_obs, shard_dir / f"{idx}.obs.parquet")
             meta = {
                 "coverage": None if res.coverage is None else res.coverage.fraction_present,
                 "warnings": res.warnings,
@@ -139,6 +146,8 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
                 "gene_panel": None if res.gene_panel is None else res.gene_panel.to_dict(),
                 "species": res.species,
                 "species_mapping": res.orthology.describe() if res.orthology else None,
+                # the model's distance description (threshold, ...): the same for every shard
+                **mergeable_findings(res.findings),
             }
             (shard_dir / f"{idx}.json").write_text(json.dumps(meta))
 
@@ -216,6 +225,27 @@ def remove_shard_files(engine: Engine, run_id: str) -> None:
     shutil.rmtree(engine.storage.run_dir(run_id) / "shards", ignore_errors=True)
 
 
+#: dataset findings that are the same in every shard (a description of the model), so the
+#: merge can keep shard 0's. Others (``marker_overlap``: per-type mean expression of the shard's
+#: cells) are not additive from the shard figures and are left out of a sharded run's summary;
+#: the out-of-reference shares are recomputed from the merged per-cell columns.
+SHARD_INVARIANT_FINDINGS = ("reference_distance",)
+
+
+def mergeable_findings(findings: dict[str, Any]) -> dict[str, Any]:
+    """The findings a shard records for the merge (``SHARD_INVARIANT_FINDINGS``)."""
+    return {"findings": {k: findings[k] for k in SHARD_INVARIANT_FINDINGS if k in findings}}
+
+
+def merged_obs_columns(shard_dir: Path, n_shards: int) -> dict[str, np.ndarray]:
+    """The shards' per-cell extra columns concatenated in cell order (empty when none wrote)."""
+    paths = [shard_dir / f"{i}.obs.parquet" for i in range(n_shards)]
+    if not all(p.exists() for p in paths):
+        return {}
+    frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    return {str(c): frame[c].to_numpy() for c in frame.columns}
+
+
 def merge(engine: Engine, run_id: str) -> TaskOutput:
     """The run's result from its shard files: predictions, probabilities, metrics and layout."""
     from cellfoundry.result import AnnotationResult
@@ -237,6 +267,8 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
         model_name=meta["model"],
         model_family=meta["family"],
         warnings=meta["warnings"],
+        obs_columns=merged_obs_columns(shard_dir, run.n_shards),
+        findings=meta.get("findings") or {},
     )
     summary = res.summary()
     summary["gene_coverage"] = meta["coverage"]

@@ -136,6 +136,8 @@ def read_rows(path: Path, start: int, stop: int) -> tuple[Any, int]:
 
 
 def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
+    from cellfoundry.models.baselines.evidence import DISTANCE_COLUMN as DISTANCE
+    from cellfoundry.models.baselines.evidence import OUT_OF_REFERENCE_COLUMN as OUT_OF_REF
     from cellfoundry.result import TERM_COLUMN
 
     start = (page - 1) * page_size
@@ -161,6 +163,8 @@ def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
                 ],
                 **({"true_label": str(rec["true_label"])} if "true_label" in rec else {}),
                 **({"ontology_term_id": str(rec[TERM_COLUMN])} if TERM_COLUMN in rec else {}),
+                **({DISTANCE: float(rec[DISTANCE])} if DISTANCE in rec else {}),
+                **({OUT_OF_REF: bool(rec[OUT_OF_REF])} if OUT_OF_REF in rec else {}),
             }
         )
     return {"page": page, "page_size": page_size, "total": total, "items": items}

@@ -272,6 +272,12 @@ class CellPrediction(BaseModel):
     ontology_term_id: str | None = Field(
         None, description='Cell Ontology term of ``predicted`` ("": its class is unmapped)'
     )
+    reference_distance: float | None = Field(
+        None, description="distance to the model's training cells (scaled: 1 = typical)"
+    )
+    out_of_reference: bool | None = Field(
+        None, description="farther from the training cells than the model's threshold"
+    )
 
 
 class CellPage(BaseModel):

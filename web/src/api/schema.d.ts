@@ -402,6 +402,16 @@ export interface components {
              * @description Cell Ontology term of ``predicted`` ("": its class is unmapped)
              */
             ontology_term_id?: string | null;
+            /**
+             * Reference Distance
+             * @description distance to the model's training cells (scaled: 1 = typical)
+             */
+            reference_distance?: number | null;
+            /**
+             * Out Of Reference
+             * @description farther from the training cells than the model's threshold
+             */
+            out_of_reference?: boolean | null;
         };
         /** CheckPublic */
         CheckPublic: {
