@@ -5,6 +5,8 @@ In process (SQLite, local queue) with the local worker loop driven by the test.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from cellfoundry.config import Settings
 from cellfoundry.jobs.applications import MAX_OBS_CATEGORIES
 from cellfoundry.jobs.engine import Engine
 from cellfoundry.service.app import create_app
+from cellfoundry.service.platform import Platform
 from cellfoundry.store.keys import create_key
 from cellfoundry.store.model_records import register_model
 
@@ -71,6 +74,25 @@ def _run(c: TestClient, settings: Settings, ds: str, model: str, app: str, param
     return rid
 
 
+@contextmanager
+def uploaded(
+    settings: Settings, model_dir: Path, path: Path
+) -> Iterator[tuple[TestClient, Platform, str, str]]:
+    """An in-process app with ``model_dir`` registered and ``path`` uploaded by a keyed user:
+    (client with the key, platform, model id, dataset id)."""
+    app = create_app(settings)
+    with TestClient(app) as c:
+        platform = app.state.platform
+        with platform.db.session() as s:
+            model = register_model(s, platform.storage, model_dir).id
+            _, key = create_key(s, "tester")
+        c.headers["Authorization"] = f"Bearer {key}"
+        with open(path, "rb") as fh:
+            r = c.post("/upload", files={"file": (path.name, fh)})
+        assert r.status_code in (200, 201), r.text
+        yield c, platform, model, r.json()["id"]
+
+
 def test_layout_carries_confidence_top3_and_obs(
     tmp_path: Path, demo_model_dir: Path, dataset: ad.AnnData
 ) -> None:
@@ -84,15 +106,7 @@ def test_layout_carries_confidence_top3_and_obs(
         shard_size=100,  # 3 shards, merged
         umap_max_cells=150,  # the layout is a sample: only its points carry values
     )
-    app = create_app(settings)
-    with TestClient(app) as c:
-        platform = app.state.platform
-        with platform.db.session() as s:
-            model = register_model(s, platform.storage, demo_model_dir).id
-            _, key = create_key(s, "tester")
-        c.headers["Authorization"] = f"Bearer {key}"
-        with open(path, "rb") as fh:
-            ds = c.post("/upload", files={"file": ("cells.h5ad", fh)}).json()["id"]
+    with uploaded(settings, demo_model_dir, path) as (c, platform, model, ds):
         rid = _run(c, settings, ds, model, "annotation", {"layout": "pca", "label_key": "group"})
 
         res = c.get(f"/results/{rid}", params={"page_size": 5000}).json()

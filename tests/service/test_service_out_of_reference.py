@@ -12,17 +12,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from fastapi.testclient import TestClient
 
 import cellfoundry
 from cellfoundry.config import Settings
 from cellfoundry.demo import demo_dataset
 from cellfoundry.models.registry import load_model
-from cellfoundry.service.app import create_app
-from cellfoundry.store.keys import create_key
-from cellfoundry.store.model_records import register_model
 from cellfoundry.store.tables import Run
-from tests.service.test_service_layout import _run
+from tests.service.test_service_layout import _run, uploaded
 
 
 def _query(demo_model_dir: Path) -> ad.AnnData:
@@ -51,15 +47,7 @@ def test_sharded_run_summary_and_cells_match_the_library(
     settings = Settings(
         home=tmp_path / "home", demo_model=False, local_workers=0, shard_size=90
     )  # 4 shards, merged
-    app = create_app(settings)
-    with TestClient(app) as c:
-        platform = app.state.platform
-        with platform.db.session() as s:
-            model = register_model(s, platform.storage, demo_model_dir).id
-            _, key = create_key(s, "tester")
-        c.headers["Authorization"] = f"Bearer {key}"
-        with open(path, "rb") as fh:
-            ds = c.post("/upload", files={"file": ("cells.h5ad", fh)}).json()["id"]
+    with uploaded(settings, demo_model_dir, path) as (c, platform, model, ds):
         rid = _run(c, settings, ds, model, "annotation", {"layout": "none"})
         with platform.db.session() as s:
             run = s.get(Run, rid)
