@@ -18,9 +18,10 @@ from sqlalchemy import select
 
 from cellfoundry.config import Settings
 from cellfoundry.data.untrusted import CoverageTarget, IntakeLimits, IntakeSummary, open_untrusted
-from cellfoundry.errors import CellfoundryError
+from cellfoundry.errors import CellfoundryError, TooLargeError
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.public import dataset_public
+from cellfoundry.service.quotas import check_upload_quota, lock_user
 from cellfoundry.service.schemas import DatasetPublic
 from cellfoundry.service.upload import Uploaded
 from cellfoundry.store.tables import Dataset
@@ -51,11 +52,19 @@ def register_upload(platform: Platform, uid: str, up: Uploaded) -> DatasetPublic
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     with platform.db.session() as s:
+        # one upload of this user at a time from here to the commit: the duplicate check and
+        # the quota check below cannot both be passed by concurrent uploads
+        lock_user(s, uid)
         existing = s.scalar(
             select(Dataset).where(Dataset.owner_id == uid, Dataset.sha256 == up.sha256)
         )
         if existing is not None:
             return dataset_public(existing, duplicate=True)
+        try:
+            check_upload_quota(s, platform.settings, uid, up.size)
+        except TooLargeError:
+            platform.storage.remove_file(platform.storage.relative(dest))
+            raise
         d = Dataset(
             owner_id=uid,
             sha256=up.sha256,

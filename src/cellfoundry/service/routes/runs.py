@@ -68,7 +68,6 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
             "restore the model's artifact folder or choose another model",
             code="model_not_ready",
         )
-    check_run_quota(s, platform.settings, uid)
     queue = platform.engine.queue
     ok, detail = queue.check()
     if not ok:
@@ -76,6 +75,7 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
             f"the job queue is unavailable: {detail}",
             "start Redis (or fix CELLFOUNDRY_BROKER_URL) and submit again; nothing was queued",
         )
+    check_run_quota(s, platform.settings, uid)  # locks the user until the run is committed
     run = Run(
         owner_id=uid,
         dataset_id=d.id,
