@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         description="re-send the message of a run or shard still queued after this long "
         "(lost by the broker, or by a crash between commit and dispatch); duplicates are no-ops",
     )
+    shard_sweep_s: float = Field(
+        600.0,
+        description="the reaper looks this often for shard files left by ended runs "
+        "(a worker that crashed before removing them) and removes them",
+    )
     db_retry_s: float = Field(
         30.0, description="workers retry database writes for this long when the connection drops"
     )

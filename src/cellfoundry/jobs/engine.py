@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +68,7 @@ class Engine:
         self._presence: threading.Thread | None = None
         self._reaper: threading.Thread | None = None
         self._stop = threading.Event()
+        self._last_sweep = -math.inf  # the first reap sweeps shard leftovers
 
     # --- presence ---------------------------------------------------------------------------
 
@@ -234,7 +237,8 @@ class Engine:
             with self.db.session() as s:
                 return states.fail_run(s, run_id, code, message, hint, owner)
 
-        self.retry(write, f"failing {run_id}")
+        if self.retry(write, f"failing {run_id}"):
+            shards.remove_shard_files(self.storage, run_id)  # nothing will merge them now
 
     def fail_with(self, run_id: str, exc: Exception, what: str, owner: str | None = None) -> None:
         """Fail the run with the reason of ``exc`` (a bug's traceback goes to the log only)."""
@@ -409,6 +413,7 @@ class Engine:
         hint = "check the worker logs (out of memory? killed?), then submit the run again"
         requeued_runs: list[str] = []
         requeued_shards: list[tuple[str, int]] = []
+        failed: list[str] = []
         with self.db.session() as s:
             for rid, n_shards, merging, stage, attempts, worker in s.execute(
                 select(
@@ -418,14 +423,15 @@ class Engine:
                 if n_shards > 0 and not merging and stage != "starting":
                     continue  # its shards are watched one by one below
                 if attempts >= self.settings.max_attempts:
-                    states.fail_lost_run(
+                    if states.fail_lost_run(
                         s,
                         rid,
                         stale,
                         f"the worker ({worker}) stopped responding (no heartbeat for {silent} s) "
                         f"during '{stage}', after {attempts} attempt(s)",
                         hint,
-                    )
+                    ):
+                        failed.append(rid)
                 elif states.requeue_run(s, rid, stale):
                     requeued_runs.append(rid)
             for rid, idx, start, stop, attempts, worker in s.execute(
@@ -445,21 +451,29 @@ class Engine:
                 )
             ).all():
                 if attempts >= self.settings.max_attempts:
-                    states.fail_lost_run(
+                    if states.fail_lost_run(
                         s,
                         rid,
                         None,
                         f"the worker ({worker}) of shard {idx} (cells {start}-{stop}) "
                         f"stopped responding, after {attempts} attempt(s)",
                         hint,
-                    )
+                    ):
+                        failed.append(rid)
                 elif states.requeue_shard(s, rid, idx, stale):
                     requeued_shards.append((rid, idx))
+        for run_id in failed:
+            shards.remove_shard_files(self.storage, run_id)
         for run_id in requeued_runs:
             self._dispatch(self.queue.dispatch_run, run_id)
         for run_id, idx in requeued_shards:
             self._dispatch(self.queue.dispatch_shards, run_id, [idx])
         resent = self.redispatch_lost()
+        now = time.monotonic()
+        if now - self._last_sweep >= self.settings.shard_sweep_s:
+            self._last_sweep = now
+            for rid in shards.sweep_leftovers(self, self.settings.stale_after_s):
+                log.info("removed the shard files left by run %s", rid)
         return requeued_runs + [f"{r}/{i}" for r, i in requeued_shards] + resent
 
     def redispatch_lost(self) -> list[str]:

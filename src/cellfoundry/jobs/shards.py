@@ -6,6 +6,7 @@ concatenates the shard probabilities in order and writes the run's result files.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -33,7 +34,16 @@ from cellfoundry.jobs.applications import (
 from cellfoundry.jobs.heartbeat import Beat
 from cellfoundry.jobs.queue import QueueUnavailable
 from cellfoundry.jobs.retry import is_transient
-from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunShard, RunState, utcnow
+from cellfoundry.store.storage import FileStorage, check_id
+from cellfoundry.store.tables import (
+    FINAL_STATES,
+    Dataset,
+    ModelRecord,
+    Run,
+    RunShard,
+    RunState,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from cellfoundry.jobs.engine import Engine
@@ -161,6 +171,7 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
 
             counts = engine.retry(record, f"recording shard {run_id}/{idx}")
             if counts is None:
+                remove_if_ended(engine, run_id)
                 return "lost"
             n_done, n_all = counts
             log.info(
@@ -178,6 +189,7 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
             maybe_merge(engine, run_id)
             return "succeeded"
         except LostRun:
+            remove_if_ended(engine, run_id)
             return "lost"
         except Exception as exc:
             if is_transient(exc):  # the database stayed away: the reaper re-queues the shard
@@ -210,6 +222,7 @@ def maybe_merge(engine: Engine, run_id: str) -> None:
             engine.finish(run_id, merge(engine, run_id), engine.name)
             log.info("run %s merged in %.2f s (%s)", run_id, time.perf_counter() - t0, engine.name)
         except LostRun:
+            remove_if_ended(engine, run_id)
             return
         except Exception as exc:
             if is_transient(exc):
@@ -217,12 +230,62 @@ def maybe_merge(engine: Engine, run_id: str) -> None:
                 return
             engine.fail_with(run_id, exc, f"merge of {run_id}")
             return
-    remove_shard_files(engine, run_id)
+    remove_shard_files(engine.storage, run_id)
 
 
-def remove_shard_files(engine: Engine, run_id: str) -> None:
-    """Delete the per-shard probability files of a merged run (the result holds them now)."""
-    shutil.rmtree(engine.storage.run_dir(run_id) / "shards", ignore_errors=True)
+def remove_shard_files(storage: FileStorage, run_id: str) -> None:
+    """Delete the per-shard files of a run: merged (the result holds them now), cancelled or
+    failed (nothing will read them)."""
+    shutil.rmtree(shard_dir_of(storage, run_id), ignore_errors=True)
+
+
+def shard_dir_of(storage: FileStorage, run_id: str) -> Path:
+    """Where the shards of ``run_id`` write their files (created by the first shard)."""
+    return storage.resolve(Path("runs") / check_id(run_id, "run id") / "shards")
+
+
+def remove_if_ended(engine: Engine, run_id: str) -> None:
+    """Delete the shard files of ``run_id`` when it was cancelled or failed (a shard that
+    finished after the end, or stopped because of it, leaves nothing behind)."""
+
+    def state() -> str | None:
+        with engine.db.session() as s:
+            return s.scalar(select(Run.state).where(Run.id == run_id))
+
+    if engine.retry(state, f"reading the state of {run_id}") in ENDED:
+        remove_shard_files(engine.storage, run_id)
+
+
+def sweep_leftovers(engine: Engine, grace_s: float) -> list[str]:
+    """Delete shard folders left by runs that ended (or were deleted) more than ``grace_s``
+    ago: a worker that crashed before its cleanup, or wrote after it. Returns the run ids."""
+    found = {p.parent.name: p for p in (engine.storage.root / "runs").glob("*/shards")}
+    if not found:
+        return []
+    cutoff = utcnow() - dt.timedelta(seconds=grace_s)
+    with engine.db.session() as s:
+        ended = {
+            rid: (state, finished)
+            for rid, state, finished in s.execute(
+                select(Run.id, Run.state, Run.finished_at).where(Run.id.in_(list(found)))
+            ).all()
+        }
+    removed = []
+    for rid, folder in sorted(found.items()):
+        if rid in ended:  # a run still active, or ended within the grace period, keeps them
+            state, finished = ended[rid]
+            if state not in FINAL_STATES or finished is None or _utc(finished) > cutoff:
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(rid)
+    return removed
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)  # SQLite drops the zone
+
+
+ENDED = (RunState.CANCELLED, RunState.FAILED)
 
 
 #: dataset findings that are the same in every shard (a description of the model), so the

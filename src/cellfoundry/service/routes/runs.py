@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
 from cellfoundry.jobs.applications import get_application
 from cellfoundry.jobs.queue import QueueUnavailable
+from cellfoundry.jobs.shards import remove_shard_files
 from cellfoundry.jobs.states import cancel_run
 from cellfoundry.service.deletion import delete_runs
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep, UserDep
@@ -104,12 +105,14 @@ def status(run: OwnRunDep) -> RunPublic:
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic, responses=errors(401, 404))
-def cancel(run: OwnRunDep, s: SessionDep) -> RunPublic:
+def cancel(run: OwnRunDep, s: SessionDep, platform: PlatformDep) -> RunPublic:
     """Cancel a queued or running run (a finished run is left as it is)."""
     if run.state in (RunState.QUEUED, RunState.RUNNING):
-        cancel_run(s, run.id)  # compare-and-set: a run that finished meanwhile stays finished
+        cancelled = cancel_run(s, run.id)  # compare-and-set: a finished run stays finished
         s.commit()
         s.refresh(run)
+        if cancelled:  # a shard still at work removes what it writes when it sees the cancel
+            remove_shard_files(platform.storage, run.id)
     return run_public(run)
 
 
