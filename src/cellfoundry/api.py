@@ -111,7 +111,7 @@ def annotate(
     (given, or recorded in the model's manifest and unchanged), the baseline is refit on the genes
     shared by reference and query. ``result.gene_panel`` says which mode was used.
     ``explain=True`` adds ``obs["prediction_top_genes"]`` (baselines: the genes contributing
-    most to each call).
+    most to each call) and ``obs["prediction_top_gene_contributions"]`` (their contributions).
 
     Several models (a list) give their consensus (``cellfoundry.consensus``): every model
     annotates the cells with the options above, then the calls are combined up the Cell Ontology.
@@ -195,6 +195,7 @@ def annotate(
         gene_panel=panel,
         obs_columns=dict(pred.obs),
         findings=dict(pred.uns),
+        parts=dict(pred.parts),
     )
 
 

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         30.0, description="workers retry database writes for this long when the connection drops"
     )
     shard_size: int = 50_000
+    explain_max_cells: int = Field(
+        1_000_000,
+        description="cells an annotation may explain gene by gene (params.explain; 422 beyond)",
+    )
     umap_max_cells: int = 5_000
     celery_visibility_timeout_s: int = 3600
     broker_timeout_s: float = 2.0

@@ -53,6 +53,9 @@ class AnnotationResult:
     # prediction_top_genes) and dataset-level findings (reference_distance, marker_overlap)
     obs_columns: dict[str, np.ndarray] = field(default_factory=dict)
     findings: dict[str, Any] = field(default_factory=dict)
+    # additive statistics behind findings, to combine results over parts of a dataset (shards):
+    # ``marker_overlap`` -> cellfoundry.models.baselines.explain.MarkerCounts
+    parts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_cells(self) -> int:

@@ -34,12 +34,18 @@ def _query(demo_model_dir: Path) -> ad.AnnData:
     return ad.AnnData(X=sp.csr_matrix(np.vstack([x, far])), obs=obs, var=raw.var[[]].copy())
 
 
-def test_sharded_run_summary_and_cells_match_the_library(
-    tmp_path: Path, demo_model_dir: Path
-) -> None:
+def written_query(tmp_path: Path, demo_model_dir: Path) -> tuple[ad.AnnData, Path]:
+    """``_query`` and the h5ad file it was written to."""
     query = _query(demo_model_dir)
     path = tmp_path / "cells.h5ad"
     query.write_h5ad(path)
+    return query, path
+
+
+def test_sharded_run_summary_and_cells_match_the_library(
+    tmp_path: Path, demo_model_dir: Path
+) -> None:
+    query, path = written_query(tmp_path, demo_model_dir)
     expected = cellfoundry.annotate(ad.read_h5ad(path), load_model(demo_model_dir))
     oor = np.asarray(expected.obs_columns["out_of_reference"], dtype=bool)
     assert 0 < oor.sum() < len(oor)  # both kinds of cells: the share is informative
@@ -62,7 +68,11 @@ def test_sharded_run_summary_and_cells_match_the_library(
             assert row["share"] == float(oor[labels == t].mean())
             assert row["n_cells"] == int((labels == t).sum())
         assert got["threshold"] == expected.findings["reference_distance"]["threshold"]
-        assert "marker_overlap" not in res["summary"]  # not mergeable from shard figures
+        # from the shards' summed counts (test_service_evidence compares every figure)
+        assert (
+            res["summary"]["marker_overlap"]["by_predicted_type"].keys()
+            == expected.findings["marker_overlap"]["by_predicted_type"].keys()
+        )
 
         items = res["cells"]["items"]
         assert [i["cell"] for i in items] == list(query.obs_names)

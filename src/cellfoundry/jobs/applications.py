@@ -11,15 +11,18 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cellfoundry.errors import CellfoundryError, DataError, NotFoundError
 
 BASELINES = ("logreg", "knn")
+#: the families that can explain their calls gene by gene (``annotate(explain=True)``)
+EXPLAINABLE = BASELINES
+MAX_CONSENSUS_MODELS = 5
 EvalMethod = Literal["logreg", "knn", "head", "lora", "full"]
 
 
@@ -46,6 +49,39 @@ class AnnotationParams(Params):
         description="species of the genes (human, mouse, rhesus, cynomolgus, pig); default: "
         "detected. Non-human genes are mapped to human orthologs.",
     )
+    explain: bool = Field(
+        False,
+        description="per cell, the genes contributing most to its call, with their contributions "
+        "(prediction_top_genes; logreg and knn models; at most the server's explain_max_cells "
+        "cells)",
+    )
+
+
+class ConsensusParams(AnnotationParams):
+    other_model_ids: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_CONSENSUS_MODELS - 1,
+        description="the models combined with model_id (each annotates every cell; the calls are "
+        f"combined up the Cell Ontology): 1 to {MAX_CONSENSUS_MODELS - 1} other model ids",
+    )
+
+    @field_validator("other_model_ids")
+    @classmethod
+    def _distinct(cls, ids: list[str]) -> list[str]:
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"each model once; repeated: {', '.join(repeated)}")
+        return ids
+
+    def model_ids(self, model_id: str) -> list[str]:
+        """Every model of the consensus, ``model_id`` first."""
+        return [model_id, *self.other_model_ids]
+
+
+def run_model_ids(params: Params, model_id: str) -> list[str]:
+    """Every model a run uses: its ``model_id``, then a consensus's other models."""
+    return params.model_ids(model_id) if isinstance(params, ConsensusParams) else [model_id]
 
 
 class EmbeddingParams(Params):
@@ -599,6 +635,19 @@ register_application(
         name="Cell-type annotation",
         description="Label every cell with a trained model: top labels, confidence, Unknown below the threshold.",
         params=AnnotationParams,
+        families=None,
+        task=None,
+        sharded=True,
+    )
+)
+register_application(
+    ApplicationSpec(
+        id="consensus",
+        name="Consensus of models",
+        description="Label every cell with several models and combine their calls up the Cell "
+        "Ontology: the most specific term most of the models' probability supports, how many "
+        "models agree, and each model's own call.",
+        params=ConsensusParams,
         families=None,
         task=None,
         sharded=True,

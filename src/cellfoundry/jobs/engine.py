@@ -26,7 +26,12 @@ from sqlalchemy.orm import Session
 from cellfoundry.config import Settings
 from cellfoundry.errors import CellfoundryError, redact_paths
 from cellfoundry.jobs import lease, shards, states
-from cellfoundry.jobs.applications import TaskContext, TaskOutput, get_application
+from cellfoundry.jobs.applications import (
+    TaskContext,
+    TaskOutput,
+    get_application,
+    run_model_ids,
+)
 from cellfoundry.jobs.heartbeat import Beat
 from cellfoundry.jobs.queue import get_queue
 from cellfoundry.jobs.retry import is_transient, retry_db
@@ -336,6 +341,25 @@ class Engine:
                 )
             s.expunge_all()
             return run, ds, rec
+
+    def run_models(self, run: Run) -> list[ModelRecord]:
+        """The models of ``run`` (detached): its model, then a consensus's other models."""
+        ids = run_model_ids(get_application(run.application_id).validate(run.params), run.model_id)
+
+        def read() -> list[ModelRecord]:
+            with self.db.session() as s:
+                recs = [s.get(ModelRecord, i) for i in ids]
+                missing = [i for i, r in zip(ids, recs, strict=True) if r is None]
+                if missing:
+                    raise CellfoundryError(
+                        f"the run's model(s) {', '.join(missing)} were deleted",
+                        "submit a new run with models that exist (GET /models)",
+                        code="missing_input",
+                    )
+                s.expunge_all()
+                return [r for r in recs if r is not None]
+
+        return self.retry(read, f"reading the models of {run.id}")
 
     def execute_run(self, run_id: str) -> str:
         """Run ``run_id`` if this worker can claim it; the outcome is written to the database."""

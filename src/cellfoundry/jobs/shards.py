@@ -22,8 +22,10 @@ from sqlalchemy import select, update
 from cellfoundry.jobs import states
 from cellfoundry.jobs.applications import (
     AnnotationParams,
+    ConsensusParams,
     TaskOutput,
     _predictions_frame,
+    get_application,
     label_column,
     layout_2d,
     read_dataset,
@@ -120,46 +122,36 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
 
     with Beat(engine, run_id, idx):
         try:
-            run, ds, rec = engine.inputs(run_id)
-            params = AnnotationParams.model_validate(run.params)
+            run, ds, _ = engine.inputs(run_id)
+            recs = engine.run_models(run)
+            params = run_params(run)
             start, stop = engine.retry(lambda: _bounds(engine, run_id, idx), "reading a shard")
             t0 = time.perf_counter()
             adata = read_dataset(engine.storage.resolve(ds.path), backed=True)
             part = adata[start:stop]
             part = part.to_memory() if adata.isbacked else part.copy()
             t_read = time.perf_counter() - t0
+            models = [engine.annotator(r) for r in recs]
             res = annotate(
                 part,
-                engine.annotator(rec),
+                models if len(models) > 1 else models[0],
                 threshold=params.threshold,
                 min_coverage=params.min_coverage,
                 species=params.species,
+                explain=params.explain,
             )
             shard_dir = engine.storage.run_dir(run_id) / "shards"
             shard_dir.mkdir(exist_ok=True)
-            tmp = shard_dir / f"{idx}.tmp.npy"
-            np.save(tmp, res.probabilities.astype(np.float32))
-            os.replace(tmp, shard_dir / f"{idx}.npy")
-            if res.obs_columns:  # per-cell extras (reference_distance, ...): merged in cell order
-                tmp_obs = shard_dir / f"{idx}.obs.tmp.parquet"
-                pd.DataFrame({k: np.asarray(v) for k, v in res.obs_columns.items()}).to_parquet(
-                    tmp_obs
-                )
-                os.replace(tmp_obs, shard_dir / f"{idx}.obs.parquet")
-            meta = {
-                "coverage": None if res.coverage is None else res.coverage.fraction_present,
-                "warnings": res.warnings,
-                "threshold": res.threshold,
-                "classes": res.classes,
-                "model": res.model_name,
-                "family": res.model_family,
-                "gene_panel": None if res.gene_panel is None else res.gene_panel.to_dict(),
-                "species": res.species,
-                "species_mapping": res.orthology.describe() if res.orthology else None,
-                # the model's distance description (threshold, ...): the same for every shard
-                **mergeable_findings(res.findings),
-            }
-            (shard_dir / f"{idx}.json").write_text(json.dumps(meta))
+            if len(models) > 1:  # a consensus: each model's own result; the merge combines them
+                from cellfoundry.consensus import ConsensusResult
+
+                assert isinstance(res, ConsensusResult)
+                for j, member in enumerate(res.members):
+                    save_part(shard_dir, member_stem(idx, j), member)
+                rule = {"min_support": res.min_support, "weights": list(res.weights)}
+                (shard_dir / f"{idx}.json").write_text(json.dumps({"consensus": rule}))
+            else:
+                save_part(shard_dir, str(idx), res)
 
             def record() -> tuple[int, int] | None:
                 with engine.db.session() as s:
@@ -197,6 +189,52 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
                 return "interrupted"
             engine.fail_with(run_id, exc, f"shard {run_id}/{idx}")
             return "failed"
+
+
+def run_params(run: Run) -> AnnotationParams:
+    """The validated params of a sharded run (an annotation's, or a consensus's)."""
+    params = get_application(run.application_id).validate(run.params)
+    assert isinstance(params, AnnotationParams)
+    return params
+
+
+def member_stem(idx: int, j: int) -> str:
+    """The file stem of model ``j``'s result in shard ``idx`` of a consensus."""
+    return f"{idx}.m{j}"
+
+
+def save_part(shard_dir: Path, stem: str, res: Any) -> None:
+    """One model's result over one shard: probabilities, per-cell extras, additive counts of the
+    findings (``marker_overlap``) and what the merge needs to rebuild the result."""
+    tmp = shard_dir / f"{stem}.tmp.npy"
+    np.save(tmp, res.probabilities.astype(np.float32))
+    os.replace(tmp, shard_dir / f"{stem}.npy")
+    if res.obs_columns:  # per-cell extras (reference_distance, ...): merged in cell order
+        tmp = shard_dir / f"{stem}.obs.tmp.parquet"
+        pd.DataFrame({k: np.asarray(v) for k, v in res.obs_columns.items()}).to_parquet(tmp)
+        os.replace(tmp, shard_dir / f"{stem}.obs.parquet")
+    counts = res.parts.get("marker_overlap")
+    if counts is not None:  # per-type sums of the shard's cells: they add up over the shards
+        tmp = shard_dir / f"{stem}.markers.tmp.npz"
+        np.savez(tmp, **counts.to_arrays())
+        os.replace(tmp, shard_dir / f"{stem}.markers.npz")
+    meta = {
+        "coverage": None if res.coverage is None else res.coverage.fraction_present,
+        "warnings": res.warnings,
+        "threshold": res.threshold,
+        "classes": res.classes,
+        "model": res.model_name,
+        "family": res.model_family,
+        "gene_panel": None if res.gene_panel is None else res.gene_panel.to_dict(),
+        "species": res.species,
+        "species_mapping": res.orthology.describe() if res.orthology else None,
+        "ontology": res.class_terms.to_dict(),
+        # the model's distance description (threshold, ...): the same for every shard
+        **mergeable_findings(res.findings),
+    }
+    tmp = shard_dir / f"{stem}.tmp.json"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, shard_dir / f"{stem}.json")
 
 
 def _bounds(engine: Engine, run_id: str, idx: int) -> tuple[int, int]:
@@ -289,9 +327,8 @@ ENDED = (RunState.CANCELLED, RunState.FAILED)
 
 
 #: dataset findings that are the same in every shard (a description of the model), so the
-#: merge can keep shard 0's. Others (``marker_overlap``: per-type mean expression of the shard's
-#: cells) are not additive from the shard figures and are left out of a sharded run's summary;
-#: the out-of-reference shares are recomputed from the merged per-cell columns.
+#: merge keeps shard 0's. ``marker_overlap`` is recomputed from the shards' summed counts
+#: (``MarkerCounts``); the out-of-reference shares from the merged per-cell columns.
 SHARD_INVARIANT_FINDINGS = ("reference_distance",)
 
 
@@ -300,39 +337,88 @@ def mergeable_findings(findings: dict[str, Any]) -> dict[str, Any]:
     return {"findings": {k: findings[k] for k in SHARD_INVARIANT_FINDINGS if k in findings}}
 
 
-def merged_obs_columns(shard_dir: Path, n_shards: int) -> dict[str, np.ndarray]:
+def merged_obs_columns(shard_dir: Path, stems: list[str]) -> dict[str, np.ndarray]:
     """The shards' per-cell extra columns concatenated in cell order (empty when none wrote)."""
-    paths = [shard_dir / f"{i}.obs.parquet" for i in range(n_shards)]
+    paths = [shard_dir / f"{stem}.obs.parquet" for stem in stems]
     if not all(p.exists() for p in paths):
         return {}
     frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     return {str(c): frame[c].to_numpy() for c in frame.columns}
 
 
-def merge(engine: Engine, run_id: str) -> TaskOutput:
-    """The run's result from its shard files: predictions, probabilities, metrics and layout."""
+def merged_marker_overlap(shard_dir: Path, stems: list[str]) -> dict[str, Any] | None:
+    """``marker_overlap`` of all the cells, from the shards' summed per-type counts."""
+    from cellfoundry.models.baselines.explain import MarkerCounts
+
+    paths = [shard_dir / f"{stem}.markers.npz" for stem in stems]
+    if not all(p.exists() for p in paths):
+        return None
+    parts = []
+    for p in paths:
+        with np.load(p, allow_pickle=False) as arrays:
+            parts.append(MarkerCounts.from_arrays(arrays))
+    return MarkerCounts.combine(parts).overlap()
+
+
+def merged_result(shard_dir: Path, stems: list[str], obs_names: pd.Index) -> Any:
+    """One model's result over every cell, rebuilt from its shard files ``stems`` (in order)."""
+    from cellfoundry.ontology import LabelMapping
     from cellfoundry.result import AnnotationResult
 
-    run, ds, rec = engine.inputs(run_id)
-    params = AnnotationParams.model_validate(run.params)
-    out_dir = engine.storage.run_dir(run_id)
-    shard_dir = out_dir / "shards"
-    probs = np.concatenate([np.load(shard_dir / f"{i}.npy") for i in range(run.n_shards)])
-    meta = json.loads((shard_dir / "0.json").read_text())
-    engine.report(run_id, "merging shards", 88)
-    adata = read_dataset(engine.storage.resolve(ds.path), backed=True)
-    truth = label_column(adata, params.label_key) if params.label_key else None
+    meta = json.loads((shard_dir / f"{stems[0]}.json").read_text())
+    findings = dict(meta.get("findings") or {})
+    overlap = merged_marker_overlap(shard_dir, stems)
+    if overlap is not None:
+        findings["marker_overlap"] = overlap
     res = AnnotationResult(
-        obs_names=adata.obs_names.copy(),
+        obs_names=obs_names.copy(),
         classes=meta["classes"],
-        probabilities=probs,
+        probabilities=np.concatenate([np.load(shard_dir / f"{stem}.npy") for stem in stems]),
         threshold=meta["threshold"],
         model_name=meta["model"],
         model_family=meta["family"],
         warnings=meta["warnings"],
-        obs_columns=merged_obs_columns(shard_dir, run.n_shards),
-        findings=meta.get("findings") or {},
+        species=meta.get("species"),
+        ontology=LabelMapping.from_dict(meta["ontology"]) if meta.get("ontology") else None,
+        obs_columns=merged_obs_columns(shard_dir, stems),
+        findings=findings,
     )
+    return res, meta
+
+
+def merge(engine: Engine, run_id: str) -> TaskOutput:
+    """The run's result from its shard files: predictions, probabilities, metrics and layout."""
+    run, ds, rec = engine.inputs(run_id)
+    params = run_params(run)
+    out_dir = engine.storage.run_dir(run_id)
+    shard_dir = out_dir / "shards"
+    engine.report(run_id, "merging shards", 88)
+    adata = read_dataset(engine.storage.resolve(ds.path), backed=True)
+    truth = label_column(adata, params.label_key) if params.label_key else None
+    consensus_of: list[str] = []
+    if isinstance(params, ConsensusParams):
+        from cellfoundry.consensus import consensus
+
+        consensus_of = params.model_ids(run.model_id)
+        members = [
+            merged_result(
+                shard_dir, [member_stem(i, j) for i in range(run.n_shards)], adata.obs_names
+            )
+            for j in range(len(consensus_of))
+        ]
+        rule = json.loads((shard_dir / "0.json").read_text())["consensus"]
+        # the library's consensus over every cell, with the rule each shard used: the same
+        # calls as one unsharded run (each cell's call depends on that cell alone)
+        res = consensus(
+            [m for m, _ in members],
+            consensus_of,  # per-model columns and figures named by model id
+            min_support=rule["min_support"],
+            weights=rule["weights"],
+        )
+        meta = members[0][1]
+    else:
+        res, meta = merged_result(shard_dir, [str(i) for i in range(run.n_shards)], adata.obs_names)
+    probs = res.probabilities
     summary = res.summary()
     summary["gene_coverage"] = meta["coverage"]
     panel = meta.get("gene_panel") or {}
@@ -342,6 +428,8 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
     summary["gene_panel"] = panel or None
     summary["species"] = meta.get("species")
     summary["species_mapping"] = meta.get("species_mapping")
+    if consensus_of:
+        summary["consensus"].update(consensus_figures(res, consensus_of))
     files: dict[str, Path] = {
         "predictions": out_dir / "predictions.parquet",
         "probabilities": out_dir / "probabilities.npy",
@@ -362,6 +450,52 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
         summary["layout"] = params.layout
         summary["layout_sampled"] = res.n_cells > engine.settings.umap_max_cells
     return TaskOutput(summary=summary, files=files)
+
+
+def consensus_figures(res: Any, model_ids: list[str]) -> dict[str, Any]:
+    """The consensus's agreement distribution and each model's agreement with the consensus.
+
+    A model agrees on a cell when its own most probable class is the consensus call, or lies
+    above or below it in the Cell Ontology (one lineage); an Unknown consensus has no agreement.
+    """
+    from cellfoundry.consensus import AGREEMENT_COLUMN, CONSENSUS_COLUMN, member_column
+    from cellfoundry.ontology import ancestors
+    from cellfoundry.result import TERM_COLUMN
+
+    n = res.n_cells
+    agree = np.asarray(res.obs_columns[AGREEMENT_COLUMN], dtype=np.float64)
+    values, counts = np.unique(np.round(agree, 4), return_counts=True)
+    distribution = [
+        {"agreement": float(v), "n_cells": int(c), "share": float(c / n)}
+        for v, c in zip(values, counts, strict=True)
+    ]
+    call_label = np.asarray(res.obs_columns[CONSENSUS_COLUMN], dtype=object)
+    call_term = np.asarray(res.term_ids, dtype=object)
+    unknown = np.asarray(res.unknown, dtype=bool)
+    per_model: dict[str, Any] = {}
+    for mid in model_ids:
+        own_label = np.asarray(res.obs_columns[member_column("predicted_cell_type", mid)], object)
+        own_term = np.asarray(res.obs_columns[member_column(TERM_COLUMN, mid)], dtype=object)
+        keys = pd.DataFrame({"ct": call_term, "cl": call_label, "mt": own_term, "ml": own_label})
+        # one verdict per distinct (call, model's call) pair: few, however many cells
+        codes = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+        verdicts = []
+        for ct, cl, mt, ml in keys.drop_duplicates().itertuples(index=False):
+            if ct and mt:
+                verdicts.append((ct == mt, ct == mt or ct in ancestors(mt) or mt in ancestors(ct)))
+            else:  # a class without a term agrees with itself only
+                same = not ct and not mt and cl == ml
+                verdicts.append((same, same))
+        flags = np.asarray(verdicts, dtype=bool).reshape(-1, 2)[codes] & ~unknown[:, None]
+        per_model[mid] = {
+            "agreement": float(flags[:, 1].mean()) if n else 0.0,
+            "same_call": float(flags[:, 0].mean()) if n else 0.0,
+        }
+    return {
+        "model_ids": list(model_ids),
+        "agreement_distribution": distribution,
+        "per_model": per_model,
+    }
 
 
 def _layout(

@@ -86,6 +86,9 @@ class Prediction:
     # extra per-cell columns (e.g. reference_distance) and dataset-level findings
     obs: dict[str, np.ndarray] = field(default_factory=dict)
     uns: dict[str, Any] = field(default_factory=dict)
+    # additive statistics behind findings (an observer's ``parts()``), to combine the predictions
+    # of parts of a dataset: e.g. ``marker_overlap`` -> MarkerCounts
+    parts: dict[str, Any] = field(default_factory=dict)
 
 
 class ChunkObserver(Protocol):
@@ -255,6 +258,9 @@ class FeatureAnnotator(Annotator):
             obs, uns = w.finish()
             pred.obs.update(obs)
             pred.uns.update(uns)
+            parts = getattr(w, "parts", None)  # optional: findings that parts of a dataset add up
+            if parts is not None:
+                pred.parts.update(parts())
         return pred
 
     @staticmethod

@@ -78,6 +78,13 @@ def delete_dataset(platform: Platform, s: Session, d: Dataset) -> None:
 def delete_model(platform: Platform, s: Session, rec: ModelRecord) -> None:
     """Remove a model with the (finished) runs that used it, and its artifact folder."""
     runs = list(s.scalars(select(Run).where(Run.model_id == rec.id)))
+    runs += [  # consensus runs that combined it with their model_id
+        r
+        for r in s.scalars(
+            select(Run).where(Run.application_id == "consensus", Run.model_id != rec.id)
+        )
+        if rec.id in (r.params or {}).get("other_model_ids", [])
+    ]
     _refuse_active(runs, f"model '{rec.id}'")
     delete_runs(platform, s, runs)
     s.execute(delete(Evaluation).where(Evaluation.model_id == rec.id))

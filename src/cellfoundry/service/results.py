@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
+from cellfoundry.stats.labels import UNKNOWN
 from cellfoundry.store.storage import FileStorage
 from cellfoundry.store.tables import Dataset, Result, Run, RunState
 
@@ -32,6 +33,17 @@ def finished_result(s: Session, run: Run) -> Result:
             f"run '{run.id}' has no stored result", "submit the run again", code="result_not_found"
         )
     return res
+
+
+def predictions_file(storage: FileStorage, run: Run, res: Result) -> Path:
+    """The run's per-cell predictions file (404 for runs without per-cell output)."""
+    if "predictions" not in res.files:
+        raise NotFoundError(
+            f"run '{run.id}' ({run.application_id}) has no per-cell output",
+            "use an annotation, consensus or evaluation run",
+            code="no_predictions",
+        )
+    return storage.resolve(res.files["predictions"])
 
 
 def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dict[str, Any]:
@@ -136,38 +148,97 @@ def read_rows(path: Path, start: int, stop: int) -> tuple[Any, int]:
 
 
 def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
-    from cellfoundry.models.baselines.evidence import DISTANCE_COLUMN as DISTANCE
-    from cellfoundry.models.baselines.evidence import OUT_OF_REFERENCE_COLUMN as OUT_OF_REF
-    from cellfoundry.result import TERM_COLUMN
-
     start = (page - 1) * page_size
     rows, total = read_rows(path, start, start + page_size)
-    chunk = rows.to_pandas()
-    items = []
+    items = cell_items(rows.to_pandas(), start)
+    return {"page": page, "page_size": page_size, "total": total, "items": items}
+
+
+def one_cell(path: Path, index: int) -> dict[str, Any]:
+    """The stored prediction of the cell in row ``index`` (404 beyond the last row)."""
+    rows, total = read_rows(path, index, index + 1)
+    if index >= total:
+        raise NotFoundError(
+            f"no cell {index}: the run has {total} cells (rows 0 to {total - 1})",
+            "use the index of a cell from the run's pages (cells.items[].index)",
+            code="cell_not_found",
+        )
+    return cell_items(rows.to_pandas(), index)[0]
+
+
+def gene_contributions(genes: Any, scores: Any) -> list[dict[str, Any]]:
+    """``;``-joined genes (strongest first) and their aligned contributions, as a list."""
+    names = [g for g in str(genes or "").split(";") if g]
+    values = [float(v) for v in str(scores or "").split(";") if v]
+    if len(values) != len(names):
+        values = []
+    return [{"gene": g, "contribution": values[i] if values else None} for i, g in enumerate(names)]
+
+
+def cell_items(chunk: Any, start: int) -> list[dict[str, Any]]:
+    """The API's view of stored prediction rows (rows ``start``, ``start + 1``, ... of the run)."""
+    from cellfoundry.consensus import AGREEMENT_COLUMN, member_column
+    from cellfoundry.models.baselines.evidence import DISTANCE_COLUMN as DISTANCE
+    from cellfoundry.models.baselines.evidence import OUT_OF_REFERENCE_COLUMN as OUT_OF_REF
+    from cellfoundry.models.baselines.evidence import TOP_GENES_COLUMN as TOP_GENES
+    from cellfoundry.models.baselines.evidence import TOP_SCORES_COLUMN as TOP_SCORES
+    from cellfoundry.result import TERM_COLUMN
+
     tops = [
         c.removesuffix("_label")
         for c in chunk.columns
         if c.startswith("top") and c.endswith("_label")
     ]
-    for rec in chunk.to_dict(orient="records"):
-        items.append(
-            {
-                "cell": str(rec["cell"]),
-                "label": str(rec["display_label"]),
-                "predicted": str(rec["predicted_cell_type"]),
-                "confidence": float(rec["prediction_confidence"]),
-                "unknown": bool(rec["prediction_unknown"]),
-                "top3": [
-                    {"label": str(rec[f"{t}_label"]), "probability": float(rec[f"{t}_probability"])}
-                    for t in tops
-                ],
-                **({"true_label": str(rec["true_label"])} if "true_label" in rec else {}),
-                **({"ontology_term_id": str(rec[TERM_COLUMN])} if TERM_COLUMN in rec else {}),
-                **({DISTANCE: float(rec[DISTANCE])} if DISTANCE in rec else {}),
-                **({OUT_OF_REF: bool(rec[OUT_OF_REF])} if OUT_OF_REF in rec else {}),
-            }
-        )
-    return {"page": page, "page_size": page_size, "total": total, "items": items}
+    prefix = member_column("predicted_cell_type", "")
+    members = [str(c).removeprefix(prefix) for c in chunk.columns if str(c).startswith(prefix)]
+
+    def model_call(rec: dict[str, Any], m: str) -> dict[str, Any]:
+        def col(name: str) -> Any:
+            return rec.get(member_column(name, m))
+
+        unknown = bool(col("prediction_unknown"))
+        predicted = str(col("predicted_cell_type"))
+        call: dict[str, Any] = {
+            "label": UNKNOWN if unknown else predicted,
+            "predicted": predicted,
+            "confidence": float(col("prediction_confidence")),
+            "unknown": unknown,
+            "ontology_term_id": str(col(TERM_COLUMN) or ""),
+        }
+        if member_column(TOP_GENES, m) in rec:
+            call["top_genes"] = gene_contributions(col(TOP_GENES), col(TOP_SCORES))
+        return call
+
+    items = []
+    for i, rec in enumerate(chunk.to_dict(orient="records")):
+        item: dict[str, Any] = {
+            "cell": str(rec["cell"]),
+            "index": start + i,
+            "label": str(rec["display_label"]),
+            "predicted": str(rec["predicted_cell_type"]),
+            "confidence": float(rec["prediction_confidence"]),
+            "unknown": bool(rec["prediction_unknown"]),
+            "top3": [
+                {"label": str(rec[f"{t}_label"]), "probability": float(rec[f"{t}_probability"])}
+                for t in tops
+            ],
+        }
+        if "true_label" in rec:
+            item["true_label"] = str(rec["true_label"])
+        if TERM_COLUMN in rec:
+            item["ontology_term_id"] = str(rec[TERM_COLUMN])
+        if DISTANCE in rec:
+            item[DISTANCE] = float(rec[DISTANCE])
+        if OUT_OF_REF in rec:
+            item[OUT_OF_REF] = bool(rec[OUT_OF_REF])
+        if TOP_GENES in rec:
+            item["top_genes"] = gene_contributions(rec[TOP_GENES], rec.get(TOP_SCORES))
+        if AGREEMENT_COLUMN in rec:
+            item["agreement"] = float(rec[AGREEMENT_COLUMN])
+        if members:
+            item["models"] = {m: model_call(rec, m) for m in members}
+        items.append(item)
+    return items
 
 
 def csv_stream(path: Path) -> Iterator[bytes]:
@@ -183,12 +254,25 @@ def csv_stream(path: Path) -> Iterator[bytes]:
 _H5AD_LOCK = threading.Lock()
 
 
+def _columns_of_records(value: Any) -> Any:
+    """A copy with every list of records as columns ({key: [values]}), which h5ad can store."""
+    if isinstance(value, dict):
+        return {k: _columns_of_records(v) for k, v in value.items()}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        keys = list(dict.fromkeys(k for v in value for k in v))
+        return {k: [v.get(k) for v in value] for k in keys}
+    return value
+
+
 def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> Path:
-    """The dataset with the run's predictions written in (built once, then served from disk)."""
+    """The dataset with the run's predictions written in (built once, then served from disk):
+    the stored per-cell columns (a consensus's and each of its models', evidence, ...) in obs,
+    the probabilities in obsm and the summary's findings in uns."""
     import numpy as np
+    import pandas as pd
 
     from cellfoundry.data.io import read_data
-    from cellfoundry.result import AnnotationResult
+    from cellfoundry.result import TERM_COLUMN, AnnotationResult, uns_safe
 
     out = storage.run_dir(run.id) / "annotated.h5ad"
     with _H5AD_LOCK:
@@ -207,7 +291,23 @@ def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> P
             warnings=list(summ.get("warnings", [])),
         )
         annotated = ar.to_adata(adata)
-        annotated.uns["cellfoundry"]["run_id"] = run.id
+        stored = pd.read_parquet(storage.resolve(res.files["predictions"]))
+        skip = {"cell", "display_label", "true_label"}
+        if summ.get("family") != "consensus":  # to_adata wrote the model's own calls already
+            skip |= {"predicted_cell_type", TERM_COLUMN, "prediction_confidence"}
+            skip.add("prediction_unknown")
+        for col in stored.columns:
+            if col in skip or (col.startswith("top") and col.endswith(("_label", "_probability"))):
+                continue
+            values = stored[col]
+            if values.dtype == object:  # text: categorical, as the library writes it
+                values = values.astype(str).astype("category")
+            annotated.obs[col] = values.to_numpy() if values.dtype != "category" else values.values
+        uns = annotated.uns["cellfoundry"]
+        uns["run_id"] = run.id
+        for key in ("marker_overlap", "consensus", "out_of_reference", "reference_distance"):
+            if summ.get(key) is not None:
+                uns[key] = uns_safe(_columns_of_records(summ[key]))
         tmp = out.with_suffix(".tmp.h5ad")
         annotated.write_h5ad(tmp)
         tmp.replace(out)

@@ -20,6 +20,7 @@ UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_APPLICATION = "annotation"
 MAX_PAGE = 1_000_000  # pages beyond this are refused (422), never sent to the database
+MAX_CELL_INDEX = 100_000_000  # a cell row beyond this is refused (422)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -261,8 +262,31 @@ class LayoutPublic(BaseModel):
     obs: dict[str, list[str | None]]
 
 
+class GeneContribution(BaseModel):
+    gene: str
+    contribution: float | None = Field(
+        None, description="how much the gene adds to the score of the call (null: not stored)"
+    )
+
+
+class ModelCall(BaseModel):
+    """One model's own call of a cell in a consensus run."""
+
+    label: str = Field(..., description='``predicted``, or "Unknown" below the model\'s threshold')
+    predicted: str = Field(..., description="the model's most probable class")
+    confidence: float
+    unknown: bool
+    ontology_term_id: str | None = None
+    top_genes: list[GeneContribution] | None = Field(
+        None, description="explain=true: the genes contributing most to this model's call"
+    )
+
+
 class CellPrediction(BaseModel):
     cell: str
+    index: int | None = Field(
+        None, description="row of the cell in the dataset (GET /results/{run_id}/cells/{index})"
+    )
     label: str
     predicted: str
     confidence: float
@@ -277,6 +301,18 @@ class CellPrediction(BaseModel):
     )
     out_of_reference: bool | None = Field(
         None, description="farther from the training cells than the model's threshold"
+    )
+    top_genes: list[GeneContribution] | None = Field(
+        None,
+        description="explain=true: the genes contributing most to the call, strongest first",
+    )
+    agreement: float | None = Field(
+        None,
+        description="consensus: share of the models whose own call agrees with the consensus "
+        "call (same Cell Ontology term, or one above or below it)",
+    )
+    models: dict[str, ModelCall] | None = Field(
+        None, description="consensus: each model's own call, by model id"
     )
 
 
@@ -315,6 +351,63 @@ class OutOfReferencePublic(BaseModel):
     by_predicted_type: dict[str, TypeShare] = Field(default_factory=dict)
 
 
+class MarkerTypePublic(BaseModel):
+    """One predicted type: its top query markers against the reference's markers of the class."""
+
+    n_cells: int
+    overlap: float | None = Field(
+        None, description="shared / n_markers; null when the type has too few cells"
+    )
+    shared_markers: list[str] = Field(default_factory=list)
+    query_markers: list[str] = Field(default_factory=list)
+    reference_markers: list[str] = Field(default_factory=list)
+
+
+class MarkerOverlapPublic(BaseModel):
+    """Per predicted type, the share of its top query markers among the reference's markers of
+    that class (stored in the model); from every cell of the run, sharded or not."""
+
+    model_config = ConfigDict(extra="allow")
+    n_markers: int
+    test: str
+    expected_by_chance: float | None = None
+    mean_overlap: float | None = Field(None, description="weighted by the types' cell counts")
+    by_predicted_type: dict[str, MarkerTypePublic] = Field(default_factory=dict)
+
+
+class AgreementCount(BaseModel):
+    agreement: float
+    n_cells: int
+    share: float
+
+
+class ModelAgreementPublic(BaseModel):
+    agreement: float = Field(
+        ...,
+        description="share of cells where the model's call is the consensus call or lies above "
+        "or below it in the Cell Ontology (Unknown consensus: no agreement)",
+    )
+    same_call: float = Field(..., description="share of cells where it is the consensus call")
+
+
+class ConsensusSummaryPublic(BaseModel):
+    """How the models' calls were combined, and how much they agree."""
+
+    model_config = ConfigDict(extra="allow")
+    model_ids: list[str] = Field(default_factory=list, description="the models, model_id first")
+    rule: str | None = None
+    min_support: float | None = None
+    weights: dict[str, float] = Field(default_factory=dict, description="by model id")
+    mean_agreement: float | None = None
+    share_full_agreement: float | None = None
+    share_unknown: float | None = None
+    share_broader_term: float | None = Field(
+        None, description="share of cells called a term broader than every model's classes"
+    )
+    agreement_distribution: list[AgreementCount] = Field(default_factory=list)
+    per_model: dict[str, ModelAgreementPublic] = Field(default_factory=dict)
+
+
 class ResultSummaryPublic(BaseModel):
     """The run's stored summary. The fields below are an annotation's; other applications add
     their own keys (evaluation metrics, confusion, ...), passed through as stored."""
@@ -334,6 +427,13 @@ class ResultSummaryPublic(BaseModel):
     species: str | None = None
     ontology: OntologySummaryPublic | None = None
     out_of_reference: OutOfReferencePublic | None = None
+    marker_overlap: MarkerOverlapPublic | None = None
+    consensus: ConsensusSummaryPublic | None = None
+    members: dict[str, ResultSummaryPublic] | None = Field(
+        None,
+        description="consensus: each model's own summary (label counts, marker_overlap, ...), "
+        "by model id",
+    )
 
 
 class ResultsPublic(BaseModel):

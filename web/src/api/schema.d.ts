@@ -290,6 +290,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/results/{run_id}/cells/{index}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Cell
+         * @description One cell's stored prediction with its evidence: top genes and contributions (explain),
+         *     a consensus's agreement and each model's own call.
+         */
+        get: operations["cell_results__run_id__cells__index__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/download/{run_id}": {
         parameters: {
             query?: never;
@@ -338,6 +359,15 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AgreementCount */
+        AgreementCount: {
+            /** Agreement */
+            agreement: number;
+            /** N Cells */
+            n_cells: number;
+            /** Share */
+            share: number;
+        };
         /** ApplicationPublic */
         ApplicationPublic: {
             /** Id */
@@ -385,6 +415,11 @@ export interface components {
         CellPrediction: {
             /** Cell */
             cell: string;
+            /**
+             * Index
+             * @description row of the cell in the dataset (GET /results/{run_id}/cells/{index})
+             */
+            index?: number | null;
             /** Label */
             label: string;
             /** Predicted */
@@ -412,6 +447,23 @@ export interface components {
              * @description farther from the training cells than the model's threshold
              */
             out_of_reference?: boolean | null;
+            /**
+             * Top Genes
+             * @description explain=true: the genes contributing most to the call, strongest first
+             */
+            top_genes?: components["schemas"]["GeneContribution"][] | null;
+            /**
+             * Agreement
+             * @description consensus: share of the models whose own call agrees with the consensus call (same Cell Ontology term, or one above or below it)
+             */
+            agreement?: number | null;
+            /**
+             * Models
+             * @description consensus: each model's own call, by model id
+             */
+            models?: {
+                [key: string]: components["schemas"]["ModelCall"];
+            } | null;
         };
         /** CheckPublic */
         CheckPublic: {
@@ -419,6 +471,47 @@ export interface components {
             ok: boolean;
             /** Detail */
             detail: string;
+        };
+        /**
+         * ConsensusSummaryPublic
+         * @description How the models' calls were combined, and how much they agree.
+         */
+        ConsensusSummaryPublic: {
+            /**
+             * Model Ids
+             * @description the models, model_id first
+             */
+            model_ids?: string[];
+            /** Rule */
+            rule?: string | null;
+            /** Min Support */
+            min_support?: number | null;
+            /**
+             * Weights
+             * @description by model id
+             */
+            weights?: {
+                [key: string]: number;
+            };
+            /** Mean Agreement */
+            mean_agreement?: number | null;
+            /** Share Full Agreement */
+            share_full_agreement?: number | null;
+            /** Share Unknown */
+            share_unknown?: number | null;
+            /**
+             * Share Broader Term
+             * @description share of cells called a term broader than every model's classes
+             */
+            share_broader_term?: number | null;
+            /** Agreement Distribution */
+            agreement_distribution?: components["schemas"]["AgreementCount"][];
+            /** Per Model */
+            per_model?: {
+                [key: string]: components["schemas"]["ModelAgreementPublic"];
+            };
+        } & {
+            [key: string]: unknown;
         };
         /** CoveragePublic */
         CoveragePublic: {
@@ -507,6 +600,16 @@ export interface components {
              */
             created_at: string;
         };
+        /** GeneContribution */
+        GeneContribution: {
+            /** Gene */
+            gene: string;
+            /**
+             * Contribution
+             * @description how much the gene adds to the score of the call (null: not stored)
+             */
+            contribution?: number | null;
+        };
         /**
          * HealthPublic
          * @description Without an API key only ``status``; with one also the checks, workers and models.
@@ -551,6 +654,89 @@ export interface components {
             obs: {
                 [key: string]: (string | null)[];
             };
+        };
+        /**
+         * MarkerOverlapPublic
+         * @description Per predicted type, the share of its top query markers among the reference's markers of
+         *     that class (stored in the model); from every cell of the run, sharded or not.
+         */
+        MarkerOverlapPublic: {
+            /** N Markers */
+            n_markers: number;
+            /** Test */
+            test: string;
+            /** Expected By Chance */
+            expected_by_chance?: number | null;
+            /**
+             * Mean Overlap
+             * @description weighted by the types' cell counts
+             */
+            mean_overlap?: number | null;
+            /** By Predicted Type */
+            by_predicted_type?: {
+                [key: string]: components["schemas"]["MarkerTypePublic"];
+            };
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * MarkerTypePublic
+         * @description One predicted type: its top query markers against the reference's markers of the class.
+         */
+        MarkerTypePublic: {
+            /** N Cells */
+            n_cells: number;
+            /**
+             * Overlap
+             * @description shared / n_markers; null when the type has too few cells
+             */
+            overlap?: number | null;
+            /** Shared Markers */
+            shared_markers?: string[];
+            /** Query Markers */
+            query_markers?: string[];
+            /** Reference Markers */
+            reference_markers?: string[];
+        };
+        /** ModelAgreementPublic */
+        ModelAgreementPublic: {
+            /**
+             * Agreement
+             * @description share of cells where the model's call is the consensus call or lies above or below it in the Cell Ontology (Unknown consensus: no agreement)
+             */
+            agreement: number;
+            /**
+             * Same Call
+             * @description share of cells where it is the consensus call
+             */
+            same_call: number;
+        };
+        /**
+         * ModelCall
+         * @description One model's own call of a cell in a consensus run.
+         */
+        ModelCall: {
+            /**
+             * Label
+             * @description ``predicted``, or "Unknown" below the model's threshold
+             */
+            label: string;
+            /**
+             * Predicted
+             * @description the model's most probable class
+             */
+            predicted: string;
+            /** Confidence */
+            confidence: number;
+            /** Unknown */
+            unknown: boolean;
+            /** Ontology Term Id */
+            ontology_term_id?: string | null;
+            /**
+             * Top Genes
+             * @description explain=true: the genes contributing most to this model's call
+             */
+            top_genes?: components["schemas"]["GeneContribution"][] | null;
         };
         /** ModelMetricsPublic */
         ModelMetricsPublic: {
@@ -710,6 +896,15 @@ export interface components {
             species?: string | null;
             ontology?: components["schemas"]["OntologySummaryPublic"] | null;
             out_of_reference?: components["schemas"]["OutOfReferencePublic"] | null;
+            marker_overlap?: components["schemas"]["MarkerOverlapPublic"] | null;
+            consensus?: components["schemas"]["ConsensusSummaryPublic"] | null;
+            /**
+             * Members
+             * @description consensus: each model's own summary (label counts, marker_overlap, ...), by model id
+             */
+            members?: {
+                [key: string]: components["schemas"]["ResultSummaryPublic"];
+            } | null;
         } & {
             [key: string]: unknown;
         };
@@ -841,6 +1036,56 @@ export interface components {
                  * @description species of the genes (human, mouse, rhesus, cynomolgus, pig); default: detected. Non-human genes are mapped to human orthologs.
                  */
                 species?: string | null;
+                /**
+                 * Explain
+                 * @description per cell, the genes contributing most to its call, with their contributions (prediction_top_genes; logreg and knn models; at most the server's explain_max_cells cells)
+                 * @default false
+                 */
+                explain: boolean;
+            };
+        } | {
+            /** @constant */
+            application_id: "consensus";
+            params?: {
+                /**
+                 * Threshold
+                 * @description Unknown threshold (default: the model's)
+                 */
+                threshold?: number | null;
+                /**
+                 * Min Coverage
+                 * @description refuse when fewer model genes are present
+                 * @default 0.3
+                 */
+                min_coverage: number;
+                /**
+                 * Label Key
+                 * @description obs column with true labels: adds metrics to the summary
+                 */
+                label_key?: string | null;
+                /**
+                 * Layout
+                 * @description 2-D layout of the cells in the results
+                 * @default umap
+                 * @enum {string}
+                 */
+                layout: "umap" | "pca" | "none";
+                /**
+                 * Species
+                 * @description species of the genes (human, mouse, rhesus, cynomolgus, pig); default: detected. Non-human genes are mapped to human orthologs.
+                 */
+                species?: string | null;
+                /**
+                 * Explain
+                 * @description per cell, the genes contributing most to its call, with their contributions (prediction_top_genes; logreg and knn models; at most the server's explain_max_cells cells)
+                 * @default false
+                 */
+                explain: boolean;
+                /**
+                 * Other Model Ids
+                 * @description the models combined with model_id (each annotates every cell; the calls are combined up the Cell Ontology): 1 to 4 other model ids
+                 */
+                other_model_ids: string[];
             };
         } | {
             /** @constant */
@@ -1832,6 +2077,76 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ResultsPublic"];
+                };
+            };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not found (or not yours) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not in a state that allows this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (the server log has the details) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    cell_results__run_id__cells__index__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description row of the cell (0-based) */
+                index: number;
+                /** @description a run id from POST /submit */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CellPrediction"];
                 };
             };
             /** @description Missing or invalid API key */

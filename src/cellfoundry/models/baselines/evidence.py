@@ -3,7 +3,8 @@
 - ``reference_distance`` / ``out_of_reference`` for every cell (when the artifact stores the
   reference geometry; see ``cellfoundry.models.baselines.distance``);
 - the overlap of each predicted type's markers with the reference's (``uns["marker_overlap"]``);
-- with ``explain=True``, ``prediction_top_genes``: the genes contributing most to each call.
+- with ``explain=True``, ``prediction_top_genes``: the genes contributing most to each call, and
+  ``prediction_top_gene_contributions``: their contributions, aligned.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellfoundry.models.baselines.distance import ReferenceDistance
-from cellfoundry.models.baselines.explain import GroupStats, marker_overlap, top_genes
+from cellfoundry.models.baselines.explain import GroupStats, MarkerCounts, top_genes_and_scores
 
 # contributions(x, called class per cell, genes present) -> (cells, genes)
 ContributionFn = Callable[[sp.csr_matrix, np.ndarray, np.ndarray], np.ndarray]
@@ -23,6 +24,7 @@ ContributionFn = Callable[[sp.csr_matrix, np.ndarray, np.ndarray], np.ndarray]
 DISTANCE_COLUMN = "reference_distance"
 OUT_OF_REFERENCE_COLUMN = "out_of_reference"
 TOP_GENES_COLUMN = "prediction_top_genes"
+TOP_SCORES_COLUMN = "prediction_top_gene_contributions"  # aligned with TOP_GENES_COLUMN
 
 
 class DistanceObserver:
@@ -58,21 +60,23 @@ class MarkerObserver:
         names: Sequence[str],
         present: np.ndarray,
     ) -> None:
-        self.reference = reference_markers
-        self.classes = list(classes)
-        self.names = list(names)
-        self.present = present
-        self.stats = GroupStats(len(names), len(classes))
+        self.counts = MarkerCounts(
+            GroupStats(len(names), len(classes)),
+            reference_markers,
+            list(classes),
+            list(names),
+            present,
+        )
 
     def observe(self, start: int, x: sp.csr_matrix, proba: np.ndarray) -> None:
-        self.stats.add(x, proba.argmax(axis=1))
+        self.counts.stats.add(x, proba.argmax(axis=1))
 
     def finish(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {}, {
-            "marker_overlap": marker_overlap(
-                self.stats, self.reference, self.classes, self.names, self.present
-            )
-        }
+        return {}, {"marker_overlap": self.counts.overlap()}
+
+    def parts(self) -> dict[str, Any]:
+        """The additive counts behind ``marker_overlap`` (to combine parts of a dataset)."""
+        return {"marker_overlap": self.counts}
 
 
 class TopGenesObserver:
@@ -89,10 +93,13 @@ class TopGenesObserver:
         self.present = present
         self.n_top = n_top
         self.values = np.full(n_cells, "", dtype=object)
+        self.scores = np.full(n_cells, "", dtype=object)
 
     def observe(self, start: int, x: sp.csr_matrix, proba: np.ndarray) -> None:
         contrib = self.contributions(x, proba.argmax(axis=1), self.present)
-        self.values[start : start + x.shape[0]] = top_genes(contrib, self.names, self.n_top)
+        genes, scores = top_genes_and_scores(contrib, self.names, self.n_top)
+        self.values[start : start + x.shape[0]] = genes
+        self.scores[start : start + x.shape[0]] = scores
 
     def finish(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {TOP_GENES_COLUMN: self.values}, {}
+        return {TOP_GENES_COLUMN: self.values, TOP_SCORES_COLUMN: self.scores}, {}

@@ -16,6 +16,7 @@ markers of the same class (computed the same way at training time and stored in 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,16 +44,30 @@ def display_names(genes: Sequence[str]) -> list[str]:
 
 def top_genes(contributions: np.ndarray, names: Sequence[str], n: int = N_TOP_GENES) -> np.ndarray:
     """``;``-joined names of each row's ``n`` largest positive contributions, strongest first."""
+    return top_genes_and_scores(contributions, names, n)[0]
+
+
+def top_genes_and_scores(
+    contributions: np.ndarray, names: Sequence[str], n: int = N_TOP_GENES
+) -> tuple[np.ndarray, np.ndarray]:
+    """``top_genes`` and, aligned with them, their contributions (``;``-joined, 4 significant
+    digits)."""
     n = min(n, contributions.shape[1])
     if n == 0:
-        return np.full(contributions.shape[0], "", dtype=object)
+        empty = np.full(contributions.shape[0], "", dtype=object)
+        return empty, empty.copy()
     part = np.argpartition(-contributions, n - 1, axis=1)[:, :n]
     vals = np.take_along_axis(contributions, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
     arr = np.asarray(names, dtype=object)
-    return np.array([";".join(arr[i][v > 0]) for i, v in zip(idx, vals, strict=True)], dtype=object)
+    genes, scores = [], []
+    for i, v in zip(idx, vals, strict=True):
+        keep = v > 0
+        genes.append(";".join(arr[i][keep]))
+        scores.append(";".join(f"{float(c):.4g}" for c in v[keep]))
+    return np.array(genes, dtype=object), np.array(scores, dtype=object)
 
 
 def class_contributions(
@@ -203,3 +218,61 @@ def marker_overlap(
         else None,
         "by_predicted_type": per_type,
     }
+
+
+@dataclass
+class MarkerCounts:
+    """What ``marker_overlap`` needs from a set of cells, additive across parts of a dataset.
+
+    The per-type sums of a dataset's cells are the sums of its parts' (shards of a run, chunks),
+    so the overlap of the whole is computed from the parts' counts without the cells.
+    """
+
+    stats: GroupStats
+    reference: np.ndarray  # the reference's ranked markers of every class (from the artifact)
+    classes: list[str]
+    names: list[str]
+    present: np.ndarray  # per model gene: in the query
+
+    def overlap(self) -> dict[str, Any]:
+        return marker_overlap(self.stats, self.reference, self.classes, self.names, self.present)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (``np.savez`` / ``np.load`` without pickle)."""
+        return {
+            "n": self.stats.n,
+            "sums": self.stats.sums,
+            "sumsq": self.stats.sumsq,
+            "reference": self.reference,
+            "classes": np.asarray(self.classes, dtype=str),
+            "names": np.asarray(self.names, dtype=str),
+            "present": self.present,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> MarkerCounts:
+        classes, names = [str(c) for c in arrays["classes"]], [str(g) for g in arrays["names"]]
+        stats = GroupStats(len(names), len(classes))
+        stats.n[:] = arrays["n"]
+        stats.sums[:] = arrays["sums"]
+        stats.sumsq[:] = arrays["sumsq"]
+        return cls(stats, np.asarray(arrays["reference"]), classes, names, arrays["present"])
+
+    @classmethod
+    def combine(cls, parts: Sequence[MarkerCounts]) -> MarkerCounts:
+        """The counts of the union of ``parts`` (same model and query genes in every part)."""
+        first = parts[0]
+        for p in parts[1:]:
+            if (
+                p.classes != first.classes
+                or p.names != first.names
+                or not np.array_equal(p.present, first.present)
+                or not np.array_equal(p.reference, first.reference)
+            ):
+                raise ValueError("marker counts of different models or gene panels do not add up")
+        stats = GroupStats(len(first.names), len(first.classes))
+        for p in parts:
+            stats.n += p.stats.n
+            stats.sums += p.stats.sums
+            stats.sumsq += p.stats.sumsq
+        return cls(stats, first.reference, first.classes, first.names, first.present)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from cellfoundry.errors import NotFoundError
@@ -15,12 +15,16 @@ from cellfoundry.service.results import (
     csv_stream,
     finished_result,
     layout_block,
+    one_cell,
     page_predictions,
+    predictions_file,
 )
 from cellfoundry.service.schemas import (
     DOWNLOAD_CONTENT,
+    MAX_CELL_INDEX,
     MAX_PAGE,
     CellPage,
+    CellPrediction,
     LayoutPublic,
     ResultsPublic,
     ResultSummaryPublic,
@@ -61,6 +65,25 @@ def results(
 
 
 @router.get(
+    "/results/{run_id}/cells/{index}",
+    response_model=CellPrediction,
+    response_model_exclude_unset=True,
+    responses=errors(401, 404, 409),
+)
+def cell(
+    run: OwnRunDep,
+    s: SessionDep,
+    platform: PlatformDep,
+    index: Annotated[int, Path(ge=0, le=MAX_CELL_INDEX, description="row of the cell (0-based)")],
+) -> CellPrediction:
+    """One cell's stored prediction with its evidence: top genes and contributions (explain),
+    a consensus's agreement and each model's own call."""
+    res = finished_result(s, run)
+    path = predictions_file(platform.storage, run, res)
+    return CellPrediction.model_validate(one_cell(path, index))
+
+
+@router.get(
     "/download/{run_id}",
     response_class=Response,
     responses={
@@ -76,13 +99,7 @@ def download(
 ) -> Response:
     """The annotated dataset (h5ad) or the per-cell predictions (csv, parquet), streamed."""
     res = finished_result(s, run)
-    if "predictions" not in res.files:
-        raise NotFoundError(
-            f"run '{run.id}' ({run.application_id}) has no per-cell output",
-            "download annotation or evaluation runs",
-            code="no_predictions",
-        )
-    pred = platform.storage.resolve(res.files["predictions"])
+    pred = predictions_file(platform.storage, run, res)
     if format == "parquet":
         return FileResponse(
             pred, media_type="application/vnd.apache.parquet", filename=f"{run.id}.parquet"

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
 from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
-from cellfoundry.jobs.applications import get_application
+from cellfoundry.jobs.applications import (
+    EXPLAINABLE,
+    AnnotationParams,
+    ApplicationSpec,
+    ConsensusParams,
+    get_application,
+)
 from cellfoundry.jobs.queue import QueueUnavailable
 from cellfoundry.jobs.shards import remove_shard_files
 from cellfoundry.jobs.states import cancel_run
@@ -49,26 +55,25 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
             "upload the data first (POST /upload) and use the returned id",
             code="dataset_not_found",
         )
-    rec = s.get(ModelRecord, body.model_id)
-    if rec is None or not can_use(rec, uid):
-        raise NotFoundError(
-            f"no model '{body.model_id}'", "see GET /models for the ids", code="model_not_found"
-        )
+    rec = usable_model(s, platform, uid, body.model_id, "model_id")
     spec = get_application(body.application_id)
-    if not spec.accepts(rec.family):
-        raise CellfoundryError(
-            f"application '{spec.id}' does not accept {rec.family} models",
-            f"see GET /applications/{spec.id}/models",
-            code="model_not_supported",
-        )
-    params = spec.validate(body.params).model_dump(mode="json")
-    ready, status = check_ready(platform.storage, rec)
-    if not ready:
-        raise ConflictError(
-            f"model '{rec.id}' is not ready: {status}",
-            "restore the model's artifact folder or choose another model",
-            code="model_not_ready",
-        )
+    check_accepts(spec, rec)
+    validated = spec.validate(body.params)
+    params = validated.model_dump(mode="json")
+    recs = [rec]
+    if isinstance(validated, ConsensusParams):
+        if body.model_id in validated.other_model_ids:
+            raise CellfoundryError(
+                f"model '{body.model_id}' is both model_id and in params.other_model_ids",
+                "list each model of the consensus once: model_id, then the others in "
+                "params.other_model_ids",
+                code="invalid_params",
+            )
+        for other in validated.other_model_ids:
+            recs.append(usable_model(s, platform, uid, other, "params.other_model_ids"))
+            check_accepts(spec, recs[-1])
+    if isinstance(validated, AnnotationParams) and validated.explain:
+        check_explain(recs, d.n_cells, platform.settings.explain_max_cells)
     queue = platform.engine.queue
     ok, detail = queue.check()
     if not ok:
@@ -96,6 +101,54 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
         s.commit()
         raise QueueUnavailable(exc.message, (exc.hint or "") + "; nothing was queued") from exc
     return SubmitPublic(run_id=run.id, state=run.state)
+
+
+def usable_model(
+    s: SessionDep, platform: PlatformDep, uid: str, model_id: str, field: str
+) -> ModelRecord:
+    """A model the caller may use and whose artifact is in place (404 / 409 otherwise)."""
+    rec = s.get(ModelRecord, model_id)
+    if rec is None or not can_use(rec, uid):
+        raise NotFoundError(
+            f"no model '{model_id}' ({field})",
+            "see GET /models for the ids",
+            code="model_not_found",
+        )
+    ready, status = check_ready(platform.storage, rec)
+    if not ready:
+        raise ConflictError(
+            f"model '{rec.id}' is not ready: {status}",
+            "restore the model's artifact folder or choose another model",
+            code="model_not_ready",
+        )
+    return rec
+
+
+def check_accepts(spec: ApplicationSpec, rec: ModelRecord) -> None:
+    if not spec.accepts(rec.family):
+        raise CellfoundryError(
+            f"application '{spec.id}' does not accept {rec.family} models (model '{rec.id}')",
+            f"see GET /applications/{spec.id}/models",
+            code="model_not_supported",
+        )
+
+
+def check_explain(recs: list[ModelRecord], n_cells: int, max_cells: int) -> None:
+    """``explain`` needs gene-based models and at most ``max_cells`` cells (422 otherwise)."""
+    cannot = [f"{r.id} ({r.family})" for r in recs if r.family not in EXPLAINABLE]
+    if cannot:
+        raise CellfoundryError(
+            f"params.explain: model {', '.join(cannot)} cannot explain its calls gene by gene",
+            f"explain works with {', '.join(EXPLAINABLE)} models; submit without explain",
+            code="invalid_params",
+        )
+    if n_cells > max_cells:
+        raise CellfoundryError(
+            f"params.explain: the dataset has {n_cells:,} cells; a run explains at most "
+            f"{max_cells:,}",
+            "submit without explain, or upload a subset of the cells to explain",
+            code="invalid_params",
+        )
 
 
 @router.get("/status/{run_id}", response_model=RunPublic, responses=errors(401, 404))
