@@ -12,7 +12,7 @@ import pandas as pd
 from cellfoundry.data.orthologs import OrthologyReport
 from cellfoundry.data.report import Coverage
 from cellfoundry.models.base import GenePanel
-from cellfoundry.ontology import LabelMapping, map_labels, roll_up, term_name
+from cellfoundry.ontology import LabelMapping, map_labels, roll_up_classes, roll_up_counts
 from cellfoundry.stats.labels import UNKNOWN
 
 PROBA_KEY = "cellfoundry_probabilities"
@@ -100,9 +100,7 @@ class AnnotationResult:
     def _class_rollup(self) -> tuple[list[str], list[str]]:
         """Per class: (name, term) at ``level``; an unmapped class keeps its own name, term ""."""
         assert self.level is not None
-        terms = [roll_up(t, self.level) for t in self.class_terms.term_ids(self.classes)]
-        names = [term_name(t) if t else c for t, c in zip(terms, self.classes, strict=True)]
-        return names, terms
+        return roll_up_classes(self.classes, self.class_terms.term_ids(self.classes), self.level)
 
     def _rolled_up(self) -> tuple[np.ndarray, np.ndarray]:
         """Per cell: (name, term) of ``predicted_cell_type`` rolled up to ``level``."""
@@ -237,13 +235,14 @@ class AnnotationResult:
             "terms": {c: {"id": m.term(c), "name": m.term_name(c)} for c in self.classes},
             "unmapped": [c for c in self.classes if not m.term(c)],
         }
-        if self.level:
-            shown = np.where(self.unknown, UNKNOWN, self._rolled_up()[0])  # as label_counts
-            counts = pd.Series(shown).value_counts()
-            names, terms = self._class_rollup()
-            out["level"] = self.level
-            out["rolled_up_counts"] = {str(k): int(v) for k, v in counts.items()}
-            out["rolled_up_terms"] = {n: t for n, t in zip(names, terms, strict=True) if t}
+        if self.level:  # the service rolls stored summaries up with the same function
+            counts = pd.Series(self.display_labels).value_counts()
+            out |= roll_up_counts(
+                {str(k): int(v) for k, v in counts.items()},
+                self.classes,
+                m.term_ids(self.classes),
+                self.level,
+            )
         return out
 
 

@@ -37,6 +37,8 @@ from cellfoundry.ontology.relations import (
     level_terms,
     resolve,
     roll_up,
+    roll_up_classes,
+    roll_up_counts,
 )
 
 TERM_COLUMN_SUFFIX = "_ontology_term_id"
@@ -66,6 +68,8 @@ __all__ = [
     "read_label_map",
     "resolve",
     "roll_up",
+    "roll_up_classes",
+    "roll_up_counts",
     "term_by_name",
     "term_name",
 ]

@@ -8,9 +8,9 @@ Every function takes CL term ids; ``resolve`` also accepts a term's exact label 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from cellfoundry.ontology.cl import ROOT, OntologyError, cell_ontology
+from cellfoundry.ontology.cl import ROOT, OntologyError, cell_ontology, term_name
 from cellfoundry.ontology.names import term_by_name
 
 # Broad immune and pancreas/tissue compartments for ``roll_up(term, "broad")``: a term rolls up
@@ -158,3 +158,37 @@ def roll_up(term: str | None, level: str | Sequence[str]) -> str:
     if not hits:
         return term
     return min(hits, key=lambda t: (anc[t], t))
+
+
+def roll_up_classes(
+    classes: Sequence[str], terms: Sequence[str | None], level: str | Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Per class: (name, term) at ``level``, given each class's own CL term (``terms``).
+
+    An unmapped class (empty term) keeps its own name and an empty term.
+    """
+    rolled = [roll_up(t, level) for t in terms]
+    names = [term_name(t) if t else c for t, c in zip(rolled, classes, strict=True)]
+    return names, rolled
+
+
+def roll_up_counts(
+    label_counts: Mapping[str, int],
+    classes: Sequence[str],
+    terms: Sequence[str | None],
+    level: str | Sequence[str],
+) -> dict[str, object]:
+    """Counts of labels at ``level``, from counts per class (labels that are no class, such as
+    "Unknown", are kept as they are): ``{"level", "rolled_up_counts", "rolled_up_terms"}``, counts
+    largest first (ties by name), terms by rolled-up name."""
+    names, rolled = roll_up_classes(classes, terms, level)
+    by_class = dict(zip(classes, names, strict=True))
+    counts: dict[str, int] = {}
+    for label, n in label_counts.items():
+        name = by_class.get(label, label)
+        counts[name] = counts.get(name, 0) + int(n)
+    return {
+        "level": level if isinstance(level, str) else list(level),
+        "rolled_up_counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "rolled_up_terms": {n: t for n, t in zip(names, rolled, strict=True) if t},
+    }

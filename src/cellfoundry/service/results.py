@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,72 @@ def predictions_file(storage: FileStorage, run: Run, res: Result) -> Path:
             code="no_predictions",
         )
     return storage.resolve(res.files["predictions"])
+
+
+@dataclass(frozen=True)
+class LevelView:
+    """A stored result seen at a broader Cell Ontology level (the results' roll-up toggle)."""
+
+    level: str
+    names: dict[str, str]  # class -> its name at the level (an unmapped class keeps its own)
+    terms: dict[str, str]  # class -> its term at the level ("" when unmapped)
+    summary: dict[str, Any]  # level, rolled_up_counts, rolled_up_terms (as annotate(level=))
+
+    def cell(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A cell item (``cell_items``) with its call at the level added."""
+        pred = str(item["predicted"])
+        rolled = self.names.get(pred, pred)
+        item["rolled_up_predicted"] = rolled
+        item["rolled_up_label"] = UNKNOWN if item["unknown"] else rolled
+        item["rolled_up_ontology_term_id"] = self.terms.get(pred, "")
+        return item
+
+
+def check_level(level: str) -> None:
+    """422 unless ``level`` is a roll-up set ("broad") or a Cell Ontology term id or name."""
+    from cellfoundry.ontology import LEVEL_SETS, OntologyError, level_terms
+
+    try:
+        level_terms(level)
+    except OntologyError as err:
+        raise CellfoundryError(
+            f"level '{level}': {err.message}",
+            f"give level={' or '.join(LEVEL_SETS)} (broad compartments: T cell, monocyte, ...), "
+            "a Cell Ontology id such as CL:0000084 or a term's exact name such as 'T cell' or "
+            "'monocyte'; leave level out for the model's own classes",
+            code="invalid_level",
+            status=422,
+        ) from err
+
+
+def level_view(run: Run, summary: dict[str, Any], level: str) -> LevelView:
+    """The stored summary's classes rolled up to ``level`` with the library's roll-up (the CLI's
+    ``--level``): each class at its stored Cell Ontology term (mapped from its name when the
+    summary has none), counts summed from the stored ``label_counts``."""
+    from cellfoundry.ontology import map_labels, roll_up_classes, roll_up_counts
+
+    check_level(level)
+    onto = summary.get("ontology") or {}
+    stored = onto.get("terms") or {}
+    counts = summary.get("label_counts") or {}
+    classes = [str(c) for c in summary.get("classes") or stored or counts]
+    if not classes:
+        raise ConflictError(
+            f"run '{run.id}' ({run.application_id}) has no cell-type labels to roll up",
+            "use level with annotation, consensus or evaluation runs",
+            code="no_labels",
+        )
+    if all(isinstance(stored.get(c), dict) for c in classes):
+        terms = [str(stored[c].get("id") or "") for c in classes]
+    else:
+        terms = map_labels(classes).term_ids(classes)
+    names, rolled = roll_up_classes(classes, terms, level)
+    return LevelView(
+        level=level,
+        names=dict(zip(classes, names, strict=True)),
+        terms=dict(zip(classes, rolled, strict=True)),
+        summary=roll_up_counts(counts, classes, terms, level),
+    )
 
 
 def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dict[str, Any]:
@@ -147,10 +214,15 @@ def read_rows(path: Path, start: int, stop: int) -> tuple[Any, int]:
     return table.slice(start - first, stop - start), total
 
 
-def page_predictions(path: Path, page: int, page_size: int) -> dict[str, Any]:
+def page_predictions(
+    path: Path, page: int, page_size: int, view: LevelView | None = None
+) -> dict[str, Any]:
+    """One page of stored per-cell predictions (+ each call at ``view``'s level, when given)."""
     start = (page - 1) * page_size
     rows, total = read_rows(path, start, start + page_size)
     items = cell_items(rows.to_pandas(), start)
+    if view is not None:
+        items = [view.cell(it) for it in items]
     return {"page": page, "page_size": page_size, "total": total, "items": items}
 
 

@@ -19,6 +19,7 @@ UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_APPLICATION = "annotation"
+MAX_LEVEL_LENGTH = 200  # /results?level=: a roll-up set, CL id or CL term name
 MAX_PAGE = 1_000_000  # pages beyond this are refused (422), never sent to the database
 MAX_CELL_INDEX = 100_000_000  # a cell row beyond this is refused (422)
 
@@ -314,6 +315,15 @@ class CellPrediction(BaseModel):
     models: dict[str, ModelCall] | None = Field(
         None, description="consensus: each model's own call, by model id"
     )
+    rolled_up_label: str | None = Field(
+        None, description="``label`` at the requested level (``Unknown`` stays); with ``level``"
+    )
+    rolled_up_predicted: str | None = Field(
+        None, description="``predicted`` at the requested level (an unmapped class keeps its name)"
+    )
+    rolled_up_ontology_term_id: str | None = Field(
+        None, description='Cell Ontology term of ``rolled_up_predicted`` ("": unmapped class)'
+    )
 
 
 class CellPage(BaseModel):
@@ -335,6 +345,15 @@ class OntologySummaryPublic(BaseModel):
     version: str | None = None
     terms: dict[str, OntologyTermPublic] = Field(default_factory=dict)
     unmapped: list[str] = Field(default_factory=list)
+    level: str | list[str] | None = Field(
+        None, description="the broader level the rolled-up figures are at (when asked for)"
+    )
+    rolled_up_counts: dict[str, int] | None = Field(
+        None, description="``label_counts`` summed at ``level`` (``Unknown`` kept)"
+    )
+    rolled_up_terms: dict[str, str] | None = Field(
+        None, description="Cell Ontology term of each rolled-up name (mapped ones)"
+    )
 
 
 class TypeShare(BaseModel):
@@ -444,6 +463,11 @@ class ResultsPublic(BaseModel):
     files: list[str]
     layout: LayoutPublic | None = None
     cells: CellPage | None = None
+    level: str | None = Field(
+        default=None,
+        description="the level asked for: summary.ontology has rolled-up counts, the cells "
+        "rolled-up labels and terms, and the layout's labels are at this level",
+    )
 
 
 DOWNLOAD_CONTENT: dict[str, Any] = {

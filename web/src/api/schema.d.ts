@@ -279,7 +279,8 @@ export interface paths {
         };
         /**
          * Results
-         * @description Summary, 2-D layout (per point: confidence, top 3, obs columns), paged per-cell predictions.
+         * @description Summary, 2-D layout (per point: confidence, top 3, obs columns), paged per-cell predictions;
+         *     with ``level``, labels, terms and counts also at that broader Cell Ontology level.
          */
         get: operations["results_results__run_id__get"];
         put?: never;
@@ -300,7 +301,7 @@ export interface paths {
         /**
          * Cell
          * @description One cell's stored prediction with its evidence: top genes and contributions (explain),
-         *     a consensus's agreement and each model's own call.
+         *     a consensus's agreement and each model's own call (+ the call at ``level``, when given).
          */
         get: operations["cell_results__run_id__cells__index__get"];
         put?: never;
@@ -464,6 +465,21 @@ export interface components {
             models?: {
                 [key: string]: components["schemas"]["ModelCall"];
             } | null;
+            /**
+             * Rolled Up Label
+             * @description ``label`` at the requested level (``Unknown`` stays); with ``level``
+             */
+            rolled_up_label?: string | null;
+            /**
+             * Rolled Up Predicted
+             * @description ``predicted`` at the requested level (an unmapped class keeps its name)
+             */
+            rolled_up_predicted?: string | null;
+            /**
+             * Rolled Up Ontology Term Id
+             * @description Cell Ontology term of ``rolled_up_predicted`` ("": unmapped class)
+             */
+            rolled_up_ontology_term_id?: string | null;
         };
         /** CheckPublic */
         CheckPublic: {
@@ -793,6 +809,25 @@ export interface components {
             };
             /** Unmapped */
             unmapped?: string[];
+            /**
+             * Level
+             * @description the broader level the rolled-up figures are at (when asked for)
+             */
+            level?: string | string[] | null;
+            /**
+             * Rolled Up Counts
+             * @description ``label_counts`` summed at ``level`` (``Unknown`` kept)
+             */
+            rolled_up_counts?: {
+                [key: string]: number;
+            } | null;
+            /**
+             * Rolled Up Terms
+             * @description Cell Ontology term of each rolled-up name (mapped ones)
+             */
+            rolled_up_terms?: {
+                [key: string]: string;
+            } | null;
         } & {
             [key: string]: unknown;
         };
@@ -919,6 +954,11 @@ export interface components {
             files: string[];
             layout?: components["schemas"]["LayoutPublic"] | null;
             cells?: components["schemas"]["CellPage"] | null;
+            /**
+             * Level
+             * @description the level asked for: summary.ontology has rolled-up counts, the cells rolled-up labels and terms, and the layout's labels are at this level
+             */
+            level?: string | null;
         };
         /** RunError */
         RunError: {
@@ -2060,6 +2100,8 @@ export interface operations {
             query?: {
                 page?: number;
                 page_size?: number;
+                /** @description also report every call at this broader Cell Ontology level: 'broad' (T cell, B cell, monocyte, ...), a CL id ('CL:0000084') or a CL term's exact name ('T cell', 'monocyte'); the summary gains rolled-up counts, the cells rolled-up labels and terms, the layout's labels are rolled up */
+                level?: string | null;
             };
             header?: never;
             path: {
@@ -2128,7 +2170,10 @@ export interface operations {
     };
     cell_results__run_id__cells__index__get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description also report every call at this broader Cell Ontology level: 'broad' (T cell, B cell, monocyte, ...), a CL id ('CL:0000084') or a CL term's exact name ('T cell', 'monocyte'); the summary gains rolled-up counts, the cells rolled-up labels and terms, the layout's labels are rolled up */
+                level?: string | null;
+            };
             header?: never;
             path: {
                 /** @description row of the cell (0-based) */

@@ -12,9 +12,11 @@ from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep
 from cellfoundry.service.public import run_public
 from cellfoundry.service.results import (
     annotated_h5ad,
+    check_level,
     csv_stream,
     finished_result,
     layout_block,
+    level_view,
     one_cell,
     page_predictions,
     predictions_file,
@@ -22,6 +24,7 @@ from cellfoundry.service.results import (
 from cellfoundry.service.schemas import (
     DOWNLOAD_CONTENT,
     MAX_CELL_INDEX,
+    MAX_LEVEL_LENGTH,
     MAX_PAGE,
     CellPage,
     CellPrediction,
@@ -33,6 +36,18 @@ from cellfoundry.service.schemas import (
 from cellfoundry.store.tables import Dataset
 
 router = APIRouter(tags=["runs"])
+
+LevelQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_LEVEL_LENGTH,
+        description="also report every call at this broader Cell Ontology level: 'broad' "
+        "(T cell, B cell, monocyte, ...), a CL id ('CL:0000084') or a CL term's exact name "
+        "('T cell', 'monocyte'); the summary gains rolled-up counts, the cells rolled-up "
+        "labels and terms, the layout's labels are rolled up",
+    ),
+]
 
 
 @router.get(
@@ -47,19 +62,34 @@ def results(
     platform: PlatformDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=5000)] = 100,
+    level: LevelQuery = None,
 ) -> ResultsPublic:
-    """Summary, 2-D layout (per point: confidence, top 3, obs columns), paged per-cell predictions."""
+    """Summary, 2-D layout (per point: confidence, top 3, obs columns), paged per-cell predictions;
+    with ``level``, labels, terms and counts also at that broader Cell Ontology level."""
+    if level is not None:
+        check_level(level)  # a bad level is answered (422) before the run is looked at
     res = finished_result(s, run)
+    summary = dict(res.summary)
+    view = level_view(run, summary, level) if level is not None else None
+    if view is not None:
+        summary["ontology"] = {**(summary.get("ontology") or {}), **view.summary}
     out = ResultsPublic(
         run=run_public(run),
-        summary=ResultSummaryPublic.model_validate(res.summary),
+        summary=ResultSummaryPublic.model_validate(summary),
         files=sorted(res.files),
     )
+    if view is not None:
+        out.level = view.level
     if "layout" in res.files:
-        out.layout = LayoutPublic.model_validate(layout_block(platform.storage, s, run, res))
+        block = layout_block(platform.storage, s, run, res)
+        if view is not None and block["labels"] is not None:
+            block["labels"] = [view.names.get(lab, lab) for lab in block["labels"]]
+        out.layout = LayoutPublic.model_validate(block)
     if "predictions" in res.files:
         out.cells = CellPage.model_validate(
-            page_predictions(platform.storage.resolve(res.files["predictions"]), page, page_size)
+            page_predictions(
+                platform.storage.resolve(res.files["predictions"]), page, page_size, view
+            )
         )
     return out
 
@@ -75,12 +105,18 @@ def cell(
     s: SessionDep,
     platform: PlatformDep,
     index: Annotated[int, Path(ge=0, le=MAX_CELL_INDEX, description="row of the cell (0-based)")],
+    level: LevelQuery = None,
 ) -> CellPrediction:
     """One cell's stored prediction with its evidence: top genes and contributions (explain),
-    a consensus's agreement and each model's own call."""
+    a consensus's agreement and each model's own call (+ the call at ``level``, when given)."""
+    if level is not None:
+        check_level(level)
     res = finished_result(s, run)
     path = predictions_file(platform.storage, run, res)
-    return CellPrediction.model_validate(one_cell(path, index))
+    item = one_cell(path, index)
+    if level is not None:
+        item = level_view(run, res.summary, level).cell(item)
+    return CellPrediction.model_validate(item)
 
 
 @router.get(
