@@ -78,8 +78,13 @@ class Settings(BaseSettings):
     )
     predict_rate_per_s: float = Field(
         20_000.0,
-        description="/predict requests per second per API key (token bucket, per API process; "
-        "0: no limit)",
+        description="/predict requests per second per API key (a token bucket shared by the API "
+        "processes: see predict_rate_url; 0: no limit)",
+    )
+    predict_rate_url: str = Field(
+        "",
+        description="Redis URL holding the /predict buckets, shared by API processes on every "
+        "host; empty: a shared-memory file in HOME, shared by the API processes of one host",
     )
     predict_burst: int = Field(
         40_000, description="/predict requests one key may send at once before the rate applies"

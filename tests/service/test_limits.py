@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from cellfoundry.config import Settings
 from cellfoundry.service.app import create_app
-from cellfoundry.service.ratelimit import TokenBuckets
+from cellfoundry.service.ratelimit import SharedBuckets, TokenBuckets, make_limiter
 from cellfoundry.store.db import Database, migrate
 from cellfoundry.store.keys import create_key
 from cellfoundry.store.model_records import register_model
@@ -94,8 +94,13 @@ def test_predict_rate_limit_per_key_answers_429_with_retry_after(
         assert "429" in c.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]
 
 
-def test_token_bucket_refills_at_the_rate() -> None:
-    b = TokenBuckets(rate_per_s=10, burst=2)
+@pytest.mark.parametrize("shared", [False, True], ids=["process", "shared-file"])
+def test_token_bucket_refills_at_the_rate(shared: bool, tmp_path: Path) -> None:
+    b: TokenBuckets | SharedBuckets = (
+        SharedBuckets(tmp_path / "rl.bin", rate_per_s=10, burst=2)
+        if shared
+        else TokenBuckets(rate_per_s=10, burst=2)
+    )
     assert b.take("k", now=0.0) == 0 and b.take("k", now=0.0) == 0
     assert b.take("k", now=0.0) == pytest.approx(0.1)
     assert b.take("k", now=0.05) == pytest.approx(0.05)
@@ -104,8 +109,11 @@ def test_token_bucket_refills_at_the_rate() -> None:
     assert b.take("k", now=10.0) > 0
 
 
-def test_default_rate_leaves_room_for_5000_requests_per_second_from_one_key() -> None:
-    s = Settings(demo_model=False)
-    b = TokenBuckets(s.predict_rate_per_s, s.predict_burst)
+def test_default_rate_leaves_room_for_5000_requests_per_second_from_one_key(
+    tmp_path: Path,
+) -> None:
+    s = Settings(home=tmp_path, demo_model=False)
+    b = make_limiter(s)
+    assert isinstance(b, SharedBuckets)  # the default: shared by the host's API processes
     refused = sum(b.take("k", now=i / 5_000) > 0 for i in range(5 * 5_000))  # 5 s at 5,000/s
     assert refused == 0

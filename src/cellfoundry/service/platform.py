@@ -14,7 +14,7 @@ from cellfoundry.errors import CellfoundryError
 from cellfoundry.jobs.applications import APPLICATIONS
 from cellfoundry.jobs.engine import Engine
 from cellfoundry.service.predict import Predictor
-from cellfoundry.service.ratelimit import TokenBuckets
+from cellfoundry.service.ratelimit import make_limiter
 from cellfoundry.store.db import Database
 from cellfoundry.store.keys import verify_key
 from cellfoundry.store.storage import FileStorage
@@ -32,7 +32,7 @@ class Platform:
         self.storage = FileStorage(settings.storage)
         self.engine = Engine(settings, "api", self.db)
         self.predictor = Predictor()
-        self.predict_limit = TokenBuckets(settings.predict_rate_per_s, settings.predict_burst)
+        self.predict_limit = make_limiter(settings)  # shared by the API processes
         self._keys: dict[str, tuple[str, float]] = {}
 
     def start(self) -> None:
