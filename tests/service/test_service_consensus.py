@@ -137,7 +137,9 @@ def test_consensus_run_matches_the_library(
         same = (expected.term_ids == expected.members[j].term_ids) & ~expected.unknown
         assert cons["per_model"][mid]["same_call"] == pytest.approx(float(same.mean()))
     assert set(cons["weights"]) == set(ids)
-    assert res["layout"]["n_points"] == query.n_obs
+    lay = res["layout"]
+    assert lay["n_points"] == query.n_obs and lay["labels"] == display.tolist()
+    assert [query.obs_names[i] for i in lay["indices"]] == lay["cells"]
 
     # one cell, and the downloads
     assert c.get(f"/results/{rid}/cells/3").json() == items[3]

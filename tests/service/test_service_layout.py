@@ -114,6 +114,7 @@ def test_layout_carries_confidence_top3_and_obs(
         assert lay["sampled"] and 0 < lay["n_points"] < N
         cells = lay["cells"]
         assert len(cells) == len(set(cells)) == lay["n_points"]
+        assert [dataset.obs_names[i] for i in lay["indices"]] == cells  # rows for cells/{index}
         by_id = {row["cell"]: row for row in res["cells"]["items"]}
         assert len(by_id) == N
         # per point: the stored prediction of that cell, never recomputed differently

@@ -126,6 +126,7 @@ def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dic
         "sampled": bool(res.summary.get("layout_sampled")),
         "n_points": len(lay),
         "cells": cells,
+        "indices": lay["i"].astype(int).tolist() if "i" in lay else None,
         "x": lay["x"].astype(float).round(4).tolist(),
         "y": lay["y"].astype(float).round(4).tolist(),
         "labels": lay["label"].astype(str).tolist() if "label" in lay else None,

@@ -255,6 +255,9 @@ class LayoutPublic(BaseModel):
     sampled: bool
     n_points: int
     cells: list[str]
+    indices: list[int] | None = Field(
+        None, description="per point, the cell's row (GET /results/{run_id}/cells/{index})"
+    )
     x: list[float]
     y: list[float]
     labels: list[str] | None

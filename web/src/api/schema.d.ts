@@ -656,6 +656,11 @@ export interface components {
             n_points: number;
             /** Cells */
             cells: string[];
+            /**
+             * Indices
+             * @description per point, the cell's row (GET /results/{run_id}/cells/{index})
+             */
+            indices?: number[] | null;
             /** X */
             x: number[];
             /** Y */
