@@ -10,7 +10,9 @@ dictionaries (``../shared/vocab/geneformer_v1``), then embeds real PBMC 3k cells
 (b) ``GeneformerModel.embed`` (length-sorted token-budget batches, SDPA, inference mode, only
     the layers the embedding needs).
 
-Prints cells/s of both, their ratio and the max abs difference on the cells both embedded.
+Prints cells/s of both, their wall-clock and CPU-time ratios measured in the same run (target
+>= 10x, issue #11 §4) and the max abs difference on the cells both embedded (tolerance 1e-5);
+writes them to ``--out`` (default benchmarks/results/geneformer_embed.json).
 
     .venv/bin/python benchmarks/bench_geneformer_embed.py [--ref-cells 48] [--cells 384]
 """
@@ -28,6 +30,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from results_io import RESULTS, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CELLFOUNDRY_SHARED", ROOT.parent / "shared")).resolve()
@@ -111,6 +115,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "geneformer_embed.json")
     args = ap.parse_args()
 
     from cellfoundry.models.geneformer import GeneformerModel
@@ -165,6 +170,26 @@ def main() -> None:
         f"per CPU-second: reference {cpu_ref:.2f} cells, cellfoundry {cpu_ours:.2f} cells, "
         f"ratio {cpu_ours / cpu_ref:.1f}x   (load avg at end {load_after:.1f})"
     )
+    result = {
+        "benchmark": "benchmarks/bench_geneformer_embed.py",
+        "model": model.variant,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_end": load_after,
+        "tokens_per_cell_mean": float(np.mean(lengths)),
+        "tokens_per_cell_max": int(max(lengths)),
+        "ours": {"cells": n, "wall_s": t_ours, "cpu_s": c_ours, "cells_per_s": ours_rate,
+                 "batch_size": args.batch_size, "max_tokens": max_tokens},
+        "reference": {"cells": n_ref, "wall_s": t_ref, "cpu_s": c_ref, "cells_per_s": ref_rate,
+                      "batch_size": args.ref_batch_size},
+        "ratio_wall": ours_rate / ref_rate,
+        "ratio_cpu": cpu_ours / cpu_ref,
+        "target_ratio": 10.0,
+        "max_abs_diff": diff,
+        "tolerance": 1e-5,
+    }  # fmt: skip
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

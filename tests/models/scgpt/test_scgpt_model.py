@@ -182,3 +182,48 @@ def test_empty_cell_and_bad_sizes(model: ScGPTModel) -> None:
     assert np.isfinite(model.embed(a)).all()
     with pytest.raises(ModelError, match="batch_size"):
         model.embed(a, batch_size=0)
+
+
+def test_token_budget_batches_equal_fixed_batches_in_input_order(
+    model: ScGPTModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _counts(40, seed=5)
+    lengths = np.array([len(c["gene_ids"]) for c in model.tokenize(a, seed=0)])
+    assert lengths.max() > 1.5 * lengths.min()  # a real spread of lengths to sort and budget
+    fixed = model.embed(a, batch_size=8, max_tokens=10**9, seed=0)
+
+    shapes: list[tuple[int, int]] = []
+    real = ScGPTModel.forward_embeddings
+
+    def spy(self, batch, **kw):  # type: ignore[no-untyped-def]
+        shapes.append(tuple(batch["gene_ids"].shape))
+        return real(self, batch, **kw)
+
+    monkeypatch.setattr(ScGPTModel, "forward_embeddings", spy)
+    budget = int(lengths.max()) * 3
+    perm = np.random.default_rng(2).permutation(40)
+    got = model.embed(a[perm].copy(), batch_size=40, max_tokens=budget, chunk_size=25, seed=0)
+    # every batch within the budget, sizes vary with the lengths, every cell embedded once
+    assert all(b * w <= budget for b, w in shapes)
+    assert len({b for b, _ in shapes}) > 1 and sum(b for b, _ in shapes) == 40
+    np.testing.assert_allclose(got, fixed[perm], atol=1e-6, rtol=0)
+    shapes.clear()
+    one = model.embed(a, batch_size=40, max_tokens=1, seed=0)  # a budget below any cell
+    assert shapes == [(1, int(n)) for n in sorted(lengths, reverse=True)]  # alone, longest first
+    np.testing.assert_allclose(one, fixed, atol=1e-6, rtol=0)
+    with pytest.raises(ModelError, match="max_tokens"):
+        model.embed(a, max_tokens=0)
+
+
+def test_padded_path_equals_packed_path(model: ScGPTModel) -> None:
+    """The unpacked path (the default on a GPU: one masked SDPA call per layer) gives the packed
+    path's embeddings on the same padded batch."""
+    batch = model.collate(model.tokenize(_counts(9, seed=3), seed=0))
+    assert batch["padding_mask"].any()
+    args = (batch["gene_ids"], batch["values"], batch["padding_mask"])
+    with torch.inference_mode():
+        packed = model.network.cell_embedding(*args, packed=True)
+        padded = model.network.cell_embedding(*args, packed=False)
+        auto = model.network.cell_embedding(*args)  # CPU tensors: packed
+    torch.testing.assert_close(padded, packed, atol=1e-6, rtol=0)
+    assert torch.equal(auto, packed)

@@ -22,6 +22,7 @@ from cellfoundry.data.genes import detect_id_kind, gene_table, strip_version
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import DataError
 from cellfoundry.models.accel import Accel, on_device, resolve_accel
+from cellfoundry.models.batching import token_budget_batches
 from cellfoundry.models.foundation import CheckpointError, FoundationModel, LoadReport
 from cellfoundry.models.geneformer.checkpoint import (
     check_state_dict,
@@ -410,19 +411,6 @@ class GeneformerModel(FoundationModel):
         denom = keep.sum(dim=1, keepdim=True).clamp(min=1)
         return (h * keep[:, :, None]).sum(dim=1) / denom
 
-    def _batches(
-        self, lengths: np.ndarray, batch_size: int, max_tokens: int
-    ) -> Iterator[np.ndarray]:
-        """Cell indices grouped longest first, each group within ``batch_size`` and ``max_tokens``."""
-        order = np.argsort(-lengths, kind="stable")
-        order = order[lengths[order] > 0]
-        i = 0
-        while i < len(order):
-            width = int(lengths[order[i]])
-            n = max(1, min(batch_size, max_tokens // max(width, 1)))
-            yield order[i : i + n]
-            i += n
-
     def embed_sequences(
         self,
         seqs: Sequence[np.ndarray],
@@ -443,7 +431,10 @@ class GeneformerModel(FoundationModel):
         out = np.zeros((len(seqs), self.embedding_dim), dtype=np.float32)
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         pad = self.dictionaries.pad_id
-        for idx in self._batches(lengths, max(1, int(batch_size)), max(1, int(max_tokens))):
+        batches = token_budget_batches(
+            lengths, max(1, int(batch_size)), max(1, int(max_tokens)), skip_empty=True
+        )
+        for idx in batches:
             width = int(lengths[idx].max())
             ids = np.full((len(idx), width), pad, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)

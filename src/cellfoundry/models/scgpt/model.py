@@ -4,7 +4,7 @@ Embedding follows the official zero-shot path (``scgpt.tasks.embed_data``, spec 
 counts (no normalisation), expressed vocabulary genes only, per-cell binning into ``n_bins``,
 ``<cls>`` prepended with value ``pad_value``, at most ``max_length`` tokens, the last layer's
 ``<cls>`` output, L2-normalised. Inference streams row chunks, sorts cells by length within a
-chunk, batches them, and restores the input order.
+chunk, batches them by a token budget, and restores the input order.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from cellfoundry.data.prepare import InputPlan, iter_features, plan_input
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import ModelError
 from cellfoundry.models.accel import on_device, resolve_accel
+from cellfoundry.models.batching import check_sizes, token_budget_batches
 from cellfoundry.models.foundation import FoundationModel, LoadReport
 from cellfoundry.models.scgpt.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
 from cellfoundry.models.scgpt.config import ScGPTConfig
@@ -44,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "whole-human": {"embsize": 512, "nheads": 8, "d_hid": 512, "nlayers": 12},
 }
 CHUNK_CELLS = 1024
+DEFAULT_MAX_TOKENS = 32_768  # padded tokens per forward batch
 
 
 class ScGPTModel(FoundationModel):
@@ -197,12 +199,13 @@ class ScGPTModel(FoundationModel):
         )
         return F.normalize(emb, dim=1) if normalize else emb
 
-    def _embed_cells(self, cells: list[dict[str, np.ndarray]], batch_size: int) -> np.ndarray:
-        lengths = np.array([len(c["gene_ids"]) for c in cells])
-        order = np.argsort(-lengths, kind="stable")
+    def _embed_cells(
+        self, cells: list[dict[str, np.ndarray]], batch_size: int, max_tokens: int
+    ) -> np.ndarray:
+        """Embeddings of tokenised cells in their order: longest first, in token-budget batches."""
+        lengths = np.array([len(c["gene_ids"]) for c in cells], dtype=np.int64)
         out = np.empty((len(cells), self.embedding_dim), dtype=np.float32)
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
+        for idx in token_budget_batches(lengths, batch_size, max_tokens):
             batch = self.collate([cells[i] for i in idx])
             out[idx] = self.forward_embeddings(batch).float().cpu().numpy()
         return out
@@ -220,12 +223,19 @@ class ScGPTModel(FoundationModel):
         out: Any = None,
         device: str | None = "auto",
         precision: str | None = "auto",
+        max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> Any:
-        """``<cls>`` embeddings (L2-normalised), rows read ``chunk_size`` at a time, cells sorted
-        by length and packed without padding. ``device``/``precision``: see ``models.accel``
-        (auto: a CUDA GPU with bf16/fp16 autocast when present, else the CPU in float32)."""
-        if batch_size < 1 or chunk_size < 1:
-            raise ModelError("batch_size and chunk_size must be ≥ 1", "pass positive sizes")
+        """``<cls>`` embeddings (L2-normalised) in input order, rows read ``chunk_size`` at a time.
+
+        Within a chunk cells are sorted by length and cut into batches of at most ``batch_size``
+        cells and ``max_tokens`` padded tokens (``models.batching``), so each forward pass holds
+        about the same memory; on the CPU a batch's real tokens are packed without padding.
+        ``out`` (e.g. ``data.h5ad_copy.ObsmWriter``) receives each chunk's rows as they are done.
+        ``device``/``precision``: see ``models.accel`` (auto: a CUDA GPU with bf16/fp16 autocast
+        when present, else the CPU in float32)."""
+        check_sizes(batch_size, max_tokens)
+        if chunk_size < 1:
+            raise ModelError(f"chunk_size must be ≥ 1 (got {chunk_size})", "pass a positive size")
         accel = resolve_accel(device, precision)
         if out is None:
             out = np.empty((adata.n_obs, self.embedding_dim), dtype=np.float32)
@@ -239,7 +249,7 @@ class ScGPTModel(FoundationModel):
             with torch.inference_mode(), bar as pb, on_device(self.network, accel):
                 for start, cells in self._iter_tokens(adata, seed, report, chunk_size):
                     with accel.autocast():
-                        emb = self._embed_cells(cells, batch_size)
+                        emb = self._embed_cells(cells, batch_size, max_tokens)
                     out[start : start + len(cells)] = emb
                     if pb is not None:
                         pb.update(len(cells))

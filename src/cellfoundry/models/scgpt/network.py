@@ -170,7 +170,7 @@ class SelfAttention(nn.Module):
             else:
                 q = q_all[s : s + n].view(1, n, h, hd).transpose(1, 2)
                 o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-                out[s : s + n] = o.transpose(1, 2).reshape(n, d)
+                out[s : s + n].view(n, h, hd).copy_(o[0].transpose(0, 1))  # one copy
         return self.out_proj(out)  # type: ignore[no-any-return]
 
 
@@ -331,22 +331,45 @@ class ScGPTNetwork(nn.Module):
         x = self.encoder(gene_ids) + self.value_encoder(values)
         return self.transformer_encoder(x, padding_mask)  # type: ignore[no-any-return]
 
+    def _embed_tokens(self, gene_ids: Tensor, values: Tensor) -> Tensor:
+        """Encoder inputs of flat tokens (N,) -> (N, d).
+
+        Both encoders are row-wise, so in eval mode each distinct gene id and each distinct value
+        (binned: at most ``n_bins`` + 1 of them) is encoded once and gathered back.
+        """
+        if self.training:
+            return self.encoder(gene_ids) + self.value_encoder(values)  # type: ignore[no-any-return]
+        ug, ig = torch.unique(gene_ids, return_inverse=True)
+        uv, iv = torch.unique(values, return_inverse=True)
+        return self.encoder(ug)[ig] + self.value_encoder(uv)[iv]  # type: ignore[no-any-return]
+
     def cell_embedding(
-        self, gene_ids: Tensor, values: Tensor, padding_mask: Tensor | None = None
+        self,
+        gene_ids: Tensor,
+        values: Tensor,
+        padding_mask: Tensor | None = None,
+        *,
+        packed: bool | None = None,
     ) -> Tensor:
         """The ``<cls>`` (position 0) output of the last layer (B, d), not normalised.
 
-        Equals ``encode(...)[:, 0]``. With padding, tokens are packed so that projections and
-        feed-forward layers skip padded positions; the last layer computes position 0 only.
+        Equals ``encode(...)[:, 0]``; the last layer computes position 0 only. With padding and
+        ``packed`` (default on the CPU), the real tokens are packed so that projections and
+        feed-forward layers skip padded positions and attention runs per sequence. Unpacked
+        (default on a GPU, where batches are length-sorted and one masked SDPA call per layer
+        beats a per-sequence loop) the padded batch runs as is with a key mask.
         """
-        if padding_mask is None or not bool(padding_mask.any()):
-            x = self.encoder(gene_ids) + self.value_encoder(values)
-            return self.transformer_encoder(x, None, first_only=True)[:, 0]  # type: ignore[no-any-return]
-        packed = Packing(padding_mask)
-        x = self.encoder(gene_ids.reshape(-1)[packed.index]) + self.value_encoder(
-            values.reshape(-1)[packed.index]
+        if packed is None:
+            packed = gene_ids.device.type == "cpu"
+        if padding_mask is None or not bool(padding_mask.any()) or not packed:
+            b, n = gene_ids.shape
+            x = self._embed_tokens(gene_ids.reshape(-1), values.reshape(-1)).view(b, n, -1)
+            return self.transformer_encoder(x, padding_mask, first_only=True)[:, 0]  # type: ignore[no-any-return]
+        packing = Packing(padding_mask)
+        x = self._embed_tokens(
+            gene_ids.reshape(-1)[packing.index], values.reshape(-1)[packing.index]
         )
         layers: list[EncoderLayer] = list(self.transformer_encoder.layers)  # type: ignore[arg-type]
         for i, layer in enumerate(layers):
-            x = layer.forward_packed(x, packed, first_only=i == len(layers) - 1)
+            x = layer.forward_packed(x, packing, first_only=i == len(layers) - 1)
         return x
