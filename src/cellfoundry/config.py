@@ -66,7 +66,16 @@ class Settings(BaseSettings):
         1_000_000,
         description="cells an annotation may explain gene by gene (params.explain; 422 beyond)",
     )
-    umap_max_cells: int = 5_000
+    umap_max_cells: int = Field(
+        5_000,
+        description="points of the layout in GET /results (a sample stratified by label above "
+        "this; GET /runs/{id}/layout serves every cell, binned when zoomed out)",
+    )
+    layout_fit_cells: int = Field(
+        20_000,
+        description="cells the 2-D layout (UMAP/PCA) is fitted on, stratified by label; every "
+        "other cell is projected and placed by its nearest fitted cells, in chunks",
+    )
     celery_visibility_timeout_s: int = 3600
     broker_timeout_s: float = 2.0
     key_cache_s: float = 10.0

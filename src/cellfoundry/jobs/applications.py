@@ -219,29 +219,43 @@ MAX_OBS_CATEGORIES = 200
 OBS_PREFIX = "obs:"
 
 
-def categorical_obs(obs: pd.DataFrame, rows: np.ndarray) -> dict[str, list[str | None]]:
-    """The categorical/string obs columns (at most ``MAX_OBS_CATEGORIES`` values) at ``rows``."""
-    out: dict[str, list[str | None]] = {}
+def text_obs_columns(obs: pd.DataFrame) -> list[str]:
+    """The categorical/string obs columns with at most ``MAX_OBS_CATEGORIES`` distinct values."""
+    out = []
     for col in obs.columns:
         s = obs[col]
         is_text = isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype)
         if not is_text or pd.api.types.is_bool_dtype(s.dtype):
             continue
-        if s.nunique(dropna=True) > MAX_OBS_CATEGORIES:
-            continue
-        vals = s.iloc[rows]
-        out[str(col)] = [None if pd.isna(v) else str(v) for v in vals.to_numpy(dtype=object)]
+        if s.nunique(dropna=True) <= MAX_OBS_CATEGORIES:
+            out.append(col)
     return out
 
 
+def categorical_obs(obs: pd.DataFrame, rows: np.ndarray) -> dict[str, list[str | None]]:
+    """The columns of :func:`text_obs_columns` at ``rows``."""
+    return {
+        str(col): [
+            None if pd.isna(v) else str(v) for v in obs[col].iloc[rows].to_numpy(dtype=object)
+        ]
+        for col in text_obs_columns(obs)
+    }
+
+
 def with_layout_obs(coords: pd.DataFrame, obs: pd.DataFrame) -> pd.DataFrame:
-    """``coords`` (rows ``i`` of the dataset) plus its categorical obs columns as ``obs:<name>``."""
-    cols = categorical_obs(obs, coords["i"].to_numpy())
-    extra = pd.DataFrame(
-        {f"{OBS_PREFIX}{k}": pd.Series(v, dtype=object) for k, v in cols.items()},
-        index=coords.index,
-    )
-    return pd.concat([coords, extra], axis=1) if cols else coords
+    """``coords`` (rows ``i`` of the dataset) plus its categorical obs columns as ``obs:<name>``
+    (stored as categoricals: a million rows cost a code each, not a string)."""
+    rows = coords["i"].to_numpy()
+    extra: dict[str, pd.Categorical] = {}
+    for col in text_obs_columns(obs):
+        vals = obs[col].iloc[rows]
+        missing = vals.isna().to_numpy()
+        text = vals.astype(str).to_numpy(dtype=object)
+        text[missing] = None
+        extra[f"{OBS_PREFIX}{col}"] = pd.Categorical(text)
+    if not extra:
+        return coords
+    return pd.concat([coords, pd.DataFrame(extra, index=coords.index)], axis=1)
 
 
 def stratified_sample(labels: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray:
@@ -259,33 +273,62 @@ def stratified_sample(labels: np.ndarray, max_cells: int, seed: int = 0) -> np.n
     return np.sort(np.concatenate(parts))
 
 
+#: rows read, featurised and placed at once when a layout is applied to every cell
+LAYOUT_CHUNK = 50_000
+
+
+def layout_frame(
+    xy: np.ndarray,
+    cells: np.ndarray,
+    labels: np.ndarray | None,
+    shown_cells: int,
+    obs: pd.DataFrame,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The stored layout of every cell: row ``i``, ``cell``, ``x``, ``y``, ``label``, ``shown``
+    (the stratified sample of at most ``shown_cells`` points that GET /results returns) and the
+    categorical obs columns."""
+    n = xy.shape[0]
+    strata = labels if labels is not None else np.zeros(n, dtype=np.int8)
+    shown = np.zeros(n, dtype=bool)
+    shown[stratified_sample(strata, shown_cells, seed)] = True
+    frame = pd.DataFrame(
+        {
+            "i": np.arange(n, dtype=np.int64),
+            "cell": np.asarray(cells).astype(str),
+            "x": xy[:, 0].astype(np.float32),
+            "y": xy[:, 1].astype(np.float32),
+        }
+    )
+    if labels is not None:
+        frame["label"] = pd.Categorical(np.asarray(labels, dtype=str))
+    frame["shown"] = shown
+    return with_layout_obs(frame, obs)
+
+
 def layout_2d(
-    x: Any, labels: np.ndarray, method: str, max_cells: int, n_components: int = 50, seed: int = 0
-) -> tuple[pd.DataFrame, bool]:
-    """2-D coordinates of all cells, or of a sample stratified by label above ``max_cells``."""
-    import scipy.sparse as sp
-    from sklearn.decomposition import PCA, TruncatedSVD
+    x: Any,
+    labels: np.ndarray,
+    method: str,
+    fit_cells: int,
+    n_components: int = 50,
+    seed: int = 0,
+) -> np.ndarray:
+    """2-D positions (cells x 2) of every cell of ``x`` (in memory): fitted on a sample of at most
+    ``fit_cells`` cells stratified by label, the rest placed by :mod:`cellfoundry.stats.layout`."""
+    from cellfoundry.stats.layout import layout_cells, row_chunks
 
     n = x.shape[0]
-    sampled = n > max_cells
-    idx = stratified_sample(labels, max_cells, seed)
-    xs = x[idx]
-    k = max(2, min(n_components, xs.shape[1] - 1, xs.shape[0] - 1))
-    if sp.issparse(xs):
-        pcs = TruncatedSVD(n_components=k, random_state=seed).fit_transform(xs)
-    else:
-        pcs = PCA(n_components=k, random_state=seed).fit_transform(np.asarray(xs))
-    if method == "umap" and xs.shape[0] > 15:
-        import umap
-
-        xy = umap.UMAP(
-            n_components=2, random_state=seed, n_neighbors=min(15, xs.shape[0] - 1)
-        ).fit_transform(pcs)
-    else:
-        xy = pcs[:, :2]
-    return pd.DataFrame(
-        {"i": idx, "x": xy[:, 0].astype(np.float32), "y": xy[:, 1].astype(np.float32)}
-    ), sampled
+    fit_rows = stratified_sample(labels, fit_cells, seed)
+    return layout_cells(
+        n,
+        fit_rows,
+        lambda rows: x[rows],
+        ((a, x[a:b]) for a, b in row_chunks(n, LAYOUT_CHUNK)),
+        "umap" if method == "umap" else "pca",
+        n_components,
+        seed,
+    )
 
 
 def model_features(adata: Any, model_dir: Path, min_coverage: float = 0.0) -> Any:
@@ -324,12 +367,11 @@ def embedding_task(ctx: TaskContext) -> TaskOutput:
         ctx.report("computing features", 20)
         emb = model_features(adata, ctx.model_dir)
     ctx.report("layout", 60)
-    labels = np.asarray(["all"] * adata.n_obs)
-    coords, sampled = layout_2d(
-        emb, labels, p.layout, ctx.settings.umap_max_cells if ctx.settings else 5000, p.n_components
-    )
-    coords.insert(0, "cell", np.asarray(adata.obs_names)[coords["i"].to_numpy()])
-    coords = with_layout_obs(coords, adata.obs)
+    fit_cells = ctx.settings.layout_fit_cells if ctx.settings else 20_000
+    shown_cells = ctx.settings.umap_max_cells if ctx.settings else 5000
+    xy = layout_2d(emb, np.zeros(adata.n_obs, np.int8), p.layout, fit_cells, p.n_components)
+    coords = layout_frame(xy, np.asarray(adata.obs_names), None, shown_cells, adata.obs)
+    sampled = adata.n_obs > shown_cells
     files = {"layout": ctx.out_dir / "layout.parquet"}
     coords.to_parquet(files["layout"])
     return TaskOutput(

@@ -21,16 +21,16 @@ from sqlalchemy import select, update
 
 from cellfoundry.jobs import states
 from cellfoundry.jobs.applications import (
+    LAYOUT_CHUNK,
     AnnotationParams,
     ConsensusParams,
     TaskOutput,
     _predictions_frame,
     get_application,
     label_column,
-    layout_2d,
+    layout_frame,
     read_dataset,
     stratified_sample,
-    with_layout_obs,
     write_predictions_parquet,
 )
 from cellfoundry.jobs.heartbeat import Beat
@@ -446,9 +446,10 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
         summary["label_key"] = params.label_key
     if params.layout != "none" and res.n_cells >= 3:
         engine.report(run_id, f"computing the {params.layout} layout", 92)
-        files["layout"] = _layout(engine, adata, rec, res, params, out_dir)
+        files["layout"], fit_cells = _layout(engine, run_id, adata, rec, res, params, out_dir)
         summary["layout"] = params.layout
         summary["layout_sampled"] = res.n_cells > engine.settings.umap_max_cells
+        summary["layout_fit_cells"] = fit_cells
     return TaskOutput(summary=summary, files=files)
 
 
@@ -500,31 +501,57 @@ def consensus_figures(res: Any, model_ids: list[str]) -> dict[str, Any]:
 
 def _layout(
     engine: Engine,
+    run_id: str,
     adata: Any,
     rec: ModelRecord,
     res: Any,
     params: AnnotationParams,
     out_dir: Path,
-) -> Path:
+) -> tuple[Path, int]:
+    """The layout of every cell (fitted on a label-stratified sample of ``layout_fit_cells``,
+    applied to the rest ``LAYOUT_CHUNK`` rows at a time) and the number of fitted cells."""
     from cellfoundry.data.prepare import features
     from cellfoundry.data.species import to_human_space
+    from cellfoundry.stats.layout import LayoutMethod, layout_cells, row_chunks
 
     labels = np.asarray(res.display_labels, dtype=str)
-    idx = stratified_sample(labels, engine.settings.umap_max_cells)
-    sub = adata[idx]
-    sub = sub.to_memory() if adata.isbacked else sub.copy()
-    sub, _ = to_human_space(sub, params.species)  # the genes the model saw
-    ann = engine.annotator(rec)
-    plan_fn = getattr(ann, "plan", None)
-    if plan_fn is not None:
-        x = features(sub, plan_fn(sub, None, params.min_coverage))
+    n = len(labels)
+    method: LayoutMethod = "umap" if params.layout == "umap" else "pca"
+    fit_rows = stratified_sample(labels, engine.settings.layout_fit_cells)
+    plan_fn = getattr(engine.annotator(rec), "plan", None)
+
+    def rows_of(sel: Any) -> Any:  # rows in memory, with the genes the model saw
+        sub = adata[sel]
+        sub = sub.to_memory() if adata.isbacked else sub.copy()
+        return to_human_space(sub, params.species)[0]
+
+    def progress(done: int) -> None:
+        engine.report(run_id, f"layout: placed {done:,}/{n:,} cells", 92 + 7 * done / n)
+
+    if plan_fn is None:  # no feature space: lay out the predicted probabilities
+        probs = res.probabilities
+        xy = layout_cells(
+            n,
+            fit_rows,
+            lambda rows: probs[rows],
+            ((a, probs[a:b]) for a, b in row_chunks(n, LAYOUT_CHUNK)),
+            method,
+            progress=progress,
+        )
     else:
-        x = res.probabilities[idx]
-    coords, _ = layout_2d(x, labels[idx], params.layout, max_cells=len(idx) + 1)
-    coords["i"] = idx[coords["i"].to_numpy()]
-    coords.insert(0, "cell", np.asarray(adata.obs_names)[coords["i"].to_numpy()])
-    coords["label"] = labels[coords["i"].to_numpy()]
-    coords = with_layout_obs(coords, adata.obs)
+        fit = rows_of(fit_rows)
+        plan = plan_fn(fit, None, params.min_coverage)  # one plan: every chunk has the same genes
+        xy = layout_cells(
+            n,
+            fit_rows,
+            lambda _rows: features(fit, plan),
+            ((a, features(rows_of(slice(a, b)), plan)) for a, b in row_chunks(n, LAYOUT_CHUNK)),
+            method,
+            progress=progress,
+        )
+    coords = layout_frame(
+        xy, np.asarray(adata.obs_names), labels, engine.settings.umap_max_cells, adata.obs
+    )
     path = out_dir / "layout.parquet"
-    coords.to_parquet(path)
-    return path
+    coords.to_parquet(path, row_group_size=LAYOUT_CHUNK)
+    return path, len(fit_rows)

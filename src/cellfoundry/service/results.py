@@ -120,6 +120,8 @@ def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dic
     from cellfoundry.jobs.applications import OBS_PREFIX, categorical_obs, read_dataset
 
     lay = pd.read_parquet(storage.resolve(res.files["layout"]))
+    if "shown" in lay:  # every cell is stored; /results returns the stratified sample
+        lay = lay[lay["shown"].to_numpy()].reset_index(drop=True)
     cells = lay["cell"].astype(str).tolist()
     block: dict[str, Any] = {
         "method": res.summary.get("layout"),

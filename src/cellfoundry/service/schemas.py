@@ -286,6 +286,58 @@ class ModelCall(BaseModel):
     )
 
 
+class LayoutBox(BaseModel):
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+
+class LayoutPoints(BaseModel):
+    """The points inside the viewport (parallel lists; ``label`` indexes ``labels``)."""
+
+    sampled: bool = Field(
+        description="more points were inside than max_points: these are the ones of lowest fixed "
+        "random rank (a point shown stays shown when zooming in)"
+    )
+    row: list[int] = Field(description="the cell's row in the dataset")
+    cell: list[str]
+    x: list[float]
+    y: list[float]
+    label: list[int]
+    confidence: list[float] | None = Field(
+        None, description="the stored prediction confidence (runs with per-cell predictions)"
+    )
+
+
+class LayoutDensity(BaseModel):
+    """Cells per label in each non-empty bin of a ``bins x bins`` grid over the viewport
+    (parallel lists: bin column ``bx`` from x0, bin row ``by`` from y0, ``label`` indexes
+    ``labels``)."""
+
+    bins: int
+    bin_width: float
+    bin_height: float
+    bx: list[int]
+    by: list[int]
+    label: list[int]
+    count: list[int]
+
+
+class LayoutViewPublic(BaseModel):
+    """A viewport of the layout of every cell: points when few enough, else binned counts."""
+
+    method: str | None
+    n_cells: int = Field(description="cells in the stored layout")
+    extent: LayoutBox = Field(description="bounds of every point")
+    viewport: LayoutBox
+    n_in_view: int
+    labels: list[str] = Field(description="the labels that ``label`` values index")
+    mode: Literal["points", "density"]
+    points: LayoutPoints | None = None
+    density: LayoutDensity | None = None
+
+
 class CellPrediction(BaseModel):
     cell: str
     index: int | None = Field(

@@ -312,6 +312,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/runs/{run_id}/layout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Layout
+         * @description A viewport of the layout of every cell (default: all of it). ``auto``: its points when at
+         *     most ``max_points`` lie inside, else per-label counts on a ``bins x bins`` grid over it;
+         *     ``points`` always gives points (the ``max_points`` of lowest fixed random rank beyond that).
+         */
+        get: operations["layout_runs__run_id__layout_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/download/{run_id}": {
         parameters: {
             query?: never;
@@ -643,6 +665,68 @@ export interface components {
             /** Loaded Models */
             loaded_models?: string[] | null;
         };
+        /** LayoutBox */
+        LayoutBox: {
+            /** X0 */
+            x0: number;
+            /** X1 */
+            x1: number;
+            /** Y0 */
+            y0: number;
+            /** Y1 */
+            y1: number;
+        };
+        /**
+         * LayoutDensity
+         * @description Cells per label in each non-empty bin of a ``bins x bins`` grid over the viewport
+         *     (parallel lists: bin column ``bx`` from x0, bin row ``by`` from y0, ``label`` indexes
+         *     ``labels``).
+         */
+        LayoutDensity: {
+            /** Bins */
+            bins: number;
+            /** Bin Width */
+            bin_width: number;
+            /** Bin Height */
+            bin_height: number;
+            /** Bx */
+            bx: number[];
+            /** By */
+            by: number[];
+            /** Label */
+            label: number[];
+            /** Count */
+            count: number[];
+        };
+        /**
+         * LayoutPoints
+         * @description The points inside the viewport (parallel lists; ``label`` indexes ``labels``).
+         */
+        LayoutPoints: {
+            /**
+             * Sampled
+             * @description more points were inside than max_points: these are the ones of lowest fixed random rank (a point shown stays shown when zooming in)
+             */
+            sampled: boolean;
+            /**
+             * Row
+             * @description the cell's row in the dataset
+             */
+            row: number[];
+            /** Cell */
+            cell: string[];
+            /** X */
+            x: number[];
+            /** Y */
+            y: number[];
+            /** Label */
+            label: number[];
+            /**
+             * Confidence
+             * @description the stored prediction confidence (runs with per-cell predictions)
+             */
+            confidence?: number[] | null;
+        };
         /**
          * LayoutPublic
          * @description The 2-D points with, per point, the stored prediction and the dataset's obs values.
@@ -675,6 +759,36 @@ export interface components {
             obs: {
                 [key: string]: (string | null)[];
             };
+        };
+        /**
+         * LayoutViewPublic
+         * @description A viewport of the layout of every cell: points when few enough, else binned counts.
+         */
+        LayoutViewPublic: {
+            /** Method */
+            method: string | null;
+            /**
+             * N Cells
+             * @description cells in the stored layout
+             */
+            n_cells: number;
+            /** @description bounds of every point */
+            extent: components["schemas"]["LayoutBox"];
+            viewport: components["schemas"]["LayoutBox"];
+            /** N In View */
+            n_in_view: number;
+            /**
+             * Labels
+             * @description the labels that ``label`` values index
+             */
+            labels: string[];
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "points" | "density";
+            points?: components["schemas"]["LayoutPoints"] | null;
+            density?: components["schemas"]["LayoutDensity"] | null;
         };
         /**
          * MarkerOverlapPublic
@@ -2197,6 +2311,91 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CellPrediction"];
+                };
+            };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not found (or not yours) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not in a state that allows this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (the server log has the details) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    layout_runs__run_id__layout_get: {
+        parameters: {
+            query?: {
+                x0?: number | null;
+                x1?: number | null;
+                y0?: number | null;
+                y1?: number | null;
+                bins?: number;
+                max_points?: number;
+                mode?: "auto" | "points" | "density";
+            };
+            header?: never;
+            path: {
+                /** @description a run id from POST /submit */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayoutViewPublic"];
+                };
+            };
+            /** @description Malformed request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Missing or invalid API key */

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from cellfoundry.errors import NotFoundError
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep
+from cellfoundry.service.layout_view import ViewMode, layout_arrays, layout_view
 from cellfoundry.service.public import run_public
 from cellfoundry.service.results import (
     annotated_h5ad,
@@ -29,6 +30,7 @@ from cellfoundry.service.schemas import (
     CellPage,
     CellPrediction,
     LayoutPublic,
+    LayoutViewPublic,
     ResultsPublic,
     ResultSummaryPublic,
     errors,
@@ -117,6 +119,53 @@ def cell(
     if level is not None:
         item = level_view(run, res.summary, level).cell(item)
     return CellPrediction.model_validate(item)
+
+
+@router.get(
+    "/runs/{run_id}/layout",
+    response_model=LayoutViewPublic,
+    response_model_exclude_none=True,
+    responses=errors(400, 401, 404, 409),
+)
+def layout(
+    run: OwnRunDep,
+    s: SessionDep,
+    platform: PlatformDep,
+    x0: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    x1: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    y0: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    y1: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    bins: Annotated[int, Query(ge=1, le=1024)] = 256,
+    max_points: Annotated[int, Query(ge=1, le=200_000)] = 20_000,
+    mode: Annotated[ViewMode, Query()] = "auto",
+) -> LayoutViewPublic:
+    """A viewport of the layout of every cell (default: all of it). ``auto``: its points when at
+    most ``max_points`` lie inside, else per-label counts on a ``bins x bins`` grid over it;
+    ``points`` always gives points (the ``max_points`` of lowest fixed random rank beyond that)."""
+    res = finished_result(s, run)
+    if "layout" not in res.files:
+        raise NotFoundError(
+            f"run '{run.id}' has no layout",
+            "submit the run with params.layout 'umap' or 'pca'",
+            code="no_layout",
+        )
+    pred = res.files.get("predictions")
+    arrays = layout_arrays(
+        platform.storage.resolve(res.files["layout"]),
+        platform.storage.resolve(pred) if pred else None,
+    )
+    view = layout_view(
+        arrays,
+        method=res.summary.get("layout"),
+        x0=x0,
+        x1=x1,
+        y0=y0,
+        y1=y1,
+        bins=bins,
+        max_points=max_points,
+        mode=mode,
+    )
+    return LayoutViewPublic.model_validate(view)
 
 
 @router.get(

@@ -1,0 +1,212 @@
+"""A viewport of a run's stored layout: per-label counts on a grid when zoomed out, points within.
+
+The stored ``layout.parquet`` holds every cell. Its coordinates, label codes and cell names are
+read once per file into compact arrays (a million cells: about 30 MB) and kept for the few most
+recently viewed runs. Each request then selects the cells inside the viewport and answers either
+with the non-empty (bin, label) counts of a ``bins x bins`` grid over it, or with its points: all
+of them up to ``max_points``, else the ``max_points`` with the lowest fixed random rank, so that a
+point shown at one zoom stays shown when zooming further in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cellfoundry.errors import BadRequestError
+
+ViewMode = Literal["auto", "points", "density"]
+#: runs whose layout arrays stay in memory (least recently viewed dropped first)
+CACHED_LAYOUTS = 4
+NO_LABEL = "all"
+
+
+@dataclass(frozen=True)
+class LayoutArrays:
+    x: np.ndarray  # float32, one per cell
+    y: np.ndarray
+    label: np.ndarray  # int32 code into ``labels``
+    labels: list[str]
+    rank: np.ndarray  # fixed random rank: the order in which points are dropped
+    cells: Any  # pyarrow string array of the cell names
+    rows: np.ndarray  # the dataset row of each point (int64)
+    confidence: np.ndarray | None  # float32 stored prediction confidence, when there is one
+
+
+_CACHE: OrderedDict[tuple[str, int, int], LayoutArrays] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def layout_arrays(path: Path, predictions: Path | None) -> LayoutArrays:
+    """The arrays of the layout file ``path`` (cached by path, size and modification time)."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
+    arrays = _read(path, predictions)
+    with _LOCK:
+        _CACHE[key] = arrays
+        while len(_CACHE) > CACHED_LAYOUTS:
+            _CACHE.popitem(last=False)
+    return arrays
+
+
+def _read(path: Path, predictions: Path | None) -> LayoutArrays:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    cols = [c for c in ("i", "cell", "x", "y", "label") if c in names]
+    table = pq.read_table(path, columns=cols)
+    n = table.num_rows
+    if "label" in names:
+        lab = table.column("label").combine_chunks()
+        if not pa.types.is_dictionary(lab.type):
+            lab = pc.dictionary_encode(lab)
+        labels = [str(v) for v in lab.dictionary.to_pylist()]
+        codes = lab.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    else:
+        labels, codes = [NO_LABEL], np.zeros(n, dtype=np.int32)
+    rows = (
+        table.column("i").to_numpy().astype(np.int64)
+        if "i" in names
+        else np.arange(n, dtype=np.int64)
+    )
+    confidence = None
+    if predictions is not None and predictions.is_file():
+        pf = pq.ParquetFile(predictions)
+        if "prediction_confidence" in pf.schema_arrow.names and pf.metadata.num_rows > (
+            int(rows.max()) if n else -1
+        ):
+            conf = pf.read(columns=["prediction_confidence"]).column(0).to_numpy()
+            confidence = conf[rows].astype(np.float32)
+    return LayoutArrays(
+        x=table.column("x").to_numpy().astype(np.float32),
+        y=table.column("y").to_numpy().astype(np.float32),
+        label=codes,
+        labels=labels,
+        rank=np.random.default_rng(0).permutation(n).astype(np.int32),
+        cells=table.column("cell").combine_chunks(),
+        rows=rows,
+        confidence=confidence,
+    )
+
+
+def _extent(a: LayoutArrays) -> dict[str, float]:
+    if len(a.x) == 0:
+        return {"x0": 0.0, "x1": 0.0, "y0": 0.0, "y1": 0.0}
+    return {
+        "x0": float(a.x.min()),
+        "x1": float(a.x.max()),
+        "y0": float(a.y.min()),
+        "y1": float(a.y.max()),
+    }
+
+
+def layout_view(
+    a: LayoutArrays,
+    *,
+    method: str | None,
+    x0: float | None,
+    x1: float | None,
+    y0: float | None,
+    y1: float | None,
+    bins: int,
+    max_points: int,
+    mode: ViewMode,
+) -> dict[str, Any]:
+    """The viewport ``[x0, x1] x [y0, y1]`` (default: every point) as points or as a grid."""
+    extent = _extent(a)
+    box = {
+        "x0": extent["x0"] if x0 is None else x0,
+        "x1": extent["x1"] if x1 is None else x1,
+        "y0": extent["y0"] if y0 is None else y0,
+        "y1": extent["y1"] if y1 is None else y1,
+    }
+    for lo, hi in (("x0", "x1"), ("y0", "y1")):
+        if not box[lo] <= box[hi]:
+            raise BadRequestError(
+                f"the viewport has {lo}={box[lo]} > {hi}={box[hi]}",
+                f"give {lo} <= {hi}; the layout spans x {extent['x0']}..{extent['x1']}, "
+                f"y {extent['y0']}..{extent['y1']}",
+                code="bad_viewport",
+            )
+    inside = np.flatnonzero(
+        (a.x >= box["x0"]) & (a.x <= box["x1"]) & (a.y >= box["y0"]) & (a.y <= box["y1"])
+    )
+    out: dict[str, Any] = {
+        "method": method,
+        "n_cells": len(a.x),
+        "extent": extent,
+        "viewport": box,
+        "n_in_view": len(inside),
+        "labels": a.labels,
+        "points": None,
+        "density": None,
+    }
+    if mode == "density" or (mode == "auto" and len(inside) > max_points):
+        out["mode"] = "density"
+        out["density"] = _density(a, inside, box, bins)
+    else:
+        out["mode"] = "points"
+        out["points"] = _points(a, inside, max_points)
+    return out
+
+
+def _points(a: LayoutArrays, inside: np.ndarray, max_points: int) -> dict[str, Any]:
+    sampled = len(inside) > max_points
+    if sampled:  # the lowest ranks: stable under zoom
+        keep = np.argpartition(a.rank[inside], max_points - 1)[:max_points]
+        inside = np.sort(inside[keep])
+    return {
+        "sampled": sampled,
+        "row": a.rows[inside].tolist(),
+        "cell": a.cells.take(inside).to_pylist(),
+        "x": np.round(a.x[inside].astype(np.float64), 4).tolist(),
+        "y": np.round(a.y[inside].astype(np.float64), 4).tolist(),
+        "label": a.label[inside].tolist(),
+        "confidence": (
+            None
+            if a.confidence is None
+            else np.round(a.confidence[inside].astype(np.float64), 4).tolist()
+        ),
+    }
+
+
+def _density(
+    a: LayoutArrays, inside: np.ndarray, box: dict[str, float], bins: int
+) -> dict[str, Any]:
+    width = (box["x1"] - box["x0"]) / bins
+    height = (box["y1"] - box["y0"]) / bins
+    bx = _bin(a.x[inside], box["x0"], width, bins)
+    by = _bin(a.y[inside], box["y0"], height, bins)
+    n_labels = max(len(a.labels), 1)
+    key = (by.astype(np.int64) * bins + bx) * n_labels + a.label[inside]
+    keys, counts = np.unique(key, return_counts=True)
+    cell, lab = np.divmod(keys, n_labels)
+    gy, gx = np.divmod(cell, bins)
+    return {
+        "bins": bins,
+        "bin_width": width,
+        "bin_height": height,
+        "bx": gx.tolist(),
+        "by": gy.tolist(),
+        "label": lab.tolist(),
+        "count": counts.tolist(),
+    }
+
+
+def _bin(v: np.ndarray, lo: float, step: float, bins: int) -> np.ndarray:
+    """Bin of each value: ``floor((v - lo) / step)``; the upper edge goes in the last bin."""
+    if step <= 0:
+        return np.zeros(len(v), dtype=np.int64)
+    return np.clip(((v.astype(np.float64) - lo) / step).astype(np.int64), 0, bins - 1)
