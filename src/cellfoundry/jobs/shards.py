@@ -353,11 +353,12 @@ def merged_marker_overlap(shard_dir: Path, stems: list[str]) -> dict[str, Any] |
     paths = [shard_dir / f"{stem}.markers.npz" for stem in stems]
     if not all(p.exists() for p in paths):
         return None
-    parts = []
-    for p in paths:
+    total: MarkerCounts | None = None
+    for p in paths:  # one shard's counts in memory at a time
         with np.load(p, allow_pickle=False) as arrays:
-            parts.append(MarkerCounts.from_arrays(arrays))
-    return MarkerCounts.combine(parts).overlap()
+            part = MarkerCounts.from_arrays(arrays)
+        total = part if total is None else MarkerCounts.combine([total, part])
+    return None if total is None else total.overlap()
 
 
 def merged_result(shard_dir: Path, stems: list[str], obs_names: pd.Index) -> Any:
