@@ -92,6 +92,7 @@ def test_consensus_run_matches_the_library(
         assert run is not None and run.n_shards == 4
     res = c.get(f"/results/{rid}", params={"page_size": 5000}).json()
     summary = res["summary"]
+    assert res["run"]["model_ids"] == ids
 
     # the calls: the library's consensus over all the cells
     items = res["cells"]["items"]
@@ -197,12 +198,17 @@ def test_consensus_submit_checks_every_model(setup, tmp_path: Path, demo_model_d
         "/submit",
         json={
             "dataset_id": their_ds,
-            "model_id": "theirs",
+            "model_id": knn,
             "application_id": "consensus",
-            "params": {"other_model_ids": [knn], "layout": "none"},
+            "params": {"other_model_ids": ["theirs"], "layout": "none"},
         },
     )
     assert r.status_code == 201, r.text
+    queued = r.json()["run_id"]
+    assert other.get(f"/status/{queued}").json()["model_ids"] == [knn, "theirs"]
+    # a model in use by a queued consensus (not as its model_id) is not deleted under it
+    r = other.delete("/models/theirs")
+    assert r.status_code == 409 and queued in r.json()["error"]["message"]
 
     # invalid model lists: 422 with what to fix
     bad = {

@@ -30,6 +30,7 @@ def run_public(run: Run) -> RunPublic:
             "application_id": run.application_id,
             "dataset_id": run.dataset_id,
             "model_id": run.model_id,
+            "model_ids": [run.model_id, *(run.params or {}).get("other_model_ids", [])],
             "params": run.params,
             "attempts": run.attempts,
             "worker": run.worker,

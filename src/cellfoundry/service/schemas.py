@@ -223,6 +223,10 @@ class RunPublic(BaseModel):
     application_id: str
     dataset_id: str
     model_id: str
+    model_ids: list[str] = Field(
+        default_factory=list,
+        description="every model the run uses: model_id, then a consensus's other models",
+    )
     params: dict[str, Any]
     attempts: int
     worker: str | None

@@ -1118,6 +1118,11 @@ export interface components {
             dataset_id: string;
             /** Model Id */
             model_id: string;
+            /**
+             * Model Ids
+             * @description every model the run uses: model_id, then a consensus's other models
+             */
+            model_ids?: string[];
             /** Params */
             params: {
                 [key: string]: unknown;
