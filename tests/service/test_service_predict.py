@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import cellfoundry as cf
-from cellfoundry.data.prepare import plan_from_genes, plan_input, transform
+from cellfoundry.data.prepare import plan_from_genes, plan_input, transform, transform_cell
 from cellfoundry.service.predict import Predictor
 from tests.conftest import make_counts_adata
 
@@ -96,3 +97,49 @@ def test_predictor_with_panel_equals_batch_on_a_filtered_matrix(tmp_path: Path) 
     # a single cell with the panel gets the same answer as inside the batch
     one = pred.predict(lm, cells[:1], top_k=k, panel=names)["predictions"][0]
     assert one["top_k"] == with_panel[0]["top_k"]
+
+
+@pytest.mark.parametrize("values", ["counts", "lognorm"])
+def test_transform_cell_is_transform_of_the_one_row_matrix(
+    trained: tuple[object, Path], values: str
+) -> None:
+    """The real-time single-cell features are exactly (bit for bit) the batch transform's."""
+    query, model_dir = trained
+    model = cf.load_model(model_dir)
+    x = query.X.tocsr()  # type: ignore[attr-defined]
+    names = np.asarray(query.var_names)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(7)
+    for i in range(8):
+        row = x[i]
+        order = rng.permutation(len(row.indices))
+        genes = [*names[row.indices[order]], "NOT_A_MODEL_GENE"]  # one gene the model lacks
+        vals = np.append(row.data[order], 3.0).astype(np.float32)
+        if values == "lognorm":
+            vals = np.log1p(vals / vals.sum() * 1e4).astype(np.float32)
+        plan = plan_from_genes(genes, model.genes, values=values, key_kind="symbol")  # type: ignore[arg-type,attr-defined]
+        matrix = sp.csr_matrix((vals, np.arange(len(vals)), [0, len(vals)]), shape=(1, len(vals)))
+        want = transform(matrix, plan).toarray()
+        got = transform_cell(vals, plan).toarray()
+        assert got.dtype == want.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+        assert (got != 0).sum() == len(row.indices)  # every named model gene is kept, no other
+
+
+def test_a_cell_alone_gets_its_answer_inside_a_batch(trained: tuple[object, Path]) -> None:
+    query, model_dir = trained
+    pred = Predictor()
+    pred.add("m", cf.load_model(model_dir))
+    lm = pred.models["m"]
+    x = query.X.tocsr()  # type: ignore[attr-defined]
+    names = list(query.var_names)  # type: ignore[attr-defined]
+    cells = [
+        {names[j]: float(v) for j, v in zip(x[i].indices, x[i].data, strict=True)}
+        for i in range(12)
+    ]
+    batch = pred.predict(lm, cells, top_k=3)["predictions"]
+    for cell, inside in zip(cells, batch, strict=True):
+        alone = pred.predict(lm, [cell], top_k=3)["predictions"][0]
+        assert alone["label"] == inside["label"] and alone["unknown"] == inside["unknown"]
+        assert [t["label"] for t in alone["top_k"]] == [t["label"] for t in inside["top_k"]]
+        got = [t["probability"] for t in alone["top_k"]]
+        assert got == pytest.approx([t["probability"] for t in inside["top_k"]], rel=1e-6)

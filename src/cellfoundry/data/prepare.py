@@ -23,6 +23,7 @@ from cellfoundry.data.normalize import (
     log1p_cp10k_given_totals,
     log_back_totals,
     row_totals,
+    size_factors,
     to_log1p_cp10k,
 )
 from cellfoundry.data.report import (
@@ -234,6 +235,33 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
         fixed = scale.gene_subset and scale.target_sum is not None
         return to_log1p_cp10k(selected, scale, None if fixed else log_back_totals(x, scale))
     return selected
+
+
+def transform_cell(values: np.ndarray, plan: InputPlan) -> sp.csr_matrix:
+    """``transform`` of one cell given as its float32 values over the plan's source genes, in
+    order (``/predict``): the same arithmetic, bit for bit, without building the input matrix."""
+    cmap = plan.column_map
+    lognorm_of_counts = plan.representation == "lognorm" and plan.source_kind in (
+        "raw_counts",
+        "noninteger_counts",
+    )
+    n = len(values)
+    if (
+        values.dtype != np.float32
+        or len(cmap) != n
+        or plan.converts_log_scale
+        or (cmap == -2).any()
+        or not np.isfinite(values).all()
+    ):
+        one = np.array([0, n], dtype=np.int32)
+        return transform(sp.csr_matrix((values, np.arange(n), one), shape=(1, n)), plan)
+    kept = np.flatnonzero(cmap >= 0)
+    data = values[kept]
+    if lognorm_of_counts:  # log1p_cp10k_given_totals with row_totals' float64 total of the cell
+        total = np.add.reduceat(values, np.zeros(1, dtype=np.intp), dtype=np.float64)
+        data = np.log1p(data * size_factors(total))
+    indptr = np.array([0, len(kept)], dtype=np.int64)
+    return sp.csr_matrix((data, cmap[kept], indptr), shape=(1, len(plan.alignment.target)))
 
 
 def iter_features(

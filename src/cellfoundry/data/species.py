@@ -100,6 +100,33 @@ def _gene_list_map(genes: tuple[str, ...], species: str) -> OrthologMap:
     return map_orthologs(list(genes), None, species)
 
 
+def species_map(
+    genes: tuple[str, ...], species: str | None
+) -> tuple[SpeciesCall, OrthologMap | None]:
+    """The species of a gene list (given or detected) and its ortholog map (None for human data).
+
+    Depends on the names only, so a caller may keep it per distinct gene list (``/predict``).
+    """
+    call = resolve_species(species, list(genes))
+    if call.species not in MAPPED_SPECIES:
+        return call, None
+    return call, _gene_list_map(genes, call.species)
+
+
+def mapped_rows(
+    rows: sp.csr_matrix, call: SpeciesCall, omap: OrthologMap, *, log_normalized: bool = False
+) -> tuple[sp.csr_matrix, OrthologyReport]:
+    """Cells over the genes of ``omap`` -> cells over its human genes, with the mapping's report."""
+    share = mapped_count_share(rows, omap, log_normalized) if rows.shape[0] else None
+    report = replace(
+        omap.report,
+        species_evidence=call.evidence,
+        species_source=call.source,
+        fraction_counts_mapped=share,
+    )
+    return to_human_rows(rows, omap, log_normalized), report
+
+
 def rows_to_human(
     genes: Sequence[str],
     rows: sp.csr_matrix,
@@ -112,15 +139,8 @@ def rows_to_human(
     Returns the human genes, the cells over them, the species and the mapping (None for human
     data, which is returned unchanged). No minimum is applied here: the caller checks coverage.
     """
-    call = resolve_species(species, list(genes))
-    if call.species not in MAPPED_SPECIES:
+    call, omap = species_map(tuple(str(g) for g in genes), species)
+    if omap is None:
         return tuple(genes), rows, call, None
-    omap = _gene_list_map(tuple(str(g) for g in genes), call.species)
-    share = mapped_count_share(rows, omap, log_normalized) if rows.shape[0] else None
-    report = replace(
-        omap.report,
-        species_evidence=call.evidence,
-        species_source=call.source,
-        fraction_counts_mapped=share,
-    )
-    return tuple(omap.human_symbols), to_human_rows(rows, omap, log_normalized), call, report
+    x, report = mapped_rows(rows, call, omap, log_normalized=log_normalized)
+    return tuple(omap.human_symbols), x, call, report

@@ -25,6 +25,7 @@ from cellfoundry.errors import (
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.request_id import HEADER, RequestIdMiddleware, request_id_of
 from cellfoundry.service.routes import ROUTERS
+from cellfoundry.service.routes.predict import PredictFastPath
 from cellfoundry.store.db import migrate
 
 log = logging.getLogger("cellfoundry.service")
@@ -61,11 +62,18 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
     app.state.platform = platform
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(PredictFastPath)  # POST /predict without the framework's per-request work
+    app.add_middleware(RequestIdMiddleware)  # outermost: the fast path's answers carry the id too
     install_error_handlers(app, [settings.home, settings.storage])
     if settings.web_dir is not None and Path(settings.web_dir).is_dir():
         mount_spa(app, Path(settings.web_dir).resolve())
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several API processes (``cellfoundry serve --api-workers N``): settings
+    from the environment; the parent process has already migrated the database."""
+    return create_app(get_settings(), run_migrations=False)
 
 
 def error_response(

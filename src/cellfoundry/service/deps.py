@@ -34,7 +34,11 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def user_of_request(request: Request, platform: Platform) -> str:
     """The id of the user owning the request's ``Authorization: Bearer KEY``; 401 otherwise."""
-    auth = request.headers.get("authorization", "")
+    return user_of_authorization(request.headers.get("authorization", ""), platform)
+
+
+def user_of_authorization(auth: str, platform: Platform) -> str:
+    """The id of the user owning ``auth`` (an ``Authorization`` header value); 401 otherwise."""
     scheme, _, key = auth.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise UnauthorizedError(
@@ -57,11 +61,6 @@ def current_user(request: Request, platform: PlatformDep) -> str:
     return user_of_request(request, platform)
 
 
-async def current_user_fast(request: Request, platform: PlatformDep) -> str:
-    """``current_user`` on the event loop (keys are cached, so the database is rarely touched)."""
-    return user_of_request(request, platform)
-
-
 def optional_user(request: Request, platform: PlatformDep) -> str | None:
     """The calling user's id, or None without an ``Authorization`` header (a bad key is 401)."""
     if not request.headers.get("authorization"):
@@ -71,7 +70,6 @@ def optional_user(request: Request, platform: PlatformDep) -> str | None:
 
 UserDep = Annotated[str, Depends(current_user)]
 OptionalUserDep = Annotated[str | None, Depends(optional_user)]
-FastUserDep = Annotated[str, Depends(current_user_fast)]
 Id = Annotated[str, PathParam(pattern=ID_PATTERN)]
 RunId = Annotated[str, PathParam(pattern=ID_PATTERN, description="a run id from POST /submit")]
 

@@ -14,12 +14,29 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from cellfoundry.data.prepare import WARN_COVERAGE, InputPlan, plan_from_genes, transform
-from cellfoundry.data.species import rows_to_human
+from cellfoundry.data.genes import SpeciesCall
+from cellfoundry.data.orthologs import OrthologMap
+from cellfoundry.data.prepare import (
+    WARN_COVERAGE,
+    InputPlan,
+    plan_from_genes,
+    transform,
+    transform_cell,
+)
+from cellfoundry.data.species import mapped_rows, species_map
 from cellfoundry.errors import CellfoundryError
 from cellfoundry.result import UNKNOWN
 
 PLAN_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class GenePlan:
+    """What depends only on a request's gene names: species, ortholog map, model column plan."""
+
+    call: SpeciesCall
+    omap: OrthologMap | None  # None: human genes, used as named
+    plan: InputPlan  # over the human genes
 
 
 @dataclass
@@ -28,7 +45,7 @@ class LoadedModel:
 
     model_id: str
     annotator: Any
-    plans: OrderedDict[tuple[tuple[str, ...], str], InputPlan]
+    plans: OrderedDict[tuple[tuple[str, ...], str | None, str], GenePlan]
     lock: threading.Lock
     owner_id: str | None = None
     public: bool = True
@@ -37,27 +54,31 @@ class LoadedModel:
         """Whether user ``uid`` may use this model (public, or theirs)."""
         return self.public or self.owner_id == uid
 
-    def plan(self, genes: tuple[str, ...], values: str) -> InputPlan:
-        key = (genes, values)
+    def plan(self, genes: tuple[str, ...], species: str | None, values: str) -> GenePlan:
+        """The plan of a gene list, kept for the next request that names the same genes
+        (a panel repeats across requests); the species is detected once per list."""
+        key = (genes, species, values)
         with self.lock:
-            plan = self.plans.get(key)
-            if plan is not None:
+            hit = self.plans.get(key)
+            if hit is not None:
                 self.plans.move_to_end(key)
-                return plan
+                return hit
+        call, omap = species_map(genes, species)
         ann = self.annotator
         plan = plan_from_genes(
-            list(genes),
+            genes if omap is None else omap.human_symbols,
             ann.genes,
             values=values,  # type: ignore[arg-type]
             representation=ann.representation,
             key_kind="ensembl" if ann.manifest.gene_key_kind == "ensembl" else "symbol",
             target_name=f"genes of model '{ann.name}'",
         )
+        made = GenePlan(call, omap, plan)
         with self.lock:
-            self.plans[key] = plan
+            self.plans[key] = made
             while len(self.plans) > PLAN_CACHE_SIZE:
                 self.plans.popitem(last=False)
-        return plan
+        return made
 
 
 def cells_to_csr(
@@ -68,15 +89,11 @@ def cells_to_csr(
     Memory is proportional to the values sent, never to cells x distinct genes. Raises a 422
     ``too_many_genes`` error as soon as more than ``max_genes`` distinct names are seen.
     """
-    if len(cells) == 1:  # the common real-time case: the cell's own genes, in order
+    if len(cells) == 1:  # one cell: its own genes, in order
         genes = tuple(cells[0])
         if max_genes is not None and len(genes) > max_genes:
             raise _too_many_genes(max_genes)
-        vals = np.fromiter(cells[0].values(), dtype=np.float32, count=len(genes))
-        one = np.array([0, len(genes)], dtype=np.int32)
-        return genes, sp.csr_matrix(
-            (vals, np.arange(len(genes), dtype=np.int32), one), shape=(1, len(genes))
-        )
+        return genes, _one_row(np.fromiter(cells[0].values(), dtype=np.float32, count=len(genes)))
     col: dict[str, int] = {}
     n = sum(len(c) for c in cells)
     indptr = np.zeros(len(cells) + 1, dtype=np.int32)
@@ -94,6 +111,13 @@ def cells_to_csr(
     x = sp.csr_matrix((data, indices, indptr), shape=(len(cells), len(col)))
     x.sort_indices()
     return tuple(col), x
+
+
+def _one_row(values: np.ndarray) -> sp.csr_matrix:
+    """One cell's values over its own genes (in order) as a 1 x n CSR matrix."""
+    n = len(values)
+    indptr = np.array([0, n], dtype=np.int32)
+    return sp.csr_matrix((values, np.arange(n, dtype=np.int32), indptr), shape=(1, n))
 
 
 def with_panel(
@@ -167,10 +191,17 @@ class Predictor:
         a model gene outside the panel is unobserved (reference mean), exactly as for a dataset
         with those genes. Without a panel, a model gene the cell does not name counts as zero.
         """
-        genes, x = cells_to_csr(cells, max_genes)
-        if panel is not None:
-            genes, x = with_panel(genes, x, panel, max_genes)
-        rows = x.data
+        x: sp.csr_matrix | None = None
+        if len(cells) == 1 and panel is None:  # the common real-time case: no matrix is built
+            genes = tuple(cells[0])
+            if max_genes is not None and len(genes) > max_genes:
+                raise _too_many_genes(max_genes)
+            rows = np.fromiter(cells[0].values(), dtype=np.float32, count=len(genes))
+        else:
+            genes, x = cells_to_csr(cells, max_genes)
+            if panel is not None:
+                genes, x = with_panel(genes, x, panel, max_genes)
+            rows = x.data
         if not np.isfinite(rows).all():
             raise CellfoundryError(
                 "expression values must be finite numbers",
@@ -183,8 +214,16 @@ class Predictor:
                 "send raw counts, or set values='lognorm'",
                 code="invalid_expression",
             )
-        genes, x, call, orth = rows_to_human(genes, x, species, log_normalized=values == "lognorm")
-        plan = model.plan(genes, values)
+        gp = model.plan(genes, species, values)
+        call, plan, orth = gp.call, gp.plan, None
+        if gp.omap is not None:
+            x, orth = mapped_rows(
+                _one_row(rows) if x is None else x,
+                call,
+                gp.omap,
+                log_normalized=values == "lognorm",
+            )
+            genes = tuple(gp.omap.human_symbols)
         ann = model.annotator
         if plan.coverage.n_present == 0:
             raise CellfoundryError(
@@ -193,9 +232,8 @@ class Predictor:
                 f"{', '.join(ann.genes[:3])}",
                 code="low_gene_coverage",
             )
-        proba = ann.logits_or_proba(
-            transform(x, plan), plan.unobserved_mask if panel is not None else None
-        )
+        feats = transform_cell(rows, plan) if x is None else transform(x, plan)
+        proba = ann.logits_or_proba(feats, plan.unobserved_mask if panel is not None else None)
         thr = ann.threshold if threshold is None else float(threshold)
         classes = ann.classes
         k = max(1, min(top_k, len(classes)))

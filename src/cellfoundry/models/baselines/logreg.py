@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, ClassVar
 
 import anndata as ad
@@ -55,14 +56,26 @@ def _fit(
     }
 
 
-def _logits(
-    state: dict[str, np.ndarray], x: sp.csr_matrix, present: np.ndarray | None = None
-) -> np.ndarray:
-    """``clip((x - mean) / sd) @ coef.T + bias``; absent genes (``present`` False) count as z = 0."""
+Unfolded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _unfold(state: dict[str, np.ndarray]) -> Unfolded:
+    """``(mean, sd, coef.T, bias)`` in float64 from the stored folded weights."""
     mean = state["mean"].astype(np.float64)
     sd = state["scale"].astype(np.float64)
     coef_t = state["W"].astype(np.float64) * sd[:, None]  # unfold the stored scaling
     bias = state["b"].astype(np.float64) + (mean / sd) @ coef_t
+    return mean, sd, coef_t, bias
+
+
+def _logits(
+    state: dict[str, np.ndarray],
+    x: sp.csr_matrix,
+    present: np.ndarray | None = None,
+    unfolded: Unfolded | None = None,
+) -> np.ndarray:
+    """``clip((x - mean) / sd) @ coef.T + bias``; absent genes (``present`` False) count as z = 0."""
+    mean, sd, coef_t, bias = _unfold(state) if unfolded is None else unfolded
     return (standardised_product(x, mean, sd, coef_t, present) + bias).astype(np.float32)
 
 
@@ -72,7 +85,14 @@ class LogRegAnnotator(StateAnnotator):
     family: ClassVar[str] = "logreg"
 
     def logits_or_proba(self, x: sp.csr_matrix, present: np.ndarray | None = None) -> np.ndarray:
-        return apply_temperature(_logits(self.state, x, present), self.manifest.temperature)
+        return apply_temperature(
+            _logits(self.state, x, present, self._unfolded), self.manifest.temperature
+        )
+
+    @cached_property
+    def _unfolded(self) -> Unfolded:
+        """The float64 weights, unfolded once per loaded model (not per call: /predict)."""
+        return _unfold(self.state)
 
     def contributions(
         self, x: sp.csr_matrix, called: np.ndarray, present: np.ndarray

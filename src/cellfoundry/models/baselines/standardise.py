@@ -33,7 +33,8 @@ def standardised_product(
     z0 = np.clip(-mean64 / scale64, -CLIP, CLIP)
     if present is not None:
         z0 = np.where(present, z0, 0.0)
-    x = sp.csr_matrix(x)
+    if not isinstance(x, sp.csr_matrix):
+        x = sp.csr_matrix(x)
     cols = x.indices
     z = np.clip((x.data.astype(np.float64) - mean64[cols]) / scale64[cols], -CLIP, CLIP)
     delta = sp.csr_matrix((z - z0[cols], cols, x.indptr), shape=x.shape)

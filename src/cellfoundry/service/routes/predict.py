@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
+from pydantic_core import to_json
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cellfoundry.errors import CellfoundryError, NotFoundError, TooLargeError, UnavailableError
-from cellfoundry.service.deps import FastUserDep, PlatformDep
+from cellfoundry.service.deps import PlatformDep, user_of_authorization
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.predict import LoadedModel
 from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
@@ -36,23 +39,43 @@ PREDICT_BODY: dict[str, Any] = {
     responses=errors(401, 404, 413, 429, 503),
     openapi_extra=PREDICT_BODY,
 )
-async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> Response:
+async def predict(request: Request, platform: PlatformDep) -> Response:
     """Top-k labels per cell from a preloaded model; same preprocessing and answer as a batch run.
 
     Body: ``PredictRequest`` (parsed and validated in one pass by pydantic's JSON parser), at most
     ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
     distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
     """
-    platform.predict_limit.check(request.headers.get("authorization", ""))  # per key: 429
+    # In an app of create_app, PredictFastPath answers these requests before FastAPI's routing
+    # (the same `answer`, less work per request); this route documents them in the schema.
+    content = await answer(
+        platform,
+        request.headers.get("authorization", ""),
+        request.headers.get("content-length", ""),
+        request.stream(),
+    )
+    return Response(content, media_type="application/json")
+
+
+async def answer(
+    platform: Platform, authorization: str, declared_length: str, body: AsyncIterator[bytes]
+) -> bytes:
+    """The JSON answer of one /predict request; errors are raised (the app's handlers answer them).
+
+    In order: the key (401), its rate (429), the body size (413), the body (422, 413), the model
+    (404, 503), the computation (422).
+    """
+    uid = user_of_authorization(authorization, platform)
+    platform.predict_limit.check(authorization)  # per key: 429
     st = platform.settings
-    raw = await read_body(request, int(st.predict_max_body_mb * 1024 * 1024))
+    raw = await read_body(body, declared_length, int(st.predict_max_body_mb * 1024 * 1024))
     inline = len(raw) <= INLINE_BYTES
     if inline:
-        body, cells = _parse(raw, st.predict_max_cells)
+        req, cells = _parse(raw, st.predict_max_cells)
     else:
-        body, cells = await run_in_threadpool(_parse, raw, st.predict_max_cells)
+        req, cells = await run_in_threadpool(_parse, raw, st.predict_max_cells)
     pred = platform.predictor
-    if body.model_id is None:
+    if req.model_id is None:
         loaded = pred.default_for(uid)
         if loaded is None:
             raise UnavailableError(
@@ -61,48 +84,102 @@ async def predict(request: Request, uid: FastUserDep, platform: PlatformDep) -> 
                 code="no_model_loaded",
             )
     else:
-        loaded = pred.models.get(body.model_id)
+        loaded = pred.models.get(req.model_id)
         if loaded is not None and not loaded.visible_to(uid):
-            raise _no_model(body.model_id)
+            raise _no_model(req.model_id)
     model = (
         loaded
         if loaded is not None
-        else await run_in_threadpool(_load_on_demand, platform, str(body.model_id), uid)
+        else await run_in_threadpool(_load_on_demand, platform, str(req.model_id), uid)
     )
 
-    def answer() -> bytes:
+    def compute() -> bytes:
         out = pred.predict(
             model,
             cells,
-            top_k=body.top_k,
-            values=body.values,
-            threshold=body.threshold,
+            top_k=req.top_k,
+            values=req.values,
+            threshold=req.threshold,
             max_genes=st.predict_max_genes,
-            species=body.species,
-            panel=body.panel,
+            species=req.species,
+            panel=req.panel,
         )
-        return json.dumps(out).encode()
+        return to_json(out)
 
-    content = answer() if inline else await run_in_threadpool(answer)
-    return Response(content, media_type="application/json")
+    return compute() if inline else await run_in_threadpool(compute)
 
 
 INLINE_BYTES = 64 * 1024  # smaller bodies are parsed and answered on the event loop (cheaper)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(body: AsyncIterator[bytes], declared: str, limit: int) -> bytes:
     """The request body, refused with 413 once it passes ``limit`` bytes (never read beyond)."""
-    declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(f"the request body ({int(declared):,} bytes)", limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in body:
         size += len(chunk)
         if size > limit:
             raise _too_large("the request body", limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class PredictFastPath:
+    """Pure ASGI: ``POST /predict`` answered by ``answer`` without FastAPI's routing, dependency
+    resolution and request/response objects (the per-request cost that bounds throughput).
+
+    Errors go to the app's own exception handlers, so bodies, codes and headers are those of the
+    route. Everything else passes through to the app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        auth = length = ""
+        for k, v in scope["headers"]:
+            if k == b"authorization" and not auth:
+                auth = v.decode("latin-1")
+            elif k == b"content-length" and not length:
+                length = v.decode("latin-1")
+        app = scope["app"]
+        try:
+            content = await answer(app.state.platform, auth, length, _chunks(receive))
+        except ClientDisconnect:
+            return
+        except (CellfoundryError, RequestValidationError) as exc:
+            handler = next(
+                app.exception_handlers[t] for t in type(exc).__mro__ if t in app.exception_handlers
+            )
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 def _too_large(what: str, limit: int) -> TooLargeError:
