@@ -160,3 +160,35 @@ def redact_paths(text: str, roots: Iterable[str | Path] = ()) -> str:
         return name if name and m.group(0).count("/") > 1 else "<server path>"
 
     return pattern.sub(cut, text)
+
+
+#: an absolute POSIX path of two or more parts, not inside a URL (``scheme://host/...``)
+_ANY_PATH = re.compile(r"(?<![\w.:/~%-])/(?:[\w.@+~%-]+/)+[\w.@+~%-]*")
+#: text that only a program should read: a traceback, SQL, an exception's repr or its class
+_INTERNAL = re.compile(
+    r"Traceback \(most recent call last\)|File \"[^\"]*\", line \d+"
+    r"|\[SQL:|\bsqlalche\.me\b|\bpsycopg\b|\bsqlite3\.|\bsqlalchemy\."
+    r"|\b(?:SELECT|UPDATE|DELETE|INSERT|CREATE|DROP|ALTER)\b[^.;]*?\b(?:FROM|INTO|SET|TABLE|WHERE)\b"
+    r"|\b[A-Z]\w*(?:Error|Exception|Warning)(?::|\(['\"]|\b(?= at 0x))"
+    r"|<[\w.]+ object at 0x[0-9a-f]+>"
+)
+
+
+def public_text(text: str, roots: Iterable[str | Path] = (), keep: Iterable[str] = ()) -> str:
+    """``text`` for a client: :func:`redact_paths`, then every other absolute path cut to its
+    last part too, except API paths (first part in ``keep``, e.g. ``/runs/{run_id}``)."""
+    kept = set(keep)
+
+    def cut(m: re.Match[str]) -> str:
+        path = m.group(0)
+        if path.split("/")[1] in kept:
+            return path
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        return name or "<server path>"
+
+    return redact_paths(_ANY_PATH.sub(cut, text), roots)  # then roots with odd characters
+
+
+def looks_internal(text: str) -> bool:
+    """Whether ``text`` holds a traceback, SQL or exception text (never shown to a client)."""
+    return bool(_INTERNAL.search(text))

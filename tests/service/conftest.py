@@ -99,6 +99,24 @@ def redis_queue() -> Iterator[Any]:
     client.close()
 
 
+def state_with_model(settings: Any, model_dir: Path, user: str = "alice") -> str:
+    """Migrate the settings' database, register the model at ``model_dir`` and return a new
+    API key of ``user`` (the state a test app starts from)."""
+    from cellfoundry.store.db import Database, migrate
+    from cellfoundry.store.keys import create_key
+    from cellfoundry.store.model_records import register_model
+    from cellfoundry.store.storage import FileStorage
+
+    migrate(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            register_model(s, FileStorage(settings.storage), model_dir)
+            return str(create_key(s, user)[1])
+    finally:
+        db.dispose()
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model trained once per session (so most servers skip the first-start training)."""

@@ -16,11 +16,8 @@ from sqlalchemy import func, select
 
 from cellfoundry.config import Settings
 from cellfoundry.service.app import create_app
-from cellfoundry.store.db import Database, migrate
-from cellfoundry.store.keys import create_key
-from cellfoundry.store.model_records import register_model
-from cellfoundry.store.storage import FileStorage
 from cellfoundry.store.tables import Dataset, Run, RunState
+from tests.service.conftest import state_with_model
 
 CSV = "cell,CD3D,CD3E,MS4A1,LYZ,NKG7\nc1,1,2,0,9,0\nc2,0,0,5,1,3\nc3,4,0,0,2,1\n"
 
@@ -40,13 +37,7 @@ def _settings(tmp_path: Path, url: str, demo_model_dir: Path, **over: Any) -> tu
         web_dir=tmp_path / "no-web",
         **over,
     )
-    migrate(url)
-    db = Database(url)
-    with db.session() as s:
-        register_model(s, FileStorage(settings.storage), demo_model_dir)
-        key = create_key(s, "alice")[1]
-    db.dispose()
-    return settings, key
+    return settings, state_with_model(settings, demo_model_dir)
 
 
 def _all_at_once(n: int, call: Callable[[int], httpx.Response]) -> list[httpx.Response]:

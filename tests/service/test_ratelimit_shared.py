@@ -20,11 +20,7 @@ from cellfoundry.service.ratelimit import (
     TokenBuckets,
     make_limiter,
 )
-from cellfoundry.store.db import Database, migrate
-from cellfoundry.store.keys import create_key
-from cellfoundry.store.model_records import register_model
-from cellfoundry.store.storage import FileStorage
-from tests.service.conftest import REDIS
+from tests.service.conftest import REDIS, state_with_model
 
 BURST = 60
 SLOW = 0.001  # tokens per second: nothing refills during a test
@@ -105,12 +101,7 @@ def test_two_api_processes_answer_429_once_the_shared_bucket_is_empty(
         predict_burst=3,
         predict_rate_url=url,
     )
-    migrate(settings.database_url)
-    db = Database(settings.database_url)
-    with db.session() as s:
-        register_model(s, FileStorage(settings.storage), demo_model_dir)
-        key = create_key(s, "alice")[1]
-    db.dispose()
+    key = state_with_model(settings, demo_model_dir)
     auth = {"Authorization": f"Bearer {key}"}
     cell = {"expression": {"CD3D": 5.0, "CD3E": 4.0, "LYZ": 1.0}}
     with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:

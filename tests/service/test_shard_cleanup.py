@@ -17,11 +17,9 @@ from cellfoundry.config import Settings
 from cellfoundry.jobs import states
 from cellfoundry.jobs.engine import Engine
 from cellfoundry.service.app import create_app
-from cellfoundry.store.db import Database, migrate
-from cellfoundry.store.keys import create_key
-from cellfoundry.store.model_records import register_model
-from cellfoundry.store.storage import FileStorage
+from cellfoundry.store.db import Database
 from cellfoundry.store.tables import Dataset, Run, RunState
+from tests.service.conftest import state_with_model
 
 
 def _csv(model_dir: Path, n_cells: int = 4) -> bytes:
@@ -79,11 +77,8 @@ def env(tmp_path: Path, demo_model_dir: Path) -> Iterator[Env]:
         reaper_s=3600,  # the API's own reaper stays out of the way; the tests call reap()
         shard_sweep_s=0,
     )
-    migrate(settings.database_url)
+    key = state_with_model(settings, demo_model_dir)
     db = Database(settings.database_url)
-    with db.session() as s:
-        register_model(s, FileStorage(settings.storage), demo_model_dir)
-        key = create_key(s, "alice")[1]
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(settings)) as c:  # no workers: the test's engines do the work
         ds = c.post(

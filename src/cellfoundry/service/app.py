@@ -20,9 +20,10 @@ from cellfoundry.errors import (
     CellfoundryError,
     NotFoundError,
     TooManyRequestsError,
-    redact_paths,
+    looks_internal,
 )
 from cellfoundry.service.platform import Platform
+from cellfoundry.service.public import client_text
 from cellfoundry.service.request_id import HEADER, RequestIdMiddleware, request_id_of
 from cellfoundry.service.routes import ROUTERS
 from cellfoundry.service.routes.predict import PredictFastPath
@@ -37,6 +38,13 @@ HTTP_CODES = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_type",
+}
+
+HTTP_HINTS = {
+    401: "send 'Authorization: Bearer KEY' (create one with: cellfoundry keys create NAME)",
+    404: "see /docs for the available endpoints",
+    405: "see /docs for the available endpoints",
+    413: "send a smaller body (see /docs for the limits)",
 }
 
 
@@ -99,7 +107,11 @@ def install_error_handlers(app: FastAPI, roots: list[Path]) -> None:
 
     @app.exception_handler(CellfoundryError)
     async def _cf_error(request: Request, exc: CellfoundryError) -> JSONResponse:
-        message, hint = redact_paths(exc.message, roots), redact_paths(exc.hint or "", roots)
+        message, hint = client_text(exc.message, roots), client_text(exc.hint or "", roots)
+        if looks_internal(exc.message) or looks_internal(exc.hint or ""):
+            # exception text or SQL inside a message: the client gets the code and the request id
+            message = f"the server could not complete the request ({exc.code})"
+            hint = f"the server log has the details under request id {request_id_of(request)}"
         if exc.__cause__ is not None or message != exc.message:
             log.info(
                 "request %s: %s %s -> %s %s: %s (cause: %r)",
@@ -114,14 +126,16 @@ def install_error_handlers(app: FastAPI, roots: list[Path]) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         if isinstance(exc, TooManyRequestsError) and exc.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        return error_response(request, exc.status, exc.code, message, hint or None, headers)
+        hint = hint or HTTP_HINTS.get(exc.status, "see /docs for what each endpoint takes")
+        return error_response(request, exc.status, exc.code, message, hint, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for e in exc.errors()[:10]:
             loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-            parts.append(f"{loc}: {e.get('msg')}")
+            msg = str(e.get("msg"))
+            parts.append(f"{loc}: {'invalid value' if looks_internal(msg) else client_text(msg)}")
         return error_response(
             request,
             422,
@@ -133,11 +147,13 @@ def install_error_handlers(app: FastAPI, roots: list[Path]) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
-        hint = "see /docs for the available endpoints" if exc.status_code in (404, 405) else None
+        detail = str(exc.detail)
+        message = "the request was refused" if looks_internal(detail) else client_text(detail)
+        hint = HTTP_HINTS.get(exc.status_code, "see /docs for what each endpoint takes")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method of the path, not only the first route's
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return error_response(request, exc.status_code, code, str(exc.detail), hint, headers)
+        return error_response(request, exc.status_code, code, message, hint, headers)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

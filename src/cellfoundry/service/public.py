@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cellfoundry.errors import redact_paths
+from cellfoundry.errors import looks_internal, public_text
 from cellfoundry.jobs.applications import APPLICATIONS
 from cellfoundry.service.schemas import DatasetPublic, ModelPublic, RunPublic
 from cellfoundry.store.model_records import check_ready
@@ -13,13 +17,32 @@ from cellfoundry.store.storage import FileStorage
 from cellfoundry.store.tables import Dataset, Evaluation, ModelRecord, Run, RunState
 
 
+@cache
+def api_prefixes() -> frozenset[str]:
+    """The first parts of the API's paths (``runs``, ``datasets``, ...): paths under them are
+    the API's own and stay in messages; every other absolute path is the server's."""
+    from cellfoundry.service.routes import ROUTERS  # the routes import this module
+
+    paths = (getattr(r, "path", "") for router in ROUTERS for r in router.routes)
+    return frozenset(p.strip("/").split("/")[0] for p in paths) | {"docs", "openapi.json"}
+
+
+def client_text(text: str, roots: Iterable[str | Path] = ()) -> str:
+    """``text`` as a client may see it: server paths cut to their last part (API paths kept)."""
+    return public_text(text, roots, api_prefixes())
+
+
 def run_public(run: Run) -> RunPublic:
     err = None
     if run.state == RunState.FAILED or run.error_message:
+        message, hint = run.error_message or "", run.error_hint or ""
+        if looks_internal(message) or looks_internal(hint):  # stored by an older version
+            message = "the run stopped on an unexpected error"
+            hint = "the worker log has the details"
         err = {
             "code": run.error_code,
-            "message": run.error_message and redact_paths(run.error_message),
-            "hint": run.error_hint and redact_paths(run.error_hint),
+            "message": run.error_message and client_text(message),
+            "hint": run.error_hint and client_text(hint),
         }
     return RunPublic.model_validate(
         {
