@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     )
     web_dir: Path | None = None
     local_workers: int = 1
+    api_workers: int = Field(
+        1,
+        description="API processes of `cellfoundry serve` sharing its port (each preloads the "
+        "models; local job workers and the reaper stay one per deployment)",
+    )
     heartbeat_s: float = 5.0
     stale_after_s: float = 60.0
     max_attempts: int = 2

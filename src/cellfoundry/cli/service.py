@@ -43,6 +43,16 @@ def _local_key(settings, db) -> tuple[str | None, bool]:  # type: ignore[no-unty
     return key, True
 
 
+def _settings_env(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The environment that gives the API processes these settings (the CLI's overrides too)."""
+    return {
+        "CELLFOUNDRY_HOME": str(settings.home),
+        "CELLFOUNDRY_DATABASE_URL": settings.database_url,
+        "CELLFOUNDRY_STORAGE_DIR": str(settings.storage),
+        "CELLFOUNDRY_QUEUE_BACKEND": settings.queue_backend,
+    }
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
@@ -52,6 +62,13 @@ def _local_key(settings, db) -> tuple[str | None, bool]:  # type: ignore[no-unty
     type=int,
     default=None,
     help="Local worker processes (local backend; default from settings: 1).",
+)
+@click.option(
+    "--api-workers",
+    type=int,
+    default=None,
+    help="API processes sharing the port, each with the models preloaded (default from "
+    "CELLFOUNDRY_API_WORKERS: 1). More processes serve more /predict requests per second.",
 )
 @click.option(
     "--backend",
@@ -71,6 +88,7 @@ def serve_cmd(
     host: str,
     port: int,
     local_workers: int | None,
+    api_workers: int | None,
     backend: str | None,
     model_dirs: tuple[str, ...],
     log_level: str,
@@ -90,7 +108,11 @@ def serve_cmd(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    settings = _settings(queue_backend=backend, local_workers=local_workers)
+    settings = _settings(
+        queue_backend=backend, local_workers=local_workers, api_workers=api_workers
+    )
+    if settings.api_workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--api-workers")
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate(settings.database_url)
     db = Database(settings.database_url)
@@ -118,22 +140,24 @@ def serve_cmd(
         click.echo("API key: use a key from `cellfoundry keys create NAME`")
     click.echo(
         f"state: {settings.home}   database: {settings.database_url.split('@')[-1]}   "
-        f"queue: {settings.queue_backend}"
+        f"queue: {settings.queue_backend}   API processes: {settings.api_workers}"
     )
     sys.stdout.flush()
     workers = None
     if settings.queue_backend == "local" and settings.local_workers > 0:
-        env = {
-            "CELLFOUNDRY_HOME": str(settings.home),
-            "CELLFOUNDRY_DATABASE_URL": settings.database_url,
-            "CELLFOUNDRY_STORAGE_DIR": str(settings.storage),
-            "CELLFOUNDRY_QUEUE_BACKEND": "local",
-        }
-        workers = LocalWorkers(settings.local_workers, env)
+        workers = LocalWorkers(settings.local_workers, _settings_env(settings))
         workers.start()
     try:
-        app = create_app(settings, run_migrations=False)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        n = settings.api_workers
+        if n > 1:  # uvicorn's supervisor: N processes on one socket, each app built from the env
+            os.environ.update(_settings_env(settings))
+        target = (
+            create_app(settings, run_migrations=False)
+            if n == 1
+            else "cellfoundry.service.app:app_from_environment"
+        )
+        opts = {"factory": True, "workers": n} if n > 1 else {}
+        uvicorn.run(target, host=host, port=port, log_level=log_level, access_log=False, **opts)
     finally:
         if workers is not None:
             workers.stop()

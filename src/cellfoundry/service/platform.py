@@ -34,6 +34,7 @@ class Platform:
         self.predictor = Predictor()
         self.predict_limit = make_limiter(settings)  # shared by the API processes
         self._keys: dict[str, tuple[str, float]] = {}
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         with self.db.session() as s:
@@ -41,6 +42,28 @@ class Platform:
         self.preload()
         self.engine.start_reaper()  # one reaper at a time across replicas: a database lease
         threading.Thread(target=self._warm_intake, daemon=True, name="cf-intake").start()
+        threading.Thread(target=self._model_sync_loop, daemon=True, name="cf-model-sync").start()
+
+    def _model_sync_loop(self) -> None:
+        """Every ``key_cache_s`` (at least 1 s): forget models deleted through another API process
+        or replica (the process that deletes one forgets it at once), as a revoked key is."""
+        while not self._stopping.wait(max(1.0, self.settings.key_cache_s)):
+            try:
+                self.forget_deleted_models()
+            except Exception:
+                log.exception("checking the loaded models against the database failed")
+
+    def forget_deleted_models(self) -> list[str]:
+        """Drop the loaded /predict models whose database record is gone; their ids."""
+        loaded = list(self.predictor.models)
+        if not loaded:
+            return []
+        with self.db.session() as s:
+            kept = set(s.scalars(select(ModelRecord.id).where(ModelRecord.id.in_(loaded))))
+        gone = [m for m in loaded if m not in kept]
+        for m in gone:
+            self.predictor.remove(m)
+        return gone
 
     def _warm_intake(self) -> None:
         """Start the upload sandbox's spare process now, so the first upload need not wait."""
@@ -53,6 +76,7 @@ class Platform:
             log.exception("the upload sandbox could not be prepared")
 
     def stop(self) -> None:
+        self._stopping.set()
         self.engine.stop()
         self.db.dispose()
 
