@@ -1,7 +1,7 @@
 import { act, render, screen } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
 import { App } from "./App";
-import { applications, demoModel } from "./test/fixtures";
+import { applications, demoModel, recordedResults, recordedStatus } from "./test/fixtures";
 import { stubFetch } from "./test/fetch";
 
 describe("App shell", () => {
@@ -30,17 +30,15 @@ describe("App routing between runs", () => {
     const { setApiKey } = await import("./api/client");
     const { vi } = await import("vitest");
     setApiKey("k");
-    const base = { stage: "done", progress: 100, application_id: "evaluation", dataset_id: "d_1", model_id: "demo", params: {},
-      attempts: 1, worker: null, created_at: "2026-11-21T06:00:00Z", started_at: null, finished_at: null, updated_at: null, error: null };
-    const done = { ...base, id: "r_done", state: "succeeded" };
+    const done = recordedStatus;
     vi.stubGlobal("fetch", vi.fn(async (input: RequestInfo | URL) => {
       const path = new URL(String(input), "http://localhost").pathname;
-      if (path === "/status/r_done") return new Response(JSON.stringify(done), { status: 200 });
-      if (path === "/results/r_done") return new Response(JSON.stringify({ run: done, summary: {}, files: [] }), { status: 200 });
+      if (path === `/status/${done.id}`) return new Response(JSON.stringify(done), { status: 200 });
+      if (path === `/results/${done.id}`) return new Response(JSON.stringify(recordedResults), { status: 200 });
       return new Promise<Response>(() => {}); // the new run's status is still on its way
     }));
     await act(async () => {
-      window.location.hash = "#/runs/r_done";
+      window.location.hash = `#/runs/${done.id}`;
     });
     render(<App />);
     expect((await screen.findAllByTestId("run-state"))[0].textContent).toBe("succeeded");

@@ -11,7 +11,12 @@ from sqlalchemy.orm import Session
 
 from cellfoundry.errors import looks_internal, public_text
 from cellfoundry.jobs.applications import APPLICATIONS
-from cellfoundry.service.schemas import DatasetPublic, ModelPublic, RunPublic
+from cellfoundry.service.schemas import (
+    DatasetPublic,
+    ModelPublic,
+    RunPublic,
+    ValidationReportPublic,
+)
 from cellfoundry.store.model_records import check_ready
 from cellfoundry.store.storage import FileStorage
 from cellfoundry.store.tables import Dataset, Evaluation, ModelRecord, Run, RunState
@@ -76,7 +81,7 @@ def dataset_public(d: Dataset, duplicate: bool = False) -> DatasetPublic:
         n_cells=d.n_cells,
         n_genes=d.n_genes,
         created_at=d.created_at,
-        report=d.report,
+        report=ValidationReportPublic.model_validate(d.report),
         duplicate=duplicate,
     )
 

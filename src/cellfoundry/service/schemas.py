@@ -94,6 +94,262 @@ class HealthPublic(BaseModel):
     loaded_models: list[str] | None = None
 
 
+# --- stored figures -----------------------------------------------------------------------------
+# Numbers the service measured and stored (model metrics, evaluation reports, validation reports),
+# typed field by field. ``extra="allow"``: a stored key that no field names is passed through as
+# stored, so older and newer rows answer unchanged.
+
+Figure = float | None  # a measured number; null where it is undefined (e.g. no cell was called)
+
+
+class Stored(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class StoredAnswer(Stored):
+    """Stored figures always sent whole (not under ``response_model_exclude_unset``): every field
+    is in the answer, so the schema lists each one as required (null where not stored)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class MeanStdFigures(Stored):
+    """Mean and standard deviation over seeds of a method's figures (foundation evaluations)."""
+
+    accuracy_mean: Figure = None
+    accuracy_std: Figure = None
+    macro_f1_mean: Figure = None
+    macro_f1_std: Figure = None
+    coverage_mean: Figure = None
+    coverage_std: Figure = None
+    called_macro_f1_mean: Figure = None
+    called_macro_f1_std: Figure = None
+    ontology_score_mean: Figure = None
+    ontology_score_std: Figure = None
+    expressible_share_mean: Figure = None
+    expressible_share_std: Figure = None
+
+
+class ReferenceFigures(MeanStdFigures):
+    """What a model without information reaches: the majority class or chance (label
+    frequencies); single figures, or mean/std over seeds in foundation evaluations."""
+
+    label: str | None = Field(None, description="the majority class")
+    accuracy: Figure = None
+    macro_f1: Figure = None
+
+
+class OntologyScoresPublic(Stored):
+    """Cell Ontology-aware scores (``cellfoundry.evaluation.ontology_scores``)."""
+
+    n_cells: int | None = None
+    ontology_accuracy: Figure = None
+    ontology_score: Figure = None
+    ontology_macro_score: Figure = None
+    coverage: Figure = None
+    called_ontology_accuracy: Figure = None
+    called_ontology_score: Figure = None
+    coarser_share: Figure = None
+    expressible_share: Figure = None
+    truth_unmapped_share: Figure = None
+    credit_rule: str | None = None
+    truth_terms: dict[str, str] = Field(default_factory=dict)
+    model_terms: dict[str, str] = Field(default_factory=dict)
+    truth_unmapped: list[str] = Field(default_factory=list)
+    model_unmapped: list[str] = Field(default_factory=list)
+    per_true_term_score: dict[str, Figure] = Field(default_factory=dict)
+
+
+class MetricsPublic(Stored):
+    """Classification figures as stored: a model's training hold-out, an evaluation, or an
+    annotation with true labels (``cellfoundry.stats.metrics.classification_metrics``)."""
+
+    n_cells: int | None = None
+    n_unlabelled_dropped: int | None = None
+    macro_f1_over: str | None = None
+    n_true_labels: int | None = None
+    accuracy: Figure = None
+    macro_f1: Figure = None
+    weighted_f1: Figure = None
+    coverage: Figure = Field(None, description="share of cells the model called (not Unknown)")
+    called_accuracy: Figure = None
+    called_macro_f1: Figure = None
+    ece: Figure = None
+    ece_before_temperature: Figure = None
+    unknown_share: Figure = None
+    reference: dict[str, ReferenceFigures] | None = Field(
+        None, description="majority-class and chance rows for the same cells"
+    )
+    evaluated_on: str | None = None
+    split: dict[str, int] | None = None
+    share_of_cells_with_model_labels: Figure = None
+    n_training_cells_left_out: int | None = None
+    ontology: OntologyScoresPublic | None = None
+    ontology_accuracy: Figure = None
+    ontology_score: Figure = None
+    expressible_share: Figure = None
+    scored: str | None = Field(None, description="foundation evaluations: what was scored")
+    per_method: dict[str, MeanStdFigures] | None = Field(
+        None, description="foundation evaluations: each method's own figures ({model}-{method})"
+    )
+
+
+class ModelRequirementsPublic(StoredAnswer):
+    needs: str | None = Field(None, description="what input the model needs, in words")
+    gene_key_kind: str | None = Field(None, description="symbol / ensembl")
+    representation: str | None = Field(None, description="counts / lognorm")
+    n_genes: int | None = None
+    kind: str | None = None
+    n_parameters: int | None = None
+    embedding_dim: int | None = None
+
+
+class ParamSpecPublic(BaseModel):
+    """One parameter of an application, read from its JSON schema (``params_schema``)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+    name: str
+    type: Literal["integer", "number", "boolean", "string", "choice", "multi", "array", "json"]
+    default: Any = Field(None, description="the value used when none is given")
+    description: str | None = None
+    choices: list[str | int | float | bool] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    required: bool
+
+
+def param_specs(schema: dict[str, Any]) -> list[ParamSpecPublic]:
+    """The parameters of a pydantic JSON schema ({properties, required, $defs})."""
+    required = set(schema.get("required", []))
+    defs = schema.get("$defs", {})
+    out = []
+    for name, raw in schema.get("properties", {}).items():
+        p = dict(raw)
+        if "$ref" in p:
+            p = {**defs.get(p["$ref"].rsplit("/", 1)[-1], {}), **p}
+        kind = p.get("type")
+        choices = p.get("enum") or ([p["const"]] if "const" in p else None)
+        low = p.get("minimum", p.get("exclusiveMinimum"))
+        high = p.get("maximum", p.get("exclusiveMaximum"))
+        for alt in p.get("anyOf", []) + p.get("oneOf", []):
+            if alt.get("type") == "null":
+                continue
+            kind = kind or alt.get("type")
+            choices = alt.get("enum", choices)
+            low = low if low is not None else alt.get("minimum", alt.get("exclusiveMinimum"))
+            high = high if high is not None else alt.get("maximum", alt.get("exclusiveMaximum"))
+        if kind == "array" and "enum" in p.get("items", {}):
+            kind, choices = "multi", p["items"]["enum"]
+        elif choices:
+            kind = "choice"
+        elif kind == "object":
+            kind = "json"
+        out.append(
+            ParamSpecPublic(
+                name=name,
+                type=kind or "string",
+                default=p.get("default"),
+                description=p.get("description") or p.get("title"),
+                choices=choices,
+                minimum=low,
+                maximum=high,
+                required=name in required,
+            )
+        )
+    return out
+
+
+# --- validation report --------------------------------------------------------------------------
+
+
+class ReportMessagePublic(BaseModel):
+    level: Literal["error", "warning", "info"]
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class MatrixPublic(StoredAnswer):
+    """What one candidate matrix holds, from a sample of its rows."""
+
+    source: str = Field(..., description='"X", "layers/counts", "raw/X"')
+    kind: str = Field(..., description="raw_counts / noninteger_counts / log_normalized / ...")
+    shape: list[int] = Field(..., description="(cells, genes)")
+    sampled_rows: int | None = None
+    nnz_fraction: Figure = None
+    min_value: Figure = None
+    max_value: Figure = None
+    n_nan: int | None = None
+    n_inf: int | None = None
+    n_negative: int | None = None
+    integer_fraction: Figure = None
+    median_row_total: Figure = None
+    log_target_sum: Figure = None
+    log_base: str | None = None
+    log_target: str | None = None
+    log_gene_subset: bool | None = None
+    log_evidence: str | None = None
+
+
+class GeneCoveragePublic(StoredAnswer):
+    """How well the dataset covers a target gene list: ``target`` is "model {model id}" for a
+    registered model."""
+
+    target: str
+    n_target: int
+    n_present: int
+    fraction_present: float
+    fraction_counts_mapped: Figure = None
+    key_kind: str | None = None
+    missing_examples: list[str] = Field(default_factory=list)
+
+
+class OrthologyReportPublic(StoredAnswer):
+    """How a mouse/macaque/pig dataset's genes map to human genes (``cellfoundry.data.orthologs``)."""
+
+    species: str
+    species_evidence: str | None = None
+    species_source: str | None = None
+    table: str
+    gene_route: str | None = None
+    n_genes: int
+    n_genes_mapped: int
+    n_human_genes: int
+    n_human_summed: int | None = None
+    n_one_to_many: int | None = None
+    n_one_to_many_kept: int | None = None
+    fraction_genes_mapped: float
+    fraction_counts_mapped: Figure = None
+    rule: str | None = None
+    examples_unmapped: list[str] = Field(default_factory=list)
+
+
+class ValidationReportPublic(StoredAnswer):
+    """What a dataset holds, which matrix serves which purpose, and what is wrong
+    (``cellfoundry.data.report.ValidationReport``)."""
+
+    ok: bool = Field(..., description="no error-level message")
+    n_cells: int
+    n_genes: int
+    sparsity: Figure = None
+    matrices: list[MatrixPublic] = Field(default_factory=list)
+    chosen: dict[str, str | None] = Field(
+        default_factory=dict, description='purpose ("counts", "lognorm") -> matrix source'
+    )
+    gene_id_kind: str = "unknown"
+    species: str | None = None
+    species_evidence: str | None = None
+    species_source: str | None = None
+    symbol_source: str | None = None
+    ensembl_source: str | None = None
+    n_duplicate_genes: int = 0
+    duplicate_examples: list[str] = Field(default_factory=list)
+    messages: list[ReportMessagePublic] = Field(default_factory=list)
+    coverage: list[GeneCoveragePublic] = Field(default_factory=list)
+    obs_columns: list[str] = Field(default_factory=list)
+    orthology: OrthologyReportPublic | None = None
+
+
 # --- catalogue ----------------------------------------------------------------------------------
 
 
@@ -103,18 +359,19 @@ class ApplicationPublic(BaseModel):
     description: str
     families: list[str] | None = Field(..., description="model families accepted; null: every")
     params_schema: dict[str, Any] = Field(..., description="JSON schema of the run's params")
+    params: list[ParamSpecPublic] = Field(..., description="the params, read from params_schema")
 
 
 class EvaluationPublic(BaseModel):
     run_id: str
     dataset_id: str
     label_key: str
-    metrics: dict[str, Any]
+    metrics: MetricsPublic
     created_at: UtcDatetime
 
 
 class ModelMetricsPublic(BaseModel):
-    training_holdout: dict[str, Any]
+    training_holdout: MetricsPublic
     evaluations: list[EvaluationPublic]
 
 
@@ -125,7 +382,7 @@ class ModelPublic(BaseModel):
     size_bytes: int
     n_genes: int
     classes: list[str]
-    requirements: dict[str, Any]
+    requirements: ModelRequirementsPublic
     ready: bool
     status: str
     applications: list[str]
@@ -146,7 +403,7 @@ class DatasetPublic(BaseModel):
     n_cells: int
     n_genes: int
     created_at: UtcDatetime
-    report: dict[str, Any]
+    report: ValidationReportPublic
     duplicate: bool = False
 
 
@@ -486,9 +743,148 @@ class ConsensusSummaryPublic(BaseModel):
     per_model: dict[str, ModelAgreementPublic] = Field(default_factory=dict)
 
 
-class ResultSummaryPublic(BaseModel):
-    """The run's stored summary. The fields below are an annotation's; other applications add
-    their own keys (evaluation metrics, confusion, ...), passed through as stored."""
+class GenePanelPublic(Stored):
+    """How the model's genes were matched to the data's (``cellfoundry.models.base.GenePanel``)."""
+
+    mode: str = Field(..., description="all_genes / unobserved / refit / family_default")
+    n_model_genes: int
+    n_present: int
+    description: str
+    coverage: Figure = None
+    n_shared_genes: int | None = None
+    reference: str | None = None
+
+
+class ConfusionPublic(BaseModel):
+    """Cell counts: rows are true labels, columns predicted labels."""
+
+    labels_true: list[str]
+    labels_pred: list[str]
+    counts: list[list[int]]
+
+
+class ConfusedPairPublic(Stored):
+    true: str
+    predicted: str
+    count: int
+    share_of_true: Figure = None
+    model: str | None = Field(None, description="foundation evaluations: the method's model")
+    method: str | None = None
+
+
+class BaselineComparisonPublic(BaseModel):
+    """The model and a logistic regression trained on the dataset, on the same held-out cells."""
+
+    model_on_test: MetricsPublic
+    logreg_baseline_on_test: MetricsPublic
+    n_train: int
+    n_test: int
+
+
+class SeedFiguresPublic(Stored):
+    """One method, one seed of a foundation evaluation (``model`` "reference": a no-information
+    row, ``method`` majority or chance)."""
+
+    model: str
+    method: str
+    seed: int
+    n_cells: int | None = None
+    accuracy: Figure = None
+    macro_f1: Figure = None
+    weighted_f1: Figure = None
+    coverage: Figure = None
+    called_accuracy: Figure = None
+    called_macro_f1: Figure = None
+    ece: Figure = None
+    ontology_accuracy: Figure = None
+    ontology_score: Figure = None
+    expressible_share: Figure = None
+    trainable_parameters: Figure = None
+    train_seconds: Figure = None
+
+
+class MethodSummaryPublic(MeanStdFigures):
+    """One method of a foundation evaluation: mean and std over its seeds."""
+
+    model: str
+    method: str
+    n_seeds: int
+    weighted_f1_mean: Figure = None
+    weighted_f1_std: Figure = None
+    called_accuracy_mean: Figure = None
+    called_accuracy_std: Figure = None
+    ece_mean: Figure = None
+    ece_std: Figure = None
+    ontology_accuracy_mean: Figure = None
+    ontology_accuracy_std: Figure = None
+    train_seconds_mean: Figure = None
+    train_seconds_std: Figure = None
+
+
+class CalibrationPublic(BaseModel):
+    ece_before_temperature: Figure = None
+    ece_after_temperature: Figure = None
+
+
+class PerClassPublic(Stored):
+    model: str
+    method: str
+    class_: str = Field(..., alias="class")
+    precision: Figure = None
+    recall: Figure = None
+    f1: Figure = None
+    support: int
+
+
+class EvaluationContextPublic(Stored):
+    label_key: str | None = None
+    seeds: int | None = None
+    epochs: int | None = None
+    methods: list[str] = Field(default_factory=list)
+    split: str | None = None
+    test_fraction: Figure = None
+    macro_f1_over: str | None = None
+    ontology_credit_rule: str | None = None
+    metrics: str | None = None
+
+
+class MethodRunPublic(Stored):
+    """One trained method and seed of a foundation evaluation."""
+
+    model: str
+    method: str
+    seed: int
+    file: str | None = None
+    train_seconds: Figure = None
+    trainable_parameters: int | None = None
+    temperature: Figure = None
+    threshold: Figure = None
+    random_init: bool | None = None
+
+
+class FoundationReportPublic(Stored):
+    """``cellfoundry.evaluation.evaluate``'s report: methods x seeds on the dataset."""
+
+    title: str | None = None
+    context: EvaluationContextPublic | None = None
+    summary: list[SeedFiguresPublic] = Field(default_factory=list)
+    mean_std: list[MethodSummaryPublic] = Field(default_factory=list)
+    calibration: dict[str, CalibrationPublic] = Field(
+        default_factory=dict, description="{model}-{method} -> ECE before / after temperature"
+    )
+    misclassified_top5: list[ConfusedPairPublic] = Field(default_factory=list)
+    per_class: list[PerClassPublic] = Field(default_factory=list)
+    runs: list[MethodRunPublic] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    images: dict[str, list[list[str]]] = Field(
+        default_factory=dict, description="{model}-{method} -> [caption, file name] pairs"
+    )
+
+
+class ResultSummaryPublic(Stored):
+    """The run's stored summary: an annotation's fields, then the other applications' (embedding,
+    evaluation, fine-tuning). Only the keys the run stored are sent; a stored key that no field
+    names is passed through as stored."""
 
     model_config = ConfigDict(extra="allow")
     n_cells: int | None = None
@@ -512,6 +908,34 @@ class ResultSummaryPublic(BaseModel):
         description="consensus: each model's own summary (label counts, marker_overlap, ...), "
         "by model id",
     )
+    model: str | None = Field(None, description="the model's name")
+    family: str | None = None
+    classes: list[str] | None = None
+    warnings: list[str] | None = None
+    gene_mapping: str | None = None
+    gene_panel: GenePanelPublic | None = None
+    orthology: OrthologyReportPublic | None = None
+    species_mapping: str | None = Field(
+        None, description="non-human data: how its genes became human orthologs, in words"
+    )
+    label_key: str | None = Field(None, description="obs column of the true labels")
+    metrics: MetricsPublic | None = Field(
+        None,
+        description="annotation with label_key: against the true labels; evaluation: the model's",
+    )
+    layout: str | None = Field(None, description="umap / pca")
+    layout_sampled: bool | None = None
+    # embedding
+    embedding_dim: int | None = None
+    # evaluation (a trained baseline: the built-in comparison; a foundation model: evaluate())
+    evaluator: str | None = None
+    n_cells_in_dataset: int | None = None
+    baseline_comparison: BaselineComparisonPublic | None = None
+    confusion: ConfusionPublic | None = None
+    most_confused: list[ConfusedPairPublic] | None = None
+    report: FoundationReportPublic | None = None
+    # fine-tuning
+    new_model_id: str | None = Field(None, description="the model the run registered")
 
 
 class ResultsPublic(BaseModel):

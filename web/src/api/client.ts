@@ -1,22 +1,5 @@
 // The one place the UI talks to the service: fetch + XHR (for upload progress), JSON errors.
-import { normApplication, normDataset, normModel, normResults, normRuns, normStatus } from "./normalize";
-import type {
-  ApiApplication,
-  ApiDataset,
-  ApiModel,
-  ApiResults,
-  ApiRun,
-  ApiRunPage,
-  Application,
-  Dataset,
-  ModelInfo,
-  Results,
-  RunState,
-  RunStatus,
-  RunsPage,
-  SubmitRequest,
-  SubmitResponse,
-} from "./types";
+import type { Application, Dataset, Model, Results, Run, RunPage, RunState, SubmitRequest, SubmitResponse } from "./types";
 
 const KEY_STORAGE = "cellfoundry.apiKey";
 
@@ -128,29 +111,20 @@ function paging(o: { offset?: number; limit?: number }): { page?: number; page_s
 }
 
 export const api = {
-  applications: async (signal?: AbortSignal): Promise<Application[]> =>
-    (await request<ApiApplication[]>("GET", "/applications", undefined, signal)).map(normApplication),
-  models: async (signal?: AbortSignal): Promise<ModelInfo[]> =>
-    (await request<ApiModel[]>("GET", "/models", undefined, signal)).map(normModel),
-  applicationModels: async (appId: string, signal?: AbortSignal): Promise<ModelInfo[]> =>
-    (await request<ApiModel[]>("GET", `/applications/${encodeURIComponent(appId)}/models`, undefined, signal)).map(normModel),
+  applications: (signal?: AbortSignal) => request<Application[]>("GET", "/applications", undefined, signal),
+  models: (signal?: AbortSignal) => request<Model[]>("GET", "/models", undefined, signal),
+  applicationModels: (appId: string, signal?: AbortSignal) =>
+    request<Model[]>("GET", `/applications/${encodeURIComponent(appId)}/models`, undefined, signal),
   submit: (req: SubmitRequest) => request<SubmitResponse>("POST", "/submit", req),
-  status: async (runId: string, signal?: AbortSignal): Promise<RunStatus> =>
-    normStatus(await request<ApiRun>("GET", `/status/${encodeURIComponent(runId)}`, undefined, signal)),
-  cancel: async (runId: string): Promise<RunStatus> =>
-    normStatus(await request<ApiRun>("POST", `/runs/${encodeURIComponent(runId)}/cancel`)),
-  runs: async (
-    opts: { state?: RunState | ""; applicationId?: string; offset?: number; limit?: number },
-    signal?: AbortSignal,
-  ): Promise<RunsPage> =>
-    normRuns(await request<ApiRunPage>("GET", `/runs${qs({ state: opts.state, application_id: opts.applicationId, ...paging(opts) })}`, undefined, signal)),
+  status: (runId: string, signal?: AbortSignal) => request<Run>("GET", `/status/${encodeURIComponent(runId)}`, undefined, signal),
+  cancel: (runId: string) => request<Run>("POST", `/runs/${encodeURIComponent(runId)}/cancel`),
+  runs: (opts: { state?: RunState | ""; applicationId?: string; offset?: number; limit?: number }, signal?: AbortSignal) =>
+    request<RunPage>("GET", `/runs${qs({ state: opts.state, application_id: opts.applicationId, ...paging(opts) })}`, undefined, signal),
   /** Results with one page of cells (`offset` must be a multiple of `limit`). */
-  results: async (runId: string, opts: { offset?: number; limit?: number } = {}, signal?: AbortSignal): Promise<Results> =>
-    normResults(await request<ApiResults>("GET", `/results/${encodeURIComponent(runId)}${qs(paging(opts))}`, undefined, signal)),
-  datasets: async (signal?: AbortSignal): Promise<Dataset[]> =>
-    (await request<ApiDataset[]>("GET", "/datasets", undefined, signal)).map(normDataset),
-  dataset: async (id: string, signal?: AbortSignal): Promise<Dataset> =>
-    normDataset(await request<ApiDataset>("GET", `/datasets/${encodeURIComponent(id)}`, undefined, signal)),
+  results: (runId: string, opts: { offset?: number; limit?: number } = {}, signal?: AbortSignal) =>
+    request<Results>("GET", `/results/${encodeURIComponent(runId)}${qs(paging(opts))}`, undefined, signal),
+  datasets: (signal?: AbortSignal) => request<Dataset[]>("GET", "/datasets", undefined, signal),
+  dataset: (id: string, signal?: AbortSignal) => request<Dataset>("GET", `/datasets/${encodeURIComponent(id)}`, undefined, signal),
 };
 
 /** Upload a file as multipart field `file`, reporting progress 0–1; resolves with the dataset. */
@@ -175,7 +149,7 @@ export function uploadFile(
       }
       if (xhr.status >= 200 && xhr.status < 300) {
         onProgress(1);
-        resolve(normDataset(body as ApiDataset));
+        resolve(body as Dataset);
       } else reject(parseError(xhr.status, body));
     };
     xhr.onerror = () =>

@@ -411,6 +411,30 @@ export interface components {
             params_schema: {
                 [key: string]: unknown;
             };
+            /**
+             * Params
+             * @description the params, read from params_schema
+             */
+            params: components["schemas"]["ParamSpecPublic"][];
+        };
+        /**
+         * BaselineComparisonPublic
+         * @description The model and a logistic regression trained on the dataset, on the same held-out cells.
+         */
+        BaselineComparisonPublic: {
+            model_on_test: components["schemas"]["MetricsPublic"];
+            logreg_baseline_on_test: components["schemas"]["MetricsPublic"];
+            /** N Train */
+            n_train: number;
+            /** N Test */
+            n_test: number;
+        };
+        /** CalibrationPublic */
+        CalibrationPublic: {
+            /** Ece Before Temperature */
+            ece_before_temperature?: number | null;
+            /** Ece After Temperature */
+            ece_after_temperature?: number | null;
         };
         /** CellLabels */
         CellLabels: {
@@ -510,6 +534,38 @@ export interface components {
             /** Detail */
             detail: string;
         };
+        /** ConfusedPairPublic */
+        ConfusedPairPublic: {
+            /** True */
+            true: string;
+            /** Predicted */
+            predicted: string;
+            /** Count */
+            count: number;
+            /** Share Of True */
+            share_of_true?: number | null;
+            /**
+             * Model
+             * @description foundation evaluations: the method's model
+             */
+            model?: string | null;
+            /** Method */
+            method?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ConfusionPublic
+         * @description Cell counts: rows are true labels, columns predicted labels.
+         */
+        ConfusionPublic: {
+            /** Labels True */
+            labels_true: string[];
+            /** Labels Pred */
+            labels_pred: string[];
+            /** Counts */
+            counts: number[][];
+        };
         /**
          * ConsensusSummaryPublic
          * @description How the models' calls were combined, and how much they agree.
@@ -583,10 +639,7 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
-            /** Report */
-            report: {
-                [key: string]: unknown;
-            };
+            report: components["schemas"]["ValidationReportPublic"];
             /**
              * Duplicate
              * @default false
@@ -620,6 +673,29 @@ export interface components {
         ErrorResponse: {
             error: components["schemas"]["ErrorBody"];
         };
+        /** EvaluationContextPublic */
+        EvaluationContextPublic: {
+            /** Label Key */
+            label_key?: string | null;
+            /** Seeds */
+            seeds?: number | null;
+            /** Epochs */
+            epochs?: number | null;
+            /** Methods */
+            methods?: string[];
+            /** Split */
+            split?: string | null;
+            /** Test Fraction */
+            test_fraction?: number | null;
+            /** Macro F1 Over */
+            macro_f1_over?: string | null;
+            /** Ontology Credit Rule */
+            ontology_credit_rule?: string | null;
+            /** Metrics */
+            metrics?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** EvaluationPublic */
         EvaluationPublic: {
             /** Run Id */
@@ -628,15 +704,49 @@ export interface components {
             dataset_id: string;
             /** Label Key */
             label_key: string;
-            /** Metrics */
-            metrics: {
-                [key: string]: unknown;
-            };
+            metrics: components["schemas"]["MetricsPublic"];
             /**
              * Created At
              * Format: date-time
              */
             created_at: string;
+        };
+        /**
+         * FoundationReportPublic
+         * @description ``cellfoundry.evaluation.evaluate``'s report: methods x seeds on the dataset.
+         */
+        FoundationReportPublic: {
+            /** Title */
+            title?: string | null;
+            context?: components["schemas"]["EvaluationContextPublic"] | null;
+            /** Summary */
+            summary?: components["schemas"]["SeedFiguresPublic"][];
+            /** Mean Std */
+            mean_std?: components["schemas"]["MethodSummaryPublic"][];
+            /**
+             * Calibration
+             * @description {model}-{method} -> ECE before / after temperature
+             */
+            calibration?: {
+                [key: string]: components["schemas"]["CalibrationPublic"];
+            };
+            /** Misclassified Top5 */
+            misclassified_top5?: components["schemas"]["ConfusedPairPublic"][];
+            /** Per Class */
+            per_class?: components["schemas"]["PerClassPublic"][];
+            /** Runs */
+            runs?: components["schemas"]["MethodRunPublic"][];
+            /** Warnings */
+            warnings?: string[];
+            /**
+             * Images
+             * @description {model}-{method} -> [caption, file name] pairs
+             */
+            images?: {
+                [key: string]: string[][];
+            };
+        } & {
+            [key: string]: unknown;
         };
         /** GeneContribution */
         GeneContribution: {
@@ -647,6 +757,54 @@ export interface components {
              * @description how much the gene adds to the score of the call (null: not stored)
              */
             contribution?: number | null;
+        };
+        /**
+         * GeneCoveragePublic
+         * @description How well the dataset covers a target gene list: ``target`` is "model {model id}" for a
+         *     registered model.
+         */
+        GeneCoveragePublic: {
+            /** Target */
+            target: string;
+            /** N Target */
+            n_target: number;
+            /** N Present */
+            n_present: number;
+            /** Fraction Present */
+            fraction_present: number;
+            /** Fraction Counts Mapped */
+            fraction_counts_mapped: number | null;
+            /** Key Kind */
+            key_kind: string | null;
+            /** Missing Examples */
+            missing_examples: string[];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * GenePanelPublic
+         * @description How the model's genes were matched to the data's (``cellfoundry.models.base.GenePanel``).
+         */
+        GenePanelPublic: {
+            /**
+             * Mode
+             * @description all_genes / unobserved / refit / family_default
+             */
+            mode: string;
+            /** N Model Genes */
+            n_model_genes: number;
+            /** N Present */
+            n_present: number;
+            /** Description */
+            description: string;
+            /** Coverage */
+            coverage?: number | null;
+            /** N Shared Genes */
+            n_shared_genes?: number | null;
+            /** Reference */
+            reference?: string | null;
+        } & {
+            [key: string]: unknown;
         };
         /**
          * HealthPublic
@@ -833,6 +991,247 @@ export interface components {
             /** Reference Markers */
             reference_markers?: string[];
         };
+        /**
+         * MatrixPublic
+         * @description What one candidate matrix holds, from a sample of its rows.
+         */
+        MatrixPublic: {
+            /**
+             * Source
+             * @description "X", "layers/counts", "raw/X"
+             */
+            source: string;
+            /**
+             * Kind
+             * @description raw_counts / noninteger_counts / log_normalized / ...
+             */
+            kind: string;
+            /**
+             * Shape
+             * @description (cells, genes)
+             */
+            shape: number[];
+            /** Sampled Rows */
+            sampled_rows: number | null;
+            /** Nnz Fraction */
+            nnz_fraction: number | null;
+            /** Min Value */
+            min_value: number | null;
+            /** Max Value */
+            max_value: number | null;
+            /** N Nan */
+            n_nan: number | null;
+            /** N Inf */
+            n_inf: number | null;
+            /** N Negative */
+            n_negative: number | null;
+            /** Integer Fraction */
+            integer_fraction: number | null;
+            /** Median Row Total */
+            median_row_total: number | null;
+            /** Log Target Sum */
+            log_target_sum: number | null;
+            /** Log Base */
+            log_base: string | null;
+            /** Log Target */
+            log_target: string | null;
+            /** Log Gene Subset */
+            log_gene_subset: boolean | null;
+            /** Log Evidence */
+            log_evidence: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * MeanStdFigures
+         * @description Mean and standard deviation over seeds of a method's figures (foundation evaluations).
+         */
+        MeanStdFigures: {
+            /** Accuracy Mean */
+            accuracy_mean?: number | null;
+            /** Accuracy Std */
+            accuracy_std?: number | null;
+            /** Macro F1 Mean */
+            macro_f1_mean?: number | null;
+            /** Macro F1 Std */
+            macro_f1_std?: number | null;
+            /** Coverage Mean */
+            coverage_mean?: number | null;
+            /** Coverage Std */
+            coverage_std?: number | null;
+            /** Called Macro F1 Mean */
+            called_macro_f1_mean?: number | null;
+            /** Called Macro F1 Std */
+            called_macro_f1_std?: number | null;
+            /** Ontology Score Mean */
+            ontology_score_mean?: number | null;
+            /** Ontology Score Std */
+            ontology_score_std?: number | null;
+            /** Expressible Share Mean */
+            expressible_share_mean?: number | null;
+            /** Expressible Share Std */
+            expressible_share_std?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * MethodRunPublic
+         * @description One trained method and seed of a foundation evaluation.
+         */
+        MethodRunPublic: {
+            /** Model */
+            model: string;
+            /** Method */
+            method: string;
+            /** Seed */
+            seed: number;
+            /** File */
+            file?: string | null;
+            /** Train Seconds */
+            train_seconds?: number | null;
+            /** Trainable Parameters */
+            trainable_parameters?: number | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Threshold */
+            threshold?: number | null;
+            /** Random Init */
+            random_init?: boolean | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * MethodSummaryPublic
+         * @description One method of a foundation evaluation: mean and std over its seeds.
+         */
+        MethodSummaryPublic: {
+            /** Accuracy Mean */
+            accuracy_mean?: number | null;
+            /** Accuracy Std */
+            accuracy_std?: number | null;
+            /** Macro F1 Mean */
+            macro_f1_mean?: number | null;
+            /** Macro F1 Std */
+            macro_f1_std?: number | null;
+            /** Coverage Mean */
+            coverage_mean?: number | null;
+            /** Coverage Std */
+            coverage_std?: number | null;
+            /** Called Macro F1 Mean */
+            called_macro_f1_mean?: number | null;
+            /** Called Macro F1 Std */
+            called_macro_f1_std?: number | null;
+            /** Ontology Score Mean */
+            ontology_score_mean?: number | null;
+            /** Ontology Score Std */
+            ontology_score_std?: number | null;
+            /** Expressible Share Mean */
+            expressible_share_mean?: number | null;
+            /** Expressible Share Std */
+            expressible_share_std?: number | null;
+            /** Model */
+            model: string;
+            /** Method */
+            method: string;
+            /** N Seeds */
+            n_seeds: number;
+            /** Weighted F1 Mean */
+            weighted_f1_mean?: number | null;
+            /** Weighted F1 Std */
+            weighted_f1_std?: number | null;
+            /** Called Accuracy Mean */
+            called_accuracy_mean?: number | null;
+            /** Called Accuracy Std */
+            called_accuracy_std?: number | null;
+            /** Ece Mean */
+            ece_mean?: number | null;
+            /** Ece Std */
+            ece_std?: number | null;
+            /** Ontology Accuracy Mean */
+            ontology_accuracy_mean?: number | null;
+            /** Ontology Accuracy Std */
+            ontology_accuracy_std?: number | null;
+            /** Train Seconds Mean */
+            train_seconds_mean?: number | null;
+            /** Train Seconds Std */
+            train_seconds_std?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * MetricsPublic
+         * @description Classification figures as stored: a model's training hold-out, an evaluation, or an
+         *     annotation with true labels (``cellfoundry.stats.metrics.classification_metrics``).
+         */
+        MetricsPublic: {
+            /** N Cells */
+            n_cells?: number | null;
+            /** N Unlabelled Dropped */
+            n_unlabelled_dropped?: number | null;
+            /** Macro F1 Over */
+            macro_f1_over?: string | null;
+            /** N True Labels */
+            n_true_labels?: number | null;
+            /** Accuracy */
+            accuracy?: number | null;
+            /** Macro F1 */
+            macro_f1?: number | null;
+            /** Weighted F1 */
+            weighted_f1?: number | null;
+            /**
+             * Coverage
+             * @description share of cells the model called (not Unknown)
+             */
+            coverage?: number | null;
+            /** Called Accuracy */
+            called_accuracy?: number | null;
+            /** Called Macro F1 */
+            called_macro_f1?: number | null;
+            /** Ece */
+            ece?: number | null;
+            /** Ece Before Temperature */
+            ece_before_temperature?: number | null;
+            /** Unknown Share */
+            unknown_share?: number | null;
+            /**
+             * Reference
+             * @description majority-class and chance rows for the same cells
+             */
+            reference?: {
+                [key: string]: components["schemas"]["ReferenceFigures"];
+            } | null;
+            /** Evaluated On */
+            evaluated_on?: string | null;
+            /** Split */
+            split?: {
+                [key: string]: number;
+            } | null;
+            /** Share Of Cells With Model Labels */
+            share_of_cells_with_model_labels?: number | null;
+            /** N Training Cells Left Out */
+            n_training_cells_left_out?: number | null;
+            ontology?: components["schemas"]["OntologyScoresPublic"] | null;
+            /** Ontology Accuracy */
+            ontology_accuracy?: number | null;
+            /** Ontology Score */
+            ontology_score?: number | null;
+            /** Expressible Share */
+            expressible_share?: number | null;
+            /**
+             * Scored
+             * @description foundation evaluations: what was scored
+             */
+            scored?: string | null;
+            /**
+             * Per Method
+             * @description foundation evaluations: each method's own figures ({model}-{method})
+             */
+            per_method?: {
+                [key: string]: components["schemas"]["MeanStdFigures"];
+            } | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** ModelAgreementPublic */
         ModelAgreementPublic: {
             /**
@@ -875,10 +1274,7 @@ export interface components {
         };
         /** ModelMetricsPublic */
         ModelMetricsPublic: {
-            /** Training Holdout */
-            training_holdout: {
-                [key: string]: unknown;
-            };
+            training_holdout: components["schemas"]["MetricsPublic"];
             /** Evaluations */
             evaluations: components["schemas"]["EvaluationPublic"][];
         };
@@ -896,10 +1292,7 @@ export interface components {
             n_genes: number;
             /** Classes */
             classes: string[];
-            /** Requirements */
-            requirements: {
-                [key: string]: unknown;
-            };
+            requirements: components["schemas"]["ModelRequirementsPublic"];
             /** Ready */
             ready: boolean;
             /** Status */
@@ -914,6 +1307,80 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+        };
+        /** ModelRequirementsPublic */
+        ModelRequirementsPublic: {
+            /**
+             * Needs
+             * @description what input the model needs, in words
+             */
+            needs: string | null;
+            /**
+             * Gene Key Kind
+             * @description symbol / ensembl
+             */
+            gene_key_kind: string | null;
+            /**
+             * Representation
+             * @description counts / lognorm
+             */
+            representation: string | null;
+            /** N Genes */
+            n_genes: number | null;
+            /** Kind */
+            kind: string | null;
+            /** N Parameters */
+            n_parameters: number | null;
+            /** Embedding Dim */
+            embedding_dim: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * OntologyScoresPublic
+         * @description Cell Ontology-aware scores (``cellfoundry.evaluation.ontology_scores``).
+         */
+        OntologyScoresPublic: {
+            /** N Cells */
+            n_cells?: number | null;
+            /** Ontology Accuracy */
+            ontology_accuracy?: number | null;
+            /** Ontology Score */
+            ontology_score?: number | null;
+            /** Ontology Macro Score */
+            ontology_macro_score?: number | null;
+            /** Coverage */
+            coverage?: number | null;
+            /** Called Ontology Accuracy */
+            called_ontology_accuracy?: number | null;
+            /** Called Ontology Score */
+            called_ontology_score?: number | null;
+            /** Coarser Share */
+            coarser_share?: number | null;
+            /** Expressible Share */
+            expressible_share?: number | null;
+            /** Truth Unmapped Share */
+            truth_unmapped_share?: number | null;
+            /** Credit Rule */
+            credit_rule?: string | null;
+            /** Truth Terms */
+            truth_terms?: {
+                [key: string]: string;
+            };
+            /** Model Terms */
+            model_terms?: {
+                [key: string]: string;
+            };
+            /** Truth Unmapped */
+            truth_unmapped?: string[];
+            /** Model Unmapped */
+            model_unmapped?: string[];
+            /** Per True Term Score */
+            per_true_term_score?: {
+                [key: string]: number | null;
+            };
+        } & {
+            [key: string]: unknown;
         };
         /**
          * OntologySummaryPublic
@@ -974,6 +1441,44 @@ export interface components {
             fraction_counts_mapped: number | null;
         };
         /**
+         * OrthologyReportPublic
+         * @description How a mouse/macaque/pig dataset's genes map to human genes (``cellfoundry.data.orthologs``).
+         */
+        OrthologyReportPublic: {
+            /** Species */
+            species: string;
+            /** Species Evidence */
+            species_evidence: string | null;
+            /** Species Source */
+            species_source: string | null;
+            /** Table */
+            table: string;
+            /** Gene Route */
+            gene_route: string | null;
+            /** N Genes */
+            n_genes: number;
+            /** N Genes Mapped */
+            n_genes_mapped: number;
+            /** N Human Genes */
+            n_human_genes: number;
+            /** N Human Summed */
+            n_human_summed: number | null;
+            /** N One To Many */
+            n_one_to_many: number | null;
+            /** N One To Many Kept */
+            n_one_to_many_kept: number | null;
+            /** Fraction Genes Mapped */
+            fraction_genes_mapped: number;
+            /** Fraction Counts Mapped */
+            fraction_counts_mapped: number | null;
+            /** Rule */
+            rule: string | null;
+            /** Examples Unmapped */
+            examples_unmapped: string[];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
          * OutOfReferencePublic
          * @description Cells far from every training cell of the model (``out_of_reference`` obs column).
          */
@@ -988,6 +1493,53 @@ export interface components {
             by_predicted_type?: {
                 [key: string]: components["schemas"]["TypeShare"];
             };
+        };
+        /**
+         * ParamSpecPublic
+         * @description One parameter of an application, read from its JSON schema (``params_schema``).
+         */
+        ParamSpecPublic: {
+            /** Name */
+            name: string;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "integer" | "number" | "boolean" | "string" | "choice" | "multi" | "array" | "json";
+            /**
+             * Default
+             * @description the value used when none is given
+             */
+            default: unknown;
+            /** Description */
+            description: string | null;
+            /** Choices */
+            choices: (string | number | boolean)[] | null;
+            /** Minimum */
+            minimum: number | null;
+            /** Maximum */
+            maximum: number | null;
+            /** Required */
+            required: boolean;
+        };
+        /** PerClassPublic */
+        PerClassPublic: {
+            /** Model */
+            model: string;
+            /** Method */
+            method: string;
+            /** Class */
+            class: string;
+            /** Precision */
+            precision?: number | null;
+            /** Recall */
+            recall?: number | null;
+            /** F1 */
+            f1?: number | null;
+            /** Support */
+            support: number;
+        } & {
+            [key: string]: unknown;
         };
         /** PredictPublic */
         PredictPublic: {
@@ -1019,9 +1571,66 @@ export interface components {
             backend: string;
         };
         /**
+         * ReferenceFigures
+         * @description What a model without information reaches: the majority class or chance (label
+         *     frequencies); single figures, or mean/std over seeds in foundation evaluations.
+         */
+        ReferenceFigures: {
+            /** Accuracy Mean */
+            accuracy_mean?: number | null;
+            /** Accuracy Std */
+            accuracy_std?: number | null;
+            /** Macro F1 Mean */
+            macro_f1_mean?: number | null;
+            /** Macro F1 Std */
+            macro_f1_std?: number | null;
+            /** Coverage Mean */
+            coverage_mean?: number | null;
+            /** Coverage Std */
+            coverage_std?: number | null;
+            /** Called Macro F1 Mean */
+            called_macro_f1_mean?: number | null;
+            /** Called Macro F1 Std */
+            called_macro_f1_std?: number | null;
+            /** Ontology Score Mean */
+            ontology_score_mean?: number | null;
+            /** Ontology Score Std */
+            ontology_score_std?: number | null;
+            /** Expressible Share Mean */
+            expressible_share_mean?: number | null;
+            /** Expressible Share Std */
+            expressible_share_std?: number | null;
+            /**
+             * Label
+             * @description the majority class
+             */
+            label?: string | null;
+            /** Accuracy */
+            accuracy?: number | null;
+            /** Macro F1 */
+            macro_f1?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** ReportMessagePublic */
+        ReportMessagePublic: {
+            /**
+             * Level
+             * @enum {string}
+             */
+            level: "error" | "warning" | "info";
+            /** Code */
+            code: string;
+            /** Message */
+            message: string;
+            /** Hint */
+            hint?: string | null;
+        };
+        /**
          * ResultSummaryPublic
-         * @description The run's stored summary. The fields below are an annotation's; other applications add
-         *     their own keys (evaluation metrics, confusion, ...), passed through as stored.
+         * @description The run's stored summary: an annotation's fields, then the other applications' (embedding,
+         *     evaluation, fine-tuning). Only the keys the run stored are sent; a stored key that no field
+         *     names is passed through as stored.
          */
         ResultSummaryPublic: {
             /** N Cells */
@@ -1059,6 +1668,56 @@ export interface components {
             members?: {
                 [key: string]: components["schemas"]["ResultSummaryPublic"];
             } | null;
+            /**
+             * Model
+             * @description the model's name
+             */
+            model?: string | null;
+            /** Family */
+            family?: string | null;
+            /** Classes */
+            classes?: string[] | null;
+            /** Warnings */
+            warnings?: string[] | null;
+            /** Gene Mapping */
+            gene_mapping?: string | null;
+            gene_panel?: components["schemas"]["GenePanelPublic"] | null;
+            orthology?: components["schemas"]["OrthologyReportPublic"] | null;
+            /**
+             * Species Mapping
+             * @description non-human data: how its genes became human orthologs, in words
+             */
+            species_mapping?: string | null;
+            /**
+             * Label Key
+             * @description obs column of the true labels
+             */
+            label_key?: string | null;
+            /** @description annotation with label_key: against the true labels; evaluation: the model's */
+            metrics?: components["schemas"]["MetricsPublic"] | null;
+            /**
+             * Layout
+             * @description umap / pca
+             */
+            layout?: string | null;
+            /** Layout Sampled */
+            layout_sampled?: boolean | null;
+            /** Embedding Dim */
+            embedding_dim?: number | null;
+            /** Evaluator */
+            evaluator?: string | null;
+            /** N Cells In Dataset */
+            n_cells_in_dataset?: number | null;
+            baseline_comparison?: components["schemas"]["BaselineComparisonPublic"] | null;
+            confusion?: components["schemas"]["ConfusionPublic"] | null;
+            /** Most Confused */
+            most_confused?: components["schemas"]["ConfusedPairPublic"][] | null;
+            report?: components["schemas"]["FoundationReportPublic"] | null;
+            /**
+             * New Model Id
+             * @description the model the run registered
+             */
+            new_model_id?: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -1150,6 +1809,47 @@ export interface components {
          * @enum {string}
          */
         RunState: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+        /**
+         * SeedFiguresPublic
+         * @description One method, one seed of a foundation evaluation (``model`` "reference": a no-information
+         *     row, ``method`` majority or chance).
+         */
+        SeedFiguresPublic: {
+            /** Model */
+            model: string;
+            /** Method */
+            method: string;
+            /** Seed */
+            seed: number;
+            /** N Cells */
+            n_cells?: number | null;
+            /** Accuracy */
+            accuracy?: number | null;
+            /** Macro F1 */
+            macro_f1?: number | null;
+            /** Weighted F1 */
+            weighted_f1?: number | null;
+            /** Coverage */
+            coverage?: number | null;
+            /** Called Accuracy */
+            called_accuracy?: number | null;
+            /** Called Macro F1 */
+            called_macro_f1?: number | null;
+            /** Ece */
+            ece?: number | null;
+            /** Ontology Accuracy */
+            ontology_accuracy?: number | null;
+            /** Ontology Score */
+            ontology_score?: number | null;
+            /** Expressible Share */
+            expressible_share?: number | null;
+            /** Trainable Parameters */
+            trainable_parameters?: number | null;
+            /** Train Seconds */
+            train_seconds?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
         /**
          * SubmitCreate
          * @description A run to queue; ``params`` are the chosen application's (see GET /applications).
@@ -1363,6 +2063,64 @@ export interface components {
             share: number;
             /** N Cells */
             n_cells: number;
+        };
+        /**
+         * ValidationReportPublic
+         * @description What a dataset holds, which matrix serves which purpose, and what is wrong
+         *     (``cellfoundry.data.report.ValidationReport``).
+         */
+        ValidationReportPublic: {
+            /**
+             * Ok
+             * @description no error-level message
+             */
+            ok: boolean;
+            /** N Cells */
+            n_cells: number;
+            /** N Genes */
+            n_genes: number;
+            /** Sparsity */
+            sparsity: number | null;
+            /** Matrices */
+            matrices: components["schemas"]["MatrixPublic"][];
+            /**
+             * Chosen
+             * @description purpose ("counts", "lognorm") -> matrix source
+             */
+            chosen: {
+                [key: string]: string | null;
+            };
+            /**
+             * Gene Id Kind
+             * @default unknown
+             */
+            gene_id_kind: string;
+            /** Species */
+            species: string | null;
+            /** Species Evidence */
+            species_evidence: string | null;
+            /** Species Source */
+            species_source: string | null;
+            /** Symbol Source */
+            symbol_source: string | null;
+            /** Ensembl Source */
+            ensembl_source: string | null;
+            /**
+             * N Duplicate Genes
+             * @default 0
+             */
+            n_duplicate_genes: number;
+            /** Duplicate Examples */
+            duplicate_examples: string[];
+            /** Messages */
+            messages: components["schemas"]["ReportMessagePublic"][];
+            /** Coverage */
+            coverage: components["schemas"]["GeneCoveragePublic"][];
+            /** Obs Columns */
+            obs_columns: string[];
+            orthology: components["schemas"]["OrthologyReportPublic"] | null;
+        } & {
+            [key: string]: unknown;
         };
         /** WorkerPublic */
         WorkerPublic: {

@@ -3,15 +3,9 @@ import type { ParamSpec } from "../api/types";
 import { Field } from "./ui";
 
 export function paramKind(p: ParamSpec): "int" | "float" | "bool" | "choice" | "multi" | "str" | "list" | "json" {
-  const t = String(p.type).toLowerCase();
-  if (t === "multi") return "multi";
+  if (p.type === "multi") return "multi";
   if (p.choices && p.choices.length) return "choice";
-  if (t === "int" || t === "integer") return "int";
-  if (t === "float" || t === "number") return "float";
-  if (t === "bool" || t === "boolean") return "bool";
-  if (t === "list" || t === "array") return "list";
-  if (t === "json" || t === "object") return "json";
-  return "str";
+  return ({ integer: "int", number: "float", boolean: "bool", array: "list", json: "json", choice: "choice", string: "str" } as const)[p.type];
 }
 
 export function defaultParams(specs: ParamSpec[]): Record<string, unknown> {
@@ -37,8 +31,8 @@ export function validateParams(specs: ParamSpec[], values: Record<string, unknow
     if (kind === "int" || kind === "float") {
       if (typeof v !== "number" || Number.isNaN(v)) errs[p.name] = "Enter a number.";
       else if (kind === "int" && !Number.isInteger(v)) errs[p.name] = "Enter a whole number.";
-      else if (p.min != null && v < p.min) errs[p.name] = `Must be at least ${p.min}.`;
-      else if (p.max != null && v > p.max) errs[p.name] = `Must be at most ${p.max}.`;
+      else if (p.minimum != null && v < p.minimum) errs[p.name] = `Must be at least ${p.minimum}.`;
+      else if (p.maximum != null && v > p.maximum) errs[p.name] = `Must be at most ${p.maximum}.`;
     }
   }
   return errs;
@@ -60,7 +54,7 @@ export function ParamsForm({ specs, values, onChange, errors, obsColumns }: {
         const kind = paramKind(p);
         const help = (
           <>
-            {p.help ?? p.description ?? ""}
+            {p.description ?? ""}
             {p.default !== undefined && p.default !== null && <> (default: <code>{String(p.default)}</code>)</>}
             {errors[p.name] && <div className="field-error" role="alert" style={{ color: "var(--error)" }}>{errors[p.name]}</div>}
           </>
@@ -114,7 +108,7 @@ export function ParamsForm({ specs, values, onChange, errors, obsColumns }: {
               </select>
             ) : kind === "int" || kind === "float" ? (
               <input id={id} type="number" step={kind === "int" ? 1 : "any"} value={values[p.name] == null ? "" : String(values[p.name])}
-                min={p.min ?? undefined} max={p.max ?? undefined}
+                min={p.minimum ?? undefined} max={p.maximum ?? undefined}
                 onChange={(e) => set(p.name, e.target.value === "" ? undefined : Number(e.target.value))} />
             ) : kind === "json" ? (
               <input id={id} type="text" className="mono" placeholder="{}"

@@ -1,28 +1,20 @@
 // The validation report of an uploaded dataset, in plain language.
-import type { CoverageInfo, ModelInfo, ValidationReport } from "../api/types";
+import type { Model, ValidationReport } from "../api/types";
+import { coverageModelId, coverageOk } from "../lib/datasets";
 import { count, idKindName, kindName, matrixName, pct } from "../lib/format";
 import { Alert, Badge, Progress } from "./ui";
 
-export const MIN_COVERAGE = 0.3; // cellfoundry.data.prepare.DEFAULT_MIN_COVERAGE
-
-export function coverageOk(c: CoverageInfo): boolean {
-  return c.ok ?? c.fraction_present >= MIN_COVERAGE;
-}
-
-export function coverageFor(report: ValidationReport | null | undefined, modelId: string): CoverageInfo | undefined {
-  return report?.coverage.find((c) => c.target === modelId);
-}
-
-export function CoverageBars({ report, models }: { report: ValidationReport; models?: ModelInfo[] }) {
+export function CoverageBars({ report, models }: { report: ValidationReport; models?: Model[] }) {
   if (!report.coverage.length) return <p className="muted small">No per-model coverage was computed (no models registered).</p>;
   return (
     <div role="list" aria-label="Gene coverage per model">
       {report.coverage.map((c) => {
-        const name = models?.find((m) => m.id === c.target)?.name ?? c.target;
+        const id = coverageModelId(c);
+        const name = models?.find((m) => m.id === id)?.name ?? id;
         const ok = coverageOk(c);
         const tone = !ok ? "error" : c.fraction_present < 0.7 ? "warn" : "ok";
         return (
-          <div className="coverage" role="listitem" key={c.target} data-testid={`coverage-${c.target}`}>
+          <div className="coverage" role="listitem" key={c.target} data-testid={`coverage-${id}`}>
             <div>
               <div><strong>{name}</strong></div>
               {!ok && <Badge tone="error">too low to run</Badge>}
@@ -66,7 +58,7 @@ export function describeReport(r: ValidationReport): string[] {
   return out;
 }
 
-export function ReportView({ report, models }: { report: ValidationReport; models?: ModelInfo[] }) {
+export function ReportView({ report, models }: { report: ValidationReport; models?: Model[] }) {
   const errors = report.messages.filter((m) => m.level === "error");
   const warnings = report.messages.filter((m) => m.level === "warning");
   const infos = report.messages.filter((m) => m.level === "info");

@@ -1,37 +1,42 @@
 import { describe, expect, it } from "vitest";
-import type { Umap } from "../api/types";
+import { recordedResults } from "../test/fixtures";
 import { pointCount } from "./Plot";
 import { confusionFigure, countsFigure, histogramFigure, umapTraces } from "./charts";
 
-const umap: Umap = {
-  x: [0, 1, 2, 3, 4], y: [0, 1, 0, 1, 0], labels: ["B", "T", "B", "Unknown", "T"],
-  confidence: [0.9, 0.8, 0.7, 0.2, 0.95], sampled: false, n_total: 5,
-  top3: [[{ label: "B", probability: 0.9 }, { label: "T", probability: 0.05 }], [], [], [], []],
-  obs: { donor: ["a", "a", "b", "b", null], n_counts: [100, 200, 300, 400, 500] },
+// the recorded annotation's layout: 700 pbmc68k cells with labels, confidence, top 3 and obs columns
+const layout = recordedResults.layout;
+const tally = (values: (string | null)[]) => {
+  const m = new Map<string, number>();
+  for (const v of values) m.set(v ?? "(missing)", (m.get(v ?? "(missing)") ?? 0) + 1);
+  return [...m].sort((a, b) => b[1] - a[1]);
 };
 
 describe("umapTraces", () => {
-  it("draws every cell once, one trace per predicted type, with label/confidence/top-3 on hover", () => {
-    const t = umapTraces(umap, { kind: "predicted" });
-    expect(pointCount(t)).toBe(5);
-    expect(t.map((x) => x.name)).toEqual(["B (2)", "T (2)", "Unknown (1)"]);
-    const text = (t[0].text as string[])[0];
-    expect(text).toContain("<b>B</b>");
-    expect(text).toContain("confidence 90.0%");
-    expect(text).toContain("top 3: B 90%, T 5%");
+  it("draws every cell once, one trace per predicted type (largest first), with label/confidence/top-3 on hover", () => {
+    const t = umapTraces(layout, { kind: "predicted" });
+    expect(pointCount(t)).toBe(layout.n_points);
+    expect(t.map((x) => x.name)).toEqual(tally(layout.labels!).map(([k, n]) => `${k} (${n})`));
+    const first = t[0];
+    const i = layout.labels!.indexOf(tally(layout.labels!)[0][0]);
+    const text = (first.text as string[])[0];
+    expect(text).toContain(layout.cells[i]);
+    expect(text).toContain(`<b>${layout.labels![i]}</b>`);
+    expect(text).toContain(`confidence ${(layout.confidence![i] * 100).toFixed(1)}%`);
+    expect(text).toContain(`top 3: ${layout.top3![i].map((x) => `${x.label} ${(x.probability * 100).toFixed(0)}%`).join(", ")}`);
   });
   it("colours by confidence continuously and by a user obs column", () => {
-    const c = umapTraces(umap, { kind: "confidence" });
+    const c = umapTraces(layout, { kind: "confidence" });
     expect(c).toHaveLength(1);
-    expect((c[0].marker as { color: number[] }).color).toEqual(umap.confidence);
-    const d = umapTraces(umap, { kind: "obs", column: "donor" });
-    expect(d.map((x) => x.name)).toEqual(["a (2)", "b (2)", "(missing) (1)"]);
-    const n = umapTraces(umap, { kind: "obs", column: "n_counts" });
-    expect(n).toHaveLength(1);
-    expect(pointCount(n)).toBe(5);
+    expect((c[0].marker as { color: number[] }).color).toEqual(layout.confidence);
+    const d = umapTraces(layout, { kind: "obs", column: "phase" });
+    expect(d.map((x) => x.name)).toEqual(tally(layout.obs.phase).map(([k, n]) => `${k} (${n})`));
+    expect(pointCount(d)).toBe(layout.n_points);
+    // an unknown column falls back to the predicted types
+    expect(umapTraces(layout, { kind: "obs", column: "no_such_column" }).map((x) => x.name)).toEqual(umapTraces(layout, { kind: "predicted" }).map((x) => x.name));
   });
   it("uses WebGL only for large point counts", () => {
-    expect(umapTraces(umap, { kind: "predicted" })[0].type).toBe("scatter");
+    expect(layout.n_points).toBeLessThanOrEqual(5000);
+    expect(umapTraces(layout, { kind: "predicted" })[0].type).toBe("scatter");
   });
 });
 
@@ -50,13 +55,12 @@ describe("other figures", () => {
 });
 
 describe("colours", () => {
-  it("keeps Unknown grey and gives the same colour to a type in the UMAP and the counts bar", () => {
-    const t = umapTraces(umap, { kind: "predicted" });
-    const c = countsFigure({ B: 2, T: 2, Unknown: 1 });
+  it("gives the same colour to a type in the layout and the counts bar, and keeps Unknown grey", () => {
+    const t = umapTraces(layout, { kind: "predicted" });
+    const c = countsFigure(recordedResults.summary.label_counts!);
     const colours = c.data[0].marker.color as string[];
-    expect((t[2].marker as { color: string }).color).toBe("#9ca3af");
-    expect(colours[2]).toBe("#9ca3af");
-    expect((t[0].marker as { color: string }).color).toBe(colours[0]);
-    expect((t[1].marker as { color: string }).color).toBe(colours[1]);
+    expect(c.data[0].y).toEqual(t.map((x) => String(x.name).replace(/ \(\d+\)$/, "")));
+    t.forEach((x, i) => expect((x.marker as { color: string }).color).toBe(colours[i]));
+    expect(countsFigure({ B: 2, Unknown: 1 }).data[0].marker.color).toEqual(["#1f77b4", "#9ca3af"]);
   });
 });

@@ -1,5 +1,6 @@
 // Plotly figure builders (pure functions, tested without a browser).
-import type { ConfusionMatrix, ReliabilityCurve, Umap } from "../api/types";
+import type { Layout } from "../api/types";
+import type { ConfusionMatrix, ReliabilityCurve } from "../lib/evaluation";
 
 export const PALETTE = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#0f766e",
@@ -9,10 +10,9 @@ export const PALETTE = [
 
 export type ColorMode = { kind: "predicted" } | { kind: "confidence" } | { kind: "obs"; column: string };
 
-function hoverText(u: Umap, i: number): string {
-  const parts = [`<b>${u.labels[i]}</b>`];
-  if (u.confidence.length) parts.push(`confidence ${(u.confidence[i] * 100).toFixed(1)}%`);
-  if (u.cell_ids) parts.unshift(u.cell_ids[i]);
+function hoverText(u: Layout, i: number): string {
+  const parts = [u.cells[i], `<b>${u.labels?.[i] ?? ""}</b>`];
+  if (u.confidence?.length) parts.push(`confidence ${(u.confidence[i] * 100).toFixed(1)}%`);
   const top = u.top3?.[i];
   if (top?.length) parts.push("top 3: " + top.map((t) => `${t.label} ${(t.probability * 100).toFixed(0)}%`).join(", "));
   return parts.join("<br>");
@@ -23,7 +23,7 @@ function isNumeric(values: unknown[]): boolean {
 }
 
 /** Scatter traces of the UMAP coloured by predicted type, confidence, or an obs column. */
-export function umapTraces(u: Umap, mode: ColorMode): Record<string, unknown>[] {
+export function umapTraces(u: Layout, mode: ColorMode): Record<string, unknown>[] {
   const n = u.x.length;
   const type = n > 5000 ? "scattergl" : "scatter";
   const text = Array.from({ length: n }, (_, i) => hoverText(u, i));
@@ -61,16 +61,17 @@ export function umapTraces(u: Umap, mode: ColorMode): Record<string, unknown>[] 
       marker: { ...base.marker, color: values, colorscale: "Viridis", showscale: true, colorbar: { title: { text: title } } },
     },
   ];
-  if (mode.kind === "confidence" && u.confidence.length) return continuous(u.confidence, "confidence");
-  if (u.labels.every((l) => !l) && mode.kind === "predicted") {
+  const labels = u.labels ?? [];
+  if (mode.kind === "confidence" && u.confidence?.length) return continuous(u.confidence, "confidence");
+  if (labels.every((l) => !l) && mode.kind === "predicted") {
     return [{ ...base, name: `cells (${n})`, x: u.x, y: u.y, text, marker: { ...base.marker, color: PALETTE[0] } }];
   }
   if (mode.kind === "obs") {
-    const values = u.obs?.[mode.column];
-    if (!values) return categorical(u.labels, "predicted");
-    return isNumeric(values) ? continuous(values as number[], mode.column) : categorical(values, mode.column);
+    const values = u.obs[mode.column];
+    if (!values) return categorical(labels, "predicted");
+    return isNumeric(values) ? continuous(values as unknown as number[], mode.column) : categorical(values, mode.column);
   }
-  return categorical(u.labels, "predicted");
+  return categorical(labels, "predicted");
 }
 
 export function histogramFigure(confidence: number[], threshold: number | null | undefined) {

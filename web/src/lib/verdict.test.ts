@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { SummaryRow } from "../api/types";
-import { reliabilityFromCells } from "./enrich";
+import type { SummaryRow } from "./evaluation";
 import { computeVerdict, primaryMetric } from "./verdict";
 
 const row = (model: string, mean: number, std: number, metric = "macro_f1", n_seeds = 3): SummaryRow => ({ model, metric, mean, std, n_seeds });
@@ -33,17 +32,5 @@ describe("computeVerdict", () => {
   });
   it("prefers macro-F1, then balanced accuracy, then accuracy", () => {
     expect(primaryMetric([row("a", 1, 0, "accuracy"), row("a", 1, 0, "balanced_accuracy")])).toBe("balanced_accuracy");
-  });
-});
-
-describe("reliabilityFromCells", () => {
-  it("bins top-1 confidence against accuracy and computes the ECE", () => {
-    const cell = (p: number, top: string, truth: string) => ({ cell_id: "c", predicted: top, confidence: p, unknown: false, top: [{ label: top, probability: p }], true_label: truth });
-    const r = reliabilityFromCells([cell(0.95, "A", "A"), cell(0.91, "A", "B"), cell(0.55, "B", "B")], "m")!;
-    expect(r.bin_count).toEqual([1, 2]);
-    expect(r.bin_accuracy).toEqual([1, 0.5]);
-    expect(r.bin_confidence[1]).toBeCloseTo(0.93, 9);
-    expect(r.ece).toBeCloseTo((1 / 3) * 0.45 + (2 / 3) * 0.43, 9);
-    expect(reliabilityFromCells([], "m")).toBeNull();
   });
 });

@@ -1,5 +1,5 @@
 // The plain-language verdict of an evaluation, computed from the summary numbers only.
-import type { SummaryRow } from "../api/types";
+import type { SummaryRow } from "./evaluation";
 
 export const METRIC_PREFERENCE = ["macro_f1", "f1_macro", "balanced_accuracy", "accuracy"];
 

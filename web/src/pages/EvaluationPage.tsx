@@ -1,15 +1,20 @@
 import { useEffect, useMemo, useState } from "react";
 import { api } from "../api/client";
-import type { Application, Dataset, EvaluationArtifacts, ModelInfo, Results, RunStatus } from "../api/types";
+import type { Application, Dataset, Model, ResultSummary, Run } from "../api/types";
 import { TERMINAL_STATES } from "../api/types";
 import { ParamsForm, defaultParams, validateParams } from "../components/ParamsForm";
 import { Plot } from "../components/Plot";
 import { confusionFigure, reliabilityFigure } from "../components/charts";
 import { Alert, Badge, Button, Card, Empty, ErrorView, Field, NeedKey, Progress, Spinner } from "../components/ui";
 import { recentDatasets } from "../lib/datasets";
-import { loadAllCells, reliabilityFromCells } from "../lib/enrich";
+import { loadAllCells } from "../lib/enrich";
+import {
+  calibrationRows, confusedPairs, isEvaluation, methodFigures, referenceRows, reliabilityFromCells, squareConfusion, summaryRows,
+  type ReliabilityCurve,
+} from "../lib/evaluation";
 import { num, pct } from "../lib/format";
 import { useApiKey, useAsync, useInterval, useSubmitRun } from "../lib/hooks";
+import { runProgress } from "../lib/runs";
 import { computeVerdict, primaryMetric } from "../lib/verdict";
 import { stateTone } from "./RunPage";
 
@@ -42,7 +47,7 @@ function Launch() {
   const [params, setParams] = useState<Record<string, unknown>>({});
   const { busy, error: err, submit: submitRun } = useSubmitRun((id) => `/evaluation/${encodeURIComponent(id)}`);
   const app = evalApps.find((a) => a.id === appId) ?? null;
-  const models = useAsync<ModelInfo[]>((s) => (appId ? api.applicationModels(appId, s) : Promise.resolve([])), [appId]);
+  const models = useAsync<Model[]>((s) => (appId ? api.applicationModels(appId, s) : Promise.resolve([])), [appId]);
   const dataset = datasets.find((d) => d.id === datasetId) ?? null;
   useEffect(() => {
     if (!datasetId && datasets.length) setDatasetId(datasets[0].id);
@@ -58,7 +63,7 @@ function Launch() {
   }, [models.status, models.data, modelId]);
   const paramErrors = app ? validateParams(app.params, params) : {};
   const submit = async () => {
-    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId || null, application_id: app.id, params });
+    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId, application_id: app.id, params });
   };
   return (
     <Card title="Launch a comparison">
@@ -105,7 +110,7 @@ function RecentEvaluations() {
   const runs = useAsync((s) => api.runs({ limit: 100 }, s), []);
   const apps = useAsync<Application[]>((s) => api.applications(s), []);
   const evalIds = new Set((apps.data ?? []).filter(isEvaluationApp).map((a) => a.id));
-  const items = (runs.data?.items ?? []).filter((r) => r.application_id && evalIds.has(r.application_id));
+  const items = (runs.data?.items ?? []).filter((r) => evalIds.has(r.application_id));
   return (
     <Card title="Your evaluations">
       {(runs.status === "loading" || apps.status === "loading") && <Spinner label="Loading evaluations…" />}
@@ -116,8 +121,8 @@ function RecentEvaluations() {
           <thead><tr><th>Run</th><th>Status</th><th>Application</th><th>Model</th></tr></thead>
           <tbody>
             {items.map((r) => (
-              <tr key={r.run_id}>
-                <td className="mono"><a href={`#/evaluation/${encodeURIComponent(r.run_id)}`}>{r.run_id}</a></td>
+              <tr key={r.id}>
+                <td className="mono"><a href={`#/evaluation/${encodeURIComponent(r.id)}`}>{r.id}</a></td>
                 <td><Badge tone={stateTone(r.state)}>{r.state}</Badge></td>
                 <td>{r.application_id}</td>
                 <td>{r.model_id}</td>
@@ -131,7 +136,7 @@ function RecentEvaluations() {
 }
 
 function EvaluationRun({ runId }: { runId: string }) {
-  const [status, setStatus] = useState<RunStatus | null>(null);
+  const [status, setStatus] = useState<Run | null>(null);
   const first = useAsync((s) => api.status(runId, s).then((st) => { setStatus(st); return st; }), [runId]);
   const terminal = status ? TERMINAL_STATES.includes(status.state) : false;
   useInterval(() => { api.status(runId).then(setStatus, () => undefined); }, 1500, first.status === "ready" && !terminal);
@@ -144,14 +149,14 @@ function EvaluationRun({ runId }: { runId: string }) {
       {!terminal && (
         <Card title={`Evaluation ${runId}`}>
           <div className="row gap"><Badge tone={stateTone(status.state)}>{status.state}</Badge><span>{status.stage}</span></div>
-          <Progress value={status.progress} label="Evaluation progress" />
+          <Progress value={runProgress(status)} label="Evaluation progress" />
           <p className="small muted">The report appears here when the evaluation finishes.</p>
         </Card>
       )}
       {status.state === "failed" && (
         <Alert tone="error" title="This evaluation failed">
-          <p data-testid="run-error">{status.error ?? "The service gave no reason."}</p>
-          {status.error_hint && <p className="hint"><strong>Fix:</strong> {status.error_hint}</p>}
+          <p data-testid="run-error">{status.error?.message ?? "The service gave no reason."}</p>
+          {status.error?.hint && <p className="hint"><strong>Fix:</strong> {status.error.hint}</p>}
         </Alert>
       )}
       {status.state === "cancelled" && <Alert tone="warn" title="This evaluation was cancelled." />}
@@ -161,40 +166,48 @@ function EvaluationRun({ runId }: { runId: string }) {
 }
 
 function EvaluationResults({ runId }: { runId: string }) {
-  const res = useAsync<Results>(async (s) => {
+  const res = useAsync(async (s) => {
     const r = await api.results(runId, { limit: 1 }, s);
-    const ev = r.evaluation;
+    const modelName = r.summary.model ?? r.run.model_id;
     // no reliability bins from the service: compute them from the stored per-cell predictions
-    if (ev && ev.reliability.length === 0 && r.cells?.total) {
+    let reliability: ReliabilityCurve[] = [];
+    if (isEvaluation(r.summary) && r.cells?.total) {
       const rows = await loadAllCells((offset, limit, sig) => api.results(runId, { offset, limit }, sig), r.cells.total, s);
-      const model = ev.summary.find((x) => !/baseline/i.test(x.model))?.model ?? "model";
-      const curve = rows ? reliabilityFromCells(rows, model) : null;
-      if (curve) return { ...r, evaluation: { ...ev, reliability: [curve] } };
+      const curve = rows ? reliabilityFromCells(rows, modelName) : null;
+      if (curve) reliability = [curve];
     }
-    return r;
+    return { summary: r.summary, modelName, reliability };
   }, [runId]);
   if (res.status === "loading") return <Spinner label="Loading the report…" />;
   if (res.status === "error") return <ErrorView error={res.error} onRetry={res.reload} title="Could not load the report" />;
-  if (!res.data.evaluation) return <Empty title="This run has no evaluation report">It is not an evaluation or fine-tuning run. <a href={`#/runs/${encodeURIComponent(runId)}`}>Open its run page.</a></Empty>;
-  return <EvaluationReport evaluation={res.data.evaluation} />;
+  if (!isEvaluation(res.data.summary)) return <Empty title="This run has no evaluation report">It is not an evaluation or fine-tuning run. <a href={`#/runs/${encodeURIComponent(runId)}`}>Open its run page.</a></Empty>;
+  return <EvaluationReport summary={res.data.summary} modelName={res.data.modelName} reliability={res.data.reliability} />;
 }
 
-function perMethodMetrics(evaluation: EvaluationArtifacts): string[] {
-  return [...new Set((evaluation.per_method ?? []).flatMap((p) => p.figures.map((f) => f.metric)))];
-}
-
-export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifacts }) {
-  const verdict = computeVerdict(evaluation.summary);
-  const metrics = [...new Set(evaluation.summary.map((r) => r.metric))];
-  const models = [...new Set(evaluation.summary.map((r) => r.model))];
-  const main = primaryMetric(evaluation.summary);
-  const cell = (model: string, metric: string) => evaluation.summary.find((r) => r.model === model && r.metric === metric);
+/** An evaluation run's report from its stored summary; ``reliability`` from its per-cell predictions. */
+export function EvaluationReport({ summary: s, modelName, reliability = [] }: { summary: ResultSummary; modelName: string; reliability?: ReliabilityCurve[] }) {
+  const rows = summaryRows(s, modelName);
+  const verdict = computeVerdict(rows);
+  const metrics = [...new Set(rows.map((r) => r.metric))];
+  const models = [...new Set(rows.map((r) => r.model))];
+  const main = primaryMetric(rows);
+  const cell = (model: string, metric: string) => rows.find((r) => r.model === model && r.metric === metric);
+  const m = s.metrics;
+  const ontology = m?.ontology;
+  const called = m?.coverage != null ? m : null;
+  const reference = referenceRows(m);
+  const perMethod = methodFigures(m);
+  const perMethodMetrics = [...new Set(perMethod.flatMap((p) => p.figures.map((f) => f.metric)))];
+  const confusion = s.confusion ? [squareConfusion(s.confusion, s.model ?? modelName)] : [];
+  const pairs = confusedPairs(s);
+  const calibration = calibrationRows(s);
+  const labelOverlap = m?.share_of_cells_with_model_labels;
   return (
     <div data-testid="evaluation-report">
-      {(evaluation.warnings ?? []).map((w) => <Alert key={w} tone="warn" title="Read this first">{w}</Alert>)}
-      {evaluation.label_overlap != null && evaluation.label_overlap < 0.5 && (
+      {(s.report?.warnings ?? []).map((w) => <Alert key={w} tone="warn" title="Read this first">{w}</Alert>)}
+      {labelOverlap != null && labelOverlap < 0.5 && (
         <Alert tone="warn" title="The model and the data name cell types differently">
-          Only {pct(evaluation.label_overlap)} of the cells carry a true label that is one of the model's cell types, so the
+          Only {pct(labelOverlap)} of the cells carry a true label that is one of the model's cell types, so the
           model's scores mostly measure the naming mismatch, not its quality. Compare it on data labelled with its own
           cell types, or fine-tune it on these labels.
         </Alert>
@@ -207,7 +220,7 @@ export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifac
         ) : <Empty title="No summary numbers to judge" />}
       </Card>
       <Card title="Summary (mean ± std over seeds)">
-        {evaluation.summary.length === 0 ? <Empty title="No summary rows" /> : (
+        {rows.length === 0 ? <Empty title="No summary rows" /> : (
           <div className="table-wrap">
             <table aria-label="Summary of metrics per model" data-testid="summary-table">
               <thead><tr><th>Model</th>{metrics.map((m) => <th key={m} className="num">{m.replace(/_/g, " ")}{m === main ? " ★" : ""}</th>)}<th className="num">Seeds</th></tr></thead>
@@ -219,7 +232,7 @@ export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifac
                       const r = cell(model, m);
                       return <td key={m} className="num">{r ? (r.n_seeds > 1 ? `${num(r.mean)} ± ${num(r.std)}` : num(r.mean)) : "—"}</td>;
                     })}
-                    <td className="num">{Math.max(...evaluation.summary.filter((r) => r.model === model).map((r) => r.n_seeds))}</td>
+                    <td className="num">{Math.max(...rows.filter((r) => r.model === model).map((r) => r.n_seeds))}</td>
                   </tr>
                 ))}
               </tbody>
@@ -228,31 +241,31 @@ export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifac
         )}
         {main && <p className="small muted">★ the metric the verdict uses. ± is the standard deviation over seeds (shown when there are two or more).</p>}
       </Card>
-      {evaluation.ontology && (
+      {ontology && (
         <Card title="Cell Ontology-aware score">
           <table aria-label="Cell Ontology-aware scores" data-testid="ontology-scores">
             <thead><tr><th></th><th className="num">All cells (forced choice)</th><th className="num">Called cells</th></tr></thead>
             <tbody>
-              <tr><td>Ontology-aware accuracy</td><td className="num">{num(evaluation.ontology.accuracy)}</td><td className="num">{num(evaluation.ontology.called_accuracy)}</td></tr>
-              <tr><td>Ontology score</td><td className="num">{num(evaluation.ontology.score)}</td><td className="num">{num(evaluation.ontology.called_score)}</td></tr>
-              <tr><td>Ontology score, mean over true terms</td><td className="num">{num(evaluation.ontology.macro_score)}</td><td className="num">—</td></tr>
-              <tr><td>Share of cells the model called</td><td className="num">{pct(evaluation.ontology.coverage)}</td><td className="num">—</td></tr>
-              <tr><td>Share of cells whose true term the model can express</td><td className="num">{pct(evaluation.ontology.expressible_share)}</td><td className="num">—</td></tr>
-              <tr><td>Share of cells called with a coarser term</td><td className="num">{pct(evaluation.ontology.coarser_share)}</td><td className="num">—</td></tr>
+              <tr><td>Ontology-aware accuracy</td><td className="num">{num(ontology.ontology_accuracy)}</td><td className="num">{num(ontology.called_ontology_accuracy)}</td></tr>
+              <tr><td>Ontology score</td><td className="num">{num(ontology.ontology_score)}</td><td className="num">{num(ontology.called_ontology_score)}</td></tr>
+              <tr><td>Ontology score, mean over true terms</td><td className="num">{num(ontology.ontology_macro_score)}</td><td className="num">—</td></tr>
+              <tr><td>Share of cells the model called</td><td className="num">{pct(ontology.coverage)}</td><td className="num">—</td></tr>
+              <tr><td>Share of cells whose true term the model can express</td><td className="num">{pct(ontology.expressible_share)}</td><td className="num">—</td></tr>
+              <tr><td>Share of cells called with a coarser term</td><td className="num">{pct(ontology.coarser_share)}</td><td className="num">—</td></tr>
             </tbody>
           </table>
           <p className="small muted" data-testid="ontology-rule">A call is right when it is the true Cell Ontology term or a finer one; a coarser call gets depth(call)/depth(true) credit; another lineage, Unknown or no term gets 0.</p>
         </Card>
       )}
-      {(evaluation.called || (evaluation.reference ?? []).length > 0) && (
+      {(called || reference.length > 0) && (
         <Card title="Forced choice, called cells and reference rows">
           <table aria-label="Forced-choice and called-cell figures with reference rows" data-testid="called-figures">
             <thead><tr><th></th><th className="num">Accuracy</th><th className="num">Macro F1</th><th className="num">Coverage</th><th className="num">Called-cell accuracy</th><th className="num">Called-cell macro F1</th></tr></thead>
             <tbody>
-              {evaluation.called && (
-                <tr><td>The model (all evaluated cells)</td><td className="num">{num(evaluation.called.accuracy)}</td><td className="num">{num(evaluation.called.macro_f1)}</td><td className="num">{pct(evaluation.called.coverage)}</td><td className="num">{num(evaluation.called.called_accuracy)}</td><td className="num">{num(evaluation.called.called_macro_f1)}</td></tr>
+              {called && (
+                <tr><td>The model (all evaluated cells)</td><td className="num">{num(called.accuracy)}</td><td className="num">{num(called.macro_f1)}</td><td className="num">{pct(called.coverage)}</td><td className="num">{num(called.called_accuracy)}</td><td className="num">{num(called.called_macro_f1)}</td></tr>
               )}
-              {(evaluation.reference ?? []).map((r) => (
+              {reference.map((r) => (
                 <tr key={r.name}><td>{r.name === "majority" ? "Majority class" : r.name === "chance" ? "Chance (label frequencies)" : r.name}{r.label ? ` (${r.label})` : ""}</td><td className="num">{num(r.accuracy)}</td><td className="num">{num(r.macro_f1)}</td><td className="num">—</td><td className="num">—</td><td className="num">—</td></tr>
               ))}
             </tbody>
@@ -260,18 +273,18 @@ export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifac
           <p className="small muted">Forced choice scores every cell (an Unknown call counts as wrong); called-cell figures score only the cells the model called. The majority-class and chance rows are what a model without information would reach on these cells.</p>
         </Card>
       )}
-      {(evaluation.per_method ?? []).length > 0 && (
+      {perMethod.length > 0 && (
         <Card title="Each method's own figures (mean ± std over seeds)">
           <div className="table-wrap">
             <table aria-label="Each method's own figures" data-testid="per-method">
-              <thead><tr><th>Method</th>{perMethodMetrics(evaluation).map((m) => <th key={m} className="num">{m.replace(/_/g, " ")}</th>)}</tr></thead>
+              <thead><tr><th>Method</th>{perMethodMetrics.map((m) => <th key={m} className="num">{m.replace(/_/g, " ")}</th>)}</tr></thead>
               <tbody>
-                {evaluation.per_method!.map((pm) => (
+                {perMethod.map((pm) => (
                   <tr key={pm.method}>
                     <td>{pm.method}</td>
-                    {perMethodMetrics(evaluation).map((m) => {
-                      const f = pm.figures.find((x) => x.metric === m);
-                      return <td key={m} className="num">{f ? (f.std != null ? `${num(f.mean)} ± ${num(f.std)}` : num(f.mean)) : "—"}</td>;
+                    {perMethodMetrics.map((metric) => {
+                      const f = pm.figures.find((x) => x.metric === metric);
+                      return <td key={metric} className="num">{f ? (f.std != null ? `${num(f.mean)} ± ${num(f.std)}` : num(f.mean)) : "—"}</td>;
                     })}
                   </tr>
                 ))}
@@ -282,9 +295,9 @@ export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifac
         </Card>
       )}
       <Card title="Confusion matrices (share of each true type)">
-        {evaluation.confusion.length === 0 ? <Empty title="No confusion matrices" /> : (
-          <div className={`grid ${evaluation.confusion.length > 1 ? "grid-2" : ""}`}>
-            {evaluation.confusion.map((c) => (
+        {confusion.length === 0 ? <Empty title="No confusion matrices" /> : (
+          <div className={`grid ${confusion.length > 1 ? "grid-2" : ""}`}>
+            {confusion.map((c) => (
               <Plot key={c.model} label={`Confusion matrix of ${c.model}`} testId={`confusion-${c.model}`} {...confusionFigure(c)} height={440} />
             ))}
           </div>
@@ -292,26 +305,26 @@ export function EvaluationReport({ evaluation }: { evaluation: EvaluationArtifac
       </Card>
       <div className="grid grid-2">
         <Card title="Most-confused pairs">
-          {evaluation.most_confused.length === 0 ? <Empty title="No confusions">Every cell was assigned its true type.</Empty> : (
+          {pairs.length === 0 ? <Empty title="No confusions">Every cell was assigned its true type.</Empty> : (
             <table aria-label="Most-confused pairs" data-testid="most-confused">
-              <thead><tr>{evaluation.most_confused.some((p) => p.model) && <th>Model</th>}<th>True type</th><th>Predicted as</th><th className="num">Cells</th></tr></thead>
+              <thead><tr>{pairs.some((p) => p.model) && <th>Model</th>}<th>True type</th><th>Predicted as</th><th className="num">Cells</th></tr></thead>
               <tbody>
-                {evaluation.most_confused.slice(0, 15).map((p, i) => (
-                  <tr key={i}>{evaluation.most_confused.some((q) => q.model) && <td>{p.model}</td>}<td>{p.true}</td><td>{p.predicted}</td><td className="num">{p.count}</td></tr>
+                {pairs.slice(0, 15).map((p, i) => (
+                  <tr key={i}>{pairs.some((q) => q.model) && <td>{p.model}</td>}<td>{p.true}</td><td>{p.predicted}</td><td className="num">{p.count}</td></tr>
                 ))}
               </tbody>
             </table>
           )}
         </Card>
         <Card title="Reliability diagram">
-          {evaluation.reliability.length === 0 && (evaluation.calibration ?? []).length > 0 && (
+          {reliability.length === 0 && calibration.length > 0 && (
             <table aria-label="Calibration error per model" data-testid="calibration">
               <thead><tr><th>Model</th><th className="num">ECE before temperature</th><th className="num">ECE after</th></tr></thead>
-              <tbody>{evaluation.calibration!.map((c) => <tr key={c.model}><td>{c.model}</td><td className="num">{num(c.ece_before)}</td><td className="num">{num(c.ece_after)}</td></tr>)}</tbody>
+              <tbody>{calibration.map((c) => <tr key={c.model}><td>{c.model}</td><td className="num">{num(c.ece_before)}</td><td className="num">{num(c.ece_after)}</td></tr>)}</tbody>
             </table>
           )}
-          {evaluation.reliability.length === 0 && !(evaluation.calibration ?? []).length ? <Empty title="No calibration data" /> : evaluation.reliability.length === 0 ? null : (
-            <Plot label="Reliability diagram: accuracy against confidence" testId="reliability" {...reliabilityFigure(evaluation.reliability)} height={400} />
+          {reliability.length === 0 && !calibration.length ? <Empty title="No calibration data" /> : reliability.length === 0 ? null : (
+            <Plot label="Reliability diagram: accuracy against confidence" testId="reliability" {...reliabilityFigure(reliability)} height={400} />
           )}
         </Card>
       </div>

@@ -1,6 +1,7 @@
 import { render, screen, within } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
-import { applications, brokenModel, demoModel } from "../test/fixtures";
+import { applications, brokenModel, demoModel, models, pbmc3kModel } from "../test/fixtures";
+import { num } from "../lib/format";
 import { stubFetch } from "../test/fetch";
 import { ModelsPage } from "./ModelsPage";
 
@@ -8,22 +9,33 @@ describe("ModelsPage", () => {
   it("shows application and model cards without an API key, with metrics linked to their evaluation", async () => {
     const { calls } = stubFetch({
       "GET /applications": { body: applications },
-      "GET /models": { body: [demoModel, brokenModel] },
+      "GET /models": { body: models },
     });
     render(<ModelsPage />);
     expect(screen.getByRole("status").textContent).toMatch(/Loading/);
-    expect(await screen.findByRole("heading", { name: "Cell-type annotation" })).toBeTruthy();
-    expect(screen.getByRole("heading", { name: "Evaluation" })).toBeTruthy();
-    const card = screen.getByRole("heading", { name: "demo-logreg-pbmc68k" }).closest("section")!;
+    for (const a of applications) expect(await screen.findByRole("heading", { name: a.name })).toBeTruthy();
+    const card = screen.getByRole("heading", { name: demoModel.name }).closest("section")!;
     expect(within(card).getByText("Ready")).toBeTruthy();
     expect(within(card).getByText(/log-normalised values/)).toBeTruthy();
     expect(within(card).getByText(/gene symbols/)).toBeTruthy();
-    const link = within(card).getAllByRole("link", { name: /evaluation r_eval1/ })[0];
-    expect(link.getAttribute("href")).toBe("#/evaluation/r_eval1");
-    const broken = screen.getByRole("heading", { name: "scGPT human" }).closest("section")!;
+    // the training hold-out's figures, with their source
+    const held = demoModel.metrics.training_holdout;
+    const table = within(card).getByRole("table", { name: `Metrics of ${demoModel.name}` });
+    const row = (t: HTMLElement, metric: string, source = "held-out split at training") =>
+      [...t.querySelectorAll("tbody tr")].find((tr) => tr.querySelector("td")!.textContent === metric && tr.textContent!.includes(source))!;
+    expect(row(table, "macro f1").textContent).toContain(num(held.macro_f1));
+    // the stored evaluation's figures link to the evaluation run
+    const [ev] = pbmc3kModel.metrics.evaluations;
+    const evCard = screen.getByRole("heading", { name: pbmc3kModel.name }).closest("section")!;
+    const links = within(evCard).getAllByRole("link", { name: `evaluation ${ev.run_id}` });
+    expect(links[0].getAttribute("href")).toBe(`#/evaluation/${ev.run_id}`);
+    const evRow = row(within(evCard).getByRole("table"), "accuracy", `evaluation ${ev.run_id}`);
+    expect(evRow.textContent).toContain(num(ev.metrics.accuracy));
+    expect(evRow.textContent).toContain(`evaluation ${ev.run_id}`);
+    const broken = screen.getByRole("heading", { name: brokenModel.name }).closest("section")!;
     expect(within(broken).getByText("Not ready")).toBeTruthy();
-    expect(within(broken).getByText(/weights file missing/)).toBeTruthy();
-    expect(within(broken).getByText(/No stored evaluation yet/)).toBeTruthy();
+    expect(within(broken).getByText(brokenModel.status)).toBeTruthy();
+    expect(brokenModel.metrics.evaluations).toHaveLength(0);
     // public pages send no key
     expect(calls.every((c) => !new Headers(c.init?.headers).has("Authorization"))).toBe(true);
   });

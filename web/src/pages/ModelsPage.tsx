@@ -1,8 +1,9 @@
 import { api } from "../api/client";
-import type { Application, ModelInfo } from "../api/types";
+import type { Application, Model } from "../api/types";
 import { Badge, Card, Empty, ErrorView, Spinner } from "../components/ui";
 import { bytes, count, idKindName, num } from "../lib/format";
 import { useAsync } from "../lib/hooks";
+import { modelMetrics } from "../lib/models";
 
 export function representationNeed(rep: string | null | undefined): string {
   if (rep === "counts") return "raw counts";
@@ -10,7 +11,7 @@ export function representationNeed(rep: string | null | undefined): string {
   return rep ?? "any expression matrix";
 }
 
-function ApplicationCard({ app, models }: { app: Application; models: ModelInfo[] }) {
+function ApplicationCard({ app, models }: { app: Application; models: Model[] }) {
   const serving = models.filter((m) => m.applications.includes(app.id));
   const ready = serving.filter((m) => m.ready);
   return (
@@ -29,8 +30,10 @@ function ApplicationCard({ app, models }: { app: Application; models: ModelInfo[
   );
 }
 
-function ModelCard({ model, apps }: { model: ModelInfo; apps: Application[] }) {
+function ModelCard({ model, apps }: { model: Model; apps: Application[] }) {
   const appNames = model.applications.map((id) => apps.find((a) => a.id === id)?.name ?? id);
+  const req = model.requirements;
+  const metrics = modelMetrics(model);
   return (
     <Card
       title={model.name}
@@ -41,34 +44,34 @@ function ModelCard({ model, apps }: { model: ModelInfo; apps: Application[] }) {
         <dt>Family</dt><dd><Badge tone="info">{model.family}</Badge></dd>
         <dt>Model id</dt><dd className="mono">{model.id}</dd>
         <dt>Serves</dt><dd>{appNames.length ? appNames.join(", ") : "—"}</dd>
-        <dt>Parameters</dt><dd>{model.n_parameters ? count(model.n_parameters) : "—"}</dd>
-        <dt>Embedding size</dt><dd>{model.embedding_dim ? count(model.embedding_dim) : "—"}</dd>
+        <dt>Parameters</dt><dd>{req.n_parameters ? count(req.n_parameters) : "—"}</dd>
+        <dt>Embedding size</dt><dd>{req.embedding_dim ? count(req.embedding_dim) : "—"}</dd>
         <dt>Input</dt>
         <dd>
-          {representationNeed(model.input.representation)}
-          {model.input.gene_id_kind ? `; genes as ${idKindName(model.input.gene_id_kind)}` : ""}
-          {model.input.n_genes ? ` (${count(model.input.n_genes)} genes)` : ""}
+          {representationNeed(req.representation)}
+          {req.gene_key_kind ? `; genes as ${idKindName(req.gene_key_kind)}` : ""}
+          {` (${count(req.n_genes ?? model.n_genes)} genes)`}
         </dd>
         <dt>Size on disk</dt><dd>{bytes(model.size_bytes)}</dd>
         {model.classes && model.classes.length > 0 && (<><dt>Cell types</dt><dd>{model.classes.length}: {model.classes.slice(0, 6).join(", ")}{model.classes.length > 6 ? ", …" : ""}</dd></>)}
       </dl>
-      {!model.ready && model.ready_reason && <p className="small"><strong>Why not ready:</strong> {model.ready_reason}</p>}
+      {!model.ready && <p className="small"><strong>Why not ready:</strong> {model.status}</p>}
       <h3>Measured metrics</h3>
-      {model.metrics.length === 0 ? (
+      {metrics.length === 0 ? (
         <p className="small muted">No stored evaluation yet. Run an evaluation to measure this model.</p>
       ) : (
         <table aria-label={`Metrics of ${model.name}`}>
           <thead><tr><th>Metric</th><th className="num">Value</th><th>Source</th></tr></thead>
           <tbody>
-            {model.metrics.map((m, i) => (
+            {metrics.map((m, i) => (
               <tr key={`${m.name}-${i}`}>
                 <td>{m.name.replace(/_/g, " ")}</td>
-                <td className="num">{num(m.value)}{m.std != null ? ` ± ${num(m.std)}` : ""}</td>
+                <td className="num">{num(m.value)}</td>
                 <td>
                   {m.evaluation_run_id ? (
                     <a href={`#/evaluation/${encodeURIComponent(m.evaluation_run_id)}`}>evaluation {m.evaluation_run_id}</a>
                   ) : (
-                    <span className="muted">{m.dataset ?? "held-out split at training"}</span>
+                    <span className="muted">{m.source}</span>
                   )}
                 </td>
               </tr>

@@ -1,55 +1,75 @@
 import { fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
 import { setApiKey } from "../api/client";
-import { applications, brokenModel, demoModel, uploadBody } from "../test/fixtures";
+import { coverageFor } from "../lib/datasets";
+import { pct } from "../lib/format";
+import { applications, brokenModel, demoModel, labelledUpload, models, pbmc3kModel, upload } from "../test/fixtures";
 import { stubFetch } from "../test/fetch";
-import { NewRunPage } from "./NewRunPage";
+import { NewRunPage, modelBlocker } from "./NewRunPage";
+
+const annotation = applications.find((a) => a.id === "annotation")!;
+const minCoverage = annotation.params.find((p) => p.name === "min_coverage")!;
+
+describe("modelBlocker", () => {
+  it("says why a model cannot run a dataset: not ready, too few of its genes, no raw counts", () => {
+    expect(modelBlocker(brokenModel, upload)).toBe(`Not ready: ${brokenModel.status}`);
+    expect(modelBlocker(demoModel, upload)).toBeNull();
+    for (const m of [demoModel, pbmc3kModel]) {
+      const cov = coverageFor(labelledUpload.report, m.id);
+      if (cov && cov.fraction_present < 0.3) expect(modelBlocker(m, labelledUpload)).toBe(`Only ${pct(cov.fraction_present)} of its genes are in this data.`);
+    }
+  });
+});
 
 describe("NewRunPage", () => {
-  it("offers only usable models, shows params with defaults, and submits", async () => {
+  it("offers only usable models, shows params with defaults and bounds, and submits", async () => {
     setApiKey("k");
-    const lowCoverage = { ...brokenModel, id: "scgpt-human", ready: true, status: "ready" };
     const { calls } = stubFetch({
-      "GET /datasets": { body: [{ ...uploadBody(), id: "d_abc" }] },
+      "GET /datasets": { body: [upload] },
       "GET /applications": { body: applications },
-      "GET /applications/annotation/models": { body: [demoModel, lowCoverage] },
+      "GET /applications/annotation/models": { body: models },
       "POST /submit": { status: 201, body: { run_id: "r_new", state: "queued" } },
     });
-    render(<NewRunPage initialDataset="d_abc" />);
-    fireEvent.click(await screen.findByRole("radio", { name: /Cell-type annotation/ }));
+    render(<NewRunPage initialDataset={upload.id} />);
+    fireEvent.click(await screen.findByRole("radio", { name: new RegExp(annotation.name) }));
     fireEvent.click(screen.getByRole("button", { name: "Next" }));
-    const ok = await screen.findByRole("radio", { name: /demo-logreg-pbmc68k/ });
-    const low = screen.getByRole("radio", { name: /scGPT human/ });
+    const ok = await screen.findByRole("radio", { name: new RegExp(`^${demoModel.name} `) });
     await waitFor(() => expect((ok as HTMLInputElement).checked).toBe(true));
-    expect((low as HTMLInputElement).disabled).toBe(true);
-    expect(screen.getByText(/Only 10.0% of its genes are in this data/)).toBeTruthy();
+    const broken = screen.getByRole("radio", { name: new RegExp(`^${brokenModel.name} `) }) as HTMLInputElement;
+    expect(broken.disabled).toBe(true);
+    expect(screen.getByText(`Not ready: ${brokenModel.status}`)).toBeTruthy();
     fireEvent.click(screen.getByRole("button", { name: "Next" }));
-    expect((screen.getByLabelText("min coverage") as HTMLInputElement).value).toBe("0.3");
-    fireEvent.change(screen.getByLabelText("min coverage"), { target: { value: "2" } });
-    expect(screen.getByText("Must be at most 1.")).toBeTruthy();
+    const input = screen.getByLabelText("min coverage") as HTMLInputElement;
+    expect(input.value).toBe(String(minCoverage.default));
+    fireEvent.change(input, { target: { value: String(minCoverage.maximum! + 1) } });
+    expect(screen.getByText(`Must be at most ${minCoverage.maximum}.`)).toBeTruthy();
     expect(screen.getByRole("button", { name: "Next" }).hasAttribute("disabled")).toBe(true);
-    fireEvent.change(screen.getByLabelText("min coverage"), { target: { value: "0.5" } });
-    fireEvent.change(screen.getByLabelText("label key"), { target: { value: "cell_type" } });
+    fireEvent.change(input, { target: { value: "0.5" } });
+    // label key: one of the dataset's obs columns
+    const labelKey = screen.getByLabelText("label key") as HTMLSelectElement;
+    expect([...labelKey.options].map((o) => o.value).slice(1)).toEqual(upload.report.obs_columns);
+    fireEvent.change(labelKey, { target: { value: "bulk_labels" } });
     fireEvent.click(screen.getByRole("button", { name: "Next" }));
     fireEvent.click(screen.getByRole("button", { name: "Submit run" }));
     await waitFor(() => expect(window.location.hash).toBe("#/runs/r_new"));
     const sub = calls.find((c) => c.method === "POST")!;
+    const defaults = Object.fromEntries(annotation.params.filter((p) => p.default != null).map((p) => [p.name, p.default]));
     expect(JSON.parse(String(sub.init!.body))).toEqual({
-      dataset_id: "d_abc", model_id: "demo-logreg-pbmc68k", application_id: "annotation",
-      params: { min_coverage: 0.5, layout: "umap", label_key: "cell_type" },
+      dataset_id: upload.id, model_id: demoModel.id, application_id: "annotation",
+      params: { ...defaults, min_coverage: 0.5, label_key: "bulk_labels" },
     });
   });
 
   it("shows the service's refusal and stays on the page", async () => {
     setApiKey("k");
     stubFetch({
-      "GET /datasets": { body: [{ ...uploadBody(), id: "d_abc" }] },
+      "GET /datasets": { body: [upload] },
       "GET /applications": { body: applications },
       "GET /applications/annotation/models": { body: [demoModel] },
       "POST /submit": { status: 422, body: { error: { code: "invalid_params", message: "invalid params for application 'annotation'", hint: "see GET /applications" } } },
     });
-    render(<NewRunPage initialDataset="d_abc" initialApp="annotation" />);
-    const radio = (await screen.findByRole("radio", { name: /demo-logreg-pbmc68k/ })) as HTMLInputElement;
+    render(<NewRunPage initialDataset={upload.id} initialApp="annotation" />);
+    const radio = (await screen.findByRole("radio", { name: new RegExp(`^${demoModel.name} `) })) as HTMLInputElement;
     await waitFor(() => expect(radio.checked).toBe(true));
     fireEvent.click(screen.getByRole("button", { name: "Next" }));
     fireEvent.click(await screen.findByRole("button", { name: "Next" }));

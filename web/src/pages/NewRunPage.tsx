@@ -1,21 +1,21 @@
 import { useEffect, useMemo, useState } from "react";
 import { api } from "../api/client";
-import type { Application, Dataset, ModelInfo } from "../api/types";
+import type { Application, Dataset, Model } from "../api/types";
 import { ParamsForm, defaultParams, validateParams } from "../components/ParamsForm";
-import { CoverageBars, coverageFor, coverageOk } from "../components/ReportView";
+import { CoverageBars } from "../components/ReportView";
 import { Alert, Badge, Button, Card, Empty, ErrorView, Field, NeedKey, Spinner } from "../components/ui";
-import { recentDatasets } from "../lib/datasets";
+import { coverageFor, coverageOk, recentDatasets } from "../lib/datasets";
 import { count, pct } from "../lib/format";
 import { useApiKey, useAsync, useSubmitRun } from "../lib/hooks";
 
 const STEPS = ["Data", "Application", "Model", "Parameters", "Review"] as const;
 
 /** Why a model cannot run this data (null when it can). */
-export function modelBlocker(model: ModelInfo, dataset: Dataset | null): string | null {
-  if (!model.ready) return model.ready_reason ? `Not ready: ${model.ready_reason}` : "Not ready: its weights are not registered.";
+export function modelBlocker(model: Model, dataset: Dataset | null): string | null {
+  if (!model.ready) return `Not ready: ${model.status}`;
   const cov = coverageFor(dataset?.report, model.id);
   if (cov && !coverageOk(cov)) return `Only ${pct(cov.fraction_present)} of its genes are in this data.`;
-  if (model.input.representation === "counts" && dataset && !dataset.report.chosen?.counts)
+  if (model.requirements.representation === "counts" && dataset && !dataset.report.chosen?.counts)
     return "It needs raw counts and this data has none.";
   return null;
 }
@@ -33,7 +33,7 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
   const { busy: submitting, error: submitError, submit: submitRun } = useSubmitRun((id) => `/runs/${encodeURIComponent(id)}`);
   const apps = useAsync<Application[]>((s) => api.applications(s), []);
   const app = apps.data?.find((a) => a.id === appId) ?? null;
-  const models = useAsync<ModelInfo[]>((s) => (appId ? api.applicationModels(appId, s) : Promise.resolve([])), [appId]);
+  const models = useAsync<Model[]>((s) => (appId ? api.applicationModels(appId, s) : Promise.resolve([])), [appId]);
   const dataset = datasets.find((d) => d.id === datasetId) ?? null;
 
   useEffect(() => {
@@ -66,7 +66,7 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
   ][step];
 
   const submit = async () => {
-    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId || null, application_id: app.id, params });
+    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId, application_id: app.id, params });
   };
 
   return (
@@ -95,7 +95,7 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
               {datasets.map((d) => (
                 <label className="choice" key={d.id}>
                   <input type="radio" name="dataset" value={d.id} checked={datasetId === d.id} onChange={() => setDatasetId(d.id)} />
-                  <strong>{d.filename}</strong> · {count(d.report?.n_cells)} cells × {count(d.report?.n_genes)} genes
+                  <strong>{d.filename}</strong> · {count(d.n_cells)} cells × {count(d.n_genes)} genes
                   <span className="mono muted"> {d.id}</span>
                 </label>
               ))}

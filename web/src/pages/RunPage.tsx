@@ -1,12 +1,14 @@
 import { useMemo, useState } from "react";
 import { api, downloadResult } from "../api/client";
-import type { CellsPage, Results, RunStatus } from "../api/types";
+import type { CellPage, Results, Run } from "../api/types";
 import { TERMINAL_STATES } from "../api/types";
 import { Plot } from "../components/Plot";
 import { countsFigure, histogramFigure, umapTraces, type ColorMode } from "../components/charts";
 import { Alert, Badge, Button, Card, Empty, ErrorView, NeedKey, Pager, Progress, Spinner, Stat } from "../components/ui";
 import { count, duration, num, pct, when } from "../lib/format";
+import { isEvaluation } from "../lib/evaluation";
 import { useApiKey, useAsync, useInterval } from "../lib/hooks";
+import { runProgress } from "../lib/runs";
 
 export function stateTone(state: string): "ok" | "error" | "warn" | "info" | "neutral" {
   return state === "succeeded" ? "ok" : state === "failed" ? "error" : state === "cancelled" ? "warn" : state === "running" ? "info" : "neutral";
@@ -14,9 +16,12 @@ export function stateTone(state: string): "ok" | "error" | "warn" | "info" | "ne
 
 const PAGE = 25;
 
+/** The figures shown for an annotation with true labels (``label_key``). */
+const LABEL_METRICS = ["accuracy", "macro_f1", "coverage"] as const;
+
 export function RunPage({ runId }: { runId: string }) {
   const key = useApiKey();
-  const [status, setStatus] = useState<RunStatus | null>(null);
+  const [status, setStatus] = useState<Run | null>(null);
   const [pollError, setPollError] = useState<unknown>(null);
   const [misses, setMisses] = useState(0);
   const first = useAsync(async (s) => {
@@ -50,13 +55,13 @@ export function RunPage({ runId }: { runId: string }) {
         <div className="row gap" style={{ marginBottom: 8 }}>
           <Badge tone={stateTone(status.state)}><span data-testid="run-state">{status.state}</span></Badge>
           <span>{status.stage ? `Stage: ${status.stage}` : ""}</span>
-          <span className="muted small">{Math.round(status.progress)}%</span>
+          <span className="muted small">{Math.round(runProgress(status))}%</span>
         </div>
-        <Progress value={status.progress} label="Run progress" tone={status.state === "failed" ? "error" : status.state === "succeeded" ? "ok" : "info"} />
+        <Progress value={runProgress(status)} label="Run progress" tone={status.state === "failed" ? "error" : status.state === "succeeded" ? "ok" : "info"} />
         <dl className="kv" style={{ marginTop: 10 }}>
-          <dt>Application</dt><dd>{status.application_id ?? "—"}</dd>
-          <dt>Model</dt><dd>{status.model_id ?? "—"}</dd>
-          <dt>Dataset</dt><dd className="mono">{status.dataset_id ?? "—"}</dd>
+          <dt>Application</dt><dd>{status.application_id}</dd>
+          <dt>Model</dt><dd>{status.model_id}</dd>
+          <dt>Dataset</dt><dd className="mono">{status.dataset_id}</dd>
           <dt>Created</dt><dd>{when(status.created_at)}</dd>
           <dt>Started</dt><dd>{when(status.started_at)}</dd>
           <dt>Finished</dt><dd>{when(status.finished_at)}</dd>
@@ -67,8 +72,8 @@ export function RunPage({ runId }: { runId: string }) {
       </Card>
       {status.state === "failed" && (
         <Alert tone="error" title="This run failed">
-          <p data-testid="run-error">{status.error ?? "The service gave no reason."}</p>
-          {status.error_hint && <p className="hint"><strong>Fix:</strong> {status.error_hint}</p>}
+          <p data-testid="run-error">{status.error?.message ?? "The service gave no reason."}</p>
+          {status.error?.hint && <p className="hint"><strong>Fix:</strong> {status.error.hint}</p>}
         </Alert>
       )}
       {status.state === "cancelled" && <Alert tone="warn" title="This run was cancelled." />}
@@ -80,11 +85,11 @@ export function RunPage({ runId }: { runId: string }) {
   );
 }
 
-function Head({ runId, status }: { runId: string; status?: RunStatus }) {
+function Head({ runId, status }: { runId: string; status?: Run }) {
   return (
     <div className="page-head">
       <h1>Run <span className="mono">{runId}</span></h1>
-      <p>{status?.application_id ? `${status.application_id} with ${status.model_id ?? "—"}` : "Status, results and downloads of one run."} · <a href="#/runs">All runs</a></p>
+      <p>{status ? `${status.application_id} with ${status.model_id}` : "Status, results and downloads of one run."} · <a href="#/runs">All runs</a></p>
     </div>
   );
 }
@@ -109,7 +114,9 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
     setDlError(null);
     downloadResult(runId, format).catch(setDlError).finally(() => setBusy(null));
   };
-  const isEvaluation = Boolean(results.evaluation) && Object.keys(s.label_counts).length === 0;
+  const labelCounts = s.label_counts ?? {};
+  const annotated = Object.keys(labelCounts).length > 0;
+  const evaluation = isEvaluation(s);
   const downloads = (
     <Card title="Downloads">
       <div className="row gap">
@@ -126,33 +133,32 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
       {dlError != null && <ErrorView error={dlError} title="The download failed" />}
     </Card>
   );
-  const raw = s.raw ?? {};
-  if (!results.umap && !results.evaluation && Object.keys(s.label_counts).length === 0)
+  if (!results.layout && !evaluation && !annotated)
     return (
       <Card title="Result">
-        {typeof raw.new_model_id === "string" && (
-          <Alert tone="ok" title={`A new model was registered: ${raw.new_model_id}`}>
+        {s.new_model_id && (
+          <Alert tone="ok" title={`A new model was registered: ${s.new_model_id}`}>
             <a href="#/models">See it on the Models page</a>; it can be chosen for new runs now.
           </Alert>
         )}
         <dl className="kv" data-testid="result-summary">
-          {Object.entries(raw).filter(([, v]) => v === null || typeof v !== "object").map(([k, v]) => (
+          {Object.entries(s).filter(([, v]) => v === null || typeof v !== "object").map(([k, v]) => (
             <div key={k} style={{ display: "contents" }}><dt>{k.replace(/_/g, " ")}</dt><dd>{v === null ? "—" : String(v)}</dd></div>
           ))}
         </dl>
       </Card>
     );
-  if (results.umap && !results.cells && Object.keys(s.label_counts).length === 0)
+  if (results.layout && !results.cells && !annotated)
     return (
       <>
         <div className="stats">
           <Stat label="Cells" value={count(s.n_cells)} />
-          {typeof raw.embedding_dim === "number" && <Stat label="Embedding size" value={count(raw.embedding_dim)} />}
+          {s.embedding_dim != null && <Stat label="Embedding size" value={count(s.embedding_dim)} />}
         </div>
         <UmapCard results={results} />
       </>
     );
-  if (isEvaluation)
+  if (evaluation && !annotated)
     return (
       <>
         <Alert tone="info" title="This is an evaluation run">
@@ -166,37 +172,37 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
     <>
       <div className="stats">
         <Stat label="Cells" value={count(s.n_cells)} />
-        <Stat label="Cell types predicted" value={count(Object.keys(s.label_counts).filter((k) => k !== "Unknown").length)} />
+        <Stat label="Cell types predicted" value={count(Object.keys(labelCounts).filter((k) => k !== "Unknown").length)} />
         <Stat label="Mean confidence" value={pct(s.mean_confidence)} />
-        <Stat label="Unknown" value={pct(s.unknown_fraction)} hint={s.threshold != null ? `confidence below ${num(s.threshold, 2)}` : undefined} />
-        {s.metrics && Object.entries(s.metrics).slice(0, 3).map(([k, v]) => (
-          <Stat key={k} label={`${k.replace(/_/g, " ")}${s.label_key ? ` vs ${s.label_key}` : ""}`} value={num(v)} />
+        <Stat label="Unknown" value={pct(s.unknown_share)} hint={s.unknown_threshold != null ? `confidence below ${num(s.unknown_threshold, 2)}` : undefined} />
+        {s.metrics && LABEL_METRICS.map((k) => (
+          <Stat key={k} label={`${k.replace(/_/g, " ")}${s.label_key ? ` vs ${s.label_key}` : ""}`} value={num(s.metrics?.[k])} />
         ))}
       </div>
       <RunFacts results={results} />
-      {typeof raw.species_mapping === "string" && (
-        <Alert tone="info" title={`The data's genes are ${String(raw.species)} genes`}>
-          <span data-testid="species-mapping">{raw.species_mapping}; the model saw these human orthologs.</span>
+      {s.species_mapping && (
+        <Alert tone="info" title={`The data's genes are ${s.species} genes`}>
+          <span data-testid="species-mapping">{s.species_mapping}; the model saw these human orthologs.</span>
         </Alert>
       )}
-      {results.evaluation && (
+      {evaluation && (
         <Alert tone="info" title="This run has an evaluation report">
           <a href={`#/evaluation/${encodeURIComponent(runId)}`}>Open the evaluation report</a>
         </Alert>
       )}
       {downloads}
-      {results.umap ? <UmapCard results={results} /> : <Card title="UMAP"><Empty title="No UMAP for this run">This application does not compute an embedding.</Empty></Card>}
+      {results.layout ? <UmapCard results={results} /> : <Card title="UMAP"><Empty title="No UMAP for this run">This application does not compute an embedding.</Empty></Card>}
       <div className="grid grid-2">
         <Card title="Confidence">
-          {results.umap?.confidence?.length ? (
+          {results.layout?.confidence?.length ? (
             <Plot label="Histogram of prediction confidence with the Unknown threshold" testId="confidence-histogram"
-              {...histogramFigure(results.umap.confidence, s.threshold)} height={320} />
+              {...histogramFigure(results.layout.confidence, s.unknown_threshold)} height={320} />
           ) : <Empty title="No per-cell confidences" />}
-          {results.umap?.sampled && <p className="small muted">From the same sample of cells as the UMAP.</p>}
+          {results.layout?.sampled && <p className="small muted">From the same sample of cells as the UMAP.</p>}
         </Card>
         <Card title="Cells per predicted type">
-          {Object.keys(s.label_counts).length ? (
-            <Plot label="Number of cells per predicted type" testId="counts-bar" {...countsFigure(s.label_counts)} height={320} />
+          {annotated ? (
+            <Plot label="Number of cells per predicted type" testId="counts-bar" {...countsFigure(labelCounts)} height={320} />
           ) : <Empty title="No predictions" />}
         </Card>
       </div>
@@ -215,7 +221,7 @@ const PANEL_MODES: Record<string, string> = {
 /** Per-run facts the service stored: species, gene panel, coverage, out-of-reference cells, CL terms. */
 function RunFacts({ results }: { results: Results }) {
   const s = results.summary;
-  const terms = Object.entries(s.ontology_terms ?? {});
+  const terms = Object.entries(s.ontology?.terms ?? {});
   const oor = s.out_of_reference;
   if (!s.species && !s.gene_panel_mode && s.gene_coverage == null && !oor && !terms.length) return null;
   return (
@@ -240,7 +246,7 @@ function RunFacts({ results }: { results: Results }) {
               ))}
             </tbody>
           </table>
-          {s.ontology_version && <p className="small muted">Cell Ontology {s.ontology_version}.</p>}
+          {s.ontology?.version && <p className="small muted">Cell Ontology {s.ontology.version}.</p>}
         </div>
       )}
     </Card>
@@ -248,8 +254,8 @@ function RunFacts({ results }: { results: Results }) {
 }
 
 function UmapCard({ results }: { results: Results }) {
-  const u = results.umap!;
-  const obsCols = Object.keys(u.obs ?? {});
+  const u = results.layout!;
+  const obsCols = Object.keys(u.obs);
   const [mode, setMode] = useState<ColorMode>({ kind: "predicted" });
   const data = useMemo(() => umapTraces(u, mode), [u, mode]);
   const method = (u.method ?? "umap").toUpperCase();
@@ -265,8 +271,8 @@ function UmapCard({ results }: { results: Results }) {
           <span className="small" id="color-by-label"><strong>Colour by</strong></span>
           <div className="segmented" role="group" aria-labelledby="color-by-label">
             <button type="button" aria-pressed={mode.kind === "predicted"} onClick={() => setMode({ kind: "predicted" })}>Predicted type</button>
-            <button type="button" aria-pressed={mode.kind === "confidence"} disabled={!u.confidence.length}
-              title={u.confidence.length ? undefined : "per-cell confidences are not available for this run's layout"}
+            <button type="button" aria-pressed={mode.kind === "confidence"} disabled={!u.confidence?.length}
+              title={u.confidence?.length ? undefined : "per-cell confidences are not available for this run's layout"}
               onClick={() => setMode({ kind: "confidence" })}>Confidence</button>
           </div>
         </div>
@@ -282,16 +288,16 @@ function UmapCard({ results }: { results: Results }) {
       <Plot label={`${method} of the cells coloured by the chosen value`} testId="umap" data={data} layout={layout} height={520} />
       <p className="small muted" data-testid="umap-note">
         {u.sampled
-          ? `Showing a stratified sample of ${count(u.x.length)} of ${count(u.n_total)} cells.`
+          ? `Showing a stratified sample of ${count(u.x.length)} of ${count(results.summary.n_cells ?? u.n_points)} cells.`
           : `Showing all ${count(u.x.length)} cells.`} Hover a point for its label, confidence and top 3.
       </p>
     </Card>
   );
 }
 
-function CellsTable({ runId, initial }: { runId: string; initial: CellsPage | null }) {
+function CellsTable({ runId, initial }: { runId: string; initial: CellPage | null }) {
   const [offset, setOffset] = useState(0);
-  const page = useAsync<CellsPage | null>(
+  const page = useAsync<CellPage | null>(
     (s) => (offset === 0 && initial ? Promise.resolve(initial) : api.results(runId, { offset, limit: PAGE }, s).then((r) => r.cells ?? null)),
     [runId, offset],
   );
@@ -307,12 +313,12 @@ function CellsTable({ runId, initial }: { runId: string; initial: CellsPage | nu
               <thead><tr><th>Cell</th><th>Predicted type</th><th>Cell Ontology term</th><th className="num">Confidence</th><th>Top 3</th></tr></thead>
               <tbody>
                 {page.data.items.map((c) => (
-                  <tr key={c.cell_id}>
-                    <td className="mono">{c.cell_id}</td>
-                    <td>{c.unknown ? <Badge tone="warn">{c.predicted}</Badge> : c.predicted}</td>
-                    <td className="mono small">{c.term_id || "—"}</td>
+                  <tr key={c.cell}>
+                    <td className="mono">{c.cell}</td>
+                    <td>{c.unknown ? <Badge tone="warn">{c.label}</Badge> : c.label}</td>
+                    <td className="mono small">{c.ontology_term_id || "—"}</td>
                     <td className="num">{pct(c.confidence)}</td>
-                    <td className="small">{c.top.map((t) => `${t.label} ${pct(t.probability, 0)}`).join(" · ")}</td>
+                    <td className="small">{c.top3.map((t) => `${t.label} ${pct(t.probability, 0)}`).join(" · ")}</td>
                   </tr>
                 ))}
               </tbody>

@@ -1,10 +1,11 @@
 import { useState } from "react";
 import { api } from "../api/client";
-import type { RunState, RunsPage as RunsPageT } from "../api/types";
+import type { RunPage, RunState } from "../api/types";
 import { RUN_STATES } from "../api/types";
 import { Badge, Card, Empty, ErrorView, Field, NeedKey, Pager, Spinner } from "../components/ui";
 import { duration, when } from "../lib/format";
 import { useApiKey, useAsync, useInterval } from "../lib/hooks";
+import { runProgress } from "../lib/runs";
 import { stateTone } from "./RunPage";
 
 const LIMIT = 20;
@@ -13,7 +14,7 @@ export function RunsPage() {
   const key = useApiKey();
   const [state, setState] = useState<RunState | "">("");
   const [offset, setOffset] = useState(0);
-  const runs = useAsync<RunsPageT>((s) => api.runs({ state, offset, limit: LIMIT }, s), [state, offset, key]);
+  const runs = useAsync<RunPage>((s) => api.runs({ state, offset, limit: LIMIT }, s), [state, offset, key]);
   const active = runs.status === "ready" && runs.data.items.some((r) => r.state === "queued" || r.state === "running");
   useInterval(runs.reload, 3000, Boolean(key) && active);
   return (
@@ -47,14 +48,14 @@ export function RunsPage() {
                   <thead><tr><th>Run</th><th>Status</th><th>Application</th><th>Model</th><th>Created</th><th>Duration</th><th>Progress / error</th></tr></thead>
                   <tbody>
                     {runs.data.items.map((r) => (
-                      <tr key={r.run_id}>
-                        <td className="mono"><a href={`#/runs/${encodeURIComponent(r.run_id)}`}>{r.run_id}</a></td>
+                      <tr key={r.id}>
+                        <td className="mono"><a href={`#/runs/${encodeURIComponent(r.id)}`}>{r.id}</a></td>
                         <td><Badge tone={stateTone(r.state)}>{r.state}</Badge></td>
                         <td>{r.application_id ?? "—"}</td>
                         <td>{r.model_id ?? "—"}</td>
                         <td>{when(r.created_at)}</td>
                         <td>{duration(r.started_at, r.finished_at)}</td>
-                        <td className="small">{r.state === "failed" ? r.error ?? "failed" : `${Math.round(r.progress)}% ${r.stage ?? ""}`}</td>
+                        <td className="small">{r.state === "failed" ? r.error?.message ?? "failed" : `${Math.round(runProgress(r))}% ${r.stage}`}</td>
                       </tr>
                     ))}
                   </tbody>

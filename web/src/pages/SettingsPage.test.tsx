@@ -2,11 +2,12 @@ import { fireEvent, render, screen } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
 import { getApiKey } from "../api/client";
 import { stubFetch } from "../test/fetch";
+import { runs, unauthorized } from "../test/fixtures";
 import { SettingsPage } from "./SettingsPage";
 
 describe("SettingsPage", () => {
   it("keeps the key in localStorage and checks it with the service", async () => {
-    const { calls } = stubFetch({ "GET /runs": { body: { items: [], total: 0, page: 1, page_size: 1 } } });
+    const { calls } = stubFetch({ "GET /runs": { body: runs } });
     render(<SettingsPage />);
     const input = screen.getByLabelText("API key") as HTMLInputElement;
     expect(input.type).toBe("password");
@@ -20,10 +21,10 @@ describe("SettingsPage", () => {
   });
 
   it("says when the service rejects the key", async () => {
-    stubFetch({ "GET /runs": { status: 401, body: { error: { code: "bad_key", message: "unknown or revoked API key", hint: "create one with cellfoundry keys create NAME" } } } });
+    stubFetch({ "GET /runs": { status: 401, body: unauthorized } });
     render(<SettingsPage />);
     fireEvent.change(screen.getByLabelText("API key"), { target: { value: "nope" } });
     fireEvent.click(screen.getByRole("button", { name: "Save key" }));
-    expect(await screen.findByText("unknown or revoked API key")).toBeTruthy();
+    expect(await screen.findByText(unauthorized.error.message)).toBeTruthy();
   });
 });

@@ -2,8 +2,9 @@ import { act, fireEvent, render, screen, waitFor } from "@testing-library/react"
 import { describe, expect, it, vi } from "vitest";
 import { setApiKey } from "../api/client";
 import { ReportView } from "../components/ReportView";
-import { normModel, normReport } from "../api/normalize";
-import { brokenModel, demoModel, report, uploadBody } from "../test/fixtures";
+import { brokenModel, demoModel, labelledUpload, pbmc3kModel, refusedUpload, upload } from "../test/fixtures";
+import { coverageModelId } from "../lib/datasets";
+import { count, pct } from "../lib/format";
 import { stubFetch } from "../test/fetch";
 import { recentDatasets } from "../lib/datasets";
 import { UploadPage } from "./UploadPage";
@@ -49,58 +50,58 @@ describe("UploadPage", () => {
     expect((xhr.sent!.get("file") as File).name).toBe("pbmc3k.h5ad");
     act(() => xhr.upload.onprogress!({ lengthComputable: true, loaded: 40, total: 100 }));
     await waitFor(() => expect(screen.getByRole("progressbar", { name: "Upload progress" }).getAttribute("aria-valuenow")).toBe("40"));
-    xhr.respond(200, uploadBody());
+    xhr.respond(200, upload);
     expect(await screen.findByTestId("validation-report")).toBeTruthy();
-    expect(screen.getByTestId("dataset-id").textContent).toBe("d_abc");
+    expect(screen.getByTestId("dataset-id").textContent).toBe(upload.id);
     expect(screen.getByRole("button", { name: "Start a run with this data" }).hasAttribute("disabled")).toBe(false);
-    expect(recentDatasets()[0].id).toBe("d_abc");
+    expect(recentDatasets()[0].id).toBe(upload.id);
   });
 
-  it("shows an unreadable file's reason and fix from the service", async () => {
+  it("shows why the service refused a file, with its fix", async () => {
     setApiKey("cf_test");
     stubFetch({ "GET /models": { body: [] } });
     vi.stubGlobal("XMLHttpRequest", FakeXHR);
     render(<UploadPage />);
-    fireEvent.change(screen.getByLabelText("Or pick a file:"), { target: { files: [new File(["junk"], "x.h5ad")] } });
-    FakeXHR.last.respond(422, { error: { code: "unreadable", message: "x.h5ad is not an HDF5 file", hint: "Upload the .h5ad written by anndata." } });
-    expect(await screen.findByText("x.h5ad is not an HDF5 file")).toBeTruthy();
-    expect(screen.getByText(/Upload the .h5ad written by anndata/)).toBeTruthy();
-  });
-
-  it("blocks submission when the report has errors and says why", async () => {
-    setApiKey("cf_test");
-    stubFetch({ "GET /models": { body: [] } });
-    vi.stubGlobal("XMLHttpRequest", FakeXHR);
-    render(<UploadPage />);
-    fireEvent.change(screen.getByLabelText("Or pick a file:"), { target: { files: [new File(["a"], "bad.h5ad")] } });
-    const bad = { ...report, ok: false, messages: [{ level: "error", code: "no_matrix", message: "No expression matrix found.", hint: "Store counts in X." }] };
-    FakeXHR.last.respond(200, uploadBody({ report: bad }));
-    expect(await screen.findByText("Submission is blocked")).toBeTruthy();
-    expect(screen.getByRole("button", { name: "Start a run with this data" }).hasAttribute("disabled")).toBe(true);
-    expect(screen.getByText(/Store counts in X/)).toBeTruthy();
+    fireEvent.change(screen.getByLabelText("Or pick a file:"), { target: { files: [new File(["a"], "scaled_only.h5ad")] } });
+    // recorded: the pbmc68k cells with only their scaled matrix
+    FakeXHR.last.respond(422, refusedUpload);
+    expect(await screen.findByText(refusedUpload.error.message)).toBeTruthy();
+    expect(screen.getByText(new RegExp(refusedUpload.error.hint!.slice(0, 40).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))).toBeTruthy();
+    expect(screen.queryByTestId("validation-report")).toBeNull();
+    expect(recentDatasets()).toHaveLength(0);
   });
 });
 
 describe("ReportView", () => {
-  it("says what was found in words and draws per-model coverage bars", () => {
-    render(<ReportView report={normReport(report)} models={[normModel(demoModel), normModel(brokenModel)]} />);
-    expect(screen.getByText(/2,638 cells × 32,738 genes/)).toBeTruthy();
-    expect(screen.getByText(/Raw counts will be read from the main matrix \(X\)/)).toBeTruthy();
-    expect(screen.getByText(/Genes are named by Ensembl gene IDs/)).toBeTruthy();
-    expect(screen.getByText("Only 15 cells are labelled Megakaryocytes.")).toBeTruthy();
-    expect(screen.getByText(/Merge rare types/)).toBeTruthy();
-    const bar = screen.getByRole("progressbar", { name: "Gene coverage for scGPT human" });
-    expect(bar.getAttribute("aria-valuenow")).toBe("10");
-    expect(screen.getByText("too low to run")).toBeTruthy();
+  it("says what was found in words: cells, matrices, the one used, gene names, obs columns, warnings", () => {
+    const r = upload.report; // pbmc68k: scaled X, log-normalised raw/X, gene symbols
+    render(<ReportView report={r} models={[demoModel]} />);
+    expect(screen.getByText(`${count(r.n_cells)} cells × ${count(r.n_genes)} genes (${r.species}).`)).toBeTruthy();
+    expect(screen.getByText("Matrices found: the main matrix (X) holding scaled (z-scored) values; the .raw matrix holding log-normalised values.")).toBeTruthy();
+    expect(screen.getByText("Log-normalised values will be read from the .raw matrix.")).toBeTruthy();
+    expect(screen.getByText(/No raw counts were found/)).toBeTruthy();
+    expect(screen.getByText(/Genes are named by gene symbols/)).toBeTruthy();
+    expect(screen.getByText(`Cell annotations (obs columns): ${r.obs_columns.join(", ")}.`)).toBeTruthy();
+    for (const m of r.messages.filter((x) => x.level === "warning")) {
+      expect(screen.getByText(m.message)).toBeTruthy();
+      if (m.hint) expect(screen.getByText(m.hint)).toBeTruthy();
+    }
+    for (const m of r.messages.filter((x) => x.level === "info")) expect(screen.getByText(m.message)).toBeTruthy();
+    expect(screen.getByText("The file is readable and ready to use.")).toBeTruthy();
   });
 
-  it("says when mouse genes are mapped to human orthologs", () => {
-    const orthology = {
-      species: "mouse", table: "Ensembl 105 human-mouse orthologs", n_genes: 15026, n_genes_mapped: 14990,
-      n_human_genes: 14980, n_human_summed: 10, fraction_genes_mapped: 0.9976, fraction_counts_mapped: 0.991,
-    };
-    render(<ReportView report={normReport({ ...report, species: "mouse", species_source: "detected", orthology })} />);
-    expect(screen.getByText(/The genes are mouse genes \(detected\); models see them as human orthologs/)).toBeTruthy();
-    expect(screen.getByText(/14,990 of 15,026 genes \(99.8%\) and 99.1% of counts map to 14,980 human genes/)).toBeTruthy();
+  it("draws a coverage bar per model, named by the model, and marks too-low coverage", () => {
+    const r = labelledUpload.report; // pbmc3k: raw counts
+    render(<ReportView report={r} models={[demoModel, pbmc3kModel, brokenModel]} />);
+    expect(screen.getByText(/Raw counts will be read from the main matrix \(X\)/)).toBeTruthy();
+    expect(r.coverage.length).toBeGreaterThan(0);
+    for (const c of r.coverage) {
+      const name = [demoModel, pbmc3kModel, brokenModel].find((m) => m.id === coverageModelId(c))?.name ?? coverageModelId(c);
+      const bar = screen.getByRole("progressbar", { name: `Gene coverage for ${name}` });
+      expect(Number(bar.getAttribute("aria-valuenow"))).toBeCloseTo(c.fraction_present * 100, 6);
+      expect(screen.getByTestId(`coverage-${coverageModelId(c)}`).textContent).toContain(`(${pct(c.fraction_present)})`);
+    }
+    const low = r.coverage.filter((c) => c.fraction_present < 0.3).length;
+    expect(screen.queryAllByText("too low to run")).toHaveLength(low);
   });
 });

@@ -1,6 +1,6 @@
 import { useRef, useState } from "react";
 import { ApiError, api, uploadFile } from "../api/client";
-import type { Dataset, ModelInfo } from "../api/types";
+import type { Dataset, Model } from "../api/types";
 import { ReportView } from "../components/ReportView";
 import { Alert, Button, Card, ErrorView, NeedKey, Progress } from "../components/ui";
 import { rememberDataset, recentDatasets } from "../lib/datasets";
@@ -15,17 +15,13 @@ type Phase =
   | { kind: "done"; dataset: Dataset }
   | { kind: "error"; error: unknown; file: File };
 
-export function normalizeUpload(body: Dataset, file?: File): Dataset {
-  return { ...body, filename: body.filename || file?.name || "" };
-}
-
 export function UploadPage() {
   const key = useApiKey();
   const [phase, setPhase] = useState<Phase>({ kind: "idle" });
   const [dragging, setDragging] = useState(false);
   const input = useRef<HTMLInputElement>(null);
   const abortRef = useRef<(() => void) | null>(null);
-  const models = useAsync<ModelInfo[]>((s) => api.models(s), []);
+  const models = useAsync<Model[]>((s) => api.models(s), []);
 
   if (!key) return (<><Head /><NeedKey what="Uploaded datasets" /></>);
 
@@ -36,8 +32,7 @@ export function UploadPage() {
     );
     abortRef.current = abort;
     promise.then(
-      (body) => {
-        const dataset = normalizeUpload(body, file);
+      (dataset) => {
         rememberDataset(dataset);
         setPhase({ kind: "done", dataset });
       },
@@ -149,8 +144,8 @@ function RecentUploads() {
           {list.map((d) => (
             <tr key={d.id}>
               <td>{d.filename}</td>
-              <td className="num">{count(d.report?.n_cells)}</td>
-              <td className="num">{count(d.report?.n_genes)}</td>
+              <td className="num">{count(d.n_cells)}</td>
+              <td className="num">{count(d.n_genes)}</td>
               <td className="mono">{d.id}</td>
               <td><a href={`#/new?dataset=${encodeURIComponent(d.id)}`}>New run</a></td>
             </tr>

@@ -1,71 +1,84 @@
-// Service-shaped JSON for component tests. The *.json files are the service's own answers,
-// recorded by `PYTHONPATH=src python scripts/record_web_fixtures.py` (never edit them by hand):
-// GET /applications, /models, POST /upload, GET /status and /results of a real annotation run
-// (the demo model on ../shared/data/10x_pbmc68k_reduced.h5ad).
-import type { ApiResults, ApiRun } from "../api/types";
-import applications from "./applications.json";
-import results from "./results.json";
-import upload from "./upload.json";
-import status from "./status.json";
+// The service's own answers for component tests, typed by the generated API types. The *.json
+// files are recorded from the real API, never edited by hand:
+// - `PYTHONPATH=src python scripts/record_web_fixtures.py`: GET /applications, /models, /datasets,
+//   /runs, POST /upload (pbmc68k, pbmc3k, pbmc68k as mouse genes, and a refused scaled-only
+//   file), and the status and results of real annotations, a fine-tune, two evaluations and a
+//   failed run;
+// - `PYTHONPATH=src python scripts/record_evaluation_fixture.py`: the stored summaries of the
+//   service's evaluation task and of a foundation-model evaluation (evaluate()).
+import type { Application, CellPage, Dataset, ErrorResponse, Model, Results, ResultSummary, Run, RunPage } from "../api/types";
+import applicationsJson from "./applications.json";
+import datasetsJson from "./datasets.json";
+import evaluationCellsJson from "./evaluation_cells.json";
+import evaluationFoundationSummary from "./evaluation_foundation_summary.json";
+import evaluationMismatchJson from "./evaluation_mismatch_results.json";
+import evaluationResultsJson from "./evaluation_results.json";
+import evaluationStatusJson from "./evaluation_status.json";
+import evaluationSummary from "./evaluation_summary.json";
+import failedStatusJson from "./failed_status.json";
+import finetuneResultsJson from "./finetune_results.json";
+import finetuneStatusJson from "./finetune_status.json";
+import mouseResultsJson from "./mouse_results.json";
+import modelsJson from "./models.json";
+import resultsJson from "./results.json";
+import resultsPage2Json from "./results_page2.json";
+import runsJson from "./runs.json";
+import statusJson from "./status.json";
+import statusNotFoundJson from "./status_not_found.json";
+import statusRunningJson from "./status_running.json";
+import uploadJson from "./upload.json";
+import uploadMouseJson from "./upload_mouse.json";
+import uploadPbmc3kJson from "./upload_pbmc3k.json";
+import uploadRefusedJson from "./upload_refused.json";
+import unauthorizedJson from "./unauthorized.json";
 
-export { applications };
-export const recordedResults = results as ApiResults & { layout: NonNullable<ApiResults["layout"]>; cells: NonNullable<ApiResults["cells"]> };
-export const recordedStatus = status as ApiRun;
-/** The recorded annotation's answer with another application's summary, no layout and no cells. */
-export const withSummary = (summary: Record<string, unknown>): ApiResults => ({ ...recordedResults, summary, layout: null, cells: null });
+export const applications = applicationsJson as Application[];
+export const models = modelsJson as Model[];
+const model = (id: string) => models.find((m) => m.id === id)!;
+/** The demo model (trained on pbmc68k, ready, no stored evaluation). */
+export const demoModel = model("demo-logreg-pbmc68k");
+/** A logistic regression trained on half of pbmc3k, with the stored evaluation below. */
+export const pbmc3kModel = model("pbmc3k-logreg");
+/** A copy of the demo model with a weights file deleted: not ready. */
+export const brokenModel = model("demo-broken");
 
-export const demoModel = {
-  id: "demo-logreg-pbmc68k",
-  name: "demo-logreg-pbmc68k",
-  family: "logreg",
-  size_bytes: 123456,
-  n_genes: 765,
-  classes: ["CD14+ Monocyte", "CD19+ B", "CD4+/CD25 T Reg", "CD56+ NK", "CD8+ Cytotoxic T", "Dendritic"],
-  requirements: { needs: "lognorm", gene_key_kind: "symbol", representation: "lognorm", n_genes: 765, kind: "baseline" },
-  ready: true,
-  status: "ready",
-  applications: ["annotation", "embedding", "finetune", "evaluation"],
-  metrics: {
-    training_holdout: { accuracy: 0.81, macro_f1: 0.74, n_cells: 210 },
-    evaluations: [
-      { run_id: "r_eval1", dataset_id: "d_1", label_key: "cell_type", metrics: { accuracy: 0.9, macro_f1: 0.85, ece: 0.04 }, created_at: "2026-11-21T06:00:00Z" },
-    ],
-  },
-  source_run_id: null,
-  created_at: "2026-11-21T05:00:00Z",
-};
+/** POST /upload of 10x_pbmc68k_reduced.h5ad (scaled X, log-normalised raw, gene symbols). */
+export const upload = uploadJson as Dataset;
+/** POST /upload of pbmc3k_labeled_counts.h5ad (raw counts, cell_type labels). */
+export const labelledUpload = uploadPbmc3kJson as Dataset;
+/** POST /upload of the pbmc68k cells with only their scaled matrix: refused with 422. */
+export const refusedUpload = uploadRefusedJson as ErrorResponse;
+/** POST /upload of the pbmc68k cells renamed to their mouse 1:1 orthologs. */
+export const mouseUpload = uploadMouseJson as Dataset;
+export const datasets = datasetsJson as Dataset[];
 
-export const brokenModel = {
-  ...demoModel,
-  id: "scgpt-human",
-  name: "scGPT human",
-  family: "scgpt",
-  ready: false,
-  status: "weights file missing: best_model.pt",
-  metrics: { training_holdout: {}, evaluations: [] },
-};
+/** The demo model's annotation of pbmc68k (PCA layout, bulk_labels as true labels): its status
+ * while running and when done, and its results with pages 1 and 2 of 25 cells. */
+export const runningStatus = statusRunningJson as Run;
+export const recordedStatus = statusJson as Run;
+export const recordedResults = resultsJson as Results & { layout: NonNullable<Results["layout"]>; cells: CellPage };
+export const resultsPage2 = resultsPage2Json as CellPage;
+/** GET /status of a run that does not exist (404). */
+export const notFound = statusNotFoundJson as ErrorResponse;
+/** The demo model's annotation of the mouse dataset (no layout, one cell per page). */
+export const mouseResults = mouseResultsJson as Results;
+/** A logistic regression fine-tuned on pbmc68k's bulk_labels: a new model registered. */
+export const finetuneStatus = finetuneStatusJson as Run;
+export const finetuneResults = finetuneResultsJson as Results;
 
-export const report = {
-  ok: true,
-  n_cells: 2638,
-  n_genes: 32738,
-  sparsity: 0.97,
-  matrices: [{ source: "X", kind: "counts", shape: [2638, 32738] }],
-  chosen: { counts: "X", lognorm: "X" },
-  gene_id_kind: "ensembl",
-  species: "human",
-  n_duplicate_genes: 0,
-  messages: [
-    { level: "warning", code: "few_cells", message: "Only 15 cells are labelled Megakaryocytes.", hint: "Merge rare types or add cells." },
-  ],
-  coverage: [
-    { target: "demo-logreg-pbmc68k", n_target: 765, n_present: 700, fraction_present: 0.915, fraction_counts_mapped: null, key_kind: "symbol", missing_examples: [] },
-    { target: "scgpt-human", n_target: 60697, n_present: 6000, fraction_present: 0.1, fraction_counts_mapped: null, key_kind: "symbol", missing_examples: [] },
-  ],
-  obs_columns: ["cell_type", "n_counts"],
-};
+/** pbmc3k-logreg's evaluation on the pbmc3k cells it was not trained on (one cell per page). */
+export const evaluationStatus = evaluationStatusJson as Run;
+export const evaluationResults = evaluationResultsJson as Results & { cells: CellPage };
+/** Every cell of that evaluation on one page. */
+export const evaluationCells = evaluationCellsJson as CellPage;
+/** The demo model (pbmc68k cell-type names) evaluated on pbmc3k's differently named labels. */
+export const mismatchResults = evaluationMismatchJson as Results;
+/** An evaluation asked for a label column the data lacks. */
+export const failedStatus = failedStatusJson as Run;
+export const runs = runsJson as RunPage;
+/** GET /runs with a key the service does not know (401). */
+export const unauthorized = unauthorizedJson as ErrorResponse;
 
-/** The recorded POST /upload answer with the report above (its warnings and low-coverage model). */
-export function uploadBody(extra: Record<string, unknown> = {}) {
-  return { ...upload, id: "d_abc", filename: "pbmc3k.h5ad", report, ...extra };
-}
+/** The stored summaries of the service's evaluation task and of a foundation evaluation. */
+export const serviceSummary = evaluationSummary as ResultSummary;
+export const foundationSummary = evaluationFoundationSummary as ResultSummary;

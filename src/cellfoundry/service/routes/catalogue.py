@@ -13,7 +13,7 @@ from cellfoundry.jobs.applications import APPLICATIONS, get_application
 from cellfoundry.service.deletion import delete_model
 from cellfoundry.service.deps import Id, OptionalUserDep, PlatformDep, SessionDep, UserDep
 from cellfoundry.service.public import model_public
-from cellfoundry.service.schemas import ApplicationPublic, ModelPublic, errors
+from cellfoundry.service.schemas import ApplicationPublic, ModelPublic, errors, param_specs
 from cellfoundry.store.model_records import visible_to
 from cellfoundry.store.tables import ModelRecord
 
@@ -23,7 +23,11 @@ router = APIRouter(tags=["catalogue"])
 @router.get("/applications", response_model=list[ApplicationPublic], responses=errors())
 def applications() -> list[ApplicationPublic]:
     """What can be done, with each application's params schema."""
-    return [ApplicationPublic.model_validate(a.to_dict()) for a in APPLICATIONS.values()]
+    out = []
+    for a in APPLICATIONS.values():
+        d = a.to_dict()
+        out.append(ApplicationPublic(**d, params=param_specs(d["params_schema"])))
+    return out
 
 
 def _visible_models(s: Session, uid: str | None) -> Sequence[ModelRecord]:
