@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -52,6 +53,23 @@ def test_processes_share_one_bucket_per_key(kind_where: tuple[str, str]) -> None
         other = pool.submit(_take_many, kind, where, "Bearer k2", 10).result()
     assert sum(allowed) == BURST, allowed  # 160 tries from 4 processes, one burst of 60
     assert other == 10  # another key has its own bucket
+
+
+def test_threads_of_one_process_share_the_file_bucket_exactly(tmp_path: Path) -> None:
+    lim = SharedBuckets(tmp_path / "rl.bin", SLOW, BURST)
+    allowed: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def spend() -> None:
+        barrier.wait()
+        allowed.append(sum(lim.take("Bearer k") == 0 for _ in range(40)))
+
+    threads = [threading.Thread(target=spend) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert len(allowed) == 8 and sum(allowed) == BURST, allowed
 
 
 def test_redis_chunks_never_allow_more_than_the_bucket_holds(

@@ -28,6 +28,7 @@ import logging
 import mmap
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,7 @@ PROBES = 8  # slots tried for a key before it shares the last one
 CHUNK_S = 0.005  # Redis: a process takes this many seconds' worth of tokens at once
 _SLOT = struct.Struct("<Qdd")  # key fingerprint (0: free), tokens, last refill (monotonic s)
 _SLOT_BYTES = 32
+REBOOTED_S = 1.0  # a bucket last refilled this far in the future was written before a reboot
 
 
 class Limiter(Protocol):
@@ -127,8 +129,10 @@ class SharedBuckets:
     """Buckets in a memory-mapped file that every API process of the host opens.
 
     A key's bucket is a 32-byte slot found by its hash (open addressing, :data:`PROBES`
-    probes; a slot whose bucket is full again is free to reuse). Each update holds a POSIX
-    record lock on that slot only, so keys never wait for one another. Times are
+    probes; a slot whose bucket is full again is free to reuse; when all are other keys'
+    active buckets, the last is shared). Each update holds a POSIX record lock on that slot
+    only, so keys of other slots never wait, and a thread lock (record locks do not exclude
+    threads of one process). Times are
     ``CLOCK_MONOTONIC``, the same clock for every process of the host."""
 
     def __init__(self, path: Path, rate_per_s: float, burst: int) -> None:
@@ -142,6 +146,7 @@ class SharedBuckets:
             os.ftruncate(self._fd, size)  # zeros: every slot free (the same size in every process)
         self._map = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._slots: dict[str, tuple[int, int]] = {}  # key -> (first slot, fingerprint)
+        self._thread_lock = threading.Lock()
 
     def close(self) -> None:
         with contextlib.suppress(BufferError, ValueError):
@@ -153,19 +158,22 @@ class SharedBuckets:
         if self.rate <= 0:
             return 0.0
         first, fp = _memo(self._slots, key, _slot_of)
-        t = time.monotonic() if now is None else now
         for probe in range(PROBES):
             off = ((first + probe) % SLOTS) * _SLOT_BYTES
+            self._thread_lock.acquire()  # record locks do not exclude this process's threads
             fcntl.lockf(self._fd, fcntl.LOCK_EX, _SLOT_BYTES, off)
             try:
+                t = time.monotonic() if now is None else now  # read under the lock: in order
                 owner, tokens, last = _SLOT.unpack_from(self._map, off)
                 if owner == fp:
-                    if last > t:  # written before a reboot (the clock restarted)
+                    if last > t + REBOOTED_S:  # written before a reboot (the clock restarted)
                         tokens, last = self.burst, t
-                elif owner == 0 or probe == PROBES - 1 or self._full(tokens, last, t):
+                elif owner == 0 or self._full(tokens, last, t):
                     owner, tokens, last = fp, self.burst, t  # a free (or reusable) slot
-                else:
+                elif probe < PROBES - 1:
                     continue  # another key's bucket: the next slot
+                # else: every probe is another key's active bucket: share the last one (never
+                # reset it, which would let two colliding keys refill each other)
                 tokens = min(self.burst, tokens + (t - last) * self.rate)
                 if tokens >= 1.0:
                     _SLOT.pack_into(self._map, off, owner, tokens - 1.0, t)
@@ -174,10 +182,11 @@ class SharedBuckets:
                 return (1.0 - tokens) / self.rate
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN, _SLOT_BYTES, off)
+                self._thread_lock.release()
         raise AssertionError("unreachable: the last probe always takes its slot")
 
     def _full(self, tokens: float, last: float, now: float) -> bool:
-        return last > now or tokens + (now - last) * self.rate >= self.burst
+        return last > now + REBOOTED_S or tokens + (now - last) * self.rate >= self.burst
 
     def check(self, key: str) -> None:
         check(self, key)
