@@ -274,7 +274,7 @@ def stratified_sample(labels: np.ndarray, max_cells: int, seed: int = 0) -> np.n
 
 
 #: rows read, featurised and placed at once when a layout is applied to every cell
-LAYOUT_CHUNK = 50_000
+LAYOUT_CHUNK = 20_000
 
 
 def layout_frame(

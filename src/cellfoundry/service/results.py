@@ -119,9 +119,7 @@ def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dic
 
     from cellfoundry.jobs.applications import OBS_PREFIX, categorical_obs, read_dataset
 
-    lay = pd.read_parquet(storage.resolve(res.files["layout"]))
-    if "shown" in lay:  # every cell is stored; /results returns the stratified sample
-        lay = lay[lay["shown"].to_numpy()].reset_index(drop=True)
+    lay = read_shown_layout(storage.resolve(res.files["layout"]))
     cells = lay["cell"].astype(str).tolist()
     block: dict[str, Any] = {
         "method": res.summary.get("layout"),
@@ -166,6 +164,17 @@ def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dic
             except (OSError, CellfoundryError) as exc:
                 log.warning("obs columns of %s unavailable: %s", run.id, exc)
     return block
+
+
+def read_shown_layout(path: Path) -> Any:
+    """The layout's rows shown by GET /results: its stratified ``shown`` sample when every cell
+    is stored (filtered while reading, before any row becomes a Python object), else all."""
+    import pyarrow.parquet as pq
+
+    if "shown" in pq.read_schema(path).names:
+        table = pq.read_table(path, filters=[("shown", "=", True)])
+        return table.to_pandas().reset_index(drop=True)
+    return pq.read_table(path).to_pandas()
 
 
 def prediction_rows(path: Path, lay: Any) -> Any:
