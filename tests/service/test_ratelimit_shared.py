@@ -21,7 +21,8 @@ from cellfoundry.service.ratelimit import (
     TokenBuckets,
     make_limiter,
 )
-from tests.service.conftest import REDIS, state_with_model
+from tests.service.conftest import REDIS, Server, base_env, state_with_model, wait_for
+from tests.service.test_service_processes import _fresh_predict, _kinds
 
 BURST = 60
 SLOW = 0.001  # tokens per second: nothing refills during a test
@@ -128,3 +129,24 @@ def test_two_api_processes_answer_429_once_the_shared_bucket_is_empty(
     err = codes[-1].json()["error"]
     assert err["code"] == "rate_limited" and err["hint"] and err["request_id"]
     assert 1 <= int(codes[-1].headers["Retry-After"]) <= 2  # one token every 2 s
+
+
+def test_serve_with_two_api_processes_spends_one_bucket(
+    tmp_path: Path, demo_model_dir: Path
+) -> None:
+    """`cellfoundry serve --api-workers 2`: requests spread over both processes draw from one
+    bucket (per-process buckets would allow up to twice the burst)."""
+    env = base_env(
+        tmp_path,
+        CELLFOUNDRY_QUEUE_BACKEND="local",
+        CELLFOUNDRY_PREDICT_RATE_PER_S=str(SLOW),
+        CELLFOUNDRY_PREDICT_BURST="10",
+    )
+    server = Server(tmp_path, env, ["--model", str(demo_model_dir), "--api-workers", "2"])
+    server.start(timeout=180)
+    try:
+        wait_for(lambda: _kinds(server.proc.pid)["api"] == 2, 60, "two API processes")  # type: ignore[union-attr]
+        codes = [r.status_code for r in _fresh_predict(server.url, server.key, 30)]
+    finally:
+        server.stop()
+    assert codes.count(200) == 10 and codes.count(429) == 20, codes
