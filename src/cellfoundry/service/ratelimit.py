@@ -10,7 +10,8 @@ after that; beyond it the answer is 429 with ``Retry-After``. Where the buckets 
   hold up to one chunk it has not used yet. Redis unreachable: each process limits alone
   (per-process buckets) until it answers again; the limiter never refuses because of Redis.
 * otherwise: a shared-memory file in ``HOME`` (``predict-rate.bin``, :class:`SharedBuckets`),
-  shared by the API processes of one host (server workers, or replicas sharing ``HOME``); a
+  shared by the API processes of one host (``serve --api-workers N``, or replicas on the same
+  host sharing ``HOME``; replicas on other hosts need ``predict_rate_url``); a
   few microseconds per request.
 * only when that file cannot be made (read-only ``HOME``): per-process buckets
   (:class:`TokenBuckets`, logged at start): N processes then allow N times the rate.
