@@ -18,9 +18,13 @@ class UniformSource(Protocol):
 
 
 def digitize(x: np.ndarray, edges: np.ndarray, rng: UniformSource) -> np.ndarray:
-    """Bin index of each value; values equal to repeated edges get a uniformly random bin among them."""
-    left = np.digitize(x, edges)
-    right = np.digitize(x, edges, right=True)
+    """Bin index of each value; values equal to repeated edges get a uniformly random bin among them.
+
+    ``edges`` are non-decreasing (quantiles), where ``np.digitize(x, edges[, right=True])`` is
+    ``searchsorted`` with side right (left); called directly to skip its monotonicity scan.
+    """
+    left = np.searchsorted(edges, x, side="right")
+    right = np.searchsorted(edges, x, side="left")
     u = rng.random(len(x))
     return np.ceil(u * (right - left) + left).astype(np.int64)
 

@@ -42,15 +42,27 @@ class ScGPTTokenizer:
     max_length: int = 1200
 
     def tokenize_cell(
-        self, genes: np.ndarray, values: np.ndarray, seed: int = 0
+        self,
+        genes: np.ndarray,
+        values: np.ndarray,
+        seed: int = 0,
+        rng: np.random.RandomState | None = None,
     ) -> dict[str, np.ndarray]:
-        """One cell from its expressed vocab ids and raw values (data column order)."""
+        """One cell from its expressed vocab ids and raw values (data column order).
+
+        ``rng``: a generator to reseed for this cell (reseeding gives the numbers of a new
+        ``RandomState(cell seed)`` at a fraction of its construction cost).
+        """
         values = np.asarray(values, dtype=np.float32)
         genes = np.asarray(genes, dtype=np.int64)
         keep = values != 0
         if not keep.all():
             genes, values = genes[keep], values[keep]
-        rng = np.random.RandomState(cell_seed(seed, genes, values))
+        cell = cell_seed(seed, genes, values)
+        if rng is None:
+            rng = np.random.RandomState(cell)
+        else:
+            rng.seed(cell)
         bins = bin_values(values, self.n_bins, rng).astype(np.float32)
         ids = np.concatenate([np.array([self.cls_id], dtype=np.int64), genes])
         vals = np.concatenate([np.array([self.cls_value], dtype=np.float32), bins])
@@ -66,10 +78,12 @@ class ScGPTTokenizer:
         """Each row (one cell, columns in data order) -> ``{"gene_ids", "values"}``."""
         x = sp.csr_matrix(rows)
         x.sort_indices()
+        rng = np.random.RandomState(0)  # reseeded for each cell
+        ids = self.column_ids[x.indices]
         out = []
         for i in range(x.shape[0]):
             lo, hi = x.indptr[i], x.indptr[i + 1]
-            out.append(self.tokenize_cell(self.column_ids[x.indices[lo:hi]], x.data[lo:hi], seed))
+            out.append(self.tokenize_cell(ids[lo:hi], x.data[lo:hi], seed, rng))
         return out
 
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
