@@ -178,7 +178,8 @@ def test_runs_failed_with_internal_text_and_corrupted_result_files_answer_clean(
         _assert_clean(r, settings.home)
     (run_dir / "predictions.parquet").unlink()  # a missing stored file
     for path in (f"/results/{ids[0]}", f"/download/{ids[0]}?format=parquet"):
-        _assert_clean(c.get(path, headers=auth), settings.home)
+        err = _assert_clean(c.get(path, headers=auth), settings.home)
+        assert err["code"] == "result_file_missing" and "submit the run again" in err["hint"]
     with db.session() as s:  # a failure reason stored with internal text (an older version)
         s.execute(
             sa.update(Run)

@@ -44,7 +44,14 @@ def predictions_file(storage: FileStorage, run: Run, res: Result) -> Path:
             "use an annotation, consensus or evaluation run",
             code="no_predictions",
         )
-    return storage.resolve(res.files["predictions"])
+    path = storage.resolve(res.files["predictions"])
+    if not path.is_file():  # removed from the storage folder (or never copied to this host)
+        raise NotFoundError(
+            f"the stored predictions of run '{run.id}' are missing",
+            "submit the run again (the storage folder no longer holds its result files)",
+            code="result_file_missing",
+        )
+    return path
 
 
 @dataclass(frozen=True)

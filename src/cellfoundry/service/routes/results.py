@@ -89,9 +89,7 @@ def results(
         out.layout = LayoutPublic.model_validate(block)
     if "predictions" in res.files:
         out.cells = CellPage.model_validate(
-            page_predictions(
-                platform.storage.resolve(res.files["predictions"]), page, page_size, view
-            )
+            page_predictions(predictions_file(platform.storage, run, res), page, page_size, view)
         )
     return out
 
