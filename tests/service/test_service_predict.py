@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,13 +126,16 @@ def test_transform_cell_is_transform_of_the_one_row_matrix(
         assert (got != 0).sum() == len(row.indices)  # every named model gene is kept, no other
 
 
-def test_a_cell_alone_gets_its_answer_inside_a_batch(trained: tuple[object, Path]) -> None:
+def _loaded(trained: tuple[object, Path]) -> tuple[Predictor, Any, sp.csr_matrix, list[str]]:
+    """A predictor with the trained model, its loaded model, the query's matrix and genes."""
     query, model_dir = trained
     pred = Predictor()
     pred.add("m", cf.load_model(model_dir))
-    lm = pred.models["m"]
-    x = query.X.tocsr()  # type: ignore[attr-defined]
-    names = list(query.var_names)  # type: ignore[attr-defined]
+    return pred, pred.models["m"], query.X.tocsr(), list(query.var_names)  # type: ignore[attr-defined]
+
+
+def test_a_cell_alone_gets_its_answer_inside_a_batch(trained: tuple[object, Path]) -> None:
+    pred, lm, x, names = _loaded(trained)
     cells = [
         {names[j]: float(v) for j, v in zip(x[i].indices, x[i].data, strict=True)}
         for i in range(12)
@@ -143,3 +147,36 @@ def test_a_cell_alone_gets_its_answer_inside_a_batch(trained: tuple[object, Path
         assert [t["label"] for t in alone["top_k"]] == [t["label"] for t in inside["top_k"]]
         got = [t["probability"] for t in alone["top_k"]]
         assert got == pytest.approx([t["probability"] for t in inside["top_k"]], rel=1e-6)
+
+
+def test_concurrent_cells_share_one_model_call_and_get_their_answers_alone(
+    trained: tuple[object, Path],
+) -> None:
+    """Micro-batching: one-cell requests prepared together share a model call, and each gets
+    exactly (bit for bit) the answer it gets alone."""
+    import asyncio
+
+    from cellfoundry.service.predict import ProbaBatcher
+
+    pred, lm, x, names = _loaded(trained)
+    rng = np.random.default_rng(3)
+    cells = []
+    for i in range(12):  # each cell its own genes (a random part of its expressed ones)
+        row = x[i]
+        keep = rng.permutation(len(row.indices))[: max(5, len(row.indices) * 2 // 3)]
+        cells.append({names[row.indices[j]]: float(row.data[j]) for j in keep})
+    alone = [pred.predict(lm, [c], top_k=4) for c in cells]
+    batcher = ProbaBatcher()
+
+    async def one(cell: dict[str, float]) -> dict[str, object]:
+        prep = pred.prepare(lm, [cell])
+        assert prep.batchable
+        return pred.answer(prep, await batcher.proba(prep), top_k=4)
+
+    async def together() -> list[dict[str, object]]:
+        return await asyncio.gather(*[one(c) for c in cells])
+
+    assert asyncio.run(together()) == alone
+    assert (batcher.calls, batcher.cells) == (1, 12)
+    labels = {a["predictions"][0]["label"] for a in alone}  # type: ignore[index]
+    assert len(labels) > 1  # the cells are not all alike

@@ -237,31 +237,49 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
     return selected
 
 
-def transform_cell(values: np.ndarray, plan: InputPlan) -> sp.csr_matrix:
-    """``transform`` of one cell given as its float32 values over the plan's source genes, in
-    order (``/predict``): the same arithmetic, bit for bit, without building the input matrix."""
+def cell_features(values: np.ndarray, plan: InputPlan) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stored values and model columns of ``transform`` of one cell given as its float32
+    values over the plan's source genes, in order: the same arithmetic, bit for bit, without
+    building matrices. None when the plan needs the general path (``transform_cell`` takes it)."""
     cmap = plan.column_map
-    lognorm_of_counts = plan.representation == "lognorm" and plan.source_kind in (
-        "raw_counts",
-        "noninteger_counts",
-    )
-    n = len(values)
     if (
         values.dtype != np.float32
-        or len(cmap) != n
+        or len(cmap) != len(values)
         or plan.converts_log_scale
         or (cmap == -2).any()
         or not np.isfinite(values).all()
     ):
-        one = np.array([0, n], dtype=np.int32)
-        return transform(sp.csr_matrix((values, np.arange(n), one), shape=(1, n)), plan)
+        return None
     kept = np.flatnonzero(cmap >= 0)
     data = values[kept]
-    if lognorm_of_counts:  # log1p_cp10k_given_totals with row_totals' float64 total of the cell
+    if plan.representation == "lognorm" and plan.source_kind in ("raw_counts", "noninteger_counts"):
+        # log1p_cp10k_given_totals with row_totals' float64 total of the cell
         total = np.add.reduceat(values, np.zeros(1, dtype=np.intp), dtype=np.float64)
         data = np.log1p(data * size_factors(total))
-    indptr = np.array([0, len(kept)], dtype=np.int64)
-    return sp.csr_matrix((data, cmap[kept], indptr), shape=(1, len(plan.alignment.target)))
+    return data, cmap[kept]
+
+
+def transform_cell(values: np.ndarray, plan: InputPlan) -> sp.csr_matrix:
+    """``transform`` of one cell given as its float32 values over the plan's source genes, in
+    order (``/predict``): the same arithmetic, bit for bit, building one matrix at most."""
+    parts = cell_features(values, plan)
+    if parts is None:
+        n = len(values)
+        one = np.array([0, n], dtype=np.int32)
+        return transform(sp.csr_matrix((values, np.arange(n), one), shape=(1, n)), plan)
+    return stack_cells([parts], len(plan.alignment.target))
+
+
+def stack_cells(cells: Sequence[tuple[np.ndarray, np.ndarray]], n_target: int) -> sp.csr_matrix:
+    """Cells given as ``cell_features`` parts -> one cells x model genes matrix (rows in order)."""
+    indptr = np.zeros(len(cells) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d, _ in cells], out=indptr[1:])
+    if len(cells) == 1:
+        data, cols = cells[0]
+    else:
+        data = np.concatenate([d for d, _ in cells])
+        cols = np.concatenate([c for _, c in cells])
+    return sp.csr_matrix((data, cols, indptr), shape=(len(cells), n_target))
 
 
 def iter_features(

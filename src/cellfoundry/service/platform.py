@@ -13,7 +13,7 @@ from cellfoundry.config import Settings
 from cellfoundry.errors import CellfoundryError
 from cellfoundry.jobs.applications import APPLICATIONS
 from cellfoundry.jobs.engine import Engine
-from cellfoundry.service.predict import Predictor
+from cellfoundry.service.predict import Predictor, ProbaBatcher
 from cellfoundry.service.ratelimit import make_limiter
 from cellfoundry.store.db import Database
 from cellfoundry.store.keys import verify_key
@@ -32,6 +32,7 @@ class Platform:
         self.storage = FileStorage(settings.storage)
         self.engine = Engine(settings, "api", self.db)
         self.predictor = Predictor()
+        self.batcher = ProbaBatcher()  # /predict's one-cell requests share model calls
         self.predict_limit = make_limiter(settings)  # shared by the API processes
         self._keys: dict[str, tuple[str, float]] = {}
         self._stopping = threading.Event()

@@ -6,6 +6,7 @@ Preprocessing is the batch path's: ``plan_from_genes`` builds the same ``InputPl
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -15,13 +16,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellfoundry.data.genes import SpeciesCall
-from cellfoundry.data.orthologs import OrthologMap
+from cellfoundry.data.orthologs import OrthologMap, OrthologyReport
 from cellfoundry.data.prepare import (
     WARN_COVERAGE,
     InputPlan,
+    cell_features,
     plan_from_genes,
+    stack_cells,
     transform,
-    transform_cell,
 )
 from cellfoundry.data.species import mapped_rows, species_map
 from cellfoundry.errors import CellfoundryError
@@ -191,6 +193,22 @@ class Predictor:
         a model gene outside the panel is unobserved (reference mean), exactly as for a dataset
         with those genes. Without a panel, a model gene the cell does not name counts as zero.
         """
+        prep = self.prepare(
+            model, cells, values=values, max_genes=max_genes, species=species, panel=panel
+        )
+        return self.answer(prep, self.proba(prep), top_k=top_k, threshold=threshold)
+
+    def prepare(
+        self,
+        model: LoadedModel,
+        cells: list[dict[str, float]],
+        *,
+        values: Literal["counts", "lognorm"] = "counts",
+        max_genes: int | None = None,
+        species: str | None = None,
+        panel: list[str] | None = None,
+    ) -> Prepared:
+        """Everything of ``predict`` before the model: checks, species, plan and features."""
         x: sp.csr_matrix | None = None
         if len(cells) == 1 and panel is None:  # the common real-time case: no matrix is built
             genes = tuple(cells[0])
@@ -224,21 +242,48 @@ class Predictor:
                 log_normalized=values == "lognorm",
             )
             genes = tuple(gp.omap.human_symbols)
-        ann = model.annotator
         if plan.coverage.n_present == 0:
+            ann = model.annotator
             raise CellfoundryError(
                 f"none of the {len(genes)} genes sent are genes of model '{model.model_id}'",
                 f"send gene {'Ensembl IDs' if plan.coverage.key_kind == 'ensembl' else 'symbols'} such as "
                 f"{', '.join(ann.genes[:3])}",
                 code="low_gene_coverage",
             )
-        feats = transform_cell(rows, plan) if x is None else transform(x, plan)
-        proba = ann.logits_or_proba(feats, plan.unobserved_mask if panel is not None else None)
+        cell = cell_features(rows, plan) if x is None else None
+        return Prepared(
+            model,
+            len(cells),
+            values,
+            plan,
+            call,
+            orth,
+            panel is not None,
+            cell,
+            None if cell is not None else transform(_one_row(rows) if x is None else x, plan),
+        )
+
+    def proba(self, prep: Prepared) -> np.ndarray:
+        """The model's class probabilities of the prepared cells (rows in order)."""
+        return prep.model.annotator.logits_or_proba(  # type: ignore[no-any-return]
+            prep.matrix(), prep.plan.unobserved_mask if prep.panel else None
+        )
+
+    def answer(
+        self,
+        prep: Prepared,
+        proba: np.ndarray,
+        *,
+        top_k: int = 3,
+        threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """The /predict answer of the prepared cells from their probabilities."""
+        ann = prep.model.annotator
         thr = ann.threshold if threshold is None else float(threshold)
         classes = ann.classes
         k = max(1, min(top_k, len(classes)))
         order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-        cov = plan.coverage
+        cov, orth = prep.plan.coverage, prep.orth
         warnings = []
         if cov.fraction_present < WARN_COVERAGE:
             warnings.append(
@@ -246,13 +291,13 @@ class Predictor:
                 f"({cov.fraction_present:.1%}) are in the request; "
                 + (
                     "the others are unobserved (reference mean)"
-                    if panel is not None
+                    if prep.panel
                     else "the others count as zero: send 'panel' (the measured genes) so that "
                     "genes outside it are treated as unobserved"
                 )
             )
         out = []
-        for i in range(len(cells)):
+        for i in range(prep.n_cells):
             top = [{"label": classes[j], "probability": float(proba[i, j])} for j in order[i]]
             conf = float(proba[i, order[i, 0]])
             out.append(
@@ -264,9 +309,9 @@ class Predictor:
                 }
             )
         return {
-            "model_id": model.model_id,
+            "model_id": prep.model.model_id,
             "threshold": thr,
-            "values": values,
+            "values": prep.values,
             "predictions": out,
             "coverage": {
                 "n_model_genes": cov.n_target,
@@ -275,7 +320,7 @@ class Predictor:
                 "missing_examples": cov.missing_examples[:5],
             },
             "warnings": warnings,
-            "species": call.species,
+            "species": prep.call.species,
             "orthology": None
             if orth is None
             else {
@@ -286,3 +331,75 @@ class Predictor:
                 "fraction_counts_mapped": orth.fraction_counts_mapped,
             },
         }
+
+
+@dataclass
+class Prepared:
+    """Cells of one request up to the model: features, plan, species and mapping."""
+
+    model: LoadedModel
+    n_cells: int
+    values: str
+    plan: InputPlan
+    call: SpeciesCall
+    orth: OrthologyReport | None
+    panel: bool  # a panel was sent: model genes outside it are unobserved
+    cell: tuple[np.ndarray, np.ndarray] | None  # one cell's features (``cell_features``)
+    features: sp.csr_matrix | None  # otherwise: cells x model genes
+
+    def matrix(self) -> sp.csr_matrix:
+        if self.features is not None:
+            return self.features
+        assert self.cell is not None
+        return stack_cells([self.cell], len(self.plan.alignment.target))
+
+    @property
+    def batchable(self) -> bool:
+        """One cell whose model call may share a batch with other requests' cells."""
+        return self.cell is not None and not self.panel
+
+
+class ProbaBatcher:
+    """Micro-batching: one-cell requests of a model prepared in the same event-loop turn share
+    one model call (a request's cost is mostly fixed; its row is computed as if it were alone:
+    each row of a cells x genes product and softmax is its own).
+
+    ``await proba(prep)`` queues the cell; the first one schedules the call after the requests
+    already runnable (``call_soon``), so batching never waits for more requests to come.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[
+            int, tuple[LoadedModel, list[tuple[Prepared, asyncio.Future[Any]]]]
+        ] = {}
+        self._scheduled = False
+        self.calls = 0  # model calls made (for tests and figures)
+        self.cells = 0
+
+    async def proba(self, prep: Prepared) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.setdefault(id(prep.model), (prep.model, []))[1].append((prep, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await fut  # type: ignore[no-any-return]
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        for model, items in pending.values():
+            try:
+                n_target = len(items[0][0].plan.alignment.target)
+                x = stack_cells([p.cell for p, _ in items], n_target)  # type: ignore[misc]
+                proba = model.annotator.logits_or_proba(x, None)
+            except Exception as exc:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.calls += 1
+            self.cells += len(items)
+            for i, (_, fut) in enumerate(items):
+                if not fut.done():  # a request whose client went away is cancelled
+                    fut.set_result(proba[i : i + 1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cellfoundry.errors import CellfoundryError, NotFoundError, TooLargeError, UnavailableError
 from cellfoundry.service.deps import PlatformDep, user_of_authorization
 from cellfoundry.service.platform import Platform
-from cellfoundry.service.predict import LoadedModel
+from cellfoundry.service.predict import LoadedModel, Prepared
 from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
 from cellfoundry.store.model_records import visible_to
 from cellfoundry.store.tables import ModelRecord, Visibility
@@ -93,20 +94,30 @@ async def answer(
         else await run_in_threadpool(_load_on_demand, platform, str(req.model_id), uid)
     )
 
-    def compute() -> bytes:
-        out = pred.predict(
+    def prepare() -> Prepared:
+        return pred.prepare(
             model,
             cells,
-            top_k=req.top_k,
             values=req.values,
-            threshold=req.threshold,
             max_genes=st.predict_max_genes,
             species=req.species,
             panel=req.panel,
         )
-        return to_json(out)
 
-    return compute() if inline else await run_in_threadpool(compute)
+    def respond(prep: Prepared, proba: np.ndarray) -> bytes:
+        return to_json(pred.answer(prep, proba, top_k=req.top_k, threshold=req.threshold))
+
+    if inline:  # on the event loop; a one-cell request's model call may be shared (batcher)
+        prep = prepare()
+        return respond(
+            prep, await platform.batcher.proba(prep) if prep.batchable else pred.proba(prep)
+        )
+
+    def compute() -> bytes:
+        prep = prepare()
+        return respond(prep, pred.proba(prep))
+
+    return await run_in_threadpool(compute)
 
 
 INLINE_BYTES = 64 * 1024  # smaller bodies are parsed and answered on the event loop (cheaper)
