@@ -246,10 +246,20 @@ class AnnotationResult:
         return out
 
 
+#: "/" in an h5ad key makes a nested group ("CD4+/CD45RA+" would be read back as CD4+ ->
+#: CD45RA+); keys (class names of per-type findings) carry this look-alike instead
+UNS_KEY_SLASH = "\u2215"
+
+
 def uns_safe(value: Any) -> Any:
-    """A copy that h5ad can store: None entries dropped, tuples as lists."""
+    """A copy that h5ad can store: None entries dropped, tuples as lists, "/" in keys as
+    ``UNS_KEY_SLASH`` (∕)."""
     if isinstance(value, dict):
-        return {str(k): uns_safe(v) for k, v in value.items() if v is not None}
+        return {
+            str(k).replace("/", UNS_KEY_SLASH): uns_safe(v)
+            for k, v in value.items()
+            if v is not None
+        }
     if isinstance(value, list | tuple):
         return [uns_safe(v) for v in value if v is not None]
     return value

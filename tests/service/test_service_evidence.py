@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 import cellfoundry
 from cellfoundry.config import Settings
 from cellfoundry.models.registry import load_model
+from cellfoundry.result import UNS_KEY_SLASH
 from cellfoundry.store.keys import create_key
 from cellfoundry.store.tables import Run
 from tests.service.test_service_layout import _run, uploaded
@@ -102,9 +103,15 @@ def test_explain_gives_each_cell_its_top_genes_with_contributions(
         assert {"prediction_top_genes", "prediction_top_gene_contributions"} <= set(header)
         h5 = tmp_path / "out.h5ad"
         h5.write_bytes(c.get(f"/download/{rid}", params={"format": "h5ad"}).content)
-        obs = ad.read_h5ad(h5).obs
-        assert obs["prediction_top_genes"].astype(str).tolist() == [str(g) for g in genes]
-        assert "marker_overlap" in ad.read_h5ad(h5).uns["cellfoundry"]
+        back = ad.read_h5ad(h5)
+        assert back.obs["prediction_top_genes"].astype(str).tolist() == [str(g) for g in genes]
+        # per-type findings keep one key per type, "/" in class names as "∕" (no nested groups)
+        types = expected.findings["marker_overlap"]["by_predicted_type"]
+        assert any("/" in t for t in types)
+        stored = back.uns["cellfoundry"]["marker_overlap"]["by_predicted_type"]
+        assert set(stored) == {t.replace("/", UNS_KEY_SLASH) for t in types}
+        for t, row in types.items():
+            assert stored[t.replace("/", UNS_KEY_SLASH)]["n_cells"] == row["n_cells"]
 
         # someone else cannot read the cell
         c2 = TestClient(c.app)
