@@ -185,8 +185,8 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(
-        f"{last['cells']:,} cells: CPU {last['cpu_seconds']:.0f} s = "
-        f"{summary['ratio_cpu_to_target']:.2f}x the 10-minute target even on ONE core "
+        f"{last['cells']:,} cells: CPU {last['cpu_seconds']:.0f} s, "
+        f"{summary['ratio_cpu_to_target']:.2f}x the 10-minute target even if it ran on one core "
         f"(wall here {last['seconds']:.0f} s under load {load_before[0]:.1f}-{load_after[0]:.1f} on "
         f"{os.cpu_count()} CPUs); peak RSS {rows[0]['peak_rss_mib']:.0f}-"
         f"{last['peak_rss_mib']:.0f} MiB (max/min {summary['rss_max_over_min']:.2f})"
