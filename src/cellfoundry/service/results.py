@@ -359,9 +359,11 @@ def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> P
     """The dataset with the run's predictions written in (built once, then served from disk):
     the stored per-cell columns (a consensus's and each of its models', evidence, ...) in obs,
     the probabilities in obsm and the summary's findings in uns."""
+    import anndata as ad
     import numpy as np
     import pandas as pd
 
+    from cellfoundry.data.h5ad_copy import copy_h5ad, read_obs, write_results
     from cellfoundry.data.io import read_data
     from cellfoundry.result import TERM_COLUMN, AnnotationResult, uns_safe
 
@@ -369,7 +371,11 @@ def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> P
     with _H5AD_LOCK:
         if out.is_file():
             return out
-        adata = read_data(storage.resolve(d.path))
+        src = storage.resolve(d.path)
+        # an .h5ad is copied as bytes and only its obs / obsm / uns are written: memory holds
+        # the per-cell outputs, never the matrix (a 5 GB upload stays 5 GB on disk only)
+        as_bytes = src.name.lower().endswith(".h5ad")
+        adata = ad.AnnData(obs=read_obs(src)) if as_bytes else read_data(src)
         probs = np.load(storage.resolve(res.files["probabilities"]))
         summ = res.summary
         ar = AnnotationResult(
@@ -400,6 +406,12 @@ def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> P
             if summ.get(key) is not None:
                 uns[key] = uns_safe(_columns_of_records(summ[key]))
         tmp = out.with_suffix(".tmp.h5ad")
-        annotated.write_h5ad(tmp)
+        if as_bytes:
+            copy_h5ad(src, tmp)
+            write_results(
+                tmp, obs=annotated.obs, obsm=dict(annotated.obsm), uns=dict(annotated.uns)
+            )
+        else:
+            annotated.write_h5ad(tmp)
         tmp.replace(out)
     return out
