@@ -4,12 +4,14 @@
 
 Runs the app in process on a throwaway home with three models: the demo model, a logistic
 regression trained on half of ../shared/data/pbmc3k_labeled_counts.h5ad (``pbmc3k-logreg``) and a
-copy of the demo model with a weights file deleted (``demo-broken``: not ready). Through the API
-it uploads ../shared/data/10x_pbmc68k_reduced.h5ad and the pbmc3k file, annotates the first with a
-layout, uploads the pbmc68k cells with only their scaled matrix (refused) and as mouse genes
-(annotated through human orthologs), fine-tunes a logistic regression on pbmc68k, evaluates pbmc3k-logreg on the pbmc3k cells it was not trained on, evaluates the demo model
-on pbmc3k (whose cell-type names it does not share), and submits an evaluation with a label column
-the data lacks (it fails). Every answer is written to web/src/test/*.json as the API sent it.
+copy of the demo model with a weights file deleted (``demo-broken``: not ready). Through the API it
+uploads ../shared/data/10x_pbmc68k_reduced.h5ad and the pbmc3k file, annotates the first with a
+layout (and has a submit with an out-of-range param refused), uploads the pbmc68k cells with only
+their scaled matrix (refused) and as mouse genes (annotated through human orthologs), fine-tunes a
+logistic regression on pbmc68k, evaluates pbmc3k-logreg on the pbmc3k cells it was not trained on,
+evaluates the demo model on pbmc3k (whose cell-type names it does not share), and submits an
+evaluation with a label column the data lacks (it fails). Every answer is written to
+web/src/test/*.json as the API sent it.
 """
 
 from __future__ import annotations
@@ -95,11 +97,13 @@ def main() -> int:
 
 
 RUNNING: list[dict[str, Any]] = []  # the first status of each run seen in the running state
+SUBMITTED: list[dict[str, Any]] = []  # POST /submit's answers
 
 
 def run(c: TestClient, body: dict[str, Any]) -> dict[str, Any]:
     """Submit a run and wait until it ends; its last status."""
-    run_id = c.post("/submit", json=body).raise_for_status().json()["run_id"]
+    SUBMITTED.append(c.post("/submit", json=body).raise_for_status().json())
+    run_id = SUBMITTED[-1]["run_id"]
     seen = False
     for _ in range(2400):
         status: dict[str, Any] = c.get(f"/status/{run_id}").raise_for_status().json()
@@ -170,7 +174,10 @@ def record(app: Any) -> int:
             "params": {"layout": "pca", "label_key": "bulk_labels"},
         }
         status = succeeded(run(c, annotation))
+        write("submit.json", SUBMITTED[0])
         write("status.json", status)
+        too_strict = {**annotation, "params": {"min_coverage": 2}}
+        write("submit_refused.json", refused(c.post("/submit", json=too_strict), 422))
         if RUNNING:
             write("status_running.json", RUNNING[-1])
         write("results.json", results(c, status, page_size=25))

@@ -1,6 +1,6 @@
 import { render, screen, within } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
-import { applications, brokenModel, demoModel, models, pbmc3kModel } from "../test/fixtures";
+import { applications, brokenModel, demoModel, models, notFound, pbmc3kModel } from "../test/fixtures";
 import { num } from "../lib/format";
 import { stubFetch } from "../test/fetch";
 import { ModelsPage } from "./ModelsPage";
@@ -42,12 +42,13 @@ describe("ModelsPage", () => {
 
   it("shows the service's error with its fix hint and a retry", async () => {
     stubFetch({
-      "GET /applications": { status: 503, body: { error: { code: "db_down", message: "The database is unreachable.", hint: "Start PostgreSQL." } } },
+      // a recorded error answer (another route's: the catalogue has no refusal to record)
+      "GET /applications": { status: 404, body: notFound },
       "GET /models": { body: [] },
     });
     render(<ModelsPage />);
-    expect(await screen.findByText("The database is unreachable.")).toBeTruthy();
-    expect(screen.getByText(/Start PostgreSQL/)).toBeTruthy();
+    expect(await screen.findByText(notFound.error.message)).toBeTruthy();
+    expect(screen.getByText(notFound.error.hint!)).toBeTruthy();
     expect(screen.getByRole("button", { name: "Try again" })).toBeTruthy();
   });
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { setApiKey } from "../api/client";
 import { coverageFor } from "../lib/datasets";
 import { pct } from "../lib/format";
-import { applications, brokenModel, demoModel, labelledUpload, models, pbmc3kModel, upload } from "../test/fixtures";
+import { applications, brokenModel, demoModel, labelledUpload, models, pbmc3kModel, submitted, submitRefused, upload } from "../test/fixtures";
 import { stubFetch } from "../test/fetch";
 import { NewRunPage, modelBlocker } from "./NewRunPage";
 
@@ -28,7 +28,7 @@ describe("NewRunPage", () => {
       "GET /datasets": { body: [upload] },
       "GET /applications": { body: applications },
       "GET /applications/annotation/models": { body: models },
-      "POST /submit": { status: 201, body: { run_id: "r_new", state: "queued" } },
+      "POST /submit": { status: 201, body: submitted },
     });
     render(<NewRunPage initialDataset={upload.id} />);
     fireEvent.click(await screen.findByRole("radio", { name: new RegExp(annotation.name) }));
@@ -51,7 +51,7 @@ describe("NewRunPage", () => {
     fireEvent.change(labelKey, { target: { value: "bulk_labels" } });
     fireEvent.click(screen.getByRole("button", { name: "Next" }));
     fireEvent.click(screen.getByRole("button", { name: "Submit run" }));
-    await waitFor(() => expect(window.location.hash).toBe("#/runs/r_new"));
+    await waitFor(() => expect(window.location.hash).toBe(`#/runs/${submitted.run_id}`));
     const sub = calls.find((c) => c.method === "POST")!;
     const defaults = Object.fromEntries(annotation.params.filter((p) => p.default != null).map((p) => [p.name, p.default]));
     expect(JSON.parse(String(sub.init!.body))).toEqual({
@@ -66,7 +66,7 @@ describe("NewRunPage", () => {
       "GET /datasets": { body: [upload] },
       "GET /applications": { body: applications },
       "GET /applications/annotation/models": { body: [demoModel] },
-      "POST /submit": { status: 422, body: { error: { code: "invalid_params", message: "invalid params for application 'annotation'", hint: "see GET /applications" } } },
+      "POST /submit": { status: 422, body: submitRefused },
     });
     render(<NewRunPage initialDataset={upload.id} initialApp="annotation" />);
     const radio = (await screen.findByRole("radio", { name: new RegExp(`^${demoModel.name} `) })) as HTMLInputElement;
@@ -74,7 +74,8 @@ describe("NewRunPage", () => {
     fireEvent.click(screen.getByRole("button", { name: "Next" }));
     fireEvent.click(await screen.findByRole("button", { name: "Next" }));
     fireEvent.click(await screen.findByRole("button", { name: "Submit run" }));
-    expect(await screen.findByText("invalid params for application 'annotation'")).toBeTruthy();
+    expect(await screen.findByText(submitRefused.error.message)).toBeTruthy();
+    expect(screen.getByText(submitRefused.error.hint!)).toBeTruthy();
     expect(screen.getByText("The service refused this run")).toBeTruthy();
   });
 });

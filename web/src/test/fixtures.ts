@@ -6,7 +6,9 @@
 //   failed run;
 // - `PYTHONPATH=src python scripts/record_evaluation_fixture.py`: the stored summaries of the
 //   service's evaluation task and of a foundation-model evaluation (evaluate()).
-import type { Application, CellPage, Dataset, ErrorResponse, Model, Results, ResultSummary, Run, RunPage } from "../api/types";
+import type {
+  Application, CellPage, Dataset, ErrorResponse, Model, Results, ResultSummary, Run, RunPage, SubmitResponse,
+} from "../api/types";
 import applicationsJson from "./applications.json";
 import datasetsJson from "./datasets.json";
 import evaluationCellsJson from "./evaluation_cells.json";
@@ -24,6 +26,8 @@ import resultsJson from "./results.json";
 import resultsPage2Json from "./results_page2.json";
 import runsJson from "./runs.json";
 import statusJson from "./status.json";
+import submitJson from "./submit.json";
+import submitRefusedJson from "./submit_refused.json";
 import statusNotFoundJson from "./status_not_found.json";
 import statusRunningJson from "./status_running.json";
 import uploadJson from "./upload.json";
@@ -52,6 +56,9 @@ export const refusedUpload = uploadRefusedJson as ErrorResponse;
 export const mouseUpload = uploadMouseJson as Dataset;
 export const datasets = datasetsJson as Dataset[];
 
+/** POST /submit's answer for that annotation, and its refusal of min_coverage 2 (422). */
+export const submitted = submitJson as SubmitResponse;
+export const submitRefused = submitRefusedJson as ErrorResponse;
 /** The demo model's annotation of pbmc68k (PCA layout, bulk_labels as true labels): its status
  * while running and when done, and its results with pages 1 and 2 of 25 cells. */
 export const runningStatus = statusRunningJson as Run;
