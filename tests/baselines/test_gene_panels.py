@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn.dummy import DummyClassifier
@@ -241,3 +242,67 @@ def test_platform_trained_baseline_keeps_its_reference(tmp_path: Path) -> None:
     res = cf.annotate(qry, tmp_path / "run" / "model")
     assert res.gene_panel is not None and res.gene_panel.mode == "refit"
     assert str(stored.resolve()) in str(res.gene_panel.reference)
+
+
+# ---------------------------------------------------------------- refit normalisation
+
+
+def test_refit_normalises_the_reference_over_the_shared_genes(tmp_path: Path) -> None:
+    """A count query is normalised over its own genes, so the refit's reference is too: per cell,
+    counts of the shared genes scaled to 10,000 in total, then natural log1p (numpy reference)."""
+    from cellfoundry.models.baselines.refit import predict_with_panel
+
+    clear_refit_cache()
+    ref = make_counts_adata(n_cells=300, n_genes=400, n_types=3, seed=61)
+    cf.train(ref, "cell_type", "logreg", out=tmp_path / "m", n_features=None)
+    keep = np.sort(np.random.default_rng(0).choice(400, size=150, replace=False))
+    qry = make_counts_adata(n_cells=60, n_genes=400, n_types=3, seed=62)[:, keep].copy()
+    pred, fitted = predict_with_panel(load_model(tmp_path / "m"), qry, reference=ref)
+    assert pred.gene_panel is not None and pred.gene_panel.mode == "refit"
+    genes = list(fitted.genes)
+    assert genes == list(qry.var_names)  # every shared gene, in reference order
+    counts = ref[:, genes].X.toarray().astype(np.float64)
+    want = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+    st = fitted.state  # type: ignore[attr-defined]
+    np.testing.assert_allclose(st["mean"], want.mean(axis=0), rtol=1e-4, atol=1e-5)
+    sd = want.std(axis=0)
+    sd[sd < 1e-8] = 1.0  # a gene constant in the reference is left unscaled
+    np.testing.assert_allclose(st["scale"], sd, rtol=1e-3, atol=1e-5)
+    # normalised over all 400 genes instead, the means would be lower by the dropped share
+    over_all = ref.X.toarray().astype(np.float64)
+    wrong = np.log1p(over_all / over_all.sum(axis=1, keepdims=True) * 1e4)[:, keep]
+    assert np.abs(st["mean"] - wrong.mean(axis=0)).max() > 0.3
+    # a log-normalised query: the reference keeps its own log-normalised values (over all genes)
+    lognorm = qry.copy()
+    x = lognorm.X.toarray()
+    lognorm.X = sp.csr_matrix(np.log1p(x / x.sum(axis=1, keepdims=True) * 1e4))
+    _, fitted_ln = predict_with_panel(load_model(tmp_path / "m"), lognorm, reference=ref)
+    np.testing.assert_allclose(
+        fitted_ln.state["mean"],  # type: ignore[attr-defined]
+        wrong.mean(axis=0),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_refit_query_genes_the_reference_lacks_do_not_change_the_calls(tmp_path: Path) -> None:
+    """A count query is normalised over the genes it shares with the reference (as the reference
+    is): genes only the query has change no probability of a refit."""
+    clear_refit_cache()
+    ref = make_counts_adata(n_cells=300, n_genes=400, n_types=3, seed=71)
+    cf.train(ref, "cell_type", "logreg", out=tmp_path / "m", n_features=None)
+    shared = make_counts_adata(n_cells=50, n_genes=400, n_types=3, seed=72)[:, :150].copy()
+    rng = np.random.default_rng(3)
+    extra = rng.poisson(30.0, size=(50, 100)).astype(np.float32)  # more than the shared counts
+    x = sp.hstack([shared.X, sp.csr_matrix(extra)], format="csr")
+    wider = ad.AnnData(
+        X=x,
+        obs=shared.obs.copy(),
+        var=pd.DataFrame(index=[*shared.var_names, *[f"ONLYQ{i}" for i in range(100)]]),
+    )
+    assert extra.sum() > shared.X.sum()  # normalised over all genes, the values would halve
+    a = cf.annotate(shared, tmp_path / "m", reference=ref)
+    b = cf.annotate(wider, tmp_path / "m", reference=ref)
+    assert a.gene_panel_mode == b.gene_panel_mode == "refit"
+    assert b.gene_panel is not None and b.gene_panel.n_shared_genes == 150
+    np.testing.assert_allclose(b.probabilities, a.probabilities, rtol=1e-4, atol=1e-5)

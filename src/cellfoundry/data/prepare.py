@@ -54,6 +54,9 @@ class InputPlan:
     selector: sp.csr_matrix  # n_source_genes x n_target_genes, 0/1
     column_map: np.ndarray  # per source gene: target column, -1 unused, -2 shared
     log_scale: LogScale | None = None  # log-normalised input of another scale: converted
+    # counts: source columns whose sum is each cell's total (None: all its genes); a refit on the
+    # genes shared with a reference normalises the query over those genes, as the reference was
+    totals_columns: np.ndarray | None = None
 
     @property
     def converts_log_scale(self) -> bool:
@@ -212,6 +215,21 @@ def plan_input(
     )
 
 
+def normalise_over(
+    plan: InputPlan, adata: ad.AnnData, genes: Sequence[str], key_kind: str
+) -> InputPlan:
+    """``plan`` with each cell's count total taken over ``genes`` only (those the data has).
+
+    Log-normalised input is used as given, so its plan is returned unchanged.
+    """
+    if plan.source_kind not in ("raw_counts", "noninteger_counts"):
+        return plan
+    keys = dataset_gene_keys(adata, plan.report, plan.source)
+    idx = np.asarray(align_genes(keys, list(genes), key_kind).source_index)  # type: ignore[arg-type]
+    plan.totals_columns = np.unique(idx[idx >= 0])
+    return plan
+
+
 def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
     """Cells (rows of the chosen matrix) -> model features, in the model's gene order.
 
@@ -228,7 +246,8 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
         x.data = np.where(np.isfinite(x.data), x.data, 0).astype(np.float32)
     selected = select_columns(x, plan)
     if plan.representation == "lognorm" and plan.source_kind in ("raw_counts", "noninteger_counts"):
-        return log1p_cp10k_given_totals(selected, row_totals(x))
+        cols = plan.totals_columns
+        return log1p_cp10k_given_totals(selected, row_totals(x if cols is None else x[:, cols]))
     if plan.converts_log_scale:  # another log scale: back-transform, then natural log1p CP10k
         scale = plan.log_scale
         assert scale is not None

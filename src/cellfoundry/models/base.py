@@ -18,6 +18,7 @@ from cellfoundry.data.prepare import (
     InputPlan,
     Representation,
     iter_features,
+    normalise_over,
     plan_input,
 )
 from cellfoundry.data.report import ValidationReport
@@ -185,6 +186,9 @@ class FeatureAnnotator(Annotator):
     def __init__(self, manifest: Manifest, genes: list[str]) -> None:
         super().__init__(manifest)
         self.genes = genes
+        # a query-aware refit: count queries are normalised over these genes (the ones shared
+        # with the reference, over which the reference was normalised); None: over all genes
+        self.normalise_over: list[str] | None = None
 
     @abstractmethod
     def logits_or_proba(self, x: sp.csr_matrix, present: np.ndarray | None = None) -> np.ndarray:
@@ -206,17 +210,23 @@ class FeatureAnnotator(Annotator):
     ) -> InputPlan:
         """The input plan; ``min_coverage`` at the library default means this family's own gate."""
         mc = self.min_coverage if min_coverage == DEFAULT_MIN_COVERAGE else float(min_coverage)
+        key_kind: Literal["symbol", "ensembl"] = (
+            "ensembl" if self.manifest.gene_key_kind == "ensembl" else "symbol"
+        )
         try:
-            return plan_input(
+            plan = plan_input(
                 adata,
                 self.genes,
                 representation=self.representation,
-                key_kind="ensembl" if self.manifest.gene_key_kind == "ensembl" else "symbol",
+                key_kind=key_kind,
                 target_name=f"genes of model '{self.name}'",
                 min_coverage=mc,
                 min_genes=self.min_genes,
                 report=report,
             )
+            if self.normalise_over is not None:
+                plan = normalise_over(plan, adata, self.normalise_over, key_kind)
+            return plan
         except CoverageError as err:
             raise CoverageError(
                 err.message,

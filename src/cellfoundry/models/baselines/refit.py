@@ -184,6 +184,8 @@ def refit_on_genes(
     }
     fitted = type(model).train(sub, label_key, name=m.name, **params, **extra)  # type: ignore[attr-defined]
     fitted.manifest.training["refit_of"] = {"model": m.name, "genes_sha256": m.genes_sha256}
+    if over_shared:  # the reference was normalised over the shared genes: so is the query
+        fitted.normalise_over = list(genes)
     if ref.fingerprint is not None:
         _REFITS[key] = fitted
         while len(_REFITS) > _CACHE_SIZE:
