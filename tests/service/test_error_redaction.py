@@ -195,3 +195,32 @@ def test_runs_failed_with_internal_text_and_corrupted_result_files_answer_clean(
     assert st.status_code == 200 and st.json()["error"]["code"] == "internal_error"
     text = st.text
     assert str(settings.home) not in text and "/opt-data/" not in text and "KeyError" not in text
+
+
+def test_predict_answers_carry_the_request_id_and_its_failures_reach_the_client_clean(
+    served: tuple[TestClient, dict[str, str], Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/predict is answered before the framework's middleware: the request id, the error body
+    and the 500 answer are still those of every other endpoint."""
+    c, auth, settings = served
+    body = {"expression": {"CD3D": 4.0, "LTB": 9.0, "IL7R": 2.0}, "top_k": 2}
+    ok = c.post("/predict", json=body, headers={**auth, "X-Request-ID": "req-42"})
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == "req-42"
+    assert len(ok.json()["predictions"][0]["top_k"]) == 2
+    assert len(c.post("/predict", json=body, headers=auth).headers["x-request-id"]) == 32
+    for r, status in (
+        (c.post("/predict", json=body), 401),
+        (c.post("/predict", json={"expression": {"CD3D": "x"}}, headers=auth), 422),
+        (c.post("/predict", json={**body, "model_id": "nope"}, headers=auth), 404),
+    ):
+        assert r.status_code == status
+        _assert_clean(r, settings.home)
+    loaded = next(iter(c.app.state.platform.predictor.models.values()))  # type: ignore[attr-defined]
+
+    def broken(*_: object) -> None:
+        raise RuntimeError(f"{SQL} at {settings.home}/models/w.safetensors")
+
+    monkeypatch.setattr(loaded.annotator, "logits_or_proba", broken)
+    r = c.post("/predict", json=body, headers=auth)
+    assert r.status_code == 500
+    assert _assert_clean(r, settings.home)["code"] == "internal_error"

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from cellfoundry.config import Settings, get_settings
 from cellfoundry.errors import (
@@ -48,6 +49,14 @@ HTTP_HINTS = {
 }
 
 
+class App(FastAPI):
+    """FastAPI with ``POST /predict`` answered before its middleware (``PredictFastPath``, which
+    applies the request id and the app's error handlers itself)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return PredictFastPath(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, run_migrations: bool = True) -> FastAPI:
     """The API for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
@@ -61,7 +70,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
         yield
         platform.stop()
 
-    app = FastAPI(
+    app = App(
         title="cellfoundry",
         version="0.1.0",
         lifespan=lifespan,
@@ -70,8 +79,7 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
     app.state.platform = platform
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(PredictFastPath)  # POST /predict without the framework's per-request work
-    app.add_middleware(RequestIdMiddleware)  # outermost: the fast path's answers carry the id too
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, [settings.home, settings.storage])
     if settings.web_dir is not None and Path(settings.web_dir).is_dir():
         mount_spa(app, Path(settings.web_dir).resolve())

@@ -20,6 +20,7 @@ from cellfoundry.errors import CellfoundryError, NotFoundError, TooLargeError, U
 from cellfoundry.service.deps import PlatformDep, user_of_authorization
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.predict import LoadedModel, Prepared
+from cellfoundry.service.request_id import RequestIdMiddleware
 from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
 from cellfoundry.store.model_records import visible_to
 from cellfoundry.store.tables import ModelRecord, Visibility
@@ -138,20 +139,25 @@ async def read_body(body: AsyncIterator[bytes], declared: str, limit: int) -> by
 
 
 class PredictFastPath:
-    """Pure ASGI: ``POST /predict`` answered by ``answer`` without FastAPI's routing, dependency
-    resolution and request/response objects (the per-request cost that bounds throughput).
+    """Pure ASGI, outermost: ``POST /predict`` answered by ``answer`` without FastAPI's routing,
+    dependency resolution, middleware and request/response objects (the per-request cost that
+    bounds throughput). Everything else passes through to ``app``.
 
-    Errors go to the app's own exception handlers, so bodies, codes and headers are those of the
-    route. Everything else passes through to the app.
+    As for every other request: the request id (``RequestIdMiddleware``) and the app's own
+    exception handlers, 500 included, so bodies, codes and headers are those of the route.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._predict = RequestIdMiddleware(self._answer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        await self._predict(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = length = ""
         for k, v in scope["headers"]:
             if k == b"authorization" and not auth:
@@ -163,10 +169,17 @@ class PredictFastPath:
             content = await answer(app.state.platform, auth, length, _chunks(receive))
         except ClientDisconnect:
             return
-        except (CellfoundryError, RequestValidationError) as exc:
+        except Exception as exc:  # the app's handler of the closest class (Exception: the 500)
             handler = next(
-                app.exception_handlers[t] for t in type(exc).__mro__ if t in app.exception_handlers
+                (
+                    app.exception_handlers[t]
+                    for t in type(exc).__mro__
+                    if t in app.exception_handlers
+                ),
+                None,
             )
+            if handler is None:
+                raise
             response = await handler(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
