@@ -124,6 +124,10 @@ def test_transform_cell_is_transform_of_the_one_row_matrix(
         assert got.dtype == want.dtype == np.float32
         np.testing.assert_array_equal(got, want)
         assert (got != 0).sum() == len(row.indices)  # every named model gene is kept, no other
+        plan.totals_columns = np.arange(len(vals) // 2)  # totals over some genes (a refit's)
+        np.testing.assert_array_equal(
+            transform_cell(vals, plan).toarray(), transform(matrix, plan).toarray()
+        )
 
 
 def _loaded(trained: tuple[object, Path]) -> tuple[Predictor, Any, sp.csr_matrix, list[str]]:

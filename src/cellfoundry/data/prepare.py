@@ -265,6 +265,7 @@ def cell_features(values: np.ndarray, plan: InputPlan) -> tuple[np.ndarray, np.n
         values.dtype != np.float32
         or len(cmap) != len(values)
         or plan.converts_log_scale
+        or plan.totals_columns is not None  # totals over some genes only: the general path
         or (cmap == -2).any()
         or not np.isfinite(values).all()
     ):
