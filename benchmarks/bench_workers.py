@@ -58,6 +58,13 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=300_000)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--shards", type=int, default=8, help="shards per run")
+    ap.add_argument(
+        "--layout",
+        choices=["none", "pca", "umap"],
+        default="none",
+        help="the run's layout (not none: the merge lays out every cell; GET /runs/{id}/layout "
+        "is then timed and the figures go to workers_layout_<method>.json)",
+    )
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     args = ap.parse_args()
     from tests.service.conftest import Server, Workers, base_env, wait_for
@@ -117,7 +124,7 @@ def main() -> None:
                     body = {
                         "dataset_id": dataset_id,
                         "model_id": model_id,
-                        "params": {"layout": "none"},
+                        "params": {"layout": args.layout},
                     }
                     t0 = time.perf_counter()
                     r = c.post("/submit", json=body)
@@ -132,6 +139,19 @@ def main() -> None:
                     wall = time.perf_counter() - t0
                     assert st["state"] == "succeeded", st
                     cpu = sum(_cpu_s(p.pid) for p in procs) - sum(cpu0.values())
+                    view = None
+                    if args.layout != "none":
+                        t1 = time.perf_counter()
+                        r = c.get(f"/runs/{rid}/layout", params={"bins": 256})
+                        assert r.status_code == 200, r.text
+                        body = r.json()
+                        view = {
+                            "first_request_seconds": time.perf_counter() - t1,
+                            "answer_mb": len(r.content) / 1e6,
+                            "mode": body["mode"],
+                            "n_cells": body["n_cells"],
+                        }
+                        assert body["n_cells"] == args.cells, body["n_cells"]
                 finally:
                     workers.stop()
                 row = {
@@ -139,9 +159,17 @@ def main() -> None:
                     "seconds": wall,
                     "run_seconds": _seconds(st.get("started_at"), st.get("finished_at")),
                     "workers_cpu_seconds": cpu,
+                    "layout_view": view,
                     "load_average": list(os.getloadavg()),
                 }
                 rows.append(row)
+                if view is not None:
+                    print(
+                        f"  GET /runs/{{id}}/layout: {view['n_cells']:,} cells laid out, first "
+                        f"request {view['first_request_seconds']:.1f} s, {view['mode']} "
+                        f"{view['answer_mb']:.2f} MB",
+                        flush=True,
+                    )
                 print(
                     f"{k} worker(s): {wall:6.1f} s from submit to succeeded "
                     f"(run {row['run_seconds'] or float('nan'):.1f} s), workers' CPU {cpu:.1f} s; "
@@ -173,9 +201,15 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
         "note": NOTE,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    summary["layout"] = args.layout
+    out = (
+        RESULTS
+        if args.layout == "none"
+        else RESULTS.with_name(f"workers_layout_{args.layout}.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
