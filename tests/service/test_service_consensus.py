@@ -8,6 +8,7 @@ the calls; the official Cell Ontology parser for each model's agreement with the
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cellfoundry.api import train
 from cellfoundry.config import Settings
 from cellfoundry.demo import DEMO_LABEL_KEY, demo_dataset
 from cellfoundry.models.registry import load_model
+from cellfoundry.ontology import roll_up
 from cellfoundry.service.platform import Platform
 from cellfoundry.store.keys import create_key
 from cellfoundry.store.model_records import register_model
@@ -141,6 +143,17 @@ def test_consensus_run_matches_the_library(
     lay = res["layout"]
     assert lay["n_points"] == query.n_obs and lay["labels"] == display.tolist()
     assert [query.obs_names[i] for i in lay["indices"]] == lay["cells"]
+
+    # at a broader level, the consensus's own broader calls roll up too (the library's roll-up)
+    broader = [i for i in items if i["predicted"] not in summary["classes"] and not i["unknown"]]
+    assert broader  # calls that are no model's class: a common term of two models' classes
+    leveled = c.get(f"/results/{rid}", params={"page_size": 5000, "level": "broad"}).json()
+    for item in leveled["cells"]["items"]:
+        if not item["unknown"]:
+            want = roll_up(item["ontology_term_id"], "broad")
+            assert item["rolled_up_ontology_term_id"] == want, item
+    counts = leveled["summary"]["ontology"]["rolled_up_counts"]
+    assert counts == dict(Counter(i["rolled_up_label"] for i in leveled["cells"]["items"]))
 
     # one cell, and the downloads
     assert c.get(f"/results/{rid}/cells/3").json() == items[3]

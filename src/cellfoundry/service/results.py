@@ -111,6 +111,9 @@ def level_view(run: Run, summary: dict[str, Any], level: str) -> LevelView:
         terms = [str(stored[c].get("id") or "") for c in classes]
     else:
         terms = map_labels(classes).term_ids(classes)
+    extra = [str(k) for k in counts if str(k) not in classes and str(k) != UNKNOWN]
+    if extra:  # a consensus's broader calls (a common term of the models' classes), by CL name
+        classes, terms = classes + extra, list(terms) + map_labels(extra).term_ids(extra)
     names, rolled = roll_up_classes(classes, terms, level)
     return LevelView(
         level=level,
