@@ -16,16 +16,19 @@ genes), ``knn`` (same genes, PCA) and ``logreg_5000`` (5,000 most variable genes
    (perturbed vs untouched); a leave-one-type-out AUROC (cells of a type the reference lacks vs
    the other held-out cells).
 
-    .venv/bin/python benchmarks/eval_beyond.py [--folds 5] [--quick]
+    .venv/bin/python benchmarks/eval_beyond.py [--folds 5] [--quick] [--cv-folds 5]
+        [--consensus-only] [--jobs 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,8 @@ from sklearn.model_selection import StratifiedKFold
 
 import cellfoundry as cf
 from cellfoundry.artifacts import load_genes
+from cellfoundry.consensus import model_weights
+from cellfoundry.models.registry import load_model
 from cellfoundry.stats.metrics import macro_f1_true_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,21 +86,32 @@ def splits(folds: int) -> list[tuple[str, ad.AnnData, ad.AnnData]]:
     return out
 
 
-def train_all(ref: ad.AnnData, folder: Path) -> dict[str, Path]:
+SECTIONS = (
+    "perturbation_pbmc3k_fold0",
+    "evidence_pbmc3k_fold0",
+    "leave_one_type_out_pbmc3k_fold0",
+)
+CONSENSUS = {"consensus": list(MODELS), "consensus_logreg_knn": ["logreg", "knn"]}
+
+
+def train_all(ref: ad.AnnData, folder: Path, cv_folds: int) -> dict[str, Path]:
     paths = {}
     for name, (family, params) in MODELS.items():
-        cf.train(ref, "cell_type", family, out=folder / name, name=name, **params)
+        cf.train(
+            ref, "cell_type", family, out=folder / name, name=name, cv_folds=cv_folds, **params
+        )
         paths[name] = folder / name
     return paths
 
 
-def per_split(ref: ad.AnnData, query: ad.AnnData, folder: Path) -> dict[str, Any]:
+def per_split(ref: ad.AnnData, query: ad.AnnData, folder: Path, cv_folds: int) -> dict[str, Any]:
     """Everything measured on one reference -> query split (cell-level arrays kept for pooling)."""
-    paths = train_all(ref, folder)
+    paths = train_all(ref, folder, cv_folds)
     truth = query.obs["cell_type"].astype(str).to_numpy()
     out: dict[str, Any] = {"truth": truth, "models": {}}
+    single = {}
     for name, path in paths.items():
-        res = cf.annotate(query, path)
+        res = single[name] = cf.annotate(query, path)
         out["models"][name] = {
             "labels": res.labels,
             "oor": res.obs_columns["out_of_reference"],
@@ -103,9 +119,12 @@ def per_split(ref: ad.AnnData, query: ad.AnnData, folder: Path) -> dict[str, Any
             "marker_overlap": res.findings["marker_overlap"]["mean_overlap"],
             "chance_overlap": res.findings["marker_overlap"]["expected_by_chance"],
         }
-    cons = cf.annotate(query, [paths["logreg"], paths["knn"], paths["logreg_5000"]])
-    pair = cf.annotate(query, [paths["logreg"], paths["knn"]])
-    for key, res in (("consensus", cons), ("consensus_logreg_knn", pair)):
+    for key, members in CONSENSUS.items():
+        # what annotate(query, model=[...]) does, on the single results computed above
+        annotators = [load_model(paths[m]) for m in members]
+        results = [single[m] for m in members]
+        weighting = model_weights(annotators, results)
+        res = cf.consensus(results, members, weights=weighting.weights, weighting=weighting)
         out[key] = {
             "labels": res.labels,
             "agreement": res.obs_columns["consensus_agreement"],
@@ -114,8 +133,19 @@ def per_split(ref: ad.AnnData, query: ad.AnnData, folder: Path) -> dict[str, Any
             ),
             "unknown": res.unknown,
             "weights": res.summary()["consensus"]["weights"],
+            "weighting": res.summary()["consensus"]["weighting"],
         }
     return out
+
+
+def run_split(job: tuple[str, ad.AnnData, ad.AnnData, Path, int]) -> dict[str, Any]:
+    name, ref, query, folder, cv_folds = job
+    t0 = time.perf_counter()
+    part = per_split(ref, query, folder, cv_folds)
+    print(
+        f"{name}: {ref.n_obs} -> {query.n_obs} cells ({time.perf_counter() - t0:.0f} s)", flush=True
+    )
+    return part
 
 
 def pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -129,16 +159,35 @@ def pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
             k: float(np.mean([p["models"][name][k] for p in parts]))
             for k in ("marker_overlap", "chance_overlap")
         }
-    for key in ("consensus", "consensus_logreg_knn"):
+    for key in CONSENSUS:
         out[key] = {
             k: np.concatenate([p[key][k] for p in parts])
             for k in ("labels", "agreement", "broader", "unknown")
-        } | {"weights": parts[0][key]["weights"]}
+        } | {
+            "weights": {
+                m: float(np.mean([p[key]["weights"][m] for p in parts]))
+                for m in parts[0][key]["weights"]
+            },
+            "weights_per_fold": [p[key]["weights"] for p in parts],
+            "weighting": parts[0][key]["weighting"],
+        }
     return out
 
 
 def _acc(ok: np.ndarray, mask: np.ndarray) -> float | None:
     return float(ok[mask].mean()) if mask.any() else None
+
+
+def paired_bootstrap(
+    truth: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 300, seed: int = 0
+) -> list[float]:
+    """95% interval of macro-F1(a) - macro-F1(b) over cells resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        i = rng.integers(0, len(truth), len(truth))
+        diffs.append(macro_f1_true_labels(truth[i], a[i]) - macro_f1_true_labels(truth[i], b[i]))
+    return [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))]
 
 
 def summarise(d: dict[str, Any]) -> dict[str, Any]:
@@ -156,13 +205,14 @@ def summarise(d: dict[str, Any]) -> dict[str, Any]:
             "mean_marker_overlap": m["marker_overlap"],
             "marker_overlap_by_chance": m["chance_overlap"],
         }
-    for key in ("consensus", "consensus_logreg_knn"):
+    for key in CONSENSUS:
         c = d[key]
         ok = c["labels"] == truth
         full = c["agreement"] >= 1.0
         rows["consensus"][key] = {
             "models": list(c["weights"]),
             "weights": c["weights"],
+            "weighting": c["weighting"],
             "macro_f1": macro_f1_true_labels(truth, c["labels"]),
             "accuracy": float(ok.mean()),
             "share_full_agreement": float(full.mean()),
@@ -171,9 +221,20 @@ def summarise(d: dict[str, Any]) -> dict[str, Any]:
             "share_broader_term": float(c["broader"].mean()),
             "share_unknown": float(c["unknown"].mean()),
         }
-        best = max(rows["models"][n]["macro_f1"] for n in c["weights"])
+        if "weights_per_fold" in c:
+            rows["consensus"][key]["weights_per_fold"] = c["weights_per_fold"]
+        best_name = max(c["weights"], key=lambda n: rows["models"][n]["macro_f1"])
+        best = rows["models"][best_name]["macro_f1"]
+        rows["consensus"][key]["best_single"] = best_name
         rows["consensus"][key]["best_single_macro_f1"] = best
         rows["consensus"][key]["consensus_minus_best"] = rows["consensus"][key]["macro_f1"] - best
+        other = d["models"][best_name]["labels"]
+        rows["consensus"][key]["cells_called_differently_from_best"] = int(
+            (c["labels"] != other).sum()
+        )
+        rows["consensus"][key]["consensus_minus_best_95ci"] = paired_bootstrap(
+            truth, c["labels"], other
+        )
     return rows
 
 
@@ -267,20 +328,38 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="skip leave-one-type-out")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument(
+        "--cv-folds",
+        type=int,
+        default=5,
+        help="train the models with this many folds of out-of-fold reference predictions "
+        "(the consensus weights are fitted on them); 0: held-out predictions only",
+    )
+    ap.add_argument(
+        "--consensus-only",
+        action="store_true",
+        help="only §1 and the per-model rows; the other sections are kept from --out",
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="splits run in parallel processes")
     a = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs the real data folder {DATA}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     results: dict[str, Any] = {"datasets": {}}
     pbmc_parts = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, ref, query in splits(a.folds):
-            folder = Path(tmp) / name
-            print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {ref.n_obs} -> {query.n_obs} cells")
-            part = per_split(ref, query, folder)
+        jobs = [
+            (name, ref, query, Path(tmp) / name, a.cv_folds) for name, ref, query in splits(a.folds)
+        ]
+        if a.jobs > 1:  # one process per split (each trains its own models)
+            with ProcessPoolExecutor(a.jobs) as ex:
+                parts = list(ex.map(run_split, jobs))
+        else:
+            parts = [run_split(j) for j in jobs]
+        for (name, ref, query, folder, _), part in zip(jobs, parts, strict=True):
             if name.startswith("pbmc3k_cv"):
                 pbmc_parts.append(part)
-                if name.endswith("fold0"):
+                if name.endswith("fold0") and not a.consensus_only:
                     paths = {m: folder / m for m in MODELS}
                     results["perturbation_pbmc3k_fold0"] = perturbation(ref, query, paths)
                     results["evidence_pbmc3k_fold0"] = evidence_hits(query, paths)
@@ -292,7 +371,22 @@ def main() -> None:
                 results["datasets"][name] = summarise(part)
         results["datasets"] = {"pbmc3k_cv": summarise(pool(pbmc_parts))} | results["datasets"]
     results["seconds"] = time.perf_counter() - t0
-    results["command"] = "python benchmarks/eval_beyond.py" + (" --quick" if a.quick else "")
+    children = os.times()
+    results["cpu_seconds"] = (
+        time.process_time() - c0 + children.children_user + children.children_system
+    )
+    results["command"] = (
+        "python benchmarks/eval_beyond.py"
+        + (" --quick" if a.quick else "")
+        + f" --cv-folds {a.cv_folds}"
+        + (" --consensus-only" if a.consensus_only else "")
+    )
+    if a.consensus_only and Path(a.out).is_file():
+        kept = json.loads(Path(a.out).read_text())
+        for key in SECTIONS:
+            if key in kept:
+                results[key] = kept[key]
+        results["sections_kept_from"] = kept.get("command")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2, default=float))
 
@@ -302,12 +396,26 @@ def main() -> None:
     )
     for dname, d in results["datasets"].items():
         for mname, m in d["models"].items():
-            print(f"{dname:20s} {mname:22s} {fmt(m['macro_f1']):>8s} {fmt(m['accuracy']):>6s}")
+            print(f"{dname:20s} {mname:22s} {m['macro_f1']:8.4f} {fmt(m['accuracy']):>6s}")
         for cname, c in d["consensus"].items():
+            ci = c["consensus_minus_best_95ci"]
             print(
-                f"{dname:20s} {cname:22s} {fmt(c['macro_f1']):>8s} {fmt(c['accuracy']):>6s}  "
+                f"{dname:20s} {cname:22s} {c['macro_f1']:8.4f} {fmt(c['accuracy']):>6s}  "
                 f"{fmt(c['share_full_agreement'])} / {fmt(c['accuracy_full_agreement'])}  "
-                f"{fmt(c['accuracy_rest'])}   (vs best single {c['consensus_minus_best']:+.3f})"
+                f"{fmt(c['accuracy_rest'])}   (best single {c['best_single_macro_f1']:.4f}: "
+                f"{c['consensus_minus_best']:+.4f}, 95% CI {ci[0]:+.4f} .. {ci[1]:+.4f}, "
+                f"{c['cells_called_differently_from_best']} cells called differently)"
+            )
+            w = ", ".join(f"{k} {v:.3f}" for k, v in c["weights"].items())
+            how = c["weighting"]
+            print(
+                f"{'':20s}   weights {w} ({how['method']}"
+                + (
+                    f", {how['n_cells']} cells, {'/'.join(how['predictions'])}"
+                    if "n_cells" in how
+                    else ""
+                )
+                + ")"
             )
     print("\n§3 out of reference (share; accuracy out of reference vs in reference)")
     for dname, d in results["datasets"].items():
@@ -318,7 +426,7 @@ def main() -> None:
                 f"median distance {fmt(m['median_reference_distance'])}"
             )
     print("\nperturbation (PBMC 3k fold 0 held-out cells + 50-gene program): AUROC mean / min of 3")
-    for mname, rows in results["perturbation_pbmc3k_fold0"].items():
+    for mname, rows in results.get("perturbation_pbmc3k_fold0", {}).items():
         for share, r in rows.items():
             if isinstance(r, dict):
                 print(
@@ -340,7 +448,7 @@ def main() -> None:
         print(
             f"  {dname:20s} {fmt(m['mean_marker_overlap'])} ({fmt(m['marker_overlap_by_chance'])})"
         )
-    for mname, rows in results["evidence_pbmc3k_fold0"].items():
+    for mname, rows in results.get("evidence_pbmc3k_fold0", {}).items():
         for label, r in rows.items():
             print(
                 f"  {mname:8s} {label:16s}: {fmt(r['share_with_known_marker_in_top10'])} of "

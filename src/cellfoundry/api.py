@@ -65,6 +65,10 @@ def train(
         )
     if "progress" in params and "progress" not in pyinspect.signature(trainer).parameters:
         params.pop("progress")  # a family without progress reporting
+    if params.get("cv_folds") and "cv_folds" not in pyinspect.signature(trainer).parameters:
+        raise ValueError(
+            f"model family '{model}' keeps no out-of-fold predictions; train it without cv_folds"
+        )
     ref, ref_report = to_human_space(as_anndata(reference), species)
     fitted: Annotator = trainer(ref, label_key, **params)
     fitted.set_label_map(label_map)
@@ -202,7 +206,7 @@ def annotate(
 def _annotate_consensus(
     data: ad.AnnData | str | Path, models: list[ModelRef], **options: Any
 ) -> AnnotationResult:
-    from cellfoundry.consensus import consensus, heldout_weights
+    from cellfoundry.consensus import consensus, model_weights
 
     annotators = [load_model(m) for m in models]
     names = [a.name for a in annotators]
@@ -213,5 +217,5 @@ def _annotate_consensus(
         ]
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
     results = [annotate(adata, a, **options) for a in annotators]
-    weights = heldout_weights([a.manifest.metrics.get("macro_f1") for a in annotators])
-    return consensus(results, names, weights=weights)
+    weighting = model_weights(annotators, results)
+    return consensus(results, names, weights=weighting.weights, weighting=weighting)

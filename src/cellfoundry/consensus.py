@@ -1,27 +1,33 @@
 """Consensus of several models over the same cells, combined up the Cell Ontology.
 
 Each model's calibrated class probabilities are put on Cell Ontology terms (its classes' CL
-terms; a class without a term stands for itself). The *support* of a term is the probability
-mass of the term and of every term below it, averaged over the models (weighted, see below) — so votes for
-"regulatory T cell" and "CD4-positive, alpha-beta T cell" both count for "CD4-positive,
-alpha-beta T cell" and for "T cell".
+terms; a class without a term stands for itself). The pooled *mass* of a term is the weighted
+mean of the models' probabilities; its *support* is the pooled mass of the term and of every
+term below it — so votes for "regulatory T cell" and "CD4-positive, alpha-beta T cell" both
+count for "CD4-positive, alpha-beta T cell" and for "T cell".
 
-Models can be weighted; ``annotate(model=[...])`` weighs each by its macro-F1 on its own
-held-out reference cells (``heldout_weights``), so a model that the reference shows to be weaker
-has less say where the models disagree.
+Weights (``model_weights``, what ``annotate(model=[...])`` uses): fitted on reference cells that
+every model predicted without having fit on them (``cellfoundry.artifacts.heldout``: out-of-fold
+predictions when the models were trained with ``cv_folds``, else the held-out split's stop and
+test parts), by maximising the class-balanced log-likelihood of the pooled probabilities
+(``pool_weights``; every true class counts alike, as in macro-F1). A model that the reference
+shows to add nothing gets ~0 weight. Models without such predictions (older artifacts, or
+trained on different references) are weighed by their held-out macro-F1 (``heldout_weights``).
 
-The consensus call of a cell is the most specific term whose support is above ``min_support``
-(0.5: more than half the models' averaged probability), among the models' own classes and their
-*informative* ancestors (terms at or below a broad compartment such as "T cell", "monocyte",
-"endocrine cell", plus "lymphocyte" and "myeloid leukocyte"). When the models agree, that is
-their class; when they disagree, it is the closest common term that has the support; when no
-informative term has it, the cell is ``Unknown``.
+The call of a cell: the class with the largest pooled mass when its support is larger than that
+of every *rival* term (neither above nor below it); otherwise the most specific term whose
+support is above ``min_support`` (0.5) among the classes and their *informative* ancestors
+(terms at or below a broad compartment such as "T cell", "monocyte", "endocrine cell", plus
+"lymphocyte" and "myeloid leukocyte") — the closest common term of the disagreeing calls;
+otherwise ``Unknown``. So a broader term is called only when the evidence is split between
+lineages (e.g. CD4 and CD8 T cell tie), never when one class leads.
 
 ``consensus_agreement`` is the share of models whose own most probable class agrees with the
 consensus call: the same term, a broader term above it ("T cell" agrees with "CD4 T cells"), or
 a narrower term below it as long as the narrower calls lie on one lineage ("regulatory T cell"
 agrees with "CD4-positive, alpha-beta T cell"; "CD4 T" and "CD8 T" rolled up to "T cell" do not
-agree). 1.0 means every model made a compatible call; Unknown cells have 0.
+agree). Every model counts once, whatever its weight. 1.0 means every model made a compatible
+call; Unknown cells have 0.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from cellfoundry.artifacts.heldout import HeldOutPredictions
+from cellfoundry.models.base import Annotator
 from cellfoundry.ontology import (
     GENERIC_LEVELS,
     LabelMapping,
@@ -140,6 +148,115 @@ class ConsensusCalls:
     leaf_mass: np.ndarray  # (cells, n_leaves) probability mass per class, averaged over models
 
 
+MIN_FIT_CELLS = 20  # held-out cells shared by every model below which weights are not fitted
+_FLOOR = 1e-4  # probability floor of a model's mass on the true term (a model is never certain)
+
+
+def pool_weights(support: np.ndarray, y: np.ndarray, iters: int = 2000) -> np.ndarray:
+    """Class-balanced maximum-likelihood weights of the linear pool of several models.
+
+    ``support`` (cells, models): each model's probability mass on the true term of the cell (the
+    term and every term below it), on reference cells none of the models fit on; ``y`` the true
+    term. The weights maximise ``sum_i c_i log(sum_m w_m s_im)`` over the simplex, with ``c_i``
+    giving every true class the same total weight (as macro-F1 does). The objective is concave;
+    the EM update ``w_m <- sum_i c_i w_m s_im / sum_k w_k s_ik`` climbs to its maximum.
+    """
+    s = np.maximum(np.asarray(support, dtype=np.float64), _FLOOR)
+    y = np.asarray(y)
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    c = 1.0 / counts[inverse]
+    c /= c.sum()
+    w = np.full(s.shape[1], 1.0 / s.shape[1])
+    for _ in range(iters):
+        new = w * ((c / (s @ w)) @ s)
+        new /= new.sum()
+        if np.abs(new - w).max() < 1e-9:
+            return new
+        w = new
+    return w
+
+
+@dataclass
+class Weighting:
+    """The model weights of a consensus and where they come from."""
+
+    weights: list[float]
+    method: str  # "fitted_on_heldout_cells" | "heldout_macro_f1" | "equal" | "given"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.method, **self.detail}
+
+
+def fitted_weights(
+    results: Sequence[AnnotationResult],
+    heldout: Sequence[HeldOutPredictions | None],
+    min_cells: int = MIN_FIT_CELLS,
+) -> Weighting | None:
+    """Weights fitted (``pool_weights``) on the reference cells every model predicted without
+    having fit on them (``cellfoundry.artifacts.heldout``); None when a model has no such
+    predictions or fewer than ``min_cells`` cells (of two or more classes) are shared."""
+    if len(heldout) != len(results) or any(h is None for h in heldout):
+        return None
+    held = [h for h in heldout if h is not None]
+    common = held[0].cells
+    for h in held[1:]:
+        common = np.intersect1d(common, h.cells)
+    if len(common) < min_cells:
+        return None
+    vocab = build_vocabulary(results)
+    key_index = {k: i for i, k in enumerate(vocab.keys)}
+    truth, mass = [], []
+    for res, h in zip(results, held, strict=True):
+        order = np.argsort(h.cells, kind="stable")
+        rows = order[np.searchsorted(h.cells[order], common)]  # each common cell's row
+        leaf = np.asarray([key_index[k] for k in _class_keys(res)])
+        truth.append(leaf[h.y[rows]])
+        to_leaf = np.zeros((len(leaf), vocab.n_leaves), dtype=np.float32)
+        to_leaf[np.arange(len(leaf)), leaf] = 1.0
+        mass.append(h.probabilities[rows].astype(np.float32) @ to_leaf)
+    t = truth[0]
+    same = np.all([tr == t for tr in truth], axis=0)  # the models' references label them alike
+    if same.sum() < min_cells or len(np.unique(t[same])) < 2:
+        return None
+    t = t[same]
+    # mass on the true term and every term below it
+    support = np.stack([(m[same] * vocab.below[:, t].T).sum(axis=1) for m in mass], axis=1)
+    w = pool_weights(support, t)
+    kinds = sorted({h.kind for h in held})
+    return Weighting(
+        [float(v) for v in w],
+        "fitted_on_heldout_cells",
+        {
+            "n_cells": int(same.sum()),
+            "n_classes": len(np.unique(t)),
+            "predictions": kinds,
+            "objective": "class-balanced log-likelihood of the weighted mean of the models' "
+            "probabilities on reference cells none of them fit on",
+        },
+    )
+
+
+def model_weights(
+    annotators: Sequence[Annotator], results: Sequence[AnnotationResult]
+) -> Weighting:
+    """The weights ``annotate(model=[...])`` uses: fitted on the models' held-out predictions
+    (``fitted_weights``) when every model kept them for shared reference cells, else from each
+    model's held-out macro-F1 (``heldout_weights``)."""
+    fitted = fitted_weights(results, [a.heldout_predictions for a in annotators])
+    if fitted is not None:
+        return fitted
+    f1 = [a.manifest.metrics.get("macro_f1") for a in annotators]
+    w = heldout_weights(f1)
+    if any(f is None or not np.isfinite(f) for f in f1):
+        return Weighting(w, "equal", {"why": "a model has no held-out macro-F1"})
+    return Weighting(
+        w,
+        "heldout_macro_f1",
+        {"why": "the models kept no predictions on shared held-out reference cells"},
+    )
+
+
 def heldout_weights(macro_f1: Sequence[float | None]) -> list[float]:
     """Model weights from each model's macro-F1 on its own held-out reference cells.
 
@@ -173,6 +290,8 @@ def combine(
         to_leaf.append(m)
     calls = [res.probabilities.argmax(axis=1) for res in results]
     leaf_calls = [np.asarray([key_index[k] for k in _class_keys(res)]) for res in results]
+    # rivals[l, n]: node n is neither the class l, nor above it, nor below it
+    rivals = ~(vocab.below.astype(bool) | vocab.strictly_below[: vocab.n_leaves])
     node = np.full(n, -1, dtype=np.int64)
     support = np.zeros(n, dtype=np.float32)
     leaf_mass = np.zeros((n, vocab.n_leaves), dtype=np.float32)
@@ -187,8 +306,17 @@ def combine(
         finest = ok & ~((ok.astype(np.float32) @ vocab.strictly_below.T.astype(np.float32)) > 0)
         best = np.where(finest, sup, -np.inf).argmax(axis=1)
         has = ok.any(axis=1)
-        node[s:e] = np.where(has, best, -1)
-        support[s:e] = np.where(has, sup[np.arange(e - s), best], 0.0)
+        # the top class is called outright when it has more support than every rival term
+        top = mass.argmax(axis=1)
+        rows = np.arange(e - s)
+        rival = np.full(e - s, -np.inf, dtype=np.float32)
+        for leaf in np.unique(top):
+            at = np.nonzero(top == leaf)[0]
+            if rivals[leaf].any():
+                rival[at] = sup[np.ix_(at, np.nonzero(rivals[leaf])[0])].max(axis=1)
+        wins = sup[rows, top] > rival
+        node[s:e] = np.where(wins, top, np.where(has, best, -1))
+        support[s:e] = np.where(node[s:e] >= 0, sup[rows, np.maximum(node[s:e], 0)], 0.0)
         leaf_mass[s:e] = mass
     # agreement per distinct (call, each model's call) combination: few, however many cells
     own = np.stack([lc[c] for c, lc in zip(calls, leaf_calls, strict=True)], axis=1)
@@ -227,6 +355,7 @@ class ConsensusResult(AnnotationResult):
     vocabulary: Vocabulary | None = None
     min_support: float = DEFAULT_MIN_SUPPORT
     weights: list[float] = field(default_factory=list)
+    weighting: dict[str, Any] = field(default_factory=dict)
 
     def _parts(self) -> tuple[ConsensusCalls, Vocabulary]:
         assert self.calls is not None and self.vocabulary is not None
@@ -309,12 +438,14 @@ class ConsensusResult(AnnotationResult):
         return {
             "models": list(self.member_names),
             "rule": (
-                "most specific Cell Ontology term whose support (probability mass of the term "
-                f"and its descendants, averaged over models) is above {self.min_support:g}; "
-                "Unknown when no informative term has it"
+                "the class with the largest weighted mean probability when its support (mass "
+                "of the term and its descendants) exceeds that of every term neither above nor "
+                "below it; else the most specific informative Cell Ontology term with support "
+                f"above {self.min_support:g}; else Unknown"
             ),
             "min_support": self.min_support,
             "weights": dict(zip(self.member_names, self.weights, strict=True)),
+            "weighting": self.weighting,
             "mean_agreement": float(agree.mean()) if self.n_cells else 0.0,
             "share_full_agreement": float((agree >= 1.0).mean()) if self.n_cells else 0.0,
             "share_unknown": float(self.unknown.mean()) if self.n_cells else 0.0,
@@ -347,11 +478,13 @@ def consensus(
     *,
     min_support: float = DEFAULT_MIN_SUPPORT,
     weights: Sequence[float] | None = None,
+    weighting: Weighting | None = None,
 ) -> ConsensusResult:
     """Combine the results of several models over the same cells (see the module doc).
 
-    ``weights`` (one per model, e.g. ``heldout_weights``) weigh the models' probability mass;
-    equal by default.
+    ``weights`` (one per model, e.g. from ``model_weights``, ``fitted_weights`` or
+    ``heldout_weights``) weigh the models' probability mass; equal by default. ``weighting``
+    records where they come from (in the summary).
     """
     if len(results) < 2:
         raise ValueError("a consensus needs at least two results")
@@ -362,6 +495,8 @@ def consensus(
     model_names = member_names(names if names is not None else [r.model_name for r in results])
     vocab = build_vocabulary(results)
     w = [1.0] * len(results) if weights is None else [float(v) for v in weights]
+    if weighting is None:
+        weighting = Weighting(w, "equal" if weights is None else "given")
     calls = combine(results, vocab, min_support, w)
     leaf_names = vocab.names[: vocab.n_leaves]
     matches: dict[str, TermMatch] = {}
@@ -401,6 +536,7 @@ def consensus(
         vocabulary=vocab,
         min_support=min_support,
         weights=[v / sum(w) for v in w],
+        weighting=weighting.describe(),
     )
     obs[CONSENSUS_COLUMN] = out.labels
     obs[CONSENSUS_TERM_COLUMN] = out.term_ids

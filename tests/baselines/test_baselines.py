@@ -12,6 +12,7 @@ import pytest
 
 import cellfoundry as cf
 from cellfoundry.artifacts import MANIFEST, TRAINING_CELLS_FILE
+from cellfoundry.artifacts.heldout import HELDOUT_FILE
 from cellfoundry.data.normalize import log1p_cp10k
 from cellfoundry.errors import CoverageError, DataError, ModelError
 from cellfoundry.result import PROBA_KEY
@@ -49,7 +50,13 @@ def test_learns_the_synthetic_types(trained, query: ad.AnnData) -> None:
 def test_artifact_is_versioned_and_pickle_free(trained) -> None:
     family, path = trained
     files = {p.name for p in path.iterdir()}
-    assert files == {MANIFEST, "weights.safetensors", "genes.txt", TRAINING_CELLS_FILE}
+    assert files == {
+        MANIFEST,
+        "weights.safetensors",
+        "genes.txt",
+        TRAINING_CELLS_FILE,
+        HELDOUT_FILE,
+    }
     m = json.loads((path / MANIFEST).read_text())
     assert m["family"] == family and m["version"] == "1"
     assert m["classes"] == ["type_0", "type_1", "type_2", "type_3"]
@@ -58,7 +65,12 @@ def test_artifact_is_versioned_and_pickle_free(trained) -> None:
     assert len(m["training"]["data_sha256"]) == 64
     assert 0 < m["unknown_threshold"] <= 1
     assert m["metrics"]["accuracy"] > 0.9 and "held-out" in m["metrics"]["evaluated_on"]
-    assert set(m["files"]) == {"weights.safetensors", "genes.txt", TRAINING_CELLS_FILE}
+    assert set(m["files"]) == {
+        "weights.safetensors",
+        "genes.txt",
+        TRAINING_CELLS_FILE,
+        HELDOUT_FILE,
+    }
 
 
 def test_tampered_artifact_is_refused(trained, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -46,6 +47,13 @@ label_map_option = click.option(
     default=None,
     help="Foundation checkpoint folder or registered name (for *-knn / *-head models).",
 )
+@click.option(
+    "--cv-folds",
+    default=0,
+    show_default=True,
+    help="Baselines: also keep out-of-fold predictions of every reference cell from this many "
+    "folds (≥ 2; that many more fits), which weigh the model in a consensus.",
+)
 @species_option
 @label_map_option
 def train_cmd(
@@ -56,6 +64,7 @@ def train_cmd(
     seed: int,
     n_features: int,
     checkpoint: str | None = None,
+    cv_folds: int = 0,
     species: str = "auto",
     label_map: str | None = None,
 ) -> None:
@@ -65,7 +74,9 @@ def train_cmd(
         f"training {family} on {adata.n_obs:,} cells x {adata.n_vars:,} genes ({label_key})",
         err=True,
     )
-    extra = {"checkpoint": checkpoint} if checkpoint else {}
+    extra: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
+    if cv_folds:
+        extra["cv_folds"] = cv_folds
     model = train(
         adata,
         label_key,

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from cellfoundry.artifacts import Manifest, load_genes
+from cellfoundry.artifacts.heldout import HeldOutPredictions
 from cellfoundry.data.prepare import (
     DEFAULT_MIN_COVERAGE,
     InputPlan,
@@ -115,6 +116,8 @@ class Annotator(ABC):
         self.holdout: dict[str, np.ndarray] | None = None
         # keys of the cells it fit on (cellfoundry.artifacts.cells), written with the artifact
         self.training_cells: np.ndarray | None = None
+        # predictions on reference cells it did not fit on (cellfoundry.artifacts.heldout)
+        self.heldout_predictions: HeldOutPredictions | None = None
 
     @property
     def name(self) -> str:

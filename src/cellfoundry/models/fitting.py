@@ -89,6 +89,44 @@ class FitOutcome:
     threshold: float
     metrics: dict[str, Any]
     holdout: dict[str, np.ndarray]  # test indices (into kept cells), y, proba; train_index
+    # predictions on cells the scoring model did not fit on (cellfoundry.artifacts.heldout):
+    # index (into kept cells), y, proba; kind "held_out" or "cross_validation"
+    predictions: dict[str, Any]
+
+
+def fold_ids(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Stratified fold of every cell: each class's cells dealt to the folds in turn, shuffled."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        out[idx] = (np.arange(len(idx)) + rng.integers(folds)) % folds
+    return out
+
+
+def cross_val_proba(
+    x: sp.csr_matrix,
+    y: np.ndarray,
+    n_classes: int,
+    fit: FitFn,
+    score: ScoreFn,
+    *,
+    folds: int,
+    seed: int,
+    temperature: float,
+) -> np.ndarray:
+    """Out-of-fold probabilities of every cell (each fold scored by a fit on the other folds,
+    with the model's temperature)."""
+    fold = fold_ids(y, folds, seed)
+    proba = np.zeros((len(y), n_classes), dtype=np.float32)
+    for f in range(folds):
+        test = fold == f
+        if not test.any():
+            continue
+        state = fit(x[~test], y[~test], n_classes, seed)
+        scores, are_logits = score(state, x[test])
+        proba[test] = apply_temperature(scores, temperature) if are_logits else scores
+    return proba
 
 
 def fit_with_holdout(
@@ -103,6 +141,7 @@ def fit_with_holdout(
     refit: bool = True,
     reject_correct: float = DEFAULT_REJECT_CORRECT,
     progress: bool = False,
+    cv_folds: int = 0,
 ) -> FitOutcome:
     """Fit on the training part, calibrate on held-out cells, measure on other held-out cells.
 
@@ -111,7 +150,13 @@ def fit_with_holdout(
     calibration part, the stored metrics from the test part, which neither choice saw. Baselines
     have no early stopping; the stop part is left out of the fit so the training cells stay equal.
     With ``refit`` the final model is then refit on every labelled cell.
+
+    ``predictions`` (kept with the artifact, for weighing models in a consensus): the training
+    part's model on the stop and test parts, or with ``cv_folds`` > 1 out-of-fold predictions of
+    every labelled cell (``cv_folds`` more fits).
     """
+    if cv_folds == 1 or cv_folds < 0:
+        raise ValueError(f"cv_folds must be 0 (no cross-validation) or at least 2, got {cv_folds}")
     split = held_out_split(y, holdout_fraction, seed)
     tr, ca, te = split.train, split.calibration, split.test
     bar = tqdm(total=3 if refit else 2, desc="training", unit="step", disable=not progress)
@@ -125,6 +170,36 @@ def fit_with_holdout(
     threshold = choose_unknown_threshold(cal_proba, y[ca], reject_correct)
     scores, _ = score(state, x[te])
     proba = apply_temperature(scores, temperature) if are_logits else scores
+    if cv_folds > 1:
+        bar.set_postfix_str(f"{cv_folds}-fold out-of-fold predictions")
+        every = np.arange(len(y))
+        predictions: dict[str, Any] = {
+            "index": every,
+            "y": y,
+            "proba": cross_val_proba(
+                x, y, len(classes), fit, score, folds=cv_folds, seed=seed, temperature=temperature
+            ),
+            "kind": "cross_validation",
+            "folds": cv_folds,
+        }
+    else:
+        stop_scores, _ = score(state, x[split.stop]) if len(split.stop) else (None, False)
+        both = np.concatenate([split.stop, te])
+        order = np.argsort(both)
+        parts = (
+            [proba]
+            if stop_scores is None
+            else [
+                apply_temperature(stop_scores, temperature) if are_logits else stop_scores,
+                proba,
+            ]
+        )
+        predictions = {
+            "index": both[order],
+            "y": y[both[order]],
+            "proba": np.concatenate(parts)[order].astype(np.float32),
+            "kind": "held_out",
+        }
     pred = proba.argmax(axis=1)
     metrics = classification_metrics(
         [classes[i] for i in y[te]], [classes[i] for i in pred], proba, classes, threshold=threshold
@@ -159,4 +234,5 @@ def fit_with_holdout(
             "train_index": np.arange(len(y)) if refit else tr,
             "calibration_index": ca,
         },
+        predictions,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cellfoundry.artifacts import MANIFEST, Manifest
+from cellfoundry.artifacts.heldout import read_heldout
 from cellfoundry.errors import ModelError
 from cellfoundry.models.base import Annotator
 
@@ -73,7 +74,11 @@ def load_model(spec: str | Path | Annotator) -> Annotator:
             "pass the --out folder of `cellfoundry train`",
         )
     manifest = Manifest.read(folder)
-    return annotator_class(manifest.family).load(folder, manifest)
+    annotator = annotator_class(manifest.family).load(folder, manifest)
+    annotator.heldout_predictions = read_heldout(
+        folder, len(manifest.classes), manifest.training.get("heldout_predictions")
+    )
+    return annotator
 
 
 register_family(

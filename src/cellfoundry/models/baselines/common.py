@@ -19,6 +19,7 @@ from cellfoundry.artifacts import (
     save_genes,
     write_training_cells,
 )
+from cellfoundry.artifacts.heldout import HeldOutPredictions, key_hashes, write_heldout
 from cellfoundry.data.genes import gene_keys, genes_hash
 from cellfoundry.data.matrix import source_var
 from cellfoundry.data.prepare import InputPlan, features, plan_input
@@ -169,8 +170,13 @@ class StateAnnotator(FeatureAnnotator):
         refit: bool,
         label_key: str,
         progress: bool,
+        cv_folds: int = 0,
     ) -> Self:
-        """Fit with a held-out split (metrics, temperature, Unknown threshold), then refit."""
+        """Fit with a held-out split (metrics, temperature, Unknown threshold), then refit.
+
+        ``cv_folds`` > 1 also keeps out-of-fold predictions of every labelled cell (for weighing
+        the model in a consensus; ``cv_folds`` more fits), else the held-out parts' predictions.
+        """
         out = fit_with_holdout(
             ref.x,
             ref.labels.y,
@@ -181,6 +187,7 @@ class StateAnnotator(FeatureAnnotator):
             holdout_fraction=holdout_fraction,
             refit=refit,
             progress=progress,
+            cv_folds=cv_folds,
         )
         counts = np.bincount(ref.labels.y, minlength=len(ref.labels.classes))
         heldout = out.holdout["index"]
@@ -225,11 +232,20 @@ class StateAnnotator(FeatureAnnotator):
         model.holdout = out.holdout
         if ref.cell_keys is not None:
             model.training_cells = ref.cell_keys[out.holdout["train_index"]]
+            pred = out.predictions
+            model.heldout_predictions = HeldOutPredictions(
+                key_hashes(ref.cell_keys[pred["index"]]), pred["y"], pred["proba"], pred["kind"]
+            )
+            manifest.training["heldout_predictions"] = model.heldout_predictions.describe() | (
+                {"folds": pred["folds"]} if "folds" in pred else {}
+            )
         return model
 
     def save(self, folder: str | Path) -> Path:
         if self.training_cells is not None:
             write_training_cells(folder, self.training_cells)
+        if self.heldout_predictions is not None:
+            write_heldout(folder, self.heldout_predictions)
         return write_artifact(folder, self.manifest, self.state, self.genes, self.symbols)
 
     @classmethod

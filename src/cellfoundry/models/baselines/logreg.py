@@ -117,8 +117,14 @@ class LogRegAnnotator(StateAnnotator):
         holdout_fraction: float = 0.2,
         refit: bool = True,
         progress: bool = False,
+        cv_folds: int = 0,
     ) -> LogRegAnnotator:
-        """Train on ``obs[label_key]`` of a labelled reference."""
+        """Train on ``obs[label_key]`` of a labelled reference.
+
+        ``cv_folds`` (≥ 2) keeps out-of-fold predictions of every reference cell with the
+        artifact, which weigh the model in a consensus (``cv_folds`` more fits); by default the
+        held-out cells' predictions are kept.
+        """
         ref = prepare_reference(adata, label_key, n_features)
         params: dict[str, Any] = {
             "n_features": n_features,
@@ -141,4 +147,5 @@ class LogRegAnnotator(StateAnnotator):
             refit=refit,
             label_key=label_key,
             progress=progress,
+            cv_folds=cv_folds,
         )
