@@ -16,6 +16,10 @@ genes), ``knn`` (same genes, PCA) and ``logreg_5000`` (5,000 most variable genes
    (perturbed vs untouched); a leave-one-type-out AUROC (cells of a type the reference lacks vs
    the other held-out cells).
 
+The models are trained with ``--cv-folds`` (5) folds of out-of-fold reference predictions, on
+which the consensus weights are fitted; ``benchmarks/results/beyond_consensus_cv0.json`` is §1
+with ``--cv-folds 0`` (weights fitted on the held-out split's stop and test parts, the default).
+
     .venv/bin/python benchmarks/eval_beyond.py [--folds 5] [--quick] [--cv-folds 5]
         [--consensus-only] [--jobs 7]
 """
