@@ -13,8 +13,9 @@ connections, body and process count it measures two ceilings of the stack:
   FastAPI endpoint costs here);
 - ``asgi_hello``: a bare ASGI app under the same uvicorn (httptools + uvloop): the transport alone.
 
-It prints requests/s, p50/p99 latency, the server's CPU time per request (all its processes;
-steadier than wall-clock figures on a loaded machine) and the ratios to the ceilings, then the
+It prints requests/s, p50/p99 latency, the server's CPU time per request (all its processes,
+less their idle rate measured just before; steadier than wall-clock figures on a loaded
+machine) and the ratios to the ceilings, then the
 latency of one client alone (the service time) and of one cell through the in-process library
 call `cellfoundry.annotate` (the naive way to serve one cell). Results: benchmarks/results/predict.json.
 
@@ -226,7 +227,9 @@ def run_wrk(
         + f'local f = io.open("{tmp / "body.json"}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua)]
-    out = subprocess.run([*cmd, url + "/predict"], capture_output=True, text=True, check=True)
+    out = subprocess.run([*cmd, url + "/predict"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
     text = out.stdout
     lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", text, re.M))
 
@@ -357,11 +360,17 @@ def measure(
 ) -> dict[str, Any]:
     """A short warm-up, then the measured run with the server's CPU time per request."""
     settle(pid)
+    idle0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(2.0)  # the server's own background work (reaper, model sync), to subtract
+    idle_rate = (cpu_seconds(pid) - idle0) / (time.monotonic() - t0)
     TOOLS[tool](url, key, body, conns, 1.0, tmp)
-    cpu0 = cpu_seconds(pid)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
     out = TOOLS[tool](url, key, body, conns, seconds, tmp)
-    cpu = cpu_seconds(pid) - cpu0
-    out["server_cpu_us_per_request"] = cpu / max(1, out["requests"]) * 1e6 if pid else None
+    cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+    n = max(1, out["requests"])
+    out["server_cpu_us_per_request"] = (cpu - idle_rate * wall) / n * 1e6 if pid else None
+    out["server_cpu_us_per_request_raw"] = cpu / n * 1e6 if pid else None
+    out["server_idle_cpu_share"] = idle_rate if pid else None
     return out
 
 
