@@ -254,7 +254,9 @@ def mean_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
             "macro_f1": float(np.mean([f["all_genes"]["macro_f1"] for f in folds])),
             "macro_f1_std": float(np.std([f["all_genes"]["macro_f1"] for f in folds])),
             "per_class_f1": mean_per_class([f["all_genes"].get("per_class_f1") for f in folds]),
-            "n_folds_per_class": sum("per_class_f1" in f["all_genes"] for f in folds),
+            "per_class_folds": [
+                f.get("fold", 0) for f in folds if "per_class_f1" in f["all_genes"]
+            ],
         },
         "panels": {},
         "folds": folds,
@@ -477,17 +479,27 @@ def print_per_class(results: dict[str, Any]) -> None:
         if task.startswith("_") or not r.get("all_genes", {}).get("per_class_f1"):
             continue
         classes = list(r["all_genes"]["per_class_f1"])
-        print(f"\nper-class F1, {task}")
-        print(f"{'':<26}" + "".join(f"{c[:11]:>12}" for c in classes))
+        pc_folds = r["all_genes"].get("per_class_folds")
+        print(
+            f"\nper-class F1, {task}"
+            + (f" (folds {pc_folds}; ceiling rows: their folds)" if pc_folds else "")
+        )
+        print(f"{'':<30}" + "".join(f"{c[:11]:>12}" for c in classes))
         rows = [("all genes", r["all_genes"]["per_class_f1"])]
         for name, p in r["panels"].items():
             mode = p[p["default"]]
             if mode.get("per_class_f1"):
                 rows.append((f"{name} {p['default']}", mode["per_class_f1"]))
             if "ceiling" in p:
-                rows.append((f"{name} ceiling", p["ceiling"]["per_class_f1"]))
+                folds = p["ceiling"].get("folds")
+                rows.append(
+                    (
+                        f"{name} ceiling" + (f" f{folds}" if folds else ""),
+                        p["ceiling"]["per_class_f1"],
+                    )
+                )
         for label, f in rows:
-            print(f"{label:<26}" + "".join(f"{f.get(c, float('nan')):>12.3f}" for c in classes))
+            print(f"{label:<30}" + "".join(f"{f.get(c, float('nan')):>12.3f}" for c in classes))
 
 
 if __name__ == "__main__":
