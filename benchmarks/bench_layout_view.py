@@ -57,6 +57,7 @@ def main() -> None:
         cx, cy = centres[0]
         views = {
             "whole extent, density 256x256": {"bins": 256},
+            "whole extent, density 128x128 (the web UI's grid)": {"bins": 128},
             "zoom: 4 x 4 units on a blob": {"x0": cx - 2, "x1": cx + 2, "y0": cy - 2, "y1": cy + 2},
             "zoom: 1.2 x 1.2 units on a blob": {"x0": cx - 0.6, "x1": cx + 0.6, "y0": cy - 0.6, "y1": cy + 0.6},
         }  # fmt: skip

@@ -6,7 +6,8 @@ Runs the app in process on a throwaway home with three models: the demo model, a
 regression trained on half of ../shared/data/pbmc3k_labeled_counts.h5ad (``pbmc3k-logreg``) and a
 copy of the demo model with a weights file deleted (``demo-broken``: not ready). Through the API it
 uploads ../shared/data/10x_pbmc68k_reduced.h5ad and the pbmc3k file, annotates the first with a
-layout (and has a submit with an out-of-range param refused), uploads the pbmc68k cells with only
+layout (viewed through GET /runs/{id}/layout as a density grid and as a zoomed viewport's points;
+and has a submit with an out-of-range param refused), uploads the pbmc68k cells with only
 their scaled matrix (refused) and as mouse genes (annotated through human orthologs), fine-tunes a
 logistic regression on pbmc68k, evaluates pbmc3k-logreg on the pbmc3k cells it was not trained on,
 evaluates the demo model on pbmc3k (whose cell-type names it does not share), and submits an
@@ -182,6 +183,22 @@ def record(app: Any) -> int:
             write("status_running.json", RUNNING[-1])
         write("results.json", results(c, status, page_size=25))
         write("results_page2.json", results(c, status, page=2, page_size=25)["cells"])
+        # the every-cell layout as the WebGL view asks for it: the whole extent as a density grid
+        # (more cells than max_points), then one zoomed quarter as points
+        view = f"/runs/{status['id']}/layout"
+        full = c.get(view, params={"max_points": 200, "bins": 32}).raise_for_status().json()
+        write("layout_density.json", full)
+        ext = full["extent"]
+        quarter = {
+            "x0": ext["x0"],
+            "x1": (ext["x0"] + ext["x1"]) / 2,
+            "y0": ext["y0"],
+            "y1": (ext["y0"] + ext["y1"]) / 2,
+        }
+        write(
+            "layout_points.json",
+            c.get(view, params={**quarter, "max_points": 400}).raise_for_status().json(),
+        )
         write("status_not_found.json", refused(c.get("/status/r_no_such_run"), 404))
         # the pbmc68k cells as mouse genes (1:1 orthologs): mapped back to human for the model
         mouse = mouseify(ad.read_h5ad(DATA).raw.to_adata(), ROOT.parent / "shared")

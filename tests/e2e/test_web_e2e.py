@@ -2,7 +2,8 @@
 
 Runs ``node web/e2e/run.mjs``, which starts the service itself with a temporary CELLFOUNDRY_HOME,
 uploads the real PBMC 3k file, runs an annotation, checks the UMAP, the downloads, a failing run
-and an evaluation report. Build the UI first: ``cd web && npm ci && npm run build``.
+and an evaluation report; ``web/e2e/layout.mjs`` checks the every-cell layout view (WebGL, zoom
+fetches). Build the UI first: ``cd web && npm ci && npm run build``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ def _cellfoundry_bin() -> Path:
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.timeout(1200)
-def test_web_ui_end_to_end(shared_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "script",
+    [
+        "e2e/run.mjs",
+        # the Run page's every-cell layout: WebGL, and a zoom fetches GET /runs/{id}/layout's viewport
+        "e2e/layout.mjs",
+    ],
+)
+def test_web_ui_end_to_end(script: str, shared_dir: Path, tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (Node 20+ is needed for the web UI tests)")
@@ -51,7 +60,7 @@ def test_web_ui_end_to_end(shared_dir: Path, tmp_path: Path) -> None:
         "E2E_ARTIFACTS": str(tmp_path / "artifacts"),
     }
     proc = subprocess.run(
-        [node, "e2e/run.mjs"], cwd=WEB, env=env, capture_output=True, text=True, timeout=1150
+        [node, script], cwd=WEB, env=env, capture_output=True, text=True, timeout=1150
     )
     out = proc.stdout + proc.stderr
     if proc.returncode == SKIP_CODE:

@@ -1,7 +1,7 @@
 // Shared by the e2e runner and the screenshot script: start the real `cellfoundry serve` on a free
 // port with a temporary CELLFOUNDRY_HOME, create an API key, and launch Debian's headless Chromium.
 import { spawn, execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -14,6 +14,9 @@ export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 export const SHARED = resolve(process.env.CELLFOUNDRY_SHARED ?? join(REPO, "..", "shared"));
 export const PBMC3K = join(SHARED, "data", "pbmc3k_labeled_counts.h5ad");
 export const DIST = join(WEB, "dist");
+export const N_CELLS = 2638; // cells in pbmc3k_labeled_counts.h5ad
+export const RUN_TIMEOUT = Number(process.env.E2E_RUN_TIMEOUT_S ?? 480) * 1000;
+export const log = (m) => console.log(`# ${m}`);
 
 /** Reasons the environment cannot run the browser tests (empty when it can). */
 export function missing({ needData = true } = {}) {
@@ -125,5 +128,54 @@ export async function until(fn, what, timeoutMs = 30_000, everyMs = 250) {
     if (v) return v;
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
     await sleep(everyMs);
+  }
+}
+
+/** A test runner's checks: `check(name, fn)` prints "ok - name (s)" or "not ok - name: reason" (with
+ * a screenshot of `page()` under `artifacts`), `finish(svc, browser)` closes both, prints the service
+ * output when a check failed and the "N passed, N failed" line, and returns the exit code. */
+export function checks({ artifacts, page = () => null }) {
+  const results = [];
+  async function check(name, fn) {
+    const t0 = Date.now();
+    try {
+      await fn();
+      results.push([name, true]);
+      console.log(`ok - ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    } catch (e) {
+      results.push([name, false]);
+      console.log(`not ok - ${name}: ${e.message.split("\n").slice(0, 6).join("\n    ")}`);
+      try {
+        mkdirSync(artifacts, { recursive: true });
+        const file = join(artifacts, `${name.replace(/[^a-z0-9]+/gi, "-")}.png`);
+        await page()?.screenshot({ path: file, fullPage: true });
+        console.log(`    screenshot: ${file}`);
+      } catch { /* no page */ }
+    }
+  }
+  function fail(e) {
+    results.push(["harness", false]);
+    console.log(`not ok - harness: ${e.stack ?? e}`);
+  }
+  async function finish(svc, browser) {
+    await browser?.close();
+    if (svc) {
+      if (results.some(([, ok]) => !ok)) console.log(`# service output (tail):\n${svc.output().split("\n").slice(-30).join("\n")}`);
+      await svc.shutdown();
+    }
+    const passed = results.filter(([, ok]) => ok).length;
+    const failed = results.length - passed;
+    console.log(`${passed} passed, ${failed} failed`);
+    return failed ? 1 : 0;
+  }
+  return { check, fail, finish };
+}
+
+/** Exit 77 (the runners' "skipped") with the reasons when the environment cannot run the tests. */
+export function exitUnlessReady() {
+  const reasons = missing();
+  if (reasons.length) {
+    console.log(`SKIP: ${reasons.join("; ")}`);
+    process.exit(77);
   }
 }

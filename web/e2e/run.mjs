@@ -3,43 +3,17 @@
 // Usage: node e2e/run.mjs   (env: CELLFOUNDRY_BIN, CHROMIUM_PATH, CELLFOUNDRY_SHARED, E2E_ARTIFACTS)
 // Prints one line per check and a closing "N passed, N failed" line; exit 0 only when all pass.
 // Exit code 77 (with a reason) when the environment cannot run them (no Chromium, no build, no data).
-import { mkdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { PBMC3K, WEB, launchBrowser, missing, startService, until } from "./harness.mjs";
+import { N_CELLS, PBMC3K, RUN_TIMEOUT, WEB, checks, exitUnlessReady, launchBrowser, log, startService, until } from "./harness.mjs";
 
-const SKIP = 77;
-const reasons = missing();
-if (reasons.length) {
-  console.log(`SKIP: ${reasons.join("; ")}`);
-  process.exit(SKIP);
-}
+exitUnlessReady();
 
 const ARTIFACTS = process.env.E2E_ARTIFACTS ?? join(WEB, "e2e", "artifacts");
-const N_CELLS = 2638; // cells in pbmc3k_labeled_counts.h5ad
-const RUN_TIMEOUT = Number(process.env.E2E_RUN_TIMEOUT_S ?? 480) * 1000;
-const log = (m) => console.log(`# ${m}`);
-const results = [];
 let svc;
 let browser;
 let page;
-
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    results.push([name, true]);
-    console.log(`ok - ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-  } catch (e) {
-    results.push([name, false]);
-    console.log(`not ok - ${name}: ${e.message.split("\n").slice(0, 6).join("\n    ")}`);
-    try {
-      mkdirSync(ARTIFACTS, { recursive: true });
-      const file = join(ARTIFACTS, `${name.replace(/[^a-z0-9]+/gi, "-")}.png`);
-      await page?.screenshot({ path: file, fullPage: true });
-      console.log(`    screenshot: ${file}`);
-    } catch { /* no page */ }
-  }
-}
+const { check, fail, finish } = checks({ artifacts: ARTIFACTS, page: () => page });
 
 const text = (sel) => page.locator(sel).first().innerText();
 
@@ -142,10 +116,12 @@ try {
   await check("run page follows the run to success and draws the UMAP with every cell", async () => {
     await waitRunState("succeeded");
     const umap = page.getByTestId("umap");
-    await until(async () => (await umap.getAttribute("data-ready")) === "true", "UMAP drawn", 60_000);
+    // by predicted type: every cell from GET /runs/{id}/layout, drawn with WebGL (e2e/layout.mjs zooms)
+    await until(async () => (await umap.getAttribute("data-ready")) === "true"
+      && (await page.getByTestId("layout-view").getAttribute("data-mode")) === "points", "UMAP drawn", 60_000);
     const declared = Number(await umap.getAttribute("data-points"));
-    const drawn = await umap.locator(".scatterlayer .point").count();
-    if (declared !== N_CELLS || drawn !== N_CELLS) throw new Error(`UMAP points: declared ${declared}, drawn ${drawn}, want ${N_CELLS}`);
+    if (declared !== N_CELLS) throw new Error(`UMAP points: declared ${declared}, want ${N_CELLS}`);
+    if ((await umap.getAttribute("data-webgl")) !== "true") throw new Error("the UMAP is not drawn with WebGL");
     const note = await text('[data-testid="umap-note"]');
     if (!note.includes("all 2,638 cells")) throw new Error(note);
     // colour by confidence, then by the user's obs column
@@ -220,16 +196,6 @@ try {
   });
   log(`total ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 } catch (e) {
-  results.push(["harness", false]);
-  console.log(`not ok - harness: ${e.stack ?? e}`);
-} finally {
-  await browser?.close();
-  if (svc) {
-    if (results.some(([, ok]) => !ok)) console.log(`# service output (tail):\n${svc.output().split("\n").slice(-30).join("\n")}`);
-    await svc.shutdown();
-  }
+  fail(e);
 }
-const passed = results.filter(([, ok]) => ok).length;
-const failed = results.length - passed;
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+process.exit(await finish(svc, browser));

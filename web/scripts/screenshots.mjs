@@ -66,6 +66,9 @@ try {
   await waitState("succeeded");
   await plotsReady();
   await shot("06-run-results");
+  // by predicted type the layout is WebGL (no SVG markers): hover a point of the confidence view
+  await page.getByRole("button", { name: "Confidence" }).click();
+  await plotsReady();
   await page.getByTestId("umap").locator(".scatterlayer .point").nth(100).hover({ force: true });
   await page.waitForTimeout(500);
   await page.getByTestId("umap").screenshot({ path: join(OUT, "06b-umap-hover.png") });

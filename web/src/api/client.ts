@@ -1,5 +1,5 @@
 // The one place the UI talks to the service: fetch + XHR (for upload progress), JSON errors.
-import type { Application, Dataset, Model, Results, Run, RunPage, RunState, SubmitRequest, SubmitResponse } from "./types";
+import type { Application, Dataset, LayoutBox, LayoutView, Model, Results, Run, RunPage, RunState, SubmitRequest, SubmitResponse } from "./types";
 
 const KEY_STORAGE = "cellfoundry.apiKey";
 
@@ -123,6 +123,10 @@ export const api = {
   /** Results with one page of cells (`offset` must be a multiple of `limit`). */
   results: (runId: string, opts: { offset?: number; limit?: number } = {}, signal?: AbortSignal) =>
     request<Results>("GET", `/results/${encodeURIComponent(runId)}${qs(paging(opts))}`, undefined, signal),
+  /** A viewport of the run's every-cell layout (default: all of it): points, or binned counts when more
+   * than `max_points` lie inside. */
+  layoutView: (runId: string, q: Partial<LayoutBox> & { bins?: number; max_points?: number } = {}, signal?: AbortSignal) =>
+    request<LayoutView>("GET", `/runs/${encodeURIComponent(runId)}/layout${qs(q)}`, undefined, signal),
   datasets: (signal?: AbortSignal) => request<Dataset[]>("GET", "/datasets", undefined, signal),
   dataset: (id: string, signal?: AbortSignal) => request<Dataset>("GET", `/datasets/${encodeURIComponent(id)}`, undefined, signal),
 };

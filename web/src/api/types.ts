@@ -17,6 +17,9 @@ export type RunState = Run["state"];
 export type Results = Api["ResultsPublic"];
 export type ResultSummary = Api["ResultSummaryPublic"];
 export type Layout = Api["LayoutPublic"];
+/** GET /runs/{run_id}/layout: a viewport of every cell, as points or as per-label binned counts. */
+export type LayoutView = Api["LayoutViewPublic"];
+export type LayoutBox = Api["LayoutBox"];
 export type CellPrediction = Api["CellPrediction"];
 export type CellPage = Api["CellPage"];
 export type Confusion = Api["ConfusionPublic"];

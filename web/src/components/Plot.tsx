@@ -8,7 +8,22 @@ export interface PlotProps {
   height?: number;
   testId?: string;
   onHover?: (point: { curveNumber: number; pointIndex: number } | null) => void;
+  /** a point was clicked: its trace, index in the trace and `customdata` (e.g. the cell's row) */
+  onClick?: (point: PlotPoint) => void;
+  /** the user zoomed, panned or reset the axes (plotly's relayout event, e.g. {"xaxis.range[0]": 1}) */
+  onRelayout?: (event: Record<string, unknown>) => void;
 }
+
+export interface PlotPoint {
+  curveNumber: number;
+  pointIndex: number;
+  customdata?: unknown;
+}
+
+type PlotlyEvents = HTMLElement & {
+  on?: (name: string, fn: (ev: unknown) => void) => void;
+  removeAllListeners?: (name: string) => void;
+};
 
 type PlotlyModule = {
   react: (el: HTMLElement, data: unknown[], layout: unknown, config: unknown) => Promise<unknown>;
@@ -40,13 +55,21 @@ function loadPlotly(): Promise<PlotlyModule> {
   return plotlyPromise;
 }
 
+/** Whether a trace draws with WebGL (scattergl and friends). */
+export function usesWebGL(data: Record<string, unknown>[]): boolean {
+  return data.some((t) => typeof t.type === "string" && /gl$|^heatmapgl$|^splom$/.test(t.type));
+}
+
 /** Number of points drawn (sum of x lengths of all traces); used by tests. */
 export function pointCount(data: Record<string, unknown>[]): number {
   return data.reduce((n, t) => n + (Array.isArray(t.x) ? t.x.length : Array.isArray(t.z) ? (t.z as unknown[]).length : 0), 0);
 }
 
-export function Plot({ data, layout = {}, label, height = 380, testId }: PlotProps) {
+export function Plot({ data, layout = {}, label, height = 380, testId, onClick, onRelayout }: PlotProps) {
   const el = useRef<HTMLDivElement>(null);
+  // the latest handlers, read by the listeners bound once per element
+  const handlers = useRef({ onClick, onRelayout });
+  handlers.current = { onClick, onRelayout };
   const [err, setErr] = useState<string | null>(null);
   const [ready, setReady] = useState(false);
   useEffect(() => {
@@ -67,7 +90,18 @@ export function Plot({ data, layout = {}, label, height = 380, testId }: PlotPro
             ...layout,
           },
           { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] },
-        ).then(() => alive && setReady(true));
+        ).then(() => {
+          const gd = el.current as PlotlyEvents | null;
+          if (gd?.on && gd.dataset.bound !== "1") {
+            gd.dataset.bound = "1";
+            gd.on("plotly_click", (ev) => {
+              const p = (ev as { points?: PlotPoint[] }).points?.[0];
+              if (p) handlers.current.onClick?.({ curveNumber: p.curveNumber, pointIndex: p.pointIndex, customdata: p.customdata });
+            });
+            gd.on("plotly_relayout", (ev) => handlers.current.onRelayout?.(ev as Record<string, unknown>));
+          }
+          if (alive) setReady(true);
+        });
       })
       .catch((e: Error) => alive && setErr(e.message));
     return () => {
@@ -77,11 +111,15 @@ export function Plot({ data, layout = {}, label, height = 380, testId }: PlotPro
   useEffect(() => {
     const node = el.current;
     return () => {
-      if (node && plotlyPromise) plotlyPromise.then((P) => P.purge(node)).catch(() => undefined);
+      if (node && plotlyPromise) plotlyPromise.then((P) => {
+      P.purge(node);
+      delete node.dataset.bound;
+    }).catch(() => undefined);
     };
   }, []);
   return (
-    <figure className="plot" aria-label={label} data-testid={testId} data-points={pointCount(data)} data-ready={ready}>
+    <figure className="plot" aria-label={label} data-testid={testId} data-points={pointCount(data)} data-ready={ready}
+      data-webgl={usesWebGL(data) || undefined}>
       {err && <div className="alert alert-error" role="alert">Could not draw the plot: {err}</div>}
       <div ref={el} style={{ width: "100%", minHeight: height }} />
     </figure>

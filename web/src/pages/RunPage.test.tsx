@@ -4,7 +4,7 @@ import { setApiKey } from "../api/client";
 import { count, pct } from "../lib/format";
 import { stubFetch } from "../test/fetch";
 import {
-  failedStatus, finetuneResults, finetuneStatus, mouseResults, mouseUpload, notFound, recordedResults, recordedStatus,
+  failedStatus, finetuneResults, finetuneStatus, layoutDensity, mouseResults, mouseUpload, notFound, recordedResults, recordedStatus,
   resultsPage2, runningStatus,
 } from "../test/fixtures";
 import { RunPage } from "./RunPage";
@@ -42,13 +42,17 @@ describe("RunPage", () => {
     stubFetch({
       [`GET /status/${id}`]: () => ({ body: ++polls < 2 ? { ...runningStatus, id } : recordedStatus }),
       [`GET /results/${id}`]: resultsRoute,
+      [`GET /runs/${id}/layout`]: { body: layoutDensity },
     });
     render(<RunPage runId={id} />);
     expect((await screen.findByTestId("run-state")).textContent).toBe("running");
     await waitFor(() => expect(screen.getByTestId("run-state").textContent).toBe("succeeded"), { timeout: 10_000 });
+    // coloured by predicted type: every cell, from the server's view of the layout, with WebGL
     const umap = await screen.findByTestId("umap");
-    expect(umap.getAttribute("data-points")).toBe(String(layout.n_points));
-    expect(screen.getByTestId("umap-note").textContent).toContain(`all ${count(layout.n_points)} cells`);
+    await waitFor(() => expect(screen.getByTestId("layout-view").getAttribute("data-mode")).toBe("density"));
+    expect(umap.getAttribute("data-webgl")).toBe("true");
+    expect(screen.getByTestId("umap-note").textContent)
+      .toContain(`${count(layoutDensity.n_in_view)} of ${count(layoutDensity.n_cells)} cells in view`);
     expect(screen.getByText(pct(recordedResults.summary.unknown_share))).toBeTruthy();
     const table = await screen.findByTestId("cells-table");
     expect(table.querySelectorAll("tbody tr")).toHaveLength(recordedResults.cells.items.length);
@@ -64,7 +68,10 @@ describe("RunPage", () => {
 
   it("colours the layout by confidence and obs columns from the layout block, fetching one page only", async () => {
     setApiKey("k");
-    const { calls } = stubFetch({ [`GET /status/${id}`]: { body: recordedStatus }, [`GET /results/${id}`]: resultsRoute });
+    const { calls } = stubFetch({
+      [`GET /status/${id}`]: { body: recordedStatus }, [`GET /results/${id}`]: resultsRoute,
+      [`GET /runs/${id}/layout`]: { body: layoutDensity },
+    });
     const plotly = vi.mocked(window.Plotly!.react);
     plotly.mockClear();
     render(<RunPage runId={id} />);
@@ -77,18 +84,17 @@ describe("RunPage", () => {
       const figures = plotly.mock.calls.map((c) => c[1] as Record<string, unknown>[]);
       return figures.filter((d) => d.some((t) => String(t.type).startsWith("scatter") && Array.isArray(t.text))).at(-1)!;
     };
-    // hover text per point carries its confidence and top 3 from the layout
-    await waitFor(() => expect(umapData()).toBeTruthy());
-    const texts = umapData().flatMap((t) => t.text as string[]);
-    const i = 1;
-    const hover = texts.find((t) => t.startsWith(`${layout.cells[i]}<br>`))!;
-    expect(hover).toContain(`confidence ${(layout.confidence![i] * 100).toFixed(1)}%`);
-    expect(hover).toContain(`top 3: ${layout.top3![i].map((t) => `${t.label} ${(t.probability * 100).toFixed(0)}%`).join(", ")}`);
     const conf = screen.getByRole("button", { name: "Confidence" }) as HTMLButtonElement;
     expect(conf.disabled).toBe(false);
     fireEvent.click(conf);
     await waitFor(() => expect(umapData()).toHaveLength(1));
     expect((umapData()[0].marker as { color: number[] }).color).toEqual(layout.confidence);
+    // hover text per point carries its confidence and top 3 from the layout
+    const texts = umapData().flatMap((t) => t.text as string[]);
+    const i = 1;
+    const hover = texts.find((t) => t.startsWith(`${layout.cells[i]}<br>`))!;
+    expect(hover).toContain(`confidence ${(layout.confidence![i] * 100).toFixed(1)}%`);
+    expect(hover).toContain(`top 3: ${layout.top3![i].map((t) => `${t.label} ${(t.probability * 100).toFixed(0)}%`).join(", ")}`);
     // the user's own obs column: one trace per value, largest first, with its cell count
     const select = screen.getByLabelText("Your obs column") as HTMLSelectElement;
     expect([...select.options].map((o) => o.value)).toEqual(["", ...Object.keys(layout.obs)]);
@@ -105,6 +111,7 @@ describe("RunPage", () => {
     const { calls } = stubFetch({
       [`GET /status/${id}`]: { body: recordedStatus },
       [`GET /results/${id}`]: { body: { ...recordedResults, layout: bare } },
+      [`GET /runs/${id}/layout`]: { body: layoutDensity },
     });
     render(<RunPage runId={id} />);
     await screen.findByTestId("umap");

@@ -2,6 +2,7 @@ import { useMemo, useState } from "react";
 import { api, downloadResult } from "../api/client";
 import type { CellPage, Results, Run } from "../api/types";
 import { TERMINAL_STATES } from "../api/types";
+import { LayoutPlot } from "../components/LayoutPlot";
 import { Plot } from "../components/Plot";
 import { countsFigure, histogramFigure, umapTraces, type ColorMode } from "../components/charts";
 import { Alert, Badge, Button, Card, Empty, ErrorView, NeedKey, Pager, Progress, Spinner, Stat } from "../components/ui";
@@ -257,7 +258,7 @@ function UmapCard({ results }: { results: Results }) {
   const u = results.layout!;
   const obsCols = Object.keys(u.obs);
   const [mode, setMode] = useState<ColorMode>({ kind: "predicted" });
-  const data = useMemo(() => umapTraces(u, mode), [u, mode]);
+  const data = useMemo(() => (mode.kind === "predicted" ? [] : umapTraces(u, mode)), [u, mode]);
   const method = (u.method ?? "umap").toUpperCase();
   const layout = useMemo(() => ({
     xaxis: { title: { text: `${method} 1` }, zeroline: false, showticklabels: false },
@@ -285,12 +286,19 @@ function UmapCard({ results }: { results: Results }) {
           </select>
         </div>
       </div>
-      <Plot label={`${method} of the cells coloured by the chosen value`} testId="umap" data={data} layout={layout} height={520} />
-      <p className="small muted" data-testid="umap-note">
-        {u.sampled
-          ? `Showing a stratified sample of ${count(u.x.length)} of ${count(results.summary.n_cells ?? u.n_points)} cells.`
-          : `Showing all ${count(u.x.length)} cells.`} Hover a point for its label, confidence and top 3.
-      </p>
+      {mode.kind === "predicted" ? (
+        // every cell, drawn with WebGL from the server's per-viewport answers
+        <LayoutPlot runId={results.run.id} method={method} />
+      ) : (
+        <>
+          <Plot label={`${method} of the cells coloured by the chosen value`} testId="umap" data={data} layout={layout} height={520} />
+          <p className="small muted" data-testid="umap-note">
+            {u.sampled
+              ? `Showing a stratified sample of ${count(u.x.length)} of ${count(results.summary.n_cells ?? u.n_points)} cells.`
+              : `Showing all ${count(u.x.length)} cells.`} Hover a point for its label, confidence and top 3.
+          </p>
+        </>
+      )}
     </Card>
   );
 }

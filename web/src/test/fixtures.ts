@@ -7,7 +7,7 @@
 // - `PYTHONPATH=src python scripts/record_evaluation_fixture.py`: the stored summaries of the
 //   service's evaluation task and of a foundation-model evaluation (evaluate()).
 import type {
-  Application, CellPage, Dataset, ErrorResponse, Model, Results, ResultSummary, Run, RunPage, SubmitResponse,
+  Application, CellPage, Dataset, ErrorResponse, LayoutView, Model, Results, ResultSummary, Run, RunPage, SubmitResponse,
 } from "../api/types";
 import applicationsJson from "./applications.json";
 import datasetsJson from "./datasets.json";
@@ -20,6 +20,8 @@ import evaluationSummary from "./evaluation_summary.json";
 import failedStatusJson from "./failed_status.json";
 import finetuneResultsJson from "./finetune_results.json";
 import finetuneStatusJson from "./finetune_status.json";
+import layoutDensityJson from "./layout_density.json";
+import layoutPointsJson from "./layout_points.json";
 import mouseResultsJson from "./mouse_results.json";
 import modelsJson from "./models.json";
 import resultsJson from "./results.json";
@@ -89,3 +91,8 @@ export const unauthorized = unauthorizedJson as ErrorResponse;
 /** The stored summaries of the service's evaluation task and of a foundation evaluation. */
 export const serviceSummary = evaluationSummary as ResultSummary;
 export const foundationSummary = evaluationFoundationSummary as ResultSummary;
+
+/** GET /runs/{id}/layout of that annotation: the whole extent with max_points 200 and bins 32
+ * (a density grid: 700 cells), then its lower-left quarter with max_points 400 (its points). */
+export const layoutDensity = layoutDensityJson as LayoutView;
+export const layoutPoints = layoutPointsJson as LayoutView;
