@@ -10,6 +10,8 @@ export interface PlotProps {
   onHover?: (point: { curveNumber: number; pointIndex: number } | null) => void;
   /** a point was clicked: its trace, index in the trace and `customdata` (e.g. the cell's row) */
   onClick?: (point: PlotPoint) => void;
+  /** the same click, with the point's `customdata` only */
+  onPointClick?: (customdata: unknown) => void;
   /** the user zoomed, panned or reset the axes (plotly's relayout event, e.g. {"xaxis.range[0]": 1}) */
   onRelayout?: (event: Record<string, unknown>) => void;
 }
@@ -65,11 +67,11 @@ export function pointCount(data: Record<string, unknown>[]): number {
   return data.reduce((n, t) => n + (Array.isArray(t.x) ? t.x.length : Array.isArray(t.z) ? (t.z as unknown[]).length : 0), 0);
 }
 
-export function Plot({ data, layout = {}, label, height = 380, testId, onClick, onRelayout }: PlotProps) {
+export function Plot({ data, layout = {}, label, height = 380, testId, onClick, onPointClick, onRelayout }: PlotProps) {
   const el = useRef<HTMLDivElement>(null);
   // the latest handlers, read by the listeners bound once per element
-  const handlers = useRef({ onClick, onRelayout });
-  handlers.current = { onClick, onRelayout };
+  const handlers = useRef({ onClick, onPointClick, onRelayout });
+  handlers.current = { onClick, onPointClick, onRelayout };
   const [err, setErr] = useState<string | null>(null);
   const [ready, setReady] = useState(false);
   useEffect(() => {
@@ -96,7 +98,9 @@ export function Plot({ data, layout = {}, label, height = 380, testId, onClick, 
             gd.dataset.bound = "1";
             gd.on("plotly_click", (ev) => {
               const p = (ev as { points?: PlotPoint[] }).points?.[0];
-              if (p) handlers.current.onClick?.({ curveNumber: p.curveNumber, pointIndex: p.pointIndex, customdata: p.customdata });
+              if (!p) return;
+              handlers.current.onClick?.({ curveNumber: p.curveNumber, pointIndex: p.pointIndex, customdata: p.customdata });
+              handlers.current.onPointClick?.(p.customdata);
             });
             gd.on("plotly_relayout", (ev) => handlers.current.onRelayout?.(ev as Record<string, unknown>));
           }
