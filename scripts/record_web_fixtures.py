@@ -7,7 +7,9 @@ regression trained on half of ../shared/data/pbmc3k_labeled_counts.h5ad (``pbmc3
 copy of the demo model with a weights file deleted (``demo-broken``: not ready). Through the API it
 uploads ../shared/data/10x_pbmc68k_reduced.h5ad and the pbmc3k file, annotates the first with a
 layout (viewed through GET /runs/{id}/layout as a density grid and as a zoomed viewport's points;
-and has a submit with an out-of-range param refused), uploads the pbmc68k cells with only
+and has a submit with an out-of-range param refused), combines the demo model and
+pbmc3k-logreg on the pbmc3k cells (consensus, explained; also at the broad Cell Ontology level,
+and one cell's evidence), uploads the pbmc68k cells with only
 their scaled matrix (refused) and as mouse genes (annotated through human orthologs), fine-tunes a
 logistic regression on pbmc68k, evaluates pbmc3k-logreg on the pbmc3k cells it was not trained on,
 evaluates the demo model on pbmc3k (whose cell-type names it does not share), and submits an
@@ -148,6 +150,26 @@ def upload(c: TestClient, path: Path) -> dict[str, Any]:
     return body
 
 
+def record_consensus(c: TestClient, dataset_id: str) -> None:
+    """The demo model and pbmc3k-logreg combined on the pbmc3k cells, explained (top genes per cell):
+    the results (also at the broad level) and the evidence of the layout's first point."""
+    consensus = {
+        "dataset_id": dataset_id,
+        "model_id": "demo-logreg-pbmc68k",
+        "application_id": "consensus",
+        "params": {"layout": "pca", "explain": True, "other_model_ids": ["pbmc3k-logreg"]},
+    }
+    status = succeeded(run(c, consensus))
+    write("consensus_status.json", status)
+    res = results(c, status, page_size=10)
+    write("consensus_results.json", res)
+    broad = c.get(f"/results/{status['id']}", params={"level": "broad", "page_size": 10})
+    write("consensus_results_broad.json", broad.raise_for_status().json())
+    first = res["layout"]["indices"][0]
+    cell = c.get(f"/results/{status['id']}/cells/{first}").raise_for_status().json()
+    write("consensus_cell.json", cell)
+
+
 def record(app: Any) -> int:
     with TestClient(app) as c:
         with app.state.platform.db.session() as s:
@@ -200,6 +222,7 @@ def record(app: Any) -> int:
             c.get(view, params={**quarter, "max_points": 400}).raise_for_status().json(),
         )
         write("status_not_found.json", refused(c.get("/status/r_no_such_run"), 404))
+        record_consensus(c, labelled["id"])
         # the pbmc68k cells as mouse genes (1:1 orthologs): mapped back to human for the model
         mouse = mouseify(ad.read_h5ad(DATA).raw.to_adata(), ROOT.parent / "shared")
         path = Path(app.state.platform.settings.home) / "pbmc68k_mouse.h5ad"

@@ -143,6 +143,17 @@ def test_consensus_run_matches_the_library(
     lay = res["layout"]
     assert lay["n_points"] == query.n_obs and lay["labels"] == display.tolist()
     assert [query.obs_names[i] for i in lay["indices"]] == lay["cells"]
+    for j, mid in enumerate(ids):  # each model's own labels per point, to colour the layout by
+        own = expected.members[j]
+        own_display = np.where(own.unknown, "Unknown", own.labels.astype(str))
+        assert lay["model_labels"][mid] == [str(own_display[i]) for i in lay["indices"]]
+    broad_res = c.get(f"/results/{rid}", params={"level": "broad", "page_size": 1})
+    assert broad_res.status_code == 200, broad_res.text
+    broad = broad_res.json()["layout"]
+    for mid in ids:  # at a broader level: fewer distinct labels, Unknown kept where it was
+        rolled, fine = broad["model_labels"][mid], lay["model_labels"][mid]
+        assert len(set(rolled)) <= len(set(fine))
+        assert [r == "Unknown" for r in rolled] == [f == "Unknown" for f in fine]
 
     # at a broader level, the consensus's own broader calls roll up too (the library's roll-up)
     broader = [i for i in items if i["predicted"] not in summary["classes"] and not i["unknown"]]

@@ -142,6 +142,7 @@ def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dic
         "labels": lay["label"].astype(str).tolist() if "label" in lay else None,
         "confidence": None,
         "top3": None,
+        "model_labels": None,
     }
     if "predictions" in res.files:
         pred = prediction_rows(storage.resolve(res.files["predictions"]), lay)
@@ -157,6 +158,7 @@ def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dic
                 ]
                 for j in range(len(pred))
             ]
+            block["model_labels"] = member_labels(pred)
     obs_cols = [c for c in lay.columns if str(c).startswith(OBS_PREFIX)]
     if obs_cols:
         block["obs"] = {
@@ -176,6 +178,23 @@ def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dic
     return block
 
 
+def member_labels(pred: Any) -> dict[str, list[str]] | None:
+    """A consensus's per-model labels of the rows (``Unknown`` below the model's threshold), by
+    model id; None for a single model's run."""
+    from cellfoundry.consensus import member_column
+
+    prefix = member_column("predicted_cell_type", "")
+    members = [str(c).removeprefix(prefix) for c in pred.columns if str(c).startswith(prefix)]
+    if not members:
+        return None
+    out = {}
+    for m in members:
+        labels = pred[member_column("predicted_cell_type", m)].astype(str)
+        unknown = pred[member_column("prediction_unknown", m)].astype(bool)
+        out[m] = labels.where(~unknown, UNKNOWN).tolist()
+    return out
+
+
 def read_shown_layout(path: Path) -> Any:
     """The layout's rows shown by GET /results: its stratified ``shown`` sample when every cell
     is stored (filtered while reading, before any row becomes a Python object), else all."""
@@ -192,11 +211,16 @@ def prediction_rows(path: Path, lay: Any) -> Any:
     import numpy as np
     import pyarrow.parquet as pq
 
+    from cellfoundry.consensus import member_column
+
     cols = [
         c
         for c in pq.read_schema(path).names
         if c in ("cell", "prediction_confidence")
         or (c.startswith("top") and c.endswith(("_label", "_probability")))
+        or c.startswith(
+            (member_column("predicted_cell_type", ""), member_column("prediction_unknown", ""))
+        )
     ]
     table = pq.read_table(path, columns=cols)
     cells = lay["cell"].astype(str).to_numpy()

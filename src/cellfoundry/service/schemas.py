@@ -525,6 +525,11 @@ class LayoutPublic(BaseModel):
     confidence: list[float] | None
     top3: list[list[TopLabel]] | None
     obs: dict[str, list[str | None]]
+    model_labels: dict[str, list[str]] | None = Field(
+        None,
+        description="consensus: per point, each model's own label (Unknown below its threshold; "
+        "with level, rolled up), by model id",
+    )
 
 
 class GeneContribution(BaseModel):

@@ -1,5 +1,5 @@
 // The one place the UI talks to the service: fetch + XHR (for upload progress), JSON errors.
-import type { Application, Dataset, LayoutBox, LayoutView, Model, Results, Run, RunPage, RunState, SubmitRequest, SubmitResponse } from "./types";
+import type { Application, CellPrediction, Dataset, LayoutBox, LayoutView, Model, Results, Run, RunPage, RunState, SubmitRequest, SubmitResponse } from "./types";
 
 const KEY_STORAGE = "cellfoundry.apiKey";
 
@@ -120,9 +120,13 @@ export const api = {
   cancel: (runId: string) => request<Run>("POST", `/runs/${encodeURIComponent(runId)}/cancel`),
   runs: (opts: { state?: RunState | ""; applicationId?: string; offset?: number; limit?: number }, signal?: AbortSignal) =>
     request<RunPage>("GET", `/runs${qs({ state: opts.state, application_id: opts.applicationId, ...paging(opts) })}`, undefined, signal),
-  /** Results with one page of cells (`offset` must be a multiple of `limit`). */
-  results: (runId: string, opts: { offset?: number; limit?: number } = {}, signal?: AbortSignal) =>
-    request<Results>("GET", `/results/${encodeURIComponent(runId)}${qs(paging(opts))}`, undefined, signal),
+  /** Results with one page of cells (`offset` must be a multiple of `limit`); with `level`, also
+   * at that broader Cell Ontology level (e.g. "broad"). */
+  results: (runId: string, opts: { offset?: number; limit?: number; level?: string | null } = {}, signal?: AbortSignal) =>
+    request<Results>("GET", `/results/${encodeURIComponent(runId)}${qs({ ...paging(opts), level: opts.level })}`, undefined, signal),
+  /** One cell's stored prediction with its evidence (row `index` of the run). */
+  cell: (runId: string, index: number, level?: string | null, signal?: AbortSignal) =>
+    request<CellPrediction>("GET", `/results/${encodeURIComponent(runId)}/cells/${index}${qs({ level })}`, undefined, signal),
   /** A viewport of the run's every-cell layout (default: all of it): points, or binned counts when more
    * than `max_points` lie inside. */
   layoutView: (runId: string, q: Partial<LayoutBox> & { bins?: number; max_points?: number } = {}, signal?: AbortSignal) =>

@@ -917,6 +917,13 @@ export interface components {
             obs: {
                 [key: string]: (string | null)[];
             };
+            /**
+             * Model Labels
+             * @description consensus: per point, each model's own label (Unknown below its threshold; with level, rolled up), by model id
+             */
+            model_labels?: {
+                [key: string]: string[];
+            } | null;
         };
         /**
          * LayoutViewPublic

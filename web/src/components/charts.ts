@@ -47,6 +47,7 @@ export function umapTraces(u: Layout, mode: ColorMode): Record<string, unknown>[
         x: idx.map((i) => u.x[i]),
         y: idx.map((i) => u.y[i]),
         text: idx.map((i) => text[i]),
+        customdata: idx,
         marker: { ...base.marker, color },
       };
     });
@@ -58,13 +59,14 @@ export function umapTraces(u: Layout, mode: ColorMode): Record<string, unknown>[
       x: u.x,
       y: u.y,
       text: text.map((t, i) => `${t}<br>${title}: ${values[i] === null ? "—" : Number(values[i]).toFixed(3)}`),
+      customdata: u.x.map((_, i) => i),
       marker: { ...base.marker, color: values, colorscale: "Viridis", showscale: true, colorbar: { title: { text: title } } },
     },
   ];
   const labels = u.labels ?? [];
   if (mode.kind === "confidence" && u.confidence?.length) return continuous(u.confidence, "confidence");
   if (labels.every((l) => !l) && mode.kind === "predicted") {
-    return [{ ...base, name: `cells (${n})`, x: u.x, y: u.y, text, marker: { ...base.marker, color: PALETTE[0] } }];
+    return [{ ...base, name: `cells (${n})`, x: u.x, y: u.y, text, customdata: u.x.map((_, i) => i), marker: { ...base.marker, color: PALETTE[0] } }];
   }
   if (mode.kind === "obs") {
     const values = u.obs[mode.column];

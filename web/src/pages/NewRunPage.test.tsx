@@ -78,4 +78,38 @@ describe("NewRunPage", () => {
     expect(screen.getByText(submitRefused.error.hint!)).toBeTruthy();
     expect(screen.getByText("The service refused this run")).toBeTruthy();
   });
+
+  it("combines models for a consensus: model_id plus the ticked others in params.other_model_ids", async () => {
+    setApiKey("k");
+    const consensus = applications.find((a) => a.id === "consensus")!;
+    const { calls } = stubFetch({
+      "GET /datasets": { body: [labelledUpload] },
+      "GET /applications": { body: applications },
+      "GET /applications/consensus/models": { body: models },
+      "POST /submit": { status: 201, body: { run_id: "r_cons", state: "queued" } },
+    });
+    render(<NewRunPage initialDataset={labelledUpload.id} initialApp="consensus" />);
+    const first = (await screen.findByRole("radio", { name: new RegExp(`^${demoModel.name} `) })) as HTMLInputElement;
+    await waitFor(() => expect(first.checked).toBe(true));
+    // one model is not a consensus: Next waits for another model to be ticked
+    expect(screen.getByRole("button", { name: "Next" }).hasAttribute("disabled")).toBe(true);
+    const boxes = screen.getByTestId("consensus-models").querySelectorAll("input[type=checkbox]");
+    expect([...boxes].map((b) => (b as HTMLInputElement).value)).toEqual(models.filter((m) => m.id !== demoModel.id).map((m) => m.id));
+    const box = (id: string) => [...boxes].find((b) => (b as HTMLInputElement).value === id) as HTMLInputElement;
+    expect(box(brokenModel.id).disabled).toBe(true);
+    fireEvent.click(box(pbmc3kModel.id));
+    fireEvent.click(screen.getByRole("button", { name: "Next" }));
+    expect(screen.queryByLabelText("other model ids *")).toBeNull(); // chosen above, not typed
+    fireEvent.click(screen.getByLabelText("explain"));
+    fireEvent.click(screen.getByRole("button", { name: "Next" }));
+    expect(screen.getByTestId("review-others").textContent).toBe(pbmc3kModel.id);
+    fireEvent.click(screen.getByRole("button", { name: "Submit run" }));
+    await waitFor(() => expect(window.location.hash).toBe("#/runs/r_cons"));
+    const body = JSON.parse(String(calls.find((c) => c.method === "POST")!.init!.body));
+    const defaults = Object.fromEntries(consensus.params.filter((p) => p.default != null).map((p) => [p.name, p.default]));
+    expect(body).toEqual({
+      dataset_id: labelledUpload.id, model_id: demoModel.id, application_id: "consensus",
+      params: { ...defaults, explain: true, other_model_ids: [pbmc3kModel.id] },
+    });
+  });
 });

@@ -2,6 +2,7 @@ import { useEffect, useMemo, useState } from "react";
 import { api } from "../api/client";
 import type { Application, Dataset, Model } from "../api/types";
 import { ParamsForm, defaultParams, validateParams } from "../components/ParamsForm";
+import { ConsensusModels, OTHER_MODELS } from "../components/ConsensusModels";
 import { CoverageBars } from "../components/ReportView";
 import { Alert, Badge, Button, Card, Empty, ErrorView, Field, NeedKey, Spinner } from "../components/ui";
 import { coverageFor, coverageOk, recentDatasets } from "../lib/datasets";
@@ -56,17 +57,20 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
   if (!key) return (<><Head /><NeedKey what="Datasets and runs" /></>);
 
   const paramErrors = app ? validateParams(app.params, params) : {};
+  const multi = app?.params.some((p) => p.name === OTHER_MODELS) ?? false;
+  const others = Array.isArray(params[OTHER_MODELS]) ? (params[OTHER_MODELS] as string[]).filter((id) => id !== modelId) : [];
+  const setOthers = (ids: string[]) => setParams((p) => ({ ...p, [OTHER_MODELS]: ids.length ? ids : undefined }));
   const blocked = dataset?.report.messages.some((m) => m.level === "error") ?? false;
   const canNext = [
     Boolean(datasetId.trim()) && !blocked,
     Boolean(app),
-    Boolean(modelId),
+    Boolean(modelId) && (!multi || others.length > 0),
     Object.keys(paramErrors).length === 0,
     true,
   ][step];
 
   const submit = async () => {
-    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId, application_id: app.id, params });
+    if (app) await submitRun({ dataset_id: datasetId.trim(), model_id: modelId, application_id: app.id, params: multi ? { ...params, [OTHER_MODELS]: others } : params });
   };
 
   return (
@@ -152,13 +156,17 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
               })}
             </fieldset>
           )}
+          {multi && models.status === "ready" && (
+            <ConsensusModels models={models.data} modelId={modelId} chosen={others} onChange={setOthers}
+              blocker={(m) => modelBlocker(m, dataset)} />
+          )}
           {dataset && dataset.report.coverage.length > 0 && (<><h3>Gene coverage of this data</h3><CoverageBars report={dataset.report} models={models.data} /></>)}
         </Card>
       )}
 
       {step === 3 && app && (
         <Card title="Parameters">
-          <ParamsForm specs={app.params} values={params} onChange={setParams} errors={paramErrors} obsColumns={dataset?.report.obs_columns} />
+          <ParamsForm specs={app.params.filter((p) => p.name !== OTHER_MODELS)} values={params} onChange={setParams} errors={paramErrors} obsColumns={dataset?.report.obs_columns} />
         </Card>
       )}
 
@@ -168,6 +176,7 @@ export function NewRunPage({ initialDataset, initialApp }: { initialDataset?: st
             <dt>Data</dt><dd>{dataset ? `${dataset.filename} (${dataset.id})` : datasetId}</dd>
             <dt>Application</dt><dd>{app.name}</dd>
             <dt>Model</dt><dd>{models.data?.find((m) => m.id === modelId)?.name ?? modelId}</dd>
+            {multi && <><dt>Combined with</dt><dd data-testid="review-others">{others.join(", ")}</dd></>}
             <dt>Parameters</dt><dd className="mono">{JSON.stringify(params)}</dd>
           </dl>
           {submitError != null && <ErrorView error={submitError} title="The service refused this run" />}

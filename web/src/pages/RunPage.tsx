@@ -3,11 +3,16 @@ import { api, downloadResult } from "../api/client";
 import type { CellPage, Results, Run } from "../api/types";
 import { TERMINAL_STATES } from "../api/types";
 import { LayoutPlot } from "../components/LayoutPlot";
+import { ConsensusSummary } from "../components/ConsensusSummary";
+import { EvidencePanel } from "../components/EvidencePanel";
+import { LevelToggle } from "../components/LevelToggle";
 import { Plot } from "../components/Plot";
+import { ReferenceFit } from "../components/ReferenceFit";
 import { countsFigure, histogramFigure, umapTraces, type ColorMode } from "../components/charts";
 import { Alert, Badge, Button, Card, Empty, ErrorView, NeedKey, Pager, Progress, Spinner, Stat } from "../components/ui";
 import { count, duration, num, pct, when } from "../lib/format";
 import { isEvaluation } from "../lib/evaluation";
+import { cellLabel, explained, labelSources, shownCounts, termOf, withLabelsOf } from "../lib/evidence";
 import { useApiKey, useAsync, useInterval } from "../lib/hooks";
 import { runProgress } from "../lib/runs";
 
@@ -96,18 +101,21 @@ function Head({ runId, status }: { runId: string; status?: Run }) {
 }
 
 function ResultsView({ runId }: { runId: string }) {
+  const [level, setLevel] = useState<string | null>(null);
   const res = useAsync(
     // the layout block carries confidence, top 3 and the obs columns per point: no join needed
-    (s) => api.results(runId, { offset: 0, limit: PAGE }, s),
-    [runId],
+    (s) => api.results(runId, { offset: 0, limit: PAGE, level }, s),
+    [runId, level],
   );
   if (res.status === "loading") return <Spinner label="Loading results…" />;
   if (res.status === "error") return <ErrorView error={res.error} onRetry={res.reload} title="Could not load the results" />;
-  return <ResultsBody runId={runId} results={res.data} />;
+  return <ResultsBody runId={runId} results={res.data} onLevel={setLevel} />;
 }
 
-export function ResultsBody({ runId, results }: { runId: string; results: Results }) {
+export function ResultsBody({ runId, results, onLevel }: { runId: string; results: Results; onLevel?: (level: string | null) => void }) {
   const s = results.summary;
+  const level = results.level ?? null;
+  const [selected, setSelected] = useState<number | null>(null);
   const [dlError, setDlError] = useState<unknown>(null);
   const [busy, setBusy] = useState<string | null>(null);
   const dl = (format: "h5ad" | "csv" | "parquet") => {
@@ -115,7 +123,7 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
     setDlError(null);
     downloadResult(runId, format).catch(setDlError).finally(() => setBusy(null));
   };
-  const labelCounts = s.label_counts ?? {};
+  const labelCounts = shownCounts(results);
   const annotated = Object.keys(labelCounts).length > 0;
   const evaluation = isEvaluation(s);
   const downloads = (
@@ -180,7 +188,15 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
           <Stat key={k} label={`${k.replace(/_/g, " ")}${s.label_key ? ` vs ${s.label_key}` : ""}`} value={num(s.metrics?.[k])} />
         ))}
       </div>
+      {onLevel && (
+        <div className="toolbar" data-testid="level-bar">
+          <LevelToggle level={level} onChange={onLevel} />
+          {level && <span className="small muted">Counts, layout colours and cell labels are rolled up the Cell Ontology to “{level}”.</span>}
+        </div>
+      )}
       <RunFacts results={results} />
+      <ConsensusSummary summary={s} />
+      <ReferenceFit summary={s} />
       {s.species_mapping && (
         <Alert tone="info" title={`The data's genes are ${s.species} genes`}>
           <span data-testid="species-mapping">{s.species_mapping}; the model saw these human orthologs.</span>
@@ -192,7 +208,7 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
         </Alert>
       )}
       {downloads}
-      {results.layout ? <UmapCard results={results} /> : <Card title="UMAP"><Empty title="No UMAP for this run">This application does not compute an embedding.</Empty></Card>}
+      {results.layout ? <UmapCard results={results} onSelect={setSelected} /> : <Card title="UMAP"><Empty title="No UMAP for this run">This application does not compute an embedding.</Empty></Card>}
       <div className="grid grid-2">
         <Card title="Confidence">
           {results.layout?.confidence?.length ? (
@@ -201,13 +217,15 @@ export function ResultsBody({ runId, results }: { runId: string; results: Result
           ) : <Empty title="No per-cell confidences" />}
           {results.layout?.sampled && <p className="small muted">From the same sample of cells as the UMAP.</p>}
         </Card>
-        <Card title="Cells per predicted type">
+        <Card title={level ? `Cells per type at “${level}”` : "Cells per predicted type"}>
           {annotated ? (
             <Plot label="Number of cells per predicted type" testId="counts-bar" {...countsFigure(labelCounts)} height={320} />
           ) : <Empty title="No predictions" />}
+          {level && <LevelTerms results={results} />}
         </Card>
       </div>
-      <CellsTable runId={runId} initial={results.cells ?? null} />
+      <EvidencePanel runId={runId} index={selected} level={level} summary={s} explained={explained(results.run)} onClose={() => setSelected(null)} />
+      <CellsTable runId={runId} initial={results.cells ?? null} level={level} summary={s} selected={selected} onSelect={setSelected} />
     </>
   );
 }
@@ -254,11 +272,37 @@ function RunFacts({ results }: { results: Results }) {
   );
 }
 
-function UmapCard({ results }: { results: Results }) {
-  const u = results.layout!;
-  const obsCols = Object.keys(u.obs);
+/** The rolled-up types with their Cell Ontology term name and id. */
+function LevelTerms({ results }: { results: Results }) {
+  const rows = Object.entries(shownCounts(results)).sort((a, b) => b[1] - a[1]);
+  return (
+    <div className="table-wrap">
+      <table aria-label="Rolled-up types and their Cell Ontology terms" data-testid="level-terms" className="small">
+        <thead><tr><th>Type</th><th>Term id</th><th className="num">Cells</th></tr></thead>
+        <tbody>{rows.map(([name, n]) => {
+          const t = termOf(results.summary, name, true);
+          return <tr key={name}><td>{t.name}</td><td className="mono">{t.id || "—"}</td><td className="num">{count(n)}</td></tr>;
+        })}</tbody>
+      </table>
+    </div>
+  );
+}
+
+function UmapCard({ results, onSelect }: { results: Results; onSelect?: (index: number) => void }) {
+  const full = results.layout!;
+  const obsCols = Object.keys(full.obs);
+  const sources = labelSources(full);
+  const [source, setSource] = useState("");
+  const u = useMemo(() => withLabelsOf(full, source), [full, source]);
   const [mode, setMode] = useState<ColorMode>({ kind: "predicted" });
-  const data = useMemo(() => (mode.kind === "predicted" ? [] : umapTraces(u, mode)), [u, mode]);
+  // the run's own labels at the model's classes: every cell from the server (WebGL); a model's
+  // labels, a level or another colour: the layout block of GET /results (it carries them)
+  const server = mode.kind === "predicted" && !source && !results.level;
+  const data = useMemo(() => (server ? [] : umapTraces(u, mode)), [u, mode, server]);
+  const pick = (pos: unknown) => {
+    const i = typeof pos === "number" ? u.indices?.[pos] : undefined;
+    if (i != null && onSelect) onSelect(i);
+  };
   const method = (u.method ?? "umap").toUpperCase();
   const layout = useMemo(() => ({
     xaxis: { title: { text: `${method} 1` }, zeroline: false, showticklabels: false },
@@ -271,12 +315,20 @@ function UmapCard({ results }: { results: Results }) {
         <div className="field">
           <span className="small" id="color-by-label"><strong>Colour by</strong></span>
           <div className="segmented" role="group" aria-labelledby="color-by-label">
-            <button type="button" aria-pressed={mode.kind === "predicted"} onClick={() => setMode({ kind: "predicted" })}>Predicted type</button>
+            <button type="button" aria-pressed={mode.kind === "predicted"} onClick={() => setMode({ kind: "predicted" })}>{sources.length > 1 ? "Labels" : "Predicted type"}</button>
             <button type="button" aria-pressed={mode.kind === "confidence"} disabled={!u.confidence?.length}
               title={u.confidence?.length ? undefined : "per-cell confidences are not available for this run's layout"}
               onClick={() => setMode({ kind: "confidence" })}>Confidence</button>
           </div>
         </div>
+        {sources.length > 1 && (
+          <div className="field">
+            <label htmlFor="label-source" className="small">Labels of</label>
+            <select id="label-source" value={source} onChange={(e) => { setSource(e.target.value); setMode({ kind: "predicted" }); }}>
+              {sources.map((m) => <option key={m} value={m}>{m ? `model ${m}` : "the consensus"}</option>)}
+            </select>
+          </div>
+        )}
         <div className="field">
           <label htmlFor="obs-column" className="small">Your obs column</label>
           <select id="obs-column" value={mode.kind === "obs" ? mode.column : ""} disabled={!obsCols.length}
@@ -286,16 +338,17 @@ function UmapCard({ results }: { results: Results }) {
           </select>
         </div>
       </div>
-      {mode.kind === "predicted" ? (
+      {server ? (
         // every cell, drawn with WebGL from the server's per-viewport answers
-        <LayoutPlot runId={results.run.id} method={method} />
+        <LayoutPlot runId={results.run.id} method={method} onSelectCell={onSelect} />
       ) : (
         <>
-          <Plot label={`${method} of the cells coloured by the chosen value`} testId="umap" data={data} layout={layout} height={520} />
+          <Plot label={`${method} of the cells coloured by the chosen value`} testId="umap" data={data} layout={layout} height={520}
+            onClick={u.indices ? (p) => pick(p.customdata) : undefined} />
           <p className="small muted" data-testid="umap-note">
             {u.sampled
               ? `Showing a stratified sample of ${count(u.x.length)} of ${count(results.summary.n_cells ?? u.n_points)} cells.`
-              : `Showing all ${count(u.x.length)} cells.`} Hover a point for its label, confidence and top 3.
+              : `Showing all ${count(u.x.length)} cells.`} Hover a point for its label, confidence and top 3{u.indices ? "; click it for its evidence" : ""}.
           </p>
         </>
       )}
@@ -303,12 +356,21 @@ function UmapCard({ results }: { results: Results }) {
   );
 }
 
-function CellsTable({ runId, initial }: { runId: string; initial: CellPage | null }) {
+function CellsTable({ runId, initial, level = null, summary, selected = null, onSelect }: {
+  runId: string;
+  initial: CellPage | null;
+  level?: string | null;
+  summary?: Results["summary"];
+  selected?: number | null;
+  onSelect?: (index: number) => void;
+}) {
   const [offset, setOffset] = useState(0);
   const page = useAsync<CellPage | null>(
-    (s) => (offset === 0 && initial ? Promise.resolve(initial) : api.results(runId, { offset, limit: PAGE }, s).then((r) => r.cells ?? null)),
-    [runId, offset],
+    (s) => (offset === 0 && initial ? Promise.resolve(initial) : api.results(runId, { offset, limit: PAGE, level }, s).then((r) => r.cells ?? null)),
+    [runId, offset, initial],
   );
+  const models = summary?.consensus?.model_ids ?? [];
+  const consensus = Boolean(summary?.consensus);
   return (
     <Card title="Cells">
       {page.status === "loading" && <Spinner label="Loading cells…" />}
@@ -318,17 +380,31 @@ function CellsTable({ runId, initial }: { runId: string; initial: CellPage | nul
         <>
           <div className="table-wrap">
             <table aria-label="Predictions per cell" data-testid="cells-table">
-              <thead><tr><th>Cell</th><th>Predicted type</th><th>Cell Ontology term</th><th className="num">Confidence</th><th>Top 3</th></tr></thead>
+              <thead><tr>
+                <th>Cell</th><th>{level ? `Type at “${level}”` : consensus ? "Consensus type" : "Predicted type"}</th><th>Cell Ontology term</th><th className="num">Confidence</th>
+                {consensus && <th className="num">Agreement</th>}
+                {models.map((m) => <th key={m}>{m}</th>)}
+                <th>Top 3</th>
+              </tr></thead>
               <tbody>
-                {page.data.items.map((c) => (
-                  <tr key={c.cell}>
-                    <td className="mono">{c.cell}</td>
-                    <td>{c.unknown ? <Badge tone="warn">{c.label}</Badge> : c.label}</td>
-                    <td className="mono small">{c.ontology_term_id || "—"}</td>
-                    <td className="num">{pct(c.confidence)}</td>
-                    <td className="small">{c.top3.map((t) => `${t.label} ${pct(t.probability, 0)}`).join(" · ")}</td>
-                  </tr>
-                ))}
+                {page.data.items.map((c) => {
+                  const at = Boolean(level) && c.rolled_up_label != null;
+                  const pickable = onSelect && c.index != null;
+                  return (
+                    <tr key={c.cell} className={pickable ? "clickable" : undefined} aria-selected={pickable ? c.index === selected : undefined}
+                      tabIndex={pickable ? 0 : undefined} title={pickable ? "Show this cell's evidence" : undefined}
+                      onClick={pickable ? () => onSelect(c.index!) : undefined}
+                      onKeyDown={pickable ? (e) => { if (e.key === "Enter") onSelect(c.index!); } : undefined}>
+                      <td className="mono">{c.cell}</td>
+                      <td>{c.unknown ? <Badge tone="warn">{cellLabel(c, at)}</Badge> : cellLabel(c, at)}</td>
+                      <td className="mono small">{(at ? c.rolled_up_ontology_term_id : c.ontology_term_id) || "—"}</td>
+                      <td className="num">{pct(c.confidence)}</td>
+                      {consensus && <td className="num">{c.agreement == null ? "—" : pct(c.agreement, 0)}</td>}
+                      {models.map((m) => <td key={m} className="small">{c.models?.[m]?.label ?? "—"}</td>)}
+                      <td className="small">{c.top3.map((t) => `${t.label} ${pct(t.probability, 0)}`).join(" · ")}</td>
+                    </tr>
+                  );
+                })}
               </tbody>
             </table>
           </div>

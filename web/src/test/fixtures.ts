@@ -4,12 +4,17 @@
 //   /runs, POST /upload (pbmc68k, pbmc3k, pbmc68k as mouse genes, and a refused scaled-only
 //   file), and the status and results of real annotations, a fine-tune, two evaluations and a
 //   failed run;
+//   (with a consensus of two models, explained, also at the broad level, and one cell's evidence);
 // - `PYTHONPATH=src python scripts/record_evaluation_fixture.py`: the stored summaries of the
 //   service's evaluation task and of a foundation-model evaluation (evaluate()).
 import type {
-  Application, CellPage, Dataset, ErrorResponse, LayoutView, Model, Results, ResultSummary, Run, RunPage, SubmitResponse,
+  Application, CellPage, CellPrediction, Dataset, ErrorResponse, LayoutView, Model, Results, ResultSummary, Run, RunPage, SubmitResponse,
 } from "../api/types";
 import applicationsJson from "./applications.json";
+import consensusCellJson from "./consensus_cell.json";
+import consensusResultsBroadJson from "./consensus_results_broad.json";
+import consensusResultsJson from "./consensus_results.json";
+import consensusStatusJson from "./consensus_status.json";
 import datasetsJson from "./datasets.json";
 import evaluationCellsJson from "./evaluation_cells.json";
 import evaluationFoundationSummary from "./evaluation_foundation_summary.json";
@@ -96,3 +101,11 @@ export const foundationSummary = evaluationFoundationSummary as ResultSummary;
  * (a density grid: 700 cells), then its lower-left quarter with max_points 400 (its points). */
 export const layoutDensity = layoutDensityJson as LayoutView;
 export const layoutPoints = layoutPointsJson as LayoutView;
+
+/** The demo model and pbmc3k-logreg combined on the pbmc3k cells (consensus, explain on, PCA
+ * layout): its status, results with 10 cells, the same at level=broad, and GET
+ * /results/{id}/cells/{i} of the layout's first point. */
+export const consensusStatus = consensusStatusJson as Run;
+export const consensusResults = consensusResultsJson as Results & { layout: NonNullable<Results["layout"]>; cells: CellPage };
+export const consensusBroad = consensusResultsBroadJson as Results & { layout: NonNullable<Results["layout"]>; cells: CellPage };
+export const consensusCell = consensusCellJson as CellPrediction;

@@ -35,6 +35,7 @@ from cellfoundry.service.schemas import (
     ResultSummaryPublic,
     errors,
 )
+from cellfoundry.stats.labels import UNKNOWN
 from cellfoundry.store.tables import Dataset
 
 router = APIRouter(tags=["runs"])
@@ -86,6 +87,11 @@ def results(
         block = layout_block(platform.storage, s, run, res)
         if view is not None and block["labels"] is not None:
             block["labels"] = [view.names.get(lab, lab) for lab in block["labels"]]
+        if level is not None and block["model_labels"]:
+            for m, labels in block["model_labels"].items():  # each model's classes, by name
+                classes = sorted(set(labels) - {UNKNOWN})
+                names = level_view(run, {"classes": classes}, level).names if classes else {}
+                block["model_labels"][m] = [names.get(lab, lab) for lab in labels]
         out.layout = LayoutPublic.model_validate(block)
     if "predictions" in res.files:
         out.cells = CellPage.model_validate(
