@@ -36,6 +36,8 @@ def _cellfoundry_bin() -> Path:
         "e2e/run.mjs",
         # the Run page's every-cell layout: WebGL, and a zoom fetches GET /runs/{id}/layout's viewport
         "e2e/layout.mjs",
+        # consensus of two models from the wizard, a clicked cell's genes, the Broad types toggle
+        "e2e/consensus.mjs",
     ],
 )
 def test_web_ui_end_to_end(script: str, shared_dir: Path, tmp_path: Path) -> None:
