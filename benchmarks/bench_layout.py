@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from results_io import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "layout.json"
 TARGET_S = 600.0
@@ -196,9 +198,7 @@ def main() -> None:
         f"2-D neighbourhood label purity: placed cells {pur['placed']:.3f}, "
         f"fitted cells {pur['fitted']:.3f} (ratio {pur['placed'] / pur['fitted']:.3f})"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    write_result(RESULTS, summary)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from results_io import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "layout_view.json"
 
@@ -94,23 +96,18 @@ def main() -> None:
         f"the density answer is {ref_mb / rows[0]['answer_mb']:.0f}x smaller "
         f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "cells": n,
-                "first_read": read,
-                "views": rows,
-                "reference_every_point_json_mb": ref_mb,
-                "load_average": list(os.getloadavg()),
-                "cpu_count": os.cpu_count(),
-                "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        RESULTS,
+        {
+            "cells": n,
+            "first_read": read,
+            "views": rows,
+            "reference_every_point_json_mb": ref_mb,
+            "load_average": list(os.getloadavg()),
+            "cpu_count": os.cpu_count(),
+            "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
     )
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

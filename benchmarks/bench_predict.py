@@ -52,6 +52,8 @@ import numpy as np
 from fastapi import FastAPI, Request  # module level: the hello route's annotations resolve
 from fastapi.responses import Response
 
+from results_io import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "predict.json"
 PUBLIC_REFERENCE_MS = 95.0  # "95 ms per sample", a previous public attempt named in issue #5
@@ -456,8 +458,7 @@ def main() -> None:
     out["cpus"] = os.cpu_count()
     out["load_average_at_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_result(Path(args.out), out)
 
     def line(name: str, r: dict[str, Any]) -> str:
         cpu = r.get("server_cpu_us_per_request")

@@ -13,13 +13,13 @@ Usage: python benchmarks/bench_ratelimit.py [--calls 200000] [--redis redis://12
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from cellfoundry.service.ratelimit import RedisBuckets, SharedBuckets, TokenBuckets
+from results_io import write_result
 
 RATE, BURST = 1e9, 10**9  # never refuses: the cost of the allowed path
 OUT = Path(__file__).resolve().parent / "results" / "ratelimit.json"
@@ -65,7 +65,7 @@ def main() -> None:
         )
     budget = 2 * 1e6 / 5_000
     print(f"budget at 5,000 req/s on 2 cores: {budget:.0f} µs CPU per request")
-    OUT.write_text(json.dumps({"calls": args.calls, "limiters": rows}, indent=2) + "\n")
+    write_result(OUT, {"calls": args.calls, "limiters": rows})
 
 
 if __name__ == "__main__":

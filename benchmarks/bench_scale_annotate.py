@@ -19,7 +19,6 @@ writes `benchmarks/results/scale_annotate.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from results_io import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / ".data"
@@ -186,9 +187,7 @@ def main() -> None:
     summary["cpu_count"] = os.cpu_count()
     summary["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} CPUs)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    write_result(RESULTS, summary)
     if args.clean:
         for path in files.values():
             path.unlink()

@@ -16,7 +16,6 @@ Extrapolation to 5 GB: the RSS does not grow with the file when the peak equals 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from results_io import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / ".data"
@@ -236,9 +237,7 @@ def main() -> None:
         f"upload {summary['api_rss_extrapolated_5gb_mib']:.0f} MiB "
         f"(load {load_before[0]:.1f}-{load_after[0]:.1f} on {os.cpu_count()} CPUs)"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    write_result(RESULTS, summary)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "workers.json"
@@ -207,9 +208,7 @@ def main() -> None:
         if args.layout == "none"
         else RESULTS.with_name(f"workers_layout_{args.layout}.json")
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result(out, summary)
 
 
 if __name__ == "__main__":
