@@ -259,7 +259,7 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
 def cell_features(values: np.ndarray, plan: InputPlan) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored values and model columns of ``transform`` of one cell given as its float32
     values over the plan's source genes, in order: the same arithmetic, bit for bit, without
-    building matrices. None when the plan needs the general path (``transform_cell`` takes it)."""
+    building matrices. None when the plan needs the general path (``transform``)."""
     cmap = plan.column_map
     if (
         values.dtype != np.float32
@@ -277,17 +277,6 @@ def cell_features(values: np.ndarray, plan: InputPlan) -> tuple[np.ndarray, np.n
         total = np.add.reduceat(values, np.zeros(1, dtype=np.intp), dtype=np.float64)
         data = np.log1p(data * size_factors(total))
     return data, cmap[kept]
-
-
-def transform_cell(values: np.ndarray, plan: InputPlan) -> sp.csr_matrix:
-    """``transform`` of one cell given as its float32 values over the plan's source genes, in
-    order (``/predict``): the same arithmetic, bit for bit, building one matrix at most."""
-    parts = cell_features(values, plan)
-    if parts is None:
-        n = len(values)
-        one = np.array([0, n], dtype=np.int32)
-        return transform(sp.csr_matrix((values, np.arange(n), one), shape=(1, n)), plan)
-    return stack_cells([parts], len(plan.alignment.target))
 
 
 def stack_cells(cells: Sequence[tuple[np.ndarray, np.ndarray]], n_target: int) -> sp.csr_matrix:
