@@ -459,6 +459,48 @@ class ConsensusResult(AnnotationResult):
         }
 
 
+def agreement_figures(res: AnnotationResult, model_ids: Sequence[str]) -> dict[str, Any]:
+    """The consensus's agreement distribution and each model's agreement with the consensus.
+
+    A model agrees on a cell when its own most probable class is the consensus call, or lies
+    above or below it in the Cell Ontology (one lineage); an Unknown consensus has no agreement.
+    """
+    n = res.n_cells
+    agree = np.asarray(res.obs_columns[AGREEMENT_COLUMN], dtype=np.float64)
+    values, counts = np.unique(np.round(agree, 4), return_counts=True)
+    distribution = [
+        {"agreement": float(v), "n_cells": int(c), "share": float(c / n)}
+        for v, c in zip(values, counts, strict=True)
+    ]
+    call_label = np.asarray(res.obs_columns[CONSENSUS_COLUMN], dtype=object)
+    call_term = np.asarray(res.term_ids, dtype=object)
+    unknown = np.asarray(res.unknown, dtype=bool)
+    per_model: dict[str, Any] = {}
+    for mid in model_ids:
+        own_label = np.asarray(res.obs_columns[member_column("predicted_cell_type", mid)], object)
+        own_term = np.asarray(res.obs_columns[member_column(TERM_COLUMN, mid)], dtype=object)
+        keys = pd.DataFrame({"ct": call_term, "cl": call_label, "mt": own_term, "ml": own_label})
+        # one verdict per distinct (call, model's call) pair: few, however many cells
+        codes = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+        verdicts = []
+        for ct, cl, mt, ml in keys.drop_duplicates().itertuples(index=False):
+            if ct and mt:
+                verdicts.append((ct == mt, ct == mt or ct in ancestors(mt) or mt in ancestors(ct)))
+            else:  # a class without a term agrees with itself only
+                same = not ct and not mt and cl == ml
+                verdicts.append((same, same))
+        flags = np.asarray(verdicts, dtype=bool).reshape(-1, 2)[codes] & ~unknown[:, None]
+        per_model[mid] = {
+            "agreement": float(flags[:, 1].mean()) if n else 0.0,
+            "same_call": float(flags[:, 0].mean()) if n else 0.0,
+        }
+    return {
+        "model_ids": list(model_ids),
+        "agreement_distribution": distribution,
+        "per_model": per_model,
+    }
+
+
 def _mean_distance(members: Sequence[AnnotationResult]) -> dict[str, np.ndarray]:
     """reference_distance: mean over the models that have one; out_of_reference: half of them."""
     have = [m for m in members if "reference_distance" in m.obs_columns]

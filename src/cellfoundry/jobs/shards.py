@@ -398,7 +398,7 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
     truth = label_column(adata, params.label_key) if params.label_key else None
     consensus_of: list[str] = []
     if isinstance(params, ConsensusParams):
-        from cellfoundry.consensus import consensus
+        from cellfoundry.consensus import agreement_figures, consensus
 
         consensus_of = params.model_ids(run.model_id)
         members = [
@@ -430,7 +430,7 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
     summary["species"] = meta.get("species")
     summary["species_mapping"] = meta.get("species_mapping")
     if consensus_of:
-        summary["consensus"].update(consensus_figures(res, consensus_of))
+        summary["consensus"].update(agreement_figures(res, consensus_of))
     files: dict[str, Path] = {
         "predictions": out_dir / "predictions.parquet",
         "probabilities": out_dir / "probabilities.npy",
@@ -452,52 +452,6 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
         summary["layout_sampled"] = res.n_cells > engine.settings.umap_max_cells
         summary["layout_fit_cells"] = fit_cells
     return TaskOutput(summary=summary, files=files)
-
-
-def consensus_figures(res: Any, model_ids: list[str]) -> dict[str, Any]:
-    """The consensus's agreement distribution and each model's agreement with the consensus.
-
-    A model agrees on a cell when its own most probable class is the consensus call, or lies
-    above or below it in the Cell Ontology (one lineage); an Unknown consensus has no agreement.
-    """
-    from cellfoundry.consensus import AGREEMENT_COLUMN, CONSENSUS_COLUMN, member_column
-    from cellfoundry.ontology import ancestors
-    from cellfoundry.result import TERM_COLUMN
-
-    n = res.n_cells
-    agree = np.asarray(res.obs_columns[AGREEMENT_COLUMN], dtype=np.float64)
-    values, counts = np.unique(np.round(agree, 4), return_counts=True)
-    distribution = [
-        {"agreement": float(v), "n_cells": int(c), "share": float(c / n)}
-        for v, c in zip(values, counts, strict=True)
-    ]
-    call_label = np.asarray(res.obs_columns[CONSENSUS_COLUMN], dtype=object)
-    call_term = np.asarray(res.term_ids, dtype=object)
-    unknown = np.asarray(res.unknown, dtype=bool)
-    per_model: dict[str, Any] = {}
-    for mid in model_ids:
-        own_label = np.asarray(res.obs_columns[member_column("predicted_cell_type", mid)], object)
-        own_term = np.asarray(res.obs_columns[member_column(TERM_COLUMN, mid)], dtype=object)
-        keys = pd.DataFrame({"ct": call_term, "cl": call_label, "mt": own_term, "ml": own_label})
-        # one verdict per distinct (call, model's call) pair: few, however many cells
-        codes = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
-        verdicts = []
-        for ct, cl, mt, ml in keys.drop_duplicates().itertuples(index=False):
-            if ct and mt:
-                verdicts.append((ct == mt, ct == mt or ct in ancestors(mt) or mt in ancestors(ct)))
-            else:  # a class without a term agrees with itself only
-                same = not ct and not mt and cl == ml
-                verdicts.append((same, same))
-        flags = np.asarray(verdicts, dtype=bool).reshape(-1, 2)[codes] & ~unknown[:, None]
-        per_model[mid] = {
-            "agreement": float(flags[:, 1].mean()) if n else 0.0,
-            "same_call": float(flags[:, 0].mean()) if n else 0.0,
-        }
-    return {
-        "model_ids": list(model_ids),
-        "agreement_distribution": distribution,
-        "per_model": per_model,
-    }
 
 
 def _layout(
