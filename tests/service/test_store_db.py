@@ -191,3 +191,48 @@ def test_reaper_requeues_then_fails_with_a_reason(tmp_path: Path) -> None:
                 )
                 assert run.error_hint
     db.dispose()
+
+
+def test_api_processes_starting_together_store_the_applications_once(db_url: str) -> None:
+    """Eight API processes start at the same moment on a new database (``serve --api-workers
+    8``): each stores the registered applications and none fails on the unique key. A row left
+    by an older release is brought up to date."""
+    from cellfoundry.jobs.applications import APPLICATIONS
+    from cellfoundry.service.platform import sync_applications
+    from cellfoundry.store.tables import Application
+
+    migrate(db_url)
+    gate = threading.Barrier(8)
+    errors: list[BaseException] = []
+    dbs = [Database(db_url) for _ in range(8)]  # one engine per "process"
+
+    def start(own: Database) -> None:
+        try:
+            with own.session() as s:
+                s.execute(sa.select(Application.id)).all()  # connected: all read "no rows"
+                gate.wait()
+                sync_applications(s)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=start, args=(d,)) for d in dbs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    db = Database(db_url)
+    first = next(iter(APPLICATIONS))
+    with db.session() as s:
+        assert sorted(s.scalars(sa.select(Application.id))) == sorted(APPLICATIONS)
+        s.get_one(Application, first).name = "old"  # as an older release stored it
+        s.get_one(Application, first).params_schema = {}
+    with db.session() as s:
+        sync_applications(s)
+    with db.session() as s:
+        row = s.get_one(Application, first)
+        assert row.name == APPLICATIONS[first].to_dict()["name"]
+        assert row.params_schema == APPLICATIONS[first].to_dict()["params_schema"]
+    db.dispose()

@@ -112,20 +112,24 @@ class Platform:
 
 
 def sync_applications(session: Session) -> None:
-    """Store the registered applications (id, schema, families) in the database."""
+    """Store the registered applications (id, schema, families) in the database.
+
+    One upsert per application (``INSERT … ON CONFLICT (id) DO UPDATE``), so API processes that
+    start together (``serve --api-workers N``, replicas) cannot both insert the same row."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the two databases the store supports
+        raise RuntimeError(f"unsupported database dialect {dialect!r}")
     for spec in APPLICATIONS.values():
         d = spec.to_dict()
-        row = session.get(Application, spec.id)
-        if row is None:
-            session.add(
-                Application(
-                    id=spec.id,
-                    name=d["name"],
-                    description=d["description"],
-                    families=d["families"] or [],
-                    params_schema=d["params_schema"],
-                )
-            )
-        else:
-            row.name, row.description = d["name"], d["description"]
-            row.families, row.params_schema = d["families"] or [], d["params_schema"]
+        values = {
+            "name": d["name"],
+            "description": d["description"],
+            "families": d["families"] or [],
+            "params_schema": d["params_schema"],
+        }
+        stmt = insert(Application).values(id=spec.id, **values)
+        session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
