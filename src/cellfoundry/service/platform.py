@@ -116,12 +116,10 @@ def sync_applications(session: Session) -> None:
 
     One upsert per application (``INSERT … ON CONFLICT (id) DO UPDATE``), so API processes that
     start together (``serve --api-workers N``, replicas) cannot both insert the same row."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the two databases the store supports
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the store's two databases
         raise RuntimeError(f"unsupported database dialect {dialect!r}")
     for spec in APPLICATIONS.values():
         d = spec.to_dict()
@@ -131,5 +129,9 @@ def sync_applications(session: Session) -> None:
             "families": d["families"] or [],
             "params_schema": d["params_schema"],
         }
-        stmt = insert(Application).values(id=spec.id, **values)
-        session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+        if dialect == "postgresql":
+            pg = postgresql.insert(Application).values(id=spec.id, **values)
+            session.execute(pg.on_conflict_do_update(index_elements=["id"], set_=values))
+        else:
+            lite = sqlite.insert(Application).values(id=spec.id, **values)
+            session.execute(lite.on_conflict_do_update(index_elements=["id"], set_=values))
