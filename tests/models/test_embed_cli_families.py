@@ -166,6 +166,102 @@ def test_embed_cli_end_to_end(
     np.testing.assert_allclose(ad.read_h5ad(out2).obsm[key], res.obsm[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["geneformer", "scgpt"])
+def test_embed_cli_max_tokens_sets_the_token_budget(
+    family: str,
+    checkpoints: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--max-tokens reaches the family's token batching: every forward pass holds at most that
+    many padded tokens; the embeddings equal the default budget's; the run records the budget."""
+    folder = _ckpt(checkpoints, family)
+    data = tmp_path / "data.h5ad"
+    counts_data(n_cells=40, seed=4).write_h5ad(data)
+    family_module = importlib.import_module(f"cellfoundry.models.{family}.model")
+    real = family_module.token_budget_batches
+    passes: list[tuple[int, int, int]] = []  # (budget asked, cells, longest cell) of each pass
+
+    def recording(lengths: np.ndarray, batch_size: int, max_tokens: int, **kw: object) -> list:
+        groups = list(real(lengths, batch_size, max_tokens, **kw))
+        passes.extend((max_tokens, len(g), int(lengths[g].max())) for g in groups)
+        return groups
+
+    monkeypatch.setattr(family_module, "token_budget_batches", recording)
+    key = f"X_{family}"
+    embedded = {}
+    for budget in (None, 600):
+        passes.clear()
+        out = tmp_path / f"out_{budget}.h5ad"
+        args = ["embed", str(data), "--model", str(folder), "--out", str(out), "--device", "cpu"]
+        args += ["--batch-size", "32"] + (["--max-tokens", str(budget)] if budget else [])
+        code, _, err = run_cli(args, monkeypatch, capsys)
+        assert code == 0, err
+        res = ad.read_h5ad(out)
+        embedded[budget] = res.obsm[key]
+        record = res.uns["cellfoundry_embeddings"][key]
+        asked = budget or family_module.DEFAULT_MAX_TOKENS
+        assert record["max_tokens"] == asked
+        assert passes and {b for b, _, _ in passes} == {asked}
+        assert sum(n for _, n, _ in passes) == 40  # every cell embedded once
+        # within the budget (a single cell longer than the budget is a pass of its own)
+        assert all(n * width <= asked or n == 1 for _, n, width in passes)
+        if budget:  # the budget, not --batch-size, bounded the passes
+            assert max(n for _, n, _ in passes) < 32 and len(passes) > 2
+        else:
+            assert max(n for _, n, _ in passes) == 32
+    np.testing.assert_allclose(embedded[600], embedded[None], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "1.5"])
+def test_embed_cli_refuses_a_bad_max_tokens(
+    value: str,
+    checkpoints: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = _ckpt(checkpoints, "geneformer")
+    data = tmp_path / "data.h5ad"
+    counts_data(n_cells=10).write_h5ad(data)
+    out = tmp_path / "o.h5ad"
+    code, _, err = run_cli(
+        ["embed", str(data), "--model", str(folder), "--out", str(out), "--max-tokens", value],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2
+    assert "--max-tokens" in err and value in err
+    assert not out.exists()
+
+
+def test_max_tokens_is_refused_for_a_family_without_a_token_budget(
+    checkpoints: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cellfoundry.models.embedding_annotators import embed_dataset
+
+    folder = _ckpt(checkpoints, "scimilarity")
+    data = tmp_path / "data.h5ad"
+    counts_data(n_cells=10).write_h5ad(data)
+    out = tmp_path / "o.h5ad"
+    code, _, err = run_cli(
+        ["embed", str(data), "--model", str(folder), "--out", str(out), "--max-tokens", "4096"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2 and "no token budget" in err and "--batch-size" in err
+    assert not out.exists()
+    with pytest.raises(cellfoundry.CellfoundryError, match="no token budget"):
+        embed_dataset(data, folder, max_tokens=4096)
+    if "geneformer" in checkpoints:  # the library refuses a non-positive budget too
+        with pytest.raises(cellfoundry.CellfoundryError, match="positive whole number"):
+            embed_dataset(data, checkpoints["geneformer"], max_tokens=0)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_backed_streaming_equals_in_memory(
     family: str, checkpoints: dict[str, Path], tmp_path: Path

@@ -97,6 +97,14 @@ def write_into_h5ad(path: Path, key: str, emb: np.ndarray, record: dict[str, Any
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option(
+    "--max-tokens",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Geneformer/scGPT: most padded tokens (cells x the batch's longest cell) per forward "
+    "pass, so each pass holds about the same memory; lower it when a GPU runs out of memory, "
+    "raise it for fewer, larger passes (default: the family's, 32,768).",
+)
+@click.option(
     "--seed",
     default=0,
     show_default=True,
@@ -137,6 +145,7 @@ def embed_cmd(
     species: str = "auto",
     device: str = "auto",
     precision: str = "auto",
+    max_tokens: int | None = None,
 ) -> None:
     """Embed the cells of DATA with a foundation model; write OUT.h5ad with obsm["X_<family>"]."""
     from cellfoundry.data.h5ad_copy import ObsmWriter, copy_h5ad
@@ -157,9 +166,16 @@ def embed_cmd(
         click.echo(f"  note: {msg}", err=True)
     # where it runs, resolved before any work (a missing GPU is refused here, exit 2)
     runs_on = "cpu fp32"
-    if "device" in inspect.signature(model.embed).parameters:
+    embed_params = inspect.signature(model.embed).parameters
+    if "device" in embed_params:
         runs_on = resolve_accel(device, precision).describe()
     click.echo(f"  running on {runs_on}", err=True)
+    if max_tokens is not None and "max_tokens" not in embed_params:
+        raise click.BadParameter(
+            f"{model.family} has no token budget: it reads cells in row chunks; leave out "
+            "--max-tokens (use --batch-size)",
+            param_hint="--max-tokens",
+        )
     is_h5ad = data.lower().endswith(".h5ad")
     adata = read_data(data, backed=is_h5ad, genes_by_cells=genes_by_cells)
     human, report = to_human_space(adata, species)  # mouse/macaque/pig: human orthologs
@@ -186,6 +202,7 @@ def embed_cmd(
             out=sink,
             device=device,
             precision=precision,
+            max_tokens=max_tokens,
         )
     except BaseException:
         if stream:
@@ -196,6 +213,9 @@ def embed_cmd(
         click.echo(f"warning: {w}", err=True)
     record = embedding_record(model, folder, plan, batch_size, seed)
     record["device"] = runs_on
+    if "max_tokens" in embed_params:  # the budget the passes used (given, else the family's)
+        default = embed_params["max_tokens"].default
+        record["max_tokens"] = int(max_tokens if max_tokens is not None else default)
     if stream:
         sink.close()
         write_record(out_path, key, record)

@@ -80,6 +80,7 @@ def embed_cells(
     out: Any = None,
     device: str | None = None,
     precision: str | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[Any, InputPlan]:
     """Embeddings (n_cells x dim, float32, input order) after the raw-count and coverage checks.
 
@@ -87,6 +88,9 @@ def embed_cells(
     ``ObsmWriter`` on the output file, so memory stays flat however many cells); returned.
     ``device`` / ``precision`` (see ``models.accel``) go to families that take them; None keeps
     the family's default (auto: a CUDA GPU when present, else the CPU in float32).
+    ``max_tokens``: padded tokens per forward pass (cells x the batch's longest cell) for the
+    families that batch by token budget (Geneformer, scGPT); None keeps the family's default;
+    a family without a token budget (SCimilarity) refuses it.
     """
     rep = report or validate(adata)
     if rep.chosen["counts"] is None:
@@ -123,6 +127,19 @@ def embed_cells(
                 f"{model.family} embeds on the CPU in float32 only ({name} {value!r} asked)",
                 f"leave --{name} at auto for {model.family}",
             )
+    if max_tokens is not None:
+        if "max_tokens" not in params:
+            raise ModelError(
+                f"{model.family} has no token budget (max_tokens {max_tokens} asked): it reads "
+                "cells in row chunks of --batch-size",
+                f"leave out --max-tokens for {model.family} (use --batch-size)",
+            )
+        if isinstance(max_tokens, bool) or int(max_tokens) != max_tokens or max_tokens < 1:
+            raise ModelError(
+                f"max_tokens must be a positive whole number (got {max_tokens!r})",
+                "pass e.g. --max-tokens 16384 (padded tokens per forward pass)",
+            )
+        kwargs["max_tokens"] = int(max_tokens)
     if "out" in params:
         model.embed(adata, report=rep, out=sink, **kwargs)
     else:  # a family written before ``out`` existed: one block
@@ -144,8 +161,10 @@ def embed_dataset(
     seed: int = 0,
     progress: bool = False,
     min_coverage: float | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[np.ndarray, FoundationModel]:
-    """Embeddings of a dataset (an .h5ad path is streamed) with a checkpoint folder or registered name."""
+    """Embeddings of a dataset (an .h5ad path is streamed) with a checkpoint folder or registered
+    name. ``max_tokens``: padded tokens per forward pass (Geneformer, scGPT; see ``embed_cells``)."""
     from cellfoundry.data.io import as_anndata
     from cellfoundry.models.zoo import resolve_checkpoint
 
@@ -154,7 +173,13 @@ def embed_dataset(
     backed = isinstance(data, str | Path) and str(data).endswith(".h5ad")
     adata = as_anndata(data, backed=backed)
     emb, _plan = embed_cells(
-        model, adata, batch_size=batch_size, seed=seed, progress=progress, min_coverage=min_coverage
+        model,
+        adata,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        min_coverage=min_coverage,
+        max_tokens=max_tokens,
     )
     return emb, model
 
