@@ -7,7 +7,9 @@ first request of a run) and then viewed through ``layout_view`` + the response m
 route does (``mode=auto``, ``max_points`` 20,000): the whole extent (a 256 x 256 density grid)
 and two zoomed viewports on one blob (points once at most 20,000 lie inside). The reference is
 the JSON that /results' layout block would need for every point (x, y, label, cell per point),
-measured by size.
+measured by size. Each view is also timed rolled up to a level (20 labels -> 2: the labels
+renamed per request) and by a consensus model's own calls at that level (``source``: read once
+from the predictions file's per-model columns, timed, then renamed per request).
 
     PYTHONPATH=src python benchmarks/bench_layout_view.py [--cells 1000000]
 """
@@ -35,8 +37,14 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    from cellfoundry.consensus import member_column
     from cellfoundry.jobs.applications import layout_frame
-    from cellfoundry.service.layout_view import layout_arrays, layout_view
+    from cellfoundry.service.layout_view import (
+        layout_arrays,
+        layout_view,
+        member_labels,
+        relabelled,
+    )
     from cellfoundry.service.schemas import LayoutViewPublic
 
     n = args.cells
@@ -63,12 +71,39 @@ def main() -> None:
             "zoom: 4 x 4 units on a blob": {"x0": cx - 2, "x1": cx + 2, "y0": cy - 2, "y1": cy + 2},
             "zoom: 1.2 x 1.2 units on a blob": {"x0": cx - 0.6, "x1": cx + 0.6, "y0": cy - 0.6, "y1": cy + 0.6},
         }  # fmt: skip
-        for name, q in views.items():
+        # a consensus model's own calls of every cell, as the predictions file stores them
+        # (per-model columns), read once per run and model (``member_labels``, timed)
+        pred = Path(tmp) / "predictions.parquet"
+        own = np.where(lab % 2 == 0, labels, np.array([f"type {i + 1}" for i in range(20)])[lab])
+        pd.DataFrame(
+            {
+                "cell": cells,
+                member_column("predicted_cell_type", "m"): own,
+                member_column("prediction_unknown", "m"): rng.random(n) < 0.05,
+            }
+        ).to_parquet(pred)
+        t0, c0 = time.perf_counter(), time.process_time()
+        model_labels = member_labels(arrays, pred, "m")
+        member_read = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+        print(
+            f"first request by one model's own calls reads them: {member_read['seconds']:.2f} s "
+            f"(CPU {member_read['cpu_seconds']:.2f} s)"
+        )
+        halves = {f"type {i}": f"group {i // 10}" for i in range(21)}  # a roll-up: 20 -> 2 labels
+        labelled = {
+            "": lambda: arrays,
+            ", rolled up (level)": lambda: relabelled(arrays, names=halves),
+            ", one model's calls rolled up (source + level)": lambda: relabelled(
+                arrays, model_labels.label, model_labels.labels, halves
+            ),
+        }
+        cases = [(name + how, q, get) for name, q in views.items() for how, get in labelled.items()]
+        for name, q, get in cases:
             kw = {"x0": None, "x1": None, "y0": None, "y1": None, "bins": 256, **q}
             times, cpu = [], []
             for _ in range(args.repeat):
                 t0, c0 = time.perf_counter(), time.process_time()
-                view = layout_view(arrays, method="umap", max_points=20_000, mode="auto", **kw)
+                view = layout_view(get(), method="umap", max_points=20_000, mode="auto", **kw)
                 body = LayoutViewPublic.model_validate(view).model_dump_json(exclude_none=True)
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
@@ -82,7 +117,7 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"{name:32s}: {row['mode']:7s} {row['n_in_view']:>9,} in view, "
+                f"{name:60s}: {row['mode']:7s} {row['n_in_view']:>9,} in view, "
                 f"{row['ms_median']:6.0f} ms (CPU {row['cpu_ms_median']:5.0f} ms), "
                 f"{row['answer_mb']:.2f} MB JSON"
             )
@@ -101,6 +136,7 @@ def main() -> None:
         {
             "cells": n,
             "first_read": read,
+            "first_member_read": member_read,
             "views": rows,
             "reference_every_point_json_mb": ref_mb,
             "load_average": list(os.getloadavg()),

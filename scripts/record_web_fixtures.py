@@ -9,7 +9,8 @@ uploads ../shared/data/10x_pbmc68k_reduced.h5ad and the pbmc3k file, annotates t
 layout (viewed through GET /runs/{id}/layout as a density grid and as a zoomed viewport's points;
 and has a submit with an out-of-range param refused), combines the demo model and
 pbmc3k-logreg on the pbmc3k cells (consensus, explained; also at the broad Cell Ontology level,
-and one cell's evidence), uploads the pbmc68k cells with only
+its every-cell layout by its own and by pbmc3k-logreg's calls, at the classes and at that level, a
+broader term it offers (T cell), a refused unknown level, and one cell's evidence), uploads the pbmc68k cells with only
 their scaled matrix (refused) and as mouse genes (annotated through human orthologs), fine-tunes a
 logistic regression on pbmc68k, evaluates pbmc3k-logreg on the pbmc3k cells it was not trained on,
 evaluates the demo model on pbmc3k (whose cell-type names it does not share), and submits an
@@ -165,6 +166,24 @@ def record_consensus(c: TestClient, dataset_id: str) -> None:
     write("consensus_results.json", res)
     broad = c.get(f"/results/{status['id']}", params={"level": "broad", "page_size": 10})
     write("consensus_results_broad.json", broad.raise_for_status().json())
+    # the every-cell layout as the WebGL view asks for it, by the consensus's calls and by
+    # pbmc3k-logreg's own, at the model's classes and at the broad level (the layout's controls),
+    # and a level that is no Cell Ontology term (refused with a hint)
+    for name, labels in [
+        ("consensus_layout", {}),
+        ("consensus_layout_broad", {"level": "broad"}),
+        ("consensus_layout_model", {"source": "pbmc3k-logreg"}),
+        ("consensus_layout_model_broad", {"source": "pbmc3k-logreg", "level": "broad"}),
+    ]:
+        view = {**labels, "max_points": 200, "bins": 32}
+        layout = c.get(f"/runs/{status['id']}/layout", params=view).raise_for_status().json()
+        write(f"{name}.json", layout)
+    # one of the broader terms GET /results offers for the run (T cell), as the toggle asks for it
+    term = next(lv for lv in res["levels"] if lv["name"] == "T cell")
+    at_term = c.get(f"/results/{status['id']}", params={"level": term["level"], "page_size": 10})
+    write("consensus_results_term.json", at_term.raise_for_status().json())
+    bad = c.get(f"/results/{status['id']}", params={"level": "T-cells please", "page_size": 10})
+    write("results_invalid_level.json", refused(bad, 422))
     first = res["layout"]["indices"][0]
     cell = c.get(f"/results/{status['id']}/cells/{first}").raise_for_status().json()
     write("consensus_cell.json", cell)

@@ -7,6 +7,7 @@ import pytest
 from cellfoundry.ontology import (
     OntologyError,
     ancestors,
+    candidate_levels,
     closest_common_ancestor,
     descendants,
     is_descendant,
@@ -14,7 +15,7 @@ from cellfoundry.ontology import (
     resolve,
     roll_up,
 )
-from tests.ontology.reference import PARSER, cl
+from tests.ontology.reference import PARSER, PBMC3K_TERMS, cl
 
 T_CELL, MONO, B_CELL = cl("T cell"), cl("monocyte"), cl("B cell")
 TREG = cl("CD4-positive, CD25-positive, alpha-beta regulatory T cell")
@@ -81,3 +82,50 @@ def test_resolve_accepts_ids_and_names_and_refuses_the_rest() -> None:
         resolve("CL:9999999")
     with pytest.raises(OntologyError, match="neither"):
         resolve("a kind of cell")
+
+
+def test_candidate_levels_are_every_distinct_grouping_of_the_official_ancestors() -> None:
+    """Each candidate merges exactly the labels the official parser puts under it, and every
+    way an ancestor groups at least two (not all) of the labels is offered once."""
+    terms = {label: cl(name) for label, name in PBMC3K_TERMS.items()}
+    terms["unmapped class"] = ""
+    counts = {label: 10 * (i + 1) for i, label in enumerate(terms)}
+    got = candidate_levels(terms, counts, limit=None)
+
+    def under(anc: str) -> frozenset[str]:
+        return frozenset(
+            lab
+            for lab, t in terms.items()
+            if t and (t == anc or anc in PARSER.get_term_ancestors(t))
+        )
+
+    mapped = {lab for lab, t in terms.items() if t}
+    groupings = {
+        under(anc)
+        for lab in mapped
+        for anc in [terms[lab], *PARSER.get_term_ancestors(terms[lab])]
+        if 2 <= len(under(anc)) < len(mapped)
+    }
+    assert {frozenset(c.labels) for c in got} == groupings  # each grouping once
+    assert len(got) == len(groupings)
+    for c in got:
+        assert frozenset(c.labels) == under(c.term)
+        assert c.name == PARSER.get_term_label(c.term)
+        assert c.n_cells == sum(counts[lab] for lab in c.labels)
+    assert [c.n_cells for c in got] == sorted((c.n_cells for c in got), reverse=True)
+    by_name = {c.name: c for c in got}
+    # a named broad compartment wins over the other terms that merge the same labels
+    assert set(by_name["T cell"].labels) == {"CD4 T cells", "CD8 T cells"}
+    assert set(by_name["monocyte"].labels) == {"CD14+ Monocytes", "FCGR3A+ Monocytes"}
+    assert "alpha-beta T cell" not in by_name and "mature alpha-beta T cell" not in by_name
+    assert {"CD4 T cells", "CD8 T cells", "B cells", "NK cells"} <= set(
+        by_name["lymphocyte"].labels
+    )
+
+    # types without cells do not count; the limit keeps the largest
+    no_nk = candidate_levels(terms, {**counts, "NK cells": 0}, limit=None)
+    assert all("NK cells" not in c.labels for c in no_nk)
+    assert candidate_levels(terms, counts, limit=2) == got[:2]
+    # one type, or two types of one term (merging them all): nothing to offer
+    assert candidate_levels({"CD4 T cells": terms["CD4 T cells"]}) == []
+    assert candidate_levels({"a": terms["CD4 T cells"], "b": terms["CD4 T cells"]}) == []

@@ -4,7 +4,8 @@ A bottom-layer package (it imports only ``cellfoundry.errors``): the ontology sh
 ``cellxgene-ontology-guide`` wheel and is read once, cached.
 
 - ``map_label(name)`` / ``map_labels(classes, label_map=None)``: class names -> CL term ids
-- ``is_descendant``, ``ancestors``, ``descendants``, ``closest_common_ancestor``, ``roll_up``
+- ``is_descendant``, ``ancestors``, ``descendants``, ``closest_common_ancestor``, ``roll_up``,
+  ``candidate_levels`` (the broader terms a result's types can be rolled up to)
 - ``term_name(id)``, ``resolve(id_or_name)``, ``term_by_name(name)``
 """
 
@@ -28,7 +29,9 @@ from cellfoundry.ontology.names import normalise, term_by_name
 from cellfoundry.ontology.relations import (
     GENERIC_LEVELS,
     LEVEL_SETS,
+    LevelCandidate,
     ancestors,
+    candidate_levels,
     closest_common_ancestor,
     consistent_calls,
     depth,
@@ -50,9 +53,11 @@ __all__ = [
     "TERM_COLUMN_SUFFIX",
     "CellOntology",
     "LabelMapping",
+    "LevelCandidate",
     "OntologyError",
     "TermMatch",
     "ancestors",
+    "candidate_levels",
     "cell_ontology",
     "closest_common_ancestor",
     "consistent_calls",

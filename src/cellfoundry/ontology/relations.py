@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from cellfoundry.ontology.cl import ROOT, OntologyError, cell_ontology, term_name
 from cellfoundry.ontology.names import term_by_name
@@ -192,3 +193,78 @@ def roll_up_counts(
         "rolled_up_counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         "rolled_up_terms": {n: t for n, t in zip(names, rolled, strict=True) if t},
     }
+
+
+@dataclass(frozen=True)
+class LevelCandidate:
+    """A broader term that merges some of a result's types when the result is rolled up to it."""
+
+    term: str  # CL id: roll_up(..., term) / the API's level=
+    name: str  # its CL name
+    labels: tuple[str, ...]  # the result's types it merges (at least two), by name
+    n_cells: int  # cells of those types (0 when no counts were given)
+
+
+def candidate_levels(
+    terms: Mapping[str, str | None],
+    counts: Mapping[str, int] | None = None,
+    *,
+    limit: int | None = 20,
+) -> list[LevelCandidate]:
+    """The broader terms worth rolling ``terms`` (label -> its CL term) up to: the ancestors that
+    merge at least two of the labels but not all of them (merging everything leaves one type).
+
+    With ``counts``, only labels with cells count, and candidates come largest first. Terms that
+    merge exactly the same labels are one candidate: the named broad compartment among them
+    (``GENERIC_LEVELS``: "T cell", "monocyte", ...) when there is one, else the most specific.
+    """
+    labels = {
+        str(label): str(term)
+        for label, term in terms.items()
+        if term and (counts is None or int(counts.get(label, 0)) > 0)
+    }
+    return list(_candidates(tuple(sorted(labels.items())), _counts_key(labels, counts), limit))
+
+
+def _counts_key(labels: Mapping[str, str], counts: Mapping[str, int] | None) -> tuple[int, ...]:
+    return tuple(int((counts or {}).get(label, 0)) for label in sorted(labels))
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(
+    labelled: tuple[tuple[str, str], ...], cells: tuple[int, ...], limit: int | None
+) -> tuple[LevelCandidate, ...]:
+    cl = cell_ontology()
+    n_of = dict(zip((label for label, _ in labelled), cells, strict=True))
+    under: dict[str, set[str]] = {}  # ancestor -> the labels below it (or at it)
+    dist: dict[str, int] = {}  # ancestor -> its largest distance to those labels' terms
+    for label, term in labelled:
+        for anc, d in cl.ancestors(term, include_self=True).items():
+            under.setdefault(anc, set()).add(label)
+            dist[anc] = max(dist.get(anc, 0), d)
+    generic = set(level_terms("broad"))
+    by_group: dict[frozenset[str], str] = {}
+    for anc, group in under.items():
+        if anc == ROOT or len(group) < 2 or len(group) == len(labelled):
+            continue
+        key = frozenset(group)
+        have = by_group.get(key)
+        if have is None or _better(anc, have, generic, dist):
+            by_group[key] = anc
+    out = [
+        LevelCandidate(
+            term=term,
+            name=term_name(term),
+            labels=tuple(sorted(group)),
+            n_cells=sum(n_of[label] for label in group),
+        )
+        for group, term in by_group.items()
+    ]
+    out.sort(key=lambda c: (-c.n_cells, -len(c.labels), c.name))
+    return tuple(out if limit is None else out[:limit])
+
+
+def _better(term: str, than: str, generic: set[str], dist: Mapping[str, int]) -> bool:
+    """Between two terms merging the same labels: a broad compartment, then the nearer term."""
+    key = lambda t: (t not in generic, dist[t], t)  # noqa: E731
+    return key(term) < key(than)

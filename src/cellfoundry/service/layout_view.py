@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,18 @@ _CACHE: OrderedDict[tuple[str, int, int], LayoutArrays] = OrderedDict()
 _LOCK = threading.Lock()
 
 
+@dataclass(frozen=True)
+class MemberLabels:
+    """One consensus model's own calls of the layout's points (``Unknown`` below its threshold)."""
+
+    label: np.ndarray  # int32 code into ``labels``, one per layout point
+    labels: list[str]
+    terms: list[str] | None  # the stored CL term of each label ("" unmapped / Unknown), if any
+
+
+_MEMBERS: OrderedDict[tuple[str, int, int, str, int], MemberLabels] = OrderedDict()
+
+
 def layout_arrays(path: Path, predictions: Path | None) -> LayoutArrays:
     """The arrays of the layout file ``path`` (cached by path, size and modification time)."""
     st = path.stat()
@@ -57,6 +70,89 @@ def layout_arrays(path: Path, predictions: Path | None) -> LayoutArrays:
         while len(_CACHE) > CACHED_LAYOUTS:
             _CACHE.popitem(last=False)
     return arrays
+
+
+def member_models(predictions: Path | None) -> list[str]:
+    """The models whose own calls a consensus run's predictions file stores (none otherwise)."""
+    import pyarrow.parquet as pq
+
+    from cellfoundry.consensus import member_column
+
+    if predictions is None or not predictions.is_file():
+        return []
+    prefix = member_column("predicted_cell_type", "")
+    names = pq.read_schema(predictions).names
+    return [c.removeprefix(prefix) for c in names if c.startswith(prefix)]
+
+
+def member_labels(a: LayoutArrays, predictions: Path, model: str) -> MemberLabels:
+    """``model``'s own calls of the points of ``a`` (cached by file, as ``layout_arrays``)."""
+    st = predictions.stat()
+    key = (str(predictions), st.st_mtime_ns, st.st_size, model, len(a.rows))
+    with _LOCK:
+        hit = _MEMBERS.get(key)
+        if hit is not None:
+            _MEMBERS.move_to_end(key)
+            return hit
+    got = _read_member(a, predictions, model)
+    with _LOCK:
+        _MEMBERS[key] = got
+        while len(_MEMBERS) > CACHED_LAYOUTS:
+            _MEMBERS.popitem(last=False)
+    return got
+
+
+def _read_member(a: LayoutArrays, predictions: Path, model: str) -> MemberLabels:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from cellfoundry.consensus import member_column
+    from cellfoundry.result import TERM_COLUMN
+    from cellfoundry.stats.labels import UNKNOWN
+
+    label_col = member_column("predicted_cell_type", model)
+    unknown_col = member_column("prediction_unknown", model)
+    term_col = member_column(TERM_COLUMN, model)
+    names = pq.read_schema(predictions).names
+    cols = [label_col, unknown_col] + ([term_col] if term_col in names else [])
+    table = pq.read_table(predictions, columns=cols).take(pa.array(a.rows))
+    unknown = table.column(unknown_col).combine_chunks().cast(pa.bool_())
+    label = pc.if_else(unknown, UNKNOWN, table.column(label_col).combine_chunks().cast(pa.string()))
+    enc = pc.dictionary_encode(label)
+    labels = [str(v) for v in enc.dictionary.to_pylist()]
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    terms = None
+    if term_col in names:
+        term = (
+            table.column(term_col).combine_chunks().cast(pa.string()).to_numpy(zero_copy_only=False)
+        )
+        _, first = np.unique(codes, return_index=True)
+        terms = ["" for _ in labels]
+        for code, i in zip(np.unique(codes), first, strict=True):
+            terms[int(code)] = "" if labels[int(code)] == UNKNOWN else str(term[i] or "")
+    return MemberLabels(label=codes, labels=labels, terms=terms)
+
+
+def relabelled(
+    a: LayoutArrays,
+    codes: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+    names: Mapping[str, str] | Callable[[str], str] | None = None,
+) -> LayoutArrays:
+    """``a`` with other labels (``codes`` into ``labels``), each label renamed by ``names`` (a
+    roll-up: labels with the same new name become one)."""
+    codes = a.label if codes is None else codes
+    labels = list(a.labels if labels is None else labels)
+    if names is not None:
+        rename = names if callable(names) else (lambda lab: names.get(lab, lab))  # type: ignore[union-attr]
+        new = [rename(lab) for lab in labels]
+        merged = list(dict.fromkeys(new))
+        index = {lab: i for i, lab in enumerate(merged)}
+        remap = np.array([index[lab] for lab in new], dtype=np.int32)
+        codes = remap[codes] if len(remap) else codes
+        labels = merged
+    return replace(a, label=codes, labels=labels)
 
 
 def _read(path: Path, predictions: Path | None) -> LayoutArrays:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,13 +90,12 @@ def check_level(level: str) -> None:
         ) from err
 
 
-def level_view(run: Run, summary: dict[str, Any], level: str) -> LevelView:
-    """The stored summary's classes rolled up to ``level`` with the library's roll-up (the CLI's
-    ``--level``): each class at its stored Cell Ontology term (mapped from its name when the
-    summary has none), counts summed from the stored ``label_counts``."""
-    from cellfoundry.ontology import map_labels, roll_up_classes, roll_up_counts
+def class_terms(run: Run, summary: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The stored summary's labels and each one's Cell Ontology term ("" when unmapped): its
+    classes at their stored terms (mapped from their names when the summary has none), then a
+    consensus's broader calls (a common term of the models' classes, by CL name)."""
+    from cellfoundry.ontology import map_labels
 
-    check_level(level)
     onto = summary.get("ontology") or {}
     stored = onto.get("terms") or {}
     counts = summary.get("label_counts") or {}
@@ -112,15 +111,79 @@ def level_view(run: Run, summary: dict[str, Any], level: str) -> LevelView:
     else:
         terms = map_labels(classes).term_ids(classes)
     extra = [str(k) for k in counts if str(k) not in classes and str(k) != UNKNOWN]
-    if extra:  # a consensus's broader calls (a common term of the models' classes), by CL name
+    if extra:
         classes, terms = classes + extra, list(terms) + map_labels(extra).term_ids(extra)
+    return classes, [str(t or "") for t in terms]
+
+
+def level_view(run: Run, summary: dict[str, Any], level: str) -> LevelView:
+    """The stored summary's classes rolled up to ``level`` with the library's roll-up (the CLI's
+    ``--level``): each class at its term (``class_terms``), counts summed from the stored
+    ``label_counts``."""
+    from cellfoundry.ontology import roll_up_classes, roll_up_counts
+
+    check_level(level)
+    classes, terms = class_terms(run, summary)
     names, rolled = roll_up_classes(classes, terms, level)
     return LevelView(
         level=level,
         names=dict(zip(classes, names, strict=True)),
         terms=dict(zip(classes, rolled, strict=True)),
-        summary=roll_up_counts(counts, classes, terms, level),
+        summary=roll_up_counts(summary.get("label_counts") or {}, classes, terms, level),
     )
+
+
+def labels_at_level(
+    labels: Sequence[str], terms: Sequence[str] | None, level: str
+) -> dict[str, str]:
+    """Each label's name at ``level`` (``Unknown`` left out: it stays), given its CL term, or
+    mapped from its name when ``terms`` is None (a consensus model's own classes)."""
+    from cellfoundry.ontology import map_labels, roll_up_classes
+
+    keep = [i for i, lab in enumerate(labels) if lab != UNKNOWN]
+    named = [str(labels[i]) for i in keep]
+    if not named:
+        return {}
+    given = map_labels(named).term_ids(named) if terms is None else [terms[i] for i in keep]
+    names, _ = roll_up_classes(named, given, level)
+    return dict(zip(named, names, strict=True))
+
+
+def level_options(run: Run, summary: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The levels worth offering for this result (the results' roll-up toggle): the named sets
+    ("broad"), then the library's ``candidate_levels`` of its predicted types (the broader terms
+    that merge some of them, largest first); None for a result without cell-type labels."""
+    from cellfoundry.ontology import LEVEL_SETS, candidate_levels, level_terms, roll_up_classes
+
+    if not (summary.get("classes") or summary.get("label_counts")):
+        return None
+    classes, terms = class_terms(run, summary)
+    counts = summary.get("label_counts") or None
+    out: list[dict[str, Any]] = []
+    for name in LEVEL_SETS:
+        _, rolled = roll_up_classes(classes, terms, name)
+        targets = set(level_terms(name))
+        merged = {c for c, t in zip(classes, rolled, strict=True) if t in targets}
+        out.append(
+            {
+                "level": name,
+                "name": name,
+                "term": None,
+                "labels": sorted(merged if counts is None else merged & set(counts)),
+                "n_cells": sum(int(v) for k, v in (counts or {}).items() if k in merged),
+            }
+        )
+    for cand in candidate_levels(dict(zip(classes, terms, strict=True)), counts):
+        out.append(
+            {
+                "level": cand.term,
+                "name": cand.name,
+                "term": cand.term,
+                "labels": list(cand.labels),
+                "n_cells": cand.n_cells,
+            }
+        )
+    return out
 
 
 def layout_block(storage: FileStorage, s: Session, run: Run, res: Result) -> dict[str, Any]:

@@ -602,6 +602,17 @@ class LayoutViewPublic(BaseModel):
     mode: Literal["points", "density"]
     points: LayoutPoints | None = None
     density: LayoutDensity | None = None
+    level: str | None = Field(
+        None, description="the level asked for: ``labels`` are rolled up to it"
+    )
+    source: str | None = Field(
+        None,
+        description="whose calls ``labels`` are: a consensus's model id (that model's own calls, "
+        "``Unknown`` below its threshold); absent: the run's own (a consensus's combined) calls",
+    )
+    sources: list[str] | None = Field(
+        None, description="consensus: the model ids that can be given as ``source``"
+    )
 
 
 class CellPrediction(BaseModel):
@@ -943,6 +954,17 @@ class ResultSummaryPublic(Stored):
     new_model_id: str | None = Field(None, description="the model the run registered")
 
 
+class LevelOption(BaseModel):
+    """A level worth asking GET /results for (``level=``): a named set, or a broader CL term
+    that merges at least two (not all) of the run's predicted types."""
+
+    level: str = Field(description="the value to give as ``level``")
+    name: str = Field(description="the set's name, or the CL term's name")
+    term: str | None = Field(None, description="the CL term id (none for a named set)")
+    labels: list[str] = Field(description="the run's predicted types under it")
+    n_cells: int = Field(description="cells of those types")
+
+
 class ResultsPublic(BaseModel):
     """``layout`` is present when the run stored one, ``cells`` when it has per-cell output."""
 
@@ -955,6 +977,12 @@ class ResultsPublic(BaseModel):
         default=None,
         description="the level asked for: summary.ontology has rolled-up counts, the cells "
         "rolled-up labels and terms, and the layout's labels are at this level",
+    )
+    levels: list[LevelOption] | None = Field(
+        default=None,
+        description="the levels worth offering for this run: the named sets ('broad'), then the "
+        "Cell Ontology terms that merge at least two of its predicted types, most cells first "
+        "(any other CL id or name can be given as well)",
     )
 
 

@@ -110,6 +110,15 @@ function paging(o: { offset?: number; limit?: number }): { page?: number; page_s
   return { page: Math.floor((o.offset ?? 0) / o.limit) + 1, page_size: o.limit };
 }
 
+/** GET /runs/{run_id}/layout's query: a viewport, its grid and point budget, and whose labels at
+ * which Cell Ontology level. */
+export type LayoutViewQuery = Partial<LayoutBox> & {
+  bins?: number;
+  max_points?: number;
+  level?: string | null;
+  source?: string | null;
+};
+
 export const api = {
   applications: (signal?: AbortSignal) => request<Application[]>("GET", "/applications", undefined, signal),
   models: (signal?: AbortSignal) => request<Model[]>("GET", "/models", undefined, signal),
@@ -128,8 +137,9 @@ export const api = {
   cell: (runId: string, index: number, level?: string | null, signal?: AbortSignal) =>
     request<CellPrediction>("GET", `/results/${encodeURIComponent(runId)}/cells/${index}${qs({ level })}`, undefined, signal),
   /** A viewport of the run's every-cell layout (default: all of it): points, or binned counts when more
-   * than `max_points` lie inside. */
-  layoutView: (runId: string, q: Partial<LayoutBox> & { bins?: number; max_points?: number } = {}, signal?: AbortSignal) =>
+   * than `max_points` lie inside; labelled at `level` and, for a consensus, by one model's own calls
+   * (`source`, a model id). */
+  layoutView: (runId: string, q: LayoutViewQuery = {}, signal?: AbortSignal) =>
     request<LayoutView>("GET", `/runs/${encodeURIComponent(runId)}/layout${qs(q)}`, undefined, signal),
   datasets: (signal?: AbortSignal) => request<Dataset[]>("GET", "/datasets", undefined, signal),
   dataset: (id: string, signal?: AbortSignal) => request<Dataset>("GET", `/datasets/${encodeURIComponent(id)}`, undefined, signal),

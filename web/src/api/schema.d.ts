@@ -324,6 +324,7 @@ export interface paths {
          * @description A viewport of the layout of every cell (default: all of it). ``auto``: its points when at
          *     most ``max_points`` lie inside, else per-label counts on a ``bins x bins`` grid over it;
          *     ``points`` always gives points (the ``max_points`` of lowest fixed random rank beyond that).
+         *     Labelled by the run's calls, or a consensus model's own (``source``), at ``level``.
          */
         get: operations["layout_runs__run_id__layout_get"];
         put?: never;
@@ -954,6 +955,53 @@ export interface components {
             mode: "points" | "density";
             points?: components["schemas"]["LayoutPoints"] | null;
             density?: components["schemas"]["LayoutDensity"] | null;
+            /**
+             * Level
+             * @description the level asked for: ``labels`` are rolled up to it
+             */
+            level?: string | null;
+            /**
+             * Source
+             * @description whose calls ``labels`` are: a consensus's model id (that model's own calls, ``Unknown`` below its threshold); absent: the run's own (a consensus's combined) calls
+             */
+            source?: string | null;
+            /**
+             * Sources
+             * @description consensus: the model ids that can be given as ``source``
+             */
+            sources?: string[] | null;
+        };
+        /**
+         * LevelOption
+         * @description A level worth asking GET /results for (``level=``): a named set, or a broader CL term
+         *     that merges at least two (not all) of the run's predicted types.
+         */
+        LevelOption: {
+            /**
+             * Level
+             * @description the value to give as ``level``
+             */
+            level: string;
+            /**
+             * Name
+             * @description the set's name, or the CL term's name
+             */
+            name: string;
+            /**
+             * Term
+             * @description the CL term id (none for a named set)
+             */
+            term?: string | null;
+            /**
+             * Labels
+             * @description the run's predicted types under it
+             */
+            labels: string[];
+            /**
+             * N Cells
+             * @description cells of those types
+             */
+            n_cells: number;
         };
         /**
          * MarkerOverlapPublic
@@ -1744,6 +1792,11 @@ export interface components {
              * @description the level asked for: summary.ontology has rolled-up counts, the cells rolled-up labels and terms, and the layout's labels are at this level
              */
             level?: string | null;
+            /**
+             * Levels
+             * @description the levels worth offering for this run: the named sets ('broad'), then the Cell Ontology terms that merge at least two of its predicted types, most cells first (any other CL id or name can be given as well)
+             */
+            levels?: components["schemas"]["LevelOption"][] | null;
         };
         /** RunError */
         RunError: {
@@ -3140,6 +3193,10 @@ export interface operations {
                 bins?: number;
                 max_points?: number;
                 mode?: "auto" | "points" | "density";
+                /** @description also report every call at this broader Cell Ontology level: 'broad' (T cell, B cell, monocyte, ...), a CL id ('CL:0000084') or a CL term's exact name ('T cell', 'monocyte'); the summary gains rolled-up counts, the cells rolled-up labels and terms, the layout's labels are rolled up */
+                level?: string | null;
+                /** @description consensus runs: label the points with this model's own calls (a model id of the run's ``sources``); 'consensus' or absent: the run's combined calls */
+                source?: string | null;
             };
             header?: never;
             path: {

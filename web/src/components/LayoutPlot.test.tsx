@@ -1,9 +1,11 @@
 import { act, render, screen, waitFor } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { setApiKey } from "../api/client";
-import { MAX_POINTS } from "../lib/layoutView";
+import { MAX_POINTS, densityBins, labelTotals } from "../lib/layoutView";
 import { stubFetch } from "../test/fetch";
-import { layoutDensity, layoutPoints, recordedStatus } from "../test/fixtures";
+import {
+  consensusLayout, consensusLayoutBroad, consensusLayoutModel, consensusLayoutModelBroad, consensusStatus, layoutDensity, layoutPoints, recordedStatus,
+} from "../test/fixtures";
 import { LayoutPlot } from "./LayoutPlot";
 
 const id = recordedStatus.id;
@@ -90,6 +92,45 @@ describe("LayoutPlot", () => {
     let shared = 0;
     for (const [name, c] of after) if (before.has(name)) { shared++; expect(c).toBe(before.get(name)); }
     expect(shared).toBeGreaterThan(0);
+  });
+
+  it("asks for the level and the label source given, and draws the labels of each answer", async () => {
+    setApiKey("k");
+    const cid = consensusStatus.id;
+    const { calls } = stubFetch({
+      [`GET /runs/${cid}/layout`]: (url) => {
+        const source = url.searchParams.get("source");
+        const level = url.searchParams.get("level");
+        return { body: source ? (level ? consensusLayoutModelBroad : consensusLayoutModel) : level ? consensusLayoutBroad : consensusLayout };
+      },
+    });
+    const model = consensusLayout.sources![1];
+    expect(consensusLayoutModelBroad.source).toBe(model);
+    const names = () => lastFigure().map((t) => String(t.name).replace(/ \(\d+\)$/, "")).sort();
+    // a density grid: a trace per label that is the most frequent in some bin
+    const shownOf = (v: typeof consensusLayout) => [...new Set(densityBins(v).map((b) => v.labels[b.label]))].sort();
+    const withCells = (v: typeof consensusLayout) => v.labels.filter((_, i) => labelTotals(v)[i] > 0);
+    const { rerender } = render(<LayoutPlot runId={cid} method="PCA" level="broad" source={model} />);
+    const view = screen.getByTestId("layout-view");
+    await waitFor(() => expect(view.getAttribute("data-source")).toBe(model));
+    expect(view.getAttribute("data-level")).toBe("broad");
+    const q = calls.at(-1)!.url.searchParams;
+    expect([q.get("level"), q.get("source")]).toEqual(["broad", model]);
+    expect(names()).toEqual(shownOf(consensusLayoutModelBroad));
+    expect(screen.getByTestId("umap").getAttribute("aria-label")).toContain(`model ${model}'s own predicted type at “broad”`);
+
+    // the consensus's own calls at the same level, then at its classes: asked for again each time
+    rerender(<LayoutPlot runId={cid} method="PCA" level="broad" source={null} />);
+    await waitFor(() => expect(view.getAttribute("data-source")).toBe(""));
+    expect(calls.at(-1)!.url.searchParams.has("source")).toBe(false);
+    expect(names()).toEqual(shownOf(consensusLayoutBroad));
+    rerender(<LayoutPlot runId={cid} method="PCA" />);
+    await waitFor(() => expect(view.getAttribute("data-level")).toBe(""));
+    expect(calls.at(-1)!.url.searchParams.has("level")).toBe(false);
+    expect(names()).toEqual(shownOf(consensusLayout));
+    // rolled up, a model's labels are fewer than at its classes
+    expect(withCells(consensusLayoutModelBroad).length).toBeLessThan(withCells(consensusLayoutModel).length);
+    expect(view.getAttribute("data-requests")).toBe("3");
   });
 
   it("says when the layout cannot be loaded", async () => {

@@ -1,5 +1,6 @@
 // Every cell of a run's layout with WebGL: per-label binned counts from the server at low zoom,
-// the cells themselves (at most MAX_POINTS, fetched for the viewport) once zoomed in.
+// the cells themselves (at most MAX_POINTS, fetched for the viewport) once zoomed in; labelled by
+// the run's calls or (a consensus) one model's, at the model's classes or a broader level.
 import { useCallback, useMemo, useState } from "react";
 import type { LayoutBox } from "../api/types";
 import { count } from "../lib/format";
@@ -15,11 +16,16 @@ export interface LayoutPlotProps {
   /** a cell was clicked: its row in the dataset (GET /results/{run_id}/cells/{index}) */
   onSelectCell?: (index: number) => void;
   height?: number;
+  /** label the cells at this Cell Ontology level ("broad", a CL id or name; null: the classes) */
+  level?: string | null;
+  /** a consensus run: label the cells by this model's own calls (null: the consensus's) */
+  source?: string | null;
 }
 
-export function LayoutPlot({ runId, method, colors, onSelectCell, height = 520 }: LayoutPlotProps) {
+export function LayoutPlot({ runId, method, colors, onSelectCell, height = 520, level = null, source = null }: LayoutPlotProps) {
   const [box, setBox] = useState<LayoutBox | null>(null);
-  const { view, loading, error, requests } = useLayoutView(runId, box);
+  const labels = useMemo(() => ({ level, source }), [level, source]);
+  const { view, loading, error, requests } = useLayoutView(runId, box, labels);
   const palette = useMemo(() => labelColors(view?.labels ?? [], colors), [view?.labels, colors]);
   const data = useMemo(() => (view ? viewTraces(view, palette) : []), [view, palette]);
   const layout = useMemo(() => ({
@@ -38,9 +44,10 @@ export function LayoutPlot({ runId, method, colors, onSelectCell, height = 520 }
     if (view?.mode === "points" && typeof p.customdata === "number") onSelectCell?.(p.customdata);
   }, [view, onSelectCell]);
   return (
-    <div data-testid="layout-view" data-mode={view?.mode ?? ""} data-requests={requests} data-loading={loading}>
+    <div data-testid="layout-view" data-mode={view?.mode ?? ""} data-requests={requests} data-loading={loading}
+      data-level={view?.level ?? ""} data-source={view?.source ?? ""}>
       {error && <div className="alert alert-error" role="alert">Could not load the layout: {error.message}</div>}
-      <Plot label={`${method} of every cell coloured by predicted type`} testId="umap" data={data} layout={layout}
+      <Plot label={`${method} of every cell coloured by ${describe(level, source)}`} testId="umap" data={data} layout={layout}
         height={height} onRelayout={onRelayout} onClick={onClick} />
       {view && (
         <p className="small muted" data-testid="umap-note">
@@ -55,4 +62,10 @@ export function LayoutPlot({ runId, method, colors, onSelectCell, height = 520 }
       )}
     </div>
   );
+}
+
+/** What the colours are, in words. */
+function describe(level: string | null, source: string | null): string {
+  const whose = source ? `model ${source}'s own predicted type` : "predicted type";
+  return level ? `${whose} at “${level}”` : whose;
 }

@@ -1,5 +1,6 @@
 // The every-cell layout view (GET /runs/{run_id}/layout) as WebGL traces, and the zoom → viewport
 // logic: pure functions, tested without a browser.
+import type { LayoutViewQuery } from "../api/client";
 import type { LayoutBox, LayoutView } from "../api/types";
 import { PALETTE } from "../components/charts";
 
@@ -174,13 +175,30 @@ export function contains(outer: LayoutBox, inner: LayoutBox): boolean {
   return inner.x0 >= outer.x0 && inner.x1 <= outer.x1 && inner.y0 >= outer.y0 && inner.y1 <= outer.y1;
 }
 
-/** Whether the answer already holds every cell of `box`: it has all the points (not sampled) of
- * a viewport that contains `box`, so zooming further in needs no request. */
-export function covers(view: LayoutView, box: LayoutBox): boolean {
-  return view.mode === "points" && !!view.points && !view.points.sampled && contains(view.viewport, box);
+/** Whose calls label the points, at which Cell Ontology level (null: the run's own, the model's
+ * classes). */
+export interface ViewLabels {
+  level: string | null;
+  source: string | null;
 }
 
-/** The query for a viewport (null: the whole layout). */
-export function viewQuery(box: LayoutBox | null): Partial<LayoutBox> & { bins: number; max_points: number } {
-  return { ...(box ?? {}), bins: BINS, max_points: MAX_POINTS };
+export const OWN_LABELS: ViewLabels = { level: null, source: null };
+
+/** Whether the answer is labelled as asked. */
+export function labelledAs(view: LayoutView, labels: ViewLabels): boolean {
+  return (view.level ?? null) === labels.level && (view.source ?? null) === labels.source;
+}
+
+/** Whether the answer already holds every cell of `box` with the asked labels: it has all the points
+ * (not sampled) of a viewport that contains `box`, so zooming further in needs no request. */
+export function covers(view: LayoutView, box: LayoutBox, labels: ViewLabels = OWN_LABELS): boolean {
+  return view.mode === "points" && !!view.points && !view.points.sampled && contains(view.viewport, box) && labelledAs(view, labels);
+}
+
+/** The query for a viewport (null: the whole layout) with its labels. */
+export function viewQuery(box: LayoutBox | null, labels: ViewLabels = OWN_LABELS): LayoutViewQuery & { bins: number; max_points: number } {
+  return {
+    ...(box ?? {}), bins: BINS, max_points: MAX_POINTS,
+    ...(labels.level ? { level: labels.level } : {}), ...(labels.source ? { source: labels.source } : {}),
+  };
 }

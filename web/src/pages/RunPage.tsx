@@ -1,4 +1,4 @@
-import { useMemo, useState } from "react";
+import { useMemo, useRef, useState } from "react";
 import { api, downloadResult } from "../api/client";
 import type { CellPage, Results, Run } from "../api/types";
 import { TERMINAL_STATES } from "../api/types";
@@ -107,12 +107,27 @@ function ResultsView({ runId }: { runId: string }) {
     (s) => api.results(runId, { offset: 0, limit: PAGE, level }, s),
     [runId, level],
   );
-  if (res.status === "loading") return <Spinner label="Loading results…" />;
-  if (res.status === "error") return <ErrorView error={res.error} onRetry={res.reload} title="Could not load the results" />;
-  return <ResultsBody runId={runId} results={res.data} onLevel={setLevel} />;
+  // the results last shown stay while another level loads, and when a level is refused (a term
+  // that is not in the Cell Ontology: said beside the level entry)
+  const shown = useRef<Results | null>(null);
+  if (res.status === "ready") shown.current = res.data;
+  const last = shown.current?.run.id === runId ? shown.current : null;
+  if (res.status === "loading" && !last) return <Spinner label="Loading results…" />;
+  if (res.status === "error" && !(last && level !== null)) return <ErrorView error={res.error} onRetry={res.reload} title="Could not load the results" />;
+  return (
+    <ResultsBody runId={runId} results={res.status === "ready" ? res.data : last!} onLevel={setLevel}
+      levelError={res.status === "error" ? res.error : null} levelBusy={res.status === "loading"} />
+  );
 }
 
-export function ResultsBody({ runId, results, onLevel }: { runId: string; results: Results; onLevel?: (level: string | null) => void }) {
+export function ResultsBody({ runId, results, onLevel, levelError = null, levelBusy = false }: {
+  runId: string;
+  results: Results;
+  onLevel?: (level: string | null) => void;
+  /** the last level asked for was refused */
+  levelError?: unknown;
+  levelBusy?: boolean;
+}) {
   const s = results.summary;
   const level = results.level ?? null;
   const [selected, setSelected] = useState<number | null>(null);
@@ -190,7 +205,7 @@ export function ResultsBody({ runId, results, onLevel }: { runId: string; result
       </div>
       {onLevel && (
         <div className="toolbar" data-testid="level-bar">
-          <LevelToggle level={level} onChange={onLevel} />
+          <LevelToggle level={level} onChange={onLevel} options={results.levels ?? []} error={levelError} busy={levelBusy} />
           {level && <span className="small muted">Counts, layout colours and cell labels are rolled up the Cell Ontology to “{level}”.</span>}
         </div>
       )}
@@ -295,9 +310,9 @@ function UmapCard({ results, onSelect }: { results: Results; onSelect?: (index: 
   const [source, setSource] = useState("");
   const u = useMemo(() => withLabelsOf(full, source), [full, source]);
   const [mode, setMode] = useState<ColorMode>({ kind: "predicted" });
-  // the run's own labels at the model's classes: every cell from the server (WebGL); a model's
-  // labels, a level or another colour: the layout block of GET /results (it carries them)
-  const server = mode.kind === "predicted" && !source && !results.level;
+  // labels (the run's or one model's, at the classes or the results' level): every cell from the
+  // server (WebGL); confidence or an obs column: the sample in the layout block of GET /results
+  const server = mode.kind === "predicted";
   const data = useMemo(() => (server ? [] : umapTraces(u, mode)), [u, mode, server]);
   const pick = (pos: unknown) => {
     const i = typeof pos === "number" ? u.indices?.[pos] : undefined;
@@ -340,7 +355,7 @@ function UmapCard({ results, onSelect }: { results: Results; onSelect?: (index: 
       </div>
       {server ? (
         // every cell, drawn with WebGL from the server's per-viewport answers
-        <LayoutPlot runId={results.run.id} method={method} onSelectCell={onSelect} />
+        <LayoutPlot runId={results.run.id} method={method} onSelectCell={onSelect} level={results.level ?? null} source={source || null} />
       ) : (
         <>
           <Plot label={`${method} of the cells coloured by the chosen value`} testId="umap" data={data} layout={layout} height={520}

@@ -4,7 +4,9 @@
 //   /runs, POST /upload (pbmc68k, pbmc3k, pbmc68k as mouse genes, and a refused scaled-only
 //   file), and the status and results of real annotations, a fine-tune, two evaluations and a
 //   failed run;
-//   (with a consensus of two models, explained, also at the broad level, and one cell's evidence);
+//   (with a consensus of two models, explained, also at the broad level and at a broader term it
+//   offers, its every-cell layout by each label source and level, a refused level, and one cell's
+//   evidence);
 // - `PYTHONPATH=src python scripts/record_evaluation_fixture.py`: the stored summaries of the
 //   service's evaluation task and of a foundation-model evaluation (evaluate()).
 import type {
@@ -12,7 +14,12 @@ import type {
 } from "../api/types";
 import applicationsJson from "./applications.json";
 import consensusCellJson from "./consensus_cell.json";
+import consensusLayoutBroadJson from "./consensus_layout_broad.json";
+import consensusLayoutJson from "./consensus_layout.json";
+import consensusLayoutModelBroadJson from "./consensus_layout_model_broad.json";
+import consensusLayoutModelJson from "./consensus_layout_model.json";
 import consensusResultsBroadJson from "./consensus_results_broad.json";
+import consensusResultsTermJson from "./consensus_results_term.json";
 import consensusResultsJson from "./consensus_results.json";
 import consensusStatusJson from "./consensus_status.json";
 import datasetsJson from "./datasets.json";
@@ -29,6 +36,7 @@ import layoutDensityJson from "./layout_density.json";
 import layoutPointsJson from "./layout_points.json";
 import mouseResultsJson from "./mouse_results.json";
 import modelsJson from "./models.json";
+import resultsInvalidLevelJson from "./results_invalid_level.json";
 import resultsJson from "./results.json";
 import resultsPage2Json from "./results_page2.json";
 import runsJson from "./runs.json";
@@ -109,3 +117,14 @@ export const consensusStatus = consensusStatusJson as Run;
 export const consensusResults = consensusResultsJson as Results & { layout: NonNullable<Results["layout"]>; cells: CellPage };
 export const consensusBroad = consensusResultsBroadJson as Results & { layout: NonNullable<Results["layout"]>; cells: CellPage };
 export const consensusCell = consensusCellJson as CellPrediction;
+/** The same results at one of the broader terms they offer (`levels`: T cell, by its CL id), and
+ * GET /results/{id}?level=T-cells please (no CL term: refused, 422 invalid_level). */
+export const consensusAtTerm = consensusResultsTermJson as Results & { layout: NonNullable<Results["layout"]>; cells: CellPage };
+export const invalidLevel = resultsInvalidLevelJson as ErrorResponse;
+/** GET /runs/{id}/layout of that consensus (max_points 200, bins 32: density grids of every cell),
+ * labelled by the consensus's calls and by pbmc3k-logreg's own (source), each at the model's
+ * classes and at level=broad. */
+export const consensusLayout = consensusLayoutJson as LayoutView;
+export const consensusLayoutBroad = consensusLayoutBroadJson as LayoutView;
+export const consensusLayoutModel = consensusLayoutModelJson as LayoutView;
+export const consensusLayoutModelBroad = consensusLayoutModelBroadJson as LayoutView;

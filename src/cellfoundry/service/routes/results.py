@@ -7,16 +7,25 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from cellfoundry.errors import NotFoundError
+from cellfoundry.errors import CellfoundryError, NotFoundError
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep
-from cellfoundry.service.layout_view import ViewMode, layout_arrays, layout_view
+from cellfoundry.service.layout_view import (
+    ViewMode,
+    layout_arrays,
+    layout_view,
+    member_labels,
+    member_models,
+    relabelled,
+)
 from cellfoundry.service.public import run_public
 from cellfoundry.service.results import (
     annotated_h5ad,
     check_level,
     csv_stream,
     finished_result,
+    labels_at_level,
     layout_block,
+    level_options,
     level_view,
     one_cell,
     page_predictions,
@@ -24,6 +33,7 @@ from cellfoundry.service.results import (
 )
 from cellfoundry.service.schemas import (
     DOWNLOAD_CONTENT,
+    ID_PATTERN,
     MAX_CELL_INDEX,
     MAX_LEVEL_LENGTH,
     MAX_PAGE,
@@ -31,11 +41,11 @@ from cellfoundry.service.schemas import (
     CellPrediction,
     LayoutPublic,
     LayoutViewPublic,
+    LevelOption,
     ResultsPublic,
     ResultSummaryPublic,
     errors,
 )
-from cellfoundry.stats.labels import UNKNOWN
 from cellfoundry.store.tables import Dataset
 
 router = APIRouter(tags=["runs"])
@@ -49,6 +59,18 @@ LevelQuery = Annotated[
         "(T cell, B cell, monocyte, ...), a CL id ('CL:0000084') or a CL term's exact name "
         "('T cell', 'monocyte'); the summary gains rolled-up counts, the cells rolled-up "
         "labels and terms, the layout's labels are rolled up",
+    ),
+]
+
+CONSENSUS = "consensus"
+SourceQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=64,
+        pattern=ID_PATTERN,
+        description="consensus runs: label the points with this model's own calls (a model id of "
+        "the run's ``sources``); 'consensus' or absent: the run's combined calls",
     ),
 ]
 
@@ -89,14 +111,16 @@ def results(
             block["labels"] = [view.names.get(lab, lab) for lab in block["labels"]]
         if level is not None and block["model_labels"]:
             for m, labels in block["model_labels"].items():  # each model's classes, by name
-                classes = sorted(set(labels) - {UNKNOWN})
-                names = level_view(run, {"classes": classes}, level).names if classes else {}
+                names = labels_at_level(sorted(set(labels)), None, level)
                 block["model_labels"][m] = [names.get(lab, lab) for lab in labels]
         out.layout = LayoutPublic.model_validate(block)
     if "predictions" in res.files:
         out.cells = CellPage.model_validate(
             page_predictions(predictions_file(platform.storage, run, res), page, page_size, view)
         )
+        options = level_options(run, res.summary)
+        if options is not None:
+            out.levels = [LevelOption.model_validate(o) for o in options]
     return out
 
 
@@ -142,10 +166,15 @@ def layout(
     bins: Annotated[int, Query(ge=1, le=1024)] = 256,
     max_points: Annotated[int, Query(ge=1, le=200_000)] = 20_000,
     mode: Annotated[ViewMode, Query()] = "auto",
+    level: LevelQuery = None,
+    source: SourceQuery = None,
 ) -> LayoutViewPublic:
     """A viewport of the layout of every cell (default: all of it). ``auto``: its points when at
     most ``max_points`` lie inside, else per-label counts on a ``bins x bins`` grid over it;
-    ``points`` always gives points (the ``max_points`` of lowest fixed random rank beyond that)."""
+    ``points`` always gives points (the ``max_points`` of lowest fixed random rank beyond that).
+    Labelled by the run's calls, or a consensus model's own (``source``), at ``level``."""
+    if level is not None:
+        check_level(level)
     res = finished_result(s, run)
     if "layout" not in res.files:
         raise NotFoundError(
@@ -154,10 +183,28 @@ def layout(
             code="no_layout",
         )
     pred = res.files.get("predictions")
-    arrays = layout_arrays(
-        platform.storage.resolve(res.files["layout"]),
-        platform.storage.resolve(pred) if pred else None,
-    )
+    pred_path = platform.storage.resolve(pred) if pred else None
+    arrays = layout_arrays(platform.storage.resolve(res.files["layout"]), pred_path)
+    models = member_models(pred_path)
+    if source == CONSENSUS and CONSENSUS not in models:
+        source = None  # the run's own (combined) calls
+    if source is not None:
+        if source not in models or pred_path is None:
+            raise CellfoundryError(
+                f"run '{run.id}' has no calls of model '{source}' to label the layout with",
+                f"give source as one of its models ({', '.join(models)}) or leave it out for the "
+                "consensus"
+                if models
+                else f"run '{run.id}' ({run.application_id}) is no consensus of several "
+                "models: leave source out",
+                code="unknown_source",
+                status=422,
+            )
+        own = member_labels(arrays, pred_path, source)
+        names = labels_at_level(own.labels, own.terms, level) if level is not None else None
+        arrays = relabelled(arrays, own.label, own.labels, names)
+    elif level is not None:
+        arrays = relabelled(arrays, names=level_view(run, res.summary, level).names)
     view = layout_view(
         arrays,
         method=res.summary.get("layout"),
@@ -169,6 +216,7 @@ def layout(
         max_points=max_points,
         mode=mode,
     )
+    view.update(level=level, source=source, sources=models or None)
     return LayoutViewPublic.model_validate(view)
 
 
