@@ -7,14 +7,14 @@ regression trained on half of ../shared/data/pbmc3k_labeled_counts.h5ad (``pbmc3
 copy of the demo model with a weights file deleted (``demo-broken``: not ready). Through the API it
 uploads ../shared/data/10x_pbmc68k_reduced.h5ad and the pbmc3k file, annotates the first with a
 layout (viewed through GET /runs/{id}/layout as a density grid and as a zoomed viewport's points;
-and has a submit with an out-of-range param refused), combines the demo model and
-pbmc3k-logreg on the pbmc3k cells (consensus, explained; also at the broad Cell Ontology level,
-its every-cell layout by its own and by pbmc3k-logreg's calls, at the classes and at that level, a
-broader term it offers (T cell), a refused unknown level, and one cell's evidence), uploads the pbmc68k cells with only
-their scaled matrix (refused) and as mouse genes (annotated through human orthologs), fine-tunes a
-logistic regression on pbmc68k, evaluates pbmc3k-logreg on the pbmc3k cells it was not trained on,
-evaluates the demo model on pbmc3k (whose cell-type names it does not share), and submits an
-evaluation with a label column the data lacks (it fails). Every answer is written to
+and has a submit with an out-of-range param refused), combines the demo model and pbmc3k-logreg on
+the pbmc3k cells (consensus, explained; also at the broad Cell Ontology level, its every-cell
+layout by its own and by pbmc3k-logreg's calls, at the classes and at that level, a broader term it
+offers (T cell), a refused unknown level, and one cell's evidence), uploads the pbmc68k cells with
+only their scaled matrix (refused) and as mouse genes (annotated through human orthologs),
+fine-tunes a logistic regression on pbmc68k, evaluates pbmc3k-logreg on the pbmc3k cells it was not
+trained on, evaluates the demo model on pbmc3k (whose cell-type names it does not share), and
+submits an evaluation with a label column the data lacks (it fails). Every answer is written to
 web/src/test/*.json as the API sent it.
 """
 

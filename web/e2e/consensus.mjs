@@ -2,7 +2,9 @@
 // Consensus, per-cell evidence and the ontology level in Debian's headless Chromium against the real
 // `cellfoundry serve`: a second model is fine-tuned on pbmc3k through the API, then the New Run
 // wizard combines it with the demo model (explain on); the Run page shows the agreement, a clicked
-// cell's genes, and the Broad types toggle rolls the labels up.
+// cell's genes, the Broad types toggle rolls the labels up, the layout shows every cell by one
+// model's calls at that level, a broader term the service offers (T cell) is chosen, and a typed
+// term that is not in the Cell Ontology is refused with a hint.
 // Usage: node e2e/consensus.mjs   (env as e2e/run.mjs). Prints one line per check and "N passed, N failed".
 import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
@@ -117,6 +119,39 @@ try {
     if (missing.length) throw new Error(`table labels ${missing} are not among the rolled-up types ${names}`);
     if (!(await terms.innerText()).includes("CL:0000084")) throw new Error("T cell (CL:0000084) not among the rolled-up terms");
     log(`labels ${[...new Set(before)].join(", ")} -> ${[...new Set(after)].join(", ")}`);
+  });
+
+  await check("the layout shows every cell by the chosen model's calls at the chosen level", async () => {
+    const view = page.getByTestId("layout-view");
+    await until(async () => (await view.getAttribute("data-level")) === "broad" && (await view.getAttribute("data-source")) === other
+      && (await view.getAttribute("data-loading")) === "false", "the layout at broad by the model's calls", 30_000);
+    const umap = page.getByTestId("umap");
+    if (Number(await umap.getAttribute("data-points")) <= 0) throw new Error("the layout drew nothing");
+  });
+
+  await check("a broader term the service offers for the run (T cell) rolls the results and the layout up", async () => {
+    const select = page.getByLabel("Broader term");
+    const options = await select.locator("option").allInnerTexts();
+    const t = options.find((o) => o.startsWith("T cell ("));
+    if (!t) throw new Error(`no T cell among the offered terms: ${options}`);
+    for (const want of ["lymphocyte (", "monocyte ("]) if (!options.some((o) => o.startsWith(want))) throw new Error(`${want} not offered: ${options}`);
+    await select.selectOption({ label: t });
+    await until(async () => (await page.getByTestId("level-bar").innerText()).includes("CL:0000084"), "results at T cell", 60_000);
+    const view = page.getByTestId("layout-view");
+    await until(async () => (await view.getAttribute("data-level")) === "CL:0000084" && (await view.getAttribute("data-loading")) === "false", "the layout at T cell", 30_000);
+    const labels = await tableLabels();
+    if (!labels.includes("T cell")) throw new Error(`no cell reads T cell: ${labels}`);
+    log(`offered terms: ${options.slice(1).join("; ")}`);
+  });
+
+  await check("a term that is not in the Cell Ontology is refused with the service's hint, the results stay", async () => {
+    await page.getByLabel("Any CL term").fill("T-cells please");
+    await page.getByRole("button", { name: "Roll up" }).click();
+    const error = page.getByTestId("level-error");
+    await error.waitFor({ timeout: 30_000 });
+    const text = await error.innerText();
+    if (!text.includes("T-cells please") || !text.includes("CL:0000084")) throw new Error(`error: ${text}`);
+    if (!(await page.getByTestId("cells-table").isVisible())) throw new Error("the results went away");
   });
 
   await check("no page error happened", async () => {

@@ -82,7 +82,8 @@ describe("RunPage of a consensus run", () => {
 
     // a broader term the service offers for this run: T cell
     fireEvent.change(screen.getByLabelText("Broader term"), { target: { value: term.level } });
-    await waitFor(() => expect(screen.getByTestId("level-bar").textContent).toContain(`rolled up the Cell Ontology to “${term.level}”`));
+    await waitFor(() => expect(screen.getByTestId("level-bar").textContent).toContain(`rolled up the Cell Ontology to “T cell (${term.level})”`));
+    expect(screen.getByText(`Cells per type at “T cell (${term.level})”`)).toBeTruthy();
     const atTerm = consensusAtTerm.cells.items[0];
     await waitFor(() => expect([...firstRow().cells].map((td) => td.textContent)).toContain(atTerm.rolled_up_label));
     expect(consensusAtTerm.summary.ontology!.rolled_up_counts!["T cell"]).toBe(term.n_cells);
@@ -100,5 +101,5 @@ describe("RunPage of a consensus run", () => {
     fireEvent.click(screen.getByRole("button", { name: "Model's classes" }));
     await waitFor(() => expect(screen.queryByTestId("level-error")).toBeNull());
     await waitFor(() => expect(screen.getByRole("button", { name: "Model's classes" }).getAttribute("aria-pressed")).toBe("true"));
-  });
+  }, 30_000); // a long walk through the page: well past the 5 s default on a loaded machine
 });

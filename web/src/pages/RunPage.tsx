@@ -206,7 +206,7 @@ export function ResultsBody({ runId, results, onLevel, levelError = null, levelB
       {onLevel && (
         <div className="toolbar" data-testid="level-bar">
           <LevelToggle level={level} onChange={onLevel} options={results.levels ?? []} error={levelError} busy={levelBusy} />
-          {level && <span className="small muted">Counts, layout colours and cell labels are rolled up the Cell Ontology to “{level}”.</span>}
+          {level && <span className="small muted">Counts, layout colours and cell labels are rolled up the Cell Ontology to “{levelName(results)}”.</span>}
         </div>
       )}
       <RunFacts results={results} />
@@ -232,7 +232,7 @@ export function ResultsBody({ runId, results, onLevel, levelError = null, levelB
           ) : <Empty title="No per-cell confidences" />}
           {results.layout?.sampled && <p className="small muted">From the same sample of cells as the UMAP.</p>}
         </Card>
-        <Card title={level ? `Cells per type at “${level}”` : "Cells per predicted type"}>
+        <Card title={level ? `Cells per type at “${levelName(results)}”` : "Cells per predicted type"}>
           {annotated ? (
             <Plot label="Number of cells per predicted type" testId="counts-bar" {...countsFigure(labelCounts)} height={320} />
           ) : <Empty title="No predictions" />}
@@ -243,6 +243,13 @@ export function ResultsBody({ runId, results, onLevel, levelError = null, levelB
       <CellsTable runId={runId} initial={results.cells ?? null} level={level} summary={s} selected={selected} onSelect={setSelected} />
     </>
   );
+}
+
+/** The results' level in words: an offered term by its name and id ("T cell (CL:0000084)"). */
+function levelName(results: Results): string {
+  const level = results.level ?? "";
+  const offered = results.levels?.find((o) => o.level === level && o.term);
+  return offered ? `${offered.name} (${level})` : level;
 }
 
 const PANEL_MODES: Record<string, string> = {
