@@ -15,6 +15,7 @@ import anndata as ad
 import pandas as pd
 
 from cellfoundry.data.h5ad_copy import copy_h5ad, read_obs, write_results
+from cellfoundry.data.io import close_backed
 from cellfoundry.errors import DataError
 from cellfoundry.result import AnnotationResult
 
@@ -84,7 +85,7 @@ def write_annotated_h5ad(
     # whatever to_adata adds (obs columns, obsm, uns) is what gets written: one definition
     annotated = result.to_adata(ad.AnnData(obs=pd.DataFrame(obs).copy()))
     if adata is not None and adata.isbacked and out_p.exists() and src.resolve() == out_p.resolve():
-        adata.file.close()  # annotating in place: the read-only handle must go first
+        close_backed(adata)  # annotating in place: the read-only handles must go first
     copy_h5ad(src, out_p)
     write_results(
         out_p,

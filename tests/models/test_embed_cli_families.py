@@ -22,7 +22,7 @@ import cellfoundry
 from cellfoundry.artifacts import sha256_file
 from cellfoundry.cli import main
 from cellfoundry.data.genes import gene_table
-from cellfoundry.data.io import read_data
+from cellfoundry.data.io import close_backed, read_data
 from cellfoundry.models import zoo
 from cellfoundry.models.foundation import detect_family, foundation_class, load_foundation
 
@@ -279,6 +279,43 @@ def test_backed_streaming_equals_in_memory(
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_embed_cli_streams_counts_from_a_backed_layer(
+    family: str,
+    checkpoints: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Counts in layers['counts'] beside log-normalised X, a kNN graph in obsp: the backed input's
+    layer is read in row chunks (never loaded whole), the embeddings equal the in-memory ones
+    and the output keeps the layer and the graph."""
+    from anndata.abc import CSRDataset
+
+    folder = _ckpt(checkpoints, family)
+    a = counts_data(n_cells=40, seed=6)
+    a.layers["counts"] = a.X.copy()
+    a.X = sp.csr_matrix(np.log1p(a.X.toarray() / a.X.sum(axis=1).A * 1e4), dtype=np.float32)
+    a.obsp["connectivities"] = sp.random(40, 40, density=0.2, format="csr", random_state=0)
+    data = tmp_path / "layered.h5ad"
+    a.write_h5ad(data)
+    backed = read_data(data, backed=True)
+    assert isinstance(backed.layers["counts"], CSRDataset)
+    close_backed(backed)
+    out = tmp_path / "out.h5ad"
+    args = ["embed", str(data), "--model", str(folder), "--out", str(out), "--batch-size", "8"]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    res = ad.read_h5ad(out)
+    key = f"X_{family}"
+    assert res.uns["cellfoundry_embeddings"][key]["matrix"] == "layers/counts"
+    np.testing.assert_allclose(
+        res.obsm[key], load_foundation(folder).embed(a, batch_size=8), rtol=1e-4, atol=1e-5
+    )
+    assert (res.layers["counts"] != a.layers["counts"]).nnz == 0
+    assert (res.obsp["connectivities"] != a.obsp["connectivities"]).nnz == 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)

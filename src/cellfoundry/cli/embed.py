@@ -149,7 +149,7 @@ def embed_cmd(
 ) -> None:
     """Embed the cells of DATA with a foundation model; write OUT.h5ad with obsm["X_<family>"]."""
     from cellfoundry.data.h5ad_copy import ObsmWriter, copy_h5ad
-    from cellfoundry.data.io import read_data
+    from cellfoundry.data.io import close_backed, read_data
     from cellfoundry.data.species import to_human_space
     from cellfoundry.models.accel import resolve_accel
     from cellfoundry.models.embedding_annotators import embed_cells
@@ -220,8 +220,7 @@ def embed_cmd(
         sink.close()
         write_record(out_path, key, record)
     elif is_h5ad:  # embedding in place: the input file itself gets the new entries
-        if adata.isbacked:
-            adata.file.close()
+        close_backed(adata)
         write_into_h5ad(out_path, key, emb, record)
     else:
         adata.obsm[key] = emb

@@ -1,8 +1,18 @@
-"""Reading single-cell data: .h5ad (in memory or backed), 10x HDF5, 10x MEX folder, CSV/TSV."""
+"""Reading single-cell data: .h5ad (in memory or backed), 10x HDF5, 10x MEX folder, CSV/TSV.
+
+A backed .h5ad keeps every cell- or gene-sized matrix on disk: anndata's own backed reader
+streams X (and raw/X) but reads layers, obsp, varm and varp into memory, so a million-cell file
+with ``layers['counts']`` beside log-normalised X, or a kNN graph in ``obsp``, cost gigabytes
+before the first cell was annotated. ``read_data(backed=True)`` leaves those as backed datasets
+(sparse ones as anndata's ``CSRDataset``/``CSCDataset``, dense ones as ``h5py.Dataset``); rows
+are read from them only when a matrix is used (``data.matrix.read_rows``) or a subset is taken
+into memory (``adata[rows].to_memory()`` reads just those rows). Close with ``close_backed``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -50,7 +60,7 @@ def read_data(
         _refuse_outside_references(p)
     try:
         if fmt == "h5ad":
-            adata = ad.read_h5ad(p, backed="r" if backed else None)
+            adata = read_h5ad_backed(p) if backed else ad.read_h5ad(p)
         elif fmt == "10x_h5":
             import scanpy as sc
 
@@ -72,6 +82,72 @@ def read_data(
     if not backed:
         adata.uns["cellfoundry"] = {"source_format": fmt}
     return adata
+
+
+# elements of a backed .h5ad left on disk (anndata's backed reader loads them): n_cells x n_cells
+# graphs, matrices beside X, and gene-sized arrays
+LAZY_ELEMENTS = ("layers", "obsp", "varm", "varp")
+LAZY_HANDLE = "_cellfoundry_lazy_h5"  # attribute of the AnnData holding their file handle
+
+
+def _lazy_elem(elem: Any) -> Any:
+    """A backed view of one stored matrix: sparse groups and dense arrays are not read;
+    anything else (string arrays, nullable or awkward arrays, dataframes) is read as anndata does."""
+    import h5py
+    from anndata.io import read_elem, sparse_dataset
+
+    kind = elem.attrs.get("encoding-type", "")
+    if isinstance(elem, h5py.Group) and kind in ("csr_matrix", "csc_matrix"):
+        return sparse_dataset(elem)
+    if isinstance(elem, h5py.Dataset) and kind == "array" and elem.dtype.kind in "biuf":
+        return elem
+    return read_elem(elem)
+
+
+def read_h5ad_backed(path: str | Path) -> ad.AnnData:
+    """An .h5ad opened backed (read-only) with X, raw/X, layers, obsp, varm and varp on disk.
+
+    anndata reads obs, var, obsm and uns into memory (as its backed reader does). The backed
+    layers/obsp/varm/varp use a second read-only handle on the file, because anndata closes its
+    own handle whenever a subset is taken into memory (``to_memory``) and reopens it only for X.
+    Files from before anndata 0.8's layout are read by anndata's reader.
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    p = Path(path)
+    f = h5py.File(p, "r")
+    if "encoding-type" not in f.attrs:  # pre-0.8 layout (record-array obs/var, legacy raw)
+        f.close()
+        return ad.read_h5ad(p, backed="r")
+    lazy = h5py.File(p, "r")
+    try:
+        d: dict[str, Any] = {"filename": f}
+        for key in ("obs", "var", "obsm", "uns"):
+            if key in f:
+                d[key] = read_elem(f[key])
+        for key in LAZY_ELEMENTS:
+            if key in lazy:
+                d[key] = {name: _lazy_elem(elem) for name, elem in lazy[key].items()}
+        if "raw" in f:  # raw/X stays on disk (anndata opens it when used), as its reader does
+            d["raw"] = {v: read_elem(f[f"raw/{v}"]) for v in ("var", "varm") if f"raw/{v}" in f}
+        adata = ad.AnnData(**d)
+    except BaseException:
+        lazy.close()
+        f.close()
+        raise
+    setattr(adata, LAZY_HANDLE, lazy)  # for close_backed; closed anyway when adata is collected
+    return adata
+
+
+def close_backed(adata: ad.AnnData) -> None:
+    """Close every handle a backed AnnData holds on its file (X's and the backed elements'), so
+    the file can be opened for writing; a no-op for in-memory data. Safe to call twice."""
+    lazy = getattr(adata, LAZY_HANDLE, None)
+    if lazy is not None and lazy.id.valid:
+        lazy.close()
+    if getattr(adata, "isbacked", False):
+        adata.file.close()
 
 
 def _refuse_outside_references(path: Path) -> None:

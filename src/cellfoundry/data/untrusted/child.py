@@ -57,7 +57,7 @@ def main() -> NoReturn:
 
 
 def _open(path: Path, request: dict[str, Any]) -> dict[str, Any]:
-    from cellfoundry.data.io import read_data
+    from cellfoundry.data.io import close_backed, read_data
     from cellfoundry.data.report import coverage, validate
     from cellfoundry.data.species import to_human_space
     from cellfoundry.data.untrusted.limits import IntakeLimits
@@ -88,8 +88,7 @@ def _open(path: Path, request: dict[str, Any]) -> dict[str, Any]:
             except Exception as exc:  # coverage is informative; it never refuses a file
                 print(f"coverage of {t['name']} failed: {exc!r}", file=sys.stderr)
         report.coverage = grep.coverage
-    if getattr(adata, "isbacked", False):
-        adata.file.close()
+    close_backed(adata)
     return {
         "ok": True,
         "format": fmt,
