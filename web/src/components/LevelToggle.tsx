@@ -65,7 +65,7 @@ export function LevelToggle({ level, onChange, options = [], error = null, busy 
         )}
         <form className="row gap" onSubmit={(e) => { e.preventDefault(); apply(); }}>
           <label htmlFor="level-any" className="small">Any CL term</label>
-          <input id="level-any" data-testid="level-input" value={text} placeholder="CL:0000084 or T cell" maxLength={200}
+          <input id="level-any" type="text" data-testid="level-input" value={text} placeholder="CL:0000084 or T cell" maxLength={200}
             disabled={disabled} onChange={(e) => setText(e.target.value)} />
           <Button type="submit" variant="secondary" disabled={disabled || !typed}>Roll up</Button>
         </form>
