@@ -18,6 +18,7 @@ from anndata.abc import CSRDataset
 
 import cellfoundry as cf
 from cellfoundry.data.io import close_backed, read_data
+from cellfoundry.data.report import validate
 from cellfoundry.outputs import write_annotated_h5ad
 from tests.conftest import make_counts_adata
 
@@ -162,3 +163,24 @@ def test_annotating_in_place_closes_every_handle(files: dict[str, Path]) -> None
     write_annotated_h5ad(result, path)  # the backed handles must go before the file is written
     res = ad.read_h5ad(path)
     assert "predicted_cell_type" in res.obs and "counts" in res.layers
+
+
+def test_dense_layers_stay_on_disk_and_csc_layers_are_loaded(tmp_path: Path) -> None:
+    """A dense layer is a backed h5py dataset read in row chunks; a CSC layer (whose rows span
+    the whole matrix) is loaded as anndata loads it. Both give the same rows as in memory."""
+    from cellfoundry.data.matrix import iter_row_chunks
+
+    a = make_counts_adata(n_cells=300, n_genes=40, seed=2)
+    a.layers["dense"] = a.X.toarray()
+    a.layers["csc"] = sp.csc_matrix(a.X)
+    path = tmp_path / "mixed.h5ad"
+    a.write_h5ad(path)
+    adata = read_data(path, backed=True)
+    assert isinstance(adata.layers["dense"], h5py.Dataset)
+    assert sp.issparse(adata.layers["csc"])
+    for source in ("layers/dense", "layers/csc"):
+        rows = sp.vstack([r for _, r in iter_row_chunks(adata, source, chunk_size=70)])
+        assert (rows != a.X).nnz == 0, source
+    report = validate(adata)
+    assert {m.source: m.kind for m in report.matrices}["layers/dense"] == "raw_counts"
+    close_backed(adata)

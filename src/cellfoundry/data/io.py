@@ -4,7 +4,7 @@ A backed .h5ad keeps every cell- or gene-sized matrix on disk: anndata's own bac
 streams X (and raw/X) but reads layers, obsp, varm and varp into memory, so a million-cell file
 with ``layers['counts']`` beside log-normalised X, or a kNN graph in ``obsp``, cost gigabytes
 before the first cell was annotated. ``read_data(backed=True)`` leaves those as backed datasets
-(sparse ones as anndata's ``CSRDataset``/``CSCDataset``, dense ones as ``h5py.Dataset``); rows
+(CSR ones as anndata's ``CSRDataset``, dense ones as ``h5py.Dataset``; CSC is loaded); rows
 are read from them only when a matrix is used (``data.matrix.read_rows``) or a subset is taken
 into memory (``adata[rows].to_memory()`` reads just those rows). Close with ``close_backed``.
 """
@@ -91,13 +91,14 @@ LAZY_HANDLE = "_cellfoundry_lazy_h5"  # attribute of the AnnData holding their f
 
 
 def _lazy_elem(elem: Any) -> Any:
-    """A backed view of one stored matrix: sparse groups and dense arrays are not read;
-    anything else (string arrays, nullable or awkward arrays, dataframes) is read as anndata does."""
+    """A backed view of one stored matrix: CSR groups and dense numeric arrays are not read;
+    anything else is read as anndata does: CSC (its rows are spread over the whole matrix, so
+    each row chunk would read all of it), string, nullable or awkward arrays, dataframes."""
     import h5py
     from anndata.io import read_elem, sparse_dataset
 
     kind = elem.attrs.get("encoding-type", "")
-    if isinstance(elem, h5py.Group) and kind in ("csr_matrix", "csc_matrix"):
+    if isinstance(elem, h5py.Group) and kind == "csr_matrix":
         return sparse_dataset(elem)
     if isinstance(elem, h5py.Dataset) and kind == "array" and elem.dtype.kind in "biuf":
         return elem
