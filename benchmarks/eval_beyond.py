@@ -6,7 +6,9 @@ genes), ``knn`` (same genes, PCA) and ``logreg_5000`` (5,000 most variable genes
 ``benchmarks/results/beyond.json``:
 
 1. consensus: macro-F1 (over the true labels) of every model and of their consensus
-   (``cellfoundry.annotate(data, model=[...])``: held-out-weighted, combined up the Cell Ontology),
+   (``cellfoundry.annotate(data, model=[...])``: held-out-weighted, combined up the Cell Ontology;
+   the weights are the fitted pool's, or one model's alone where it calls the held-out reference
+   cells better, per split in ``weighting_per_fold``),
    with the accuracy on cells where every model agrees with the consensus against the rest;
 2. evidence: mean marker overlap of predicted types with the reference's markers, and on PBMC 3k
    the share of B-cell / CD14-monocyte / NK calls whose top genes name a canonical marker;
@@ -21,7 +23,7 @@ which the consensus weights are fitted; ``benchmarks/results/beyond_consensus_cv
 with ``--cv-folds 0`` (weights fitted on the held-out split's stop and test parts, the default).
 
     .venv/bin/python benchmarks/eval_beyond.py [--folds 5] [--quick] [--cv-folds 5]
-        [--consensus-only] [--jobs 7]
+        [--consensus-only] [--jobs 7] [--models-dir DIR]
 """
 
 from __future__ import annotations
@@ -99,11 +101,14 @@ CONSENSUS = {"consensus": list(MODELS), "consensus_logreg_knn": ["logreg", "knn"
 
 
 def train_all(ref: ad.AnnData, folder: Path, cv_folds: int) -> dict[str, Path]:
+    """Train every model of ``MODELS`` into ``folder``; one already there (``--models-dir``,
+    trained by an earlier run with the same ``--cv-folds``) is reused."""
     paths = {}
     for name, (family, params) in MODELS.items():
-        cf.train(
-            ref, "cell_type", family, out=folder / name, name=name, cv_folds=cv_folds, **params
-        )
+        if not (folder / name / "manifest.json").is_file():
+            cf.train(
+                ref, "cell_type", family, out=folder / name, name=name, cv_folds=cv_folds, **params
+            )
         paths[name] = folder / name
     return paths
 
@@ -174,6 +179,7 @@ def pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
             },
             "weights_per_fold": [p[key]["weights"] for p in parts],
             "weighting": parts[0][key]["weighting"],
+            "weighting_per_fold": [p[key]["weighting"] for p in parts],
         }
     return out
 
@@ -225,8 +231,9 @@ def summarise(d: dict[str, Any]) -> dict[str, Any]:
             "share_broader_term": float(c["broader"].mean()),
             "share_unknown": float(c["unknown"].mean()),
         }
-        if "weights_per_fold" in c:
-            rows["consensus"][key]["weights_per_fold"] = c["weights_per_fold"]
+        for per_fold in ("weights_per_fold", "weighting_per_fold"):
+            if per_fold in c:
+                rows["consensus"][key][per_fold] = c[per_fold]
         best_name = max(c["weights"], key=lambda n: rows["models"][n]["macro_f1"])
         best = rows["models"][best_name]["macro_f1"]
         rows["consensus"][key]["best_single"] = best_name
@@ -345,13 +352,20 @@ def main() -> None:
         help="only §1 and the per-model rows; the other sections are kept from --out",
     )
     ap.add_argument("--jobs", type=int, default=1, help="splits run in parallel processes")
+    ap.add_argument(
+        "--models-dir",
+        help="keep the trained models here (a folder per split and model) and reuse those "
+        "already there, e.g. to re-measure the consensus rule without retraining; use one "
+        "folder per --cv-folds value",
+    )
     a = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs the real data folder {DATA}")
     t0, c0 = time.perf_counter(), time.process_time()
     results: dict[str, Any] = {"datasets": {}}
     pbmc_parts = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = a.models_dir or tmp_dir
         jobs = [
             (name, ref, query, Path(tmp) / name, a.cv_folds) for name, ref, query in splits(a.folds)
         ]
@@ -384,7 +398,10 @@ def main() -> None:
         + (" --quick" if a.quick else "")
         + f" --cv-folds {a.cv_folds}"
         + (" --consensus-only" if a.consensus_only else "")
+        + (" --models-dir DIR" if a.models_dir else "")
     )
+    if a.models_dir:  # models found there were reused: seconds leave out their training
+        results["models_dir"] = a.models_dir
     if a.consensus_only and Path(a.out).is_file():
         kept = json.loads(Path(a.out).read_text())
         for key in SECTIONS:
@@ -412,6 +429,9 @@ def main() -> None:
             )
             w = ", ".join(f"{k} {v:.3f}" for k, v in c["weights"].items())
             how = c["weighting"]
+            chosen = [h.get("chosen") for h in c.get("weighting_per_fold", [how])]
+            if any(chosen):  # the fitted pool, or one model alone (better on held-out cells)
+                w += "; used: " + ", ".join(str(x) for x in chosen)
             print(
                 f"{'':20s}   weights {w} ({how['method']}"
                 + (

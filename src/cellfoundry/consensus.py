@@ -11,8 +11,13 @@ every model predicted without having fit on them (``cellfoundry.artifacts.heldou
 predictions when the models were trained with ``cv_folds``, else the held-out split's stop and
 test parts), by maximising the class-balanced log-likelihood of the pooled probabilities
 (``pool_weights``; every true class counts alike, as in macro-F1). A model that the reference
-shows to add nothing gets ~0 weight. Models without such predictions (older artifacts, or
-trained on different references) are weighed by their held-out macro-F1 (``heldout_weights``).
+shows to add nothing gets ~0 weight. The calls of that pool and of each model alone are then
+scored by macro-F1 on the same held-out cells, and the pool is used unless one model alone calls
+them better (then that model's weight is 1; the others still count in the agreement) — the
+log-likelihood scores probabilities, macro-F1 scores calls, and a pool that is likelier on the
+truth can still flip a few cells of a rare class. Models without such predictions (older
+artifacts, or trained on different references) are weighed by their held-out macro-F1
+(``heldout_weights``).
 
 The call of a cell: the class with the largest pooled mass when its support is larger than that
 of every *rival* term (neither above nor below it); otherwise the most specific term whose
@@ -188,14 +193,54 @@ class Weighting:
         return {"method": self.method, **self.detail}
 
 
-def fitted_weights(
+@dataclass
+class HeldOutPool:
+    """The models' predictions on reference cells none of them fit on, on the consensus's classes."""
+
+    vocab: Vocabulary
+    mass: list[np.ndarray]  # per model: (cells, n_leaves) probability mass on each class
+    truth: np.ndarray  # (cells,) vocabulary index of each cell's true class
+    kinds: list[str]  # how the predictions were made ("cross_validation", "held_out")
+
+    def support(self) -> np.ndarray:
+        """(cells, models) each model's mass on the true term and every term below it."""
+        return np.stack([(m * self.vocab.below[:, self.truth].T).sum(axis=1) for m in self.mass], 1)
+
+    def calls(
+        self, weights: Sequence[float], min_support: float = DEFAULT_MIN_SUPPORT
+    ) -> np.ndarray:
+        """The consensus call (vocabulary index, -1 Unknown) of every cell with these weights."""
+        w = np.asarray(weights, dtype=np.float64)
+        w = (w / w.sum()).astype(np.float32)
+        mass = sum(
+            (wm * m for wm, m in zip(w, self.mass, strict=True)), np.zeros_like(self.mass[0])
+        )
+        return _call_nodes(mass, self.vocab, _rivals(self.vocab), min_support)[0]
+
+    def macro_f1(self, weights: Sequence[float], min_support: float = DEFAULT_MIN_SUPPORT) -> float:
+        """Macro-F1 over the true classes of the consensus calls (a broader term or Unknown is
+        a miss), as the benchmarks score a query."""
+        return _macro_f1(self.truth, self.calls(weights, min_support))
+
+
+def _macro_f1(truth: np.ndarray, call: np.ndarray) -> float:
+    scores = []
+    for c in np.unique(truth):
+        tp = np.sum((call == c) & (truth == c))
+        fp = np.sum((call == c) & (truth != c))
+        fn = np.sum((truth == c) & (call != c))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def heldout_pool(
     results: Sequence[AnnotationResult],
     heldout: Sequence[HeldOutPredictions | None],
     min_cells: int = MIN_FIT_CELLS,
-) -> Weighting | None:
-    """Weights fitted (``pool_weights``) on the reference cells every model predicted without
-    having fit on them (``cellfoundry.artifacts.heldout``); None when a model has no such
-    predictions or fewer than ``min_cells`` cells (of two or more classes) are shared."""
+) -> HeldOutPool | None:
+    """The reference cells every model predicted without having fit on them
+    (``cellfoundry.artifacts.heldout``) and the references label alike; None when a model has
+    no such predictions or fewer than ``min_cells`` cells (of two or more classes) are shared."""
     if len(heldout) != len(results) or any(h is None for h in heldout):
         return None
     held = [h for h in heldout if h is not None]
@@ -219,22 +264,59 @@ def fitted_weights(
     same = np.all([tr == t for tr in truth], axis=0)  # the models' references label them alike
     if same.sum() < min_cells or len(np.unique(t[same])) < 2:
         return None
-    t = t[same]
-    # mass on the true term and every term below it
-    support = np.stack([(m[same] * vocab.below[:, t].T).sum(axis=1) for m in mass], axis=1)
-    w = pool_weights(support, t)
-    kinds = sorted({h.kind for h in held})
-    return Weighting(
-        [float(v) for v in w],
-        "fitted_on_heldout_cells",
-        {
-            "n_cells": int(same.sum()),
-            "n_classes": len(np.unique(t)),
-            "predictions": kinds,
-            "objective": "class-balanced log-likelihood of the weighted mean of the models' "
-            "probabilities on reference cells none of them fit on",
+    return HeldOutPool(vocab, [m[same] for m in mass], t[same], sorted({h.kind for h in held}))
+
+
+def fitted_weights(
+    results: Sequence[AnnotationResult],
+    heldout: Sequence[HeldOutPredictions | None],
+    min_cells: int = MIN_FIT_CELLS,
+    select: bool = True,
+) -> Weighting | None:
+    """Weights fitted on the reference cells every model predicted without having fit on them
+    (``heldout_pool``); None when there are too few such cells.
+
+    ``pool_weights`` fits the weights of the pooled probabilities (class-balanced
+    log-likelihood). That objective scores probabilities, not calls: a pool that is likelier
+    on the truth can still flip a few cells of a rare class to a common one, which costs
+    macro-F1 more than it gains. So (``select``) the calls of the fitted pool and of each model
+    alone are scored by macro-F1 on the same held-out cells, and the best is used: the pool
+    unless one model alone calls the held-out cells better (a tie keeps the pool). The
+    consensus is then never worse than any one of its models on the held-out reference cells.
+    """
+    pool = heldout_pool(results, heldout, min_cells)
+    if pool is None:
+        return None
+    fitted = [float(v) for v in pool_weights(pool.support(), pool.truth)]
+    detail: dict[str, Any] = {
+        "n_cells": len(pool.truth),
+        "n_classes": len(np.unique(pool.truth)),
+        "predictions": pool.kinds,
+        "objective": "class-balanced log-likelihood of the weighted mean of the models' "
+        "probabilities on reference cells none of them fit on",
+    }
+    if not select:
+        return Weighting(fitted, "fitted_on_heldout_cells", detail)
+    pooled_f1 = pool.macro_f1(fitted)
+    single_f1 = [pool.macro_f1(np.eye(len(results))[m]) for m in range(len(results))]
+    best = int(np.argmax(single_f1))
+    alone = single_f1[best] > pooled_f1
+    chosen = [float(v) for v in np.eye(len(results))[best]] if alone else fitted
+    detail |= {
+        "selection": "macro-F1 of the calls on the same held-out cells: the fitted pool, "
+        "unless one model alone is better (a tie keeps the pool)",
+        "heldout_macro_f1": {
+            "pooled": pooled_f1,
+            "single": dict(zip(_names(results), single_f1, strict=True)),
         },
-    )
+        "fitted_weights": fitted,
+        "chosen": _names(results)[best] if alone else "pooled",
+    }
+    return Weighting(chosen, "fitted_on_heldout_cells", detail)
+
+
+def _names(results: Sequence[AnnotationResult]) -> list[str]:
+    return member_names([r.model_name for r in results])
 
 
 def model_weights(
@@ -269,6 +351,35 @@ def heldout_weights(macro_f1: Sequence[float | None]) -> list[float]:
     return [float(v) for v in np.log(f / (1 - f))]
 
 
+def _rivals(vocab: Vocabulary) -> np.ndarray:
+    """rivals[l, n]: node n is neither the class l, nor above it, nor below it."""
+    return ~(vocab.below.astype(bool) | vocab.strictly_below[: vocab.n_leaves])
+
+
+def _call_nodes(
+    mass: np.ndarray, vocab: Vocabulary, rivals: np.ndarray, min_support: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The call (vocabulary index, -1 for Unknown) and its support for pooled class masses."""
+    sup = mass @ vocab.below
+    ok = sup > min_support
+    # the most specific supported nodes: none of the nodes below them is supported
+    finest = ok & ~((ok.astype(np.float32) @ vocab.strictly_below.T.astype(np.float32)) > 0)
+    best = np.where(finest, sup, -np.inf).argmax(axis=1)
+    has = ok.any(axis=1)
+    # the top class is called outright when it has more support than every rival term
+    top = mass.argmax(axis=1)
+    rows = np.arange(len(mass))
+    rival = np.full(len(mass), -np.inf, dtype=np.float32)
+    for leaf in np.unique(top):
+        at = np.nonzero(top == leaf)[0]
+        if rivals[leaf].any():
+            rival[at] = sup[np.ix_(at, np.nonzero(rivals[leaf])[0])].max(axis=1)
+    wins = sup[rows, top] > rival
+    node = np.where(wins, top, np.where(has, best, -1))
+    support = np.where(node >= 0, sup[rows, np.maximum(node, 0)], 0.0).astype(np.float32)
+    return node, support
+
+
 def combine(
     results: Sequence[AnnotationResult],
     vocab: Vocabulary,
@@ -290,8 +401,7 @@ def combine(
         to_leaf.append(m)
     calls = [res.probabilities.argmax(axis=1) for res in results]
     leaf_calls = [np.asarray([key_index[k] for k in _class_keys(res)]) for res in results]
-    # rivals[l, n]: node n is neither the class l, nor above it, nor below it
-    rivals = ~(vocab.below.astype(bool) | vocab.strictly_below[: vocab.n_leaves])
+    rivals = _rivals(vocab)
     node = np.full(n, -1, dtype=np.int64)
     support = np.zeros(n, dtype=np.float32)
     leaf_mass = np.zeros((n, vocab.n_leaves), dtype=np.float32)
@@ -300,23 +410,7 @@ def combine(
         mass = np.zeros((e - s, vocab.n_leaves), dtype=np.float32)
         for r, m, wm in zip(results, to_leaf, w, strict=True):
             mass += wm * (r.probabilities[s:e].astype(np.float32) @ m)
-        sup = mass @ vocab.below
-        ok = sup > min_support
-        # the most specific supported nodes: none of the nodes below them is supported
-        finest = ok & ~((ok.astype(np.float32) @ vocab.strictly_below.T.astype(np.float32)) > 0)
-        best = np.where(finest, sup, -np.inf).argmax(axis=1)
-        has = ok.any(axis=1)
-        # the top class is called outright when it has more support than every rival term
-        top = mass.argmax(axis=1)
-        rows = np.arange(e - s)
-        rival = np.full(e - s, -np.inf, dtype=np.float32)
-        for leaf in np.unique(top):
-            at = np.nonzero(top == leaf)[0]
-            if rivals[leaf].any():
-                rival[at] = sup[np.ix_(at, np.nonzero(rivals[leaf])[0])].max(axis=1)
-        wins = sup[rows, top] > rival
-        node[s:e] = np.where(wins, top, np.where(has, best, -1))
-        support[s:e] = np.where(node[s:e] >= 0, sup[rows, np.maximum(node[s:e], 0)], 0.0)
+        node[s:e], support[s:e] = _call_nodes(mass, vocab, rivals, min_support)
         leaf_mass[s:e] = mass
     # agreement per distinct (call, each model's call) combination: few, however many cells
     own = np.stack([lc[c] for c, lc in zip(calls, leaf_calls, strict=True)], axis=1)

@@ -13,9 +13,10 @@ import cellfoundry as cf
 from cellfoundry.artifacts import Manifest, cell_keys
 from cellfoundry.artifacts.heldout import HELDOUT_FILE, HeldOutPredictions, key_hashes
 from cellfoundry.cli import cli
-from cellfoundry.consensus import fitted_weights, pool_weights
+from cellfoundry.consensus import fitted_weights, heldout_pool, pool_weights
 from cellfoundry.models.registry import load_model
 from cellfoundry.result import AnnotationResult
+from cellfoundry.stats.metrics import macro_f1_true_labels
 from tests.ontology.reference import PARSER, cl
 
 CD4 = "CD4-positive, alpha-beta T cell"
@@ -223,3 +224,121 @@ def test_cli_train_keeps_out_of_fold_predictions(pbmc_split, tmp_path: Path) -> 
     assert run.exit_code == 0, run.output
     held = load_model(tmp_path / "m").heldout_predictions
     assert held is not None and held.kind == "cross_validation"
+
+
+def skewed(y: np.ndarray, rng: np.random.Generator, rare: int) -> np.ndarray:
+    """Sure of every common class (0.97) but calls the rare class's cells NK (B 0.35, NK 0.6)."""
+    p = rng.dirichlet(np.ones(4), len(y)) * 0.03
+    common = y != rare
+    p[np.nonzero(common)[0], y[common]] += 0.97
+    p[np.ix_(np.nonzero(~common)[0], [CLASSES.index(B), CLASSES.index(NK)])] += [0.35, 0.6]
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def modest(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Right on every cell, but only 0.6 sure."""
+    p = rng.dirichlet(np.ones(4), len(y)) * 0.4
+    p[np.arange(len(y)), y] += 0.6
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def heldout_case(seed: int) -> tuple[list[AnnotationResult], list[HeldOutPredictions], np.ndarray]:
+    """Query results and held-out predictions of a modest model that is always right and a sure
+    model that misses the rare class (B cells, 5 %); the query truth."""
+    rng = np.random.default_rng(seed)
+    share = [0.4, 0.3, 0.25, 0.05]
+    rare = CLASSES.index(B)
+    y_ref, y_q = rng.choice(4, 800, p=share), rng.choice(4, 400, p=share)
+    cells = key_hashes(np.asarray([f"ref{i}|100" for i in range(len(y_ref))]))
+    held = [
+        HeldOutPredictions(cells, y_ref, modest(y_ref, rng).astype(np.float32), "x"),
+        HeldOutPredictions(cells, y_ref, skewed(y_ref, rng, rare).astype(np.float32), "x"),
+    ]
+    query = [result(modest(y_q, rng), "modest"), result(skewed(y_q, rng, rare), "sure")]
+    return query, held, y_q
+
+
+def test_the_pool_gives_way_to_one_model_that_calls_the_heldout_cells_better() -> None:
+    query, held, y_q = heldout_case(3)
+    # the log-likelihood favours the sure model (far likelier on the common classes) ...
+    fitted = fitted_weights(query, held, select=False)
+    assert fitted is not None and fitted.weights[1] > 0.5
+    # ... whose calls lose the rare class, which macro-F1 counts as much as the others
+    truth = np.asarray(CLASSES)[y_q]
+    pooled = cf.consensus(query, weights=fitted.weights)
+    f1_modest = macro_f1_true_labels(truth, query[0].labels)
+    assert macro_f1_true_labels(truth, pooled.labels) < f1_modest
+    w = fitted_weights(query, held)
+    assert w is not None and w.weights == [1.0, 0.0]
+    assert w.detail["chosen"] == "modest"
+    scores = w.detail["heldout_macro_f1"]
+    assert scores["single"]["modest"] > scores["pooled"]
+    np.testing.assert_allclose(w.detail["fitted_weights"], fitted.weights)
+    c = cf.consensus(query, ["modest", "sure"], weights=w.weights, weighting=w)
+    np.testing.assert_array_equal(c.labels, query[0].labels)
+    assert macro_f1_true_labels(truth, c.labels) == f1_modest
+    # both models still count in the agreement: the sure model disagrees on the B cells
+    b_cells = y_q == CLASSES.index(B)
+    np.testing.assert_allclose(c.obs_columns["consensus_agreement"][b_cells], 0.5)
+    assert c.summary()["consensus"]["weighting"]["chosen"] == "modest"
+
+
+def test_a_pool_that_calls_the_heldout_cells_as_well_is_kept() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 300)
+    cells = key_hashes(np.asarray([f"c{i}|1" for i in range(len(y))]))
+    p = peaked(y, rng, 0.9).astype(np.float32)
+    same = [HeldOutPredictions(cells, y, p, "x"), HeldOutPredictions(cells, y, p, "x")]
+    q = peaked(y, rng, 0.9)
+    w = fitted_weights([result(q, "a"), result(q, "b")], same)
+    assert w is not None and w.detail["chosen"] == "pooled"  # a tie keeps the pool
+    assert w.weights == w.detail["fitted_weights"]
+
+
+def test_heldout_macro_f1_is_the_consensus_macro_f1_on_those_cells() -> None:
+    query, held, _ = heldout_case(5)
+    pool = heldout_pool(query, held)
+    assert pool is not None
+    as_results = [result(h.probabilities, name) for h, name in zip(held, "ab", strict=True)]
+    truth = np.asarray(CLASSES)[held[0].y]
+    for w in ([1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8]):
+        labels = cf.consensus(as_results, weights=w).labels
+        assert pool.macro_f1(w) == pytest.approx(macro_f1_true_labels(truth, labels))
+
+
+def test_real_models_are_weighed_by_the_calls_on_their_heldout_cells(
+    pbmc_split, pbmc_models
+) -> None:
+    _, query = pbmc_split
+    annotators = [load_model(pbmc_models[n]) for n in ("logreg", "knn")]
+    res = cf.annotate(query[:300].copy(), annotators)
+    weighting = res.summary()["consensus"]["weighting"]
+    assert weighting["method"] == "fitted_on_heldout_cells"
+    scores = weighting["heldout_macro_f1"]
+    # each model alone, recomputed through the public consensus on the shared held-out cells
+    held = [a.heldout_predictions for a in annotators]
+    assert held[0] is not None and held[1] is not None
+    common = np.intersect1d(held[0].cells, held[1].cells)
+    assert len(common) == weighting["n_cells"] > 100
+    alone = []
+    for a, h in zip(annotators, held, strict=True):
+        assert h is not None
+        rows = np.asarray([np.nonzero(h.cells == c)[0][0] for c in common])
+        alone.append(result(h.probabilities[rows], a.name, list(a.manifest.classes)))
+        truth = np.asarray(a.manifest.classes)[h.y[rows]]
+    for i, name in enumerate(("logreg", "knn")):
+        labels = cf.consensus(alone, weights=np.eye(2)[i]).labels
+        assert scores["single"][name] == pytest.approx(macro_f1_true_labels(truth, labels))
+    pooled = cf.consensus(alone, weights=weighting["fitted_weights"]).labels
+    assert scores["pooled"] == pytest.approx(macro_f1_true_labels(truth, pooled))
+    # the weights used are those of the best of the pool and each model alone on those cells
+    chosen = weighting["chosen"]
+    best = max(scores["pooled"], *scores["single"].values())
+    assert (scores["pooled"] if chosen == "pooled" else scores["single"][chosen]) == best
+    used = list(res.summary()["consensus"]["weights"].values())
+    expected = (
+        weighting["fitted_weights"]
+        if chosen == "pooled"
+        else np.eye(2)[["logreg", "knn"].index(chosen)]
+    )
+    np.testing.assert_allclose(used, np.asarray(expected) / np.sum(expected), atol=1e-6)
