@@ -407,7 +407,8 @@ def main() -> None:
         for key in SECTIONS:
             if key in kept:
                 results[key] = kept[key]
-        results["sections_kept_from"] = kept.get("command")
+        # where those sections were measured (kept across --consensus-only runs)
+        results["sections_kept_from"] = kept.get("sections_kept_from") or kept.get("command")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2, default=float))
 
