@@ -15,7 +15,10 @@ connections, body and process count it measures two ceilings of the stack:
 
 It prints requests/s, p50/p99 latency, the server's CPU time per request (all its processes,
 less their idle rate measured just before; steadier than wall-clock figures on a loaded
-machine) and the ratios to the ceilings, then the
+machine), the load generator's CPU time per request, the requests/s that the machine's cores
+could serve at those two costs (``cpu_bound_rps`` = cores / (server + generator CPU per request):
+the load-independent figure; 5,000 req/s on 2 cores needs about 400 us for both together) and
+the ratios to the ceilings, then the
 latency of one client alone (the service time) and of one cell through the in-process library
 call `cellfoundry.annotate` (the naive way to serve one cell). Results: benchmarks/results/predict.json.
 
@@ -38,6 +41,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -366,14 +370,33 @@ def measure(
     time.sleep(2.0)  # the server's own background work (reaper, model sync), to subtract
     idle_rate = (cpu_seconds(pid) - idle0) / (time.monotonic() - t0)
     TOOLS[tool](url, key, body, conns, 1.0, tmp)
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    cpu0, t0, client0 = cpu_seconds(pid), time.monotonic(), client_cpu_seconds(tool)
     out = TOOLS[tool](url, key, body, conns, seconds, tmp)
     cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+    client = client_cpu_seconds(tool) - client0
     n = max(1, out["requests"])
-    out["server_cpu_us_per_request"] = (cpu - idle_rate * wall) / n * 1e6 if pid else None
+    server = (cpu - idle_rate * wall) / n * 1e6 if pid else None
+    out["server_cpu_us_per_request"] = server
     out["server_cpu_us_per_request_raw"] = cpu / n * 1e6 if pid else None
     out["server_idle_cpu_share"] = idle_rate if pid else None
+    out["client_cpu_us_per_request"] = client / n * 1e6
+    # what the machine's cores could serve if the server and the load generator had them all
+    # (load-independent, unlike requests/s on a shared machine)
+    out["cpu_bound_rps"] = (
+        (os.cpu_count() or 1) / ((server + out["client_cpu_us_per_request"]) * 1e-6)
+        if server
+        else None
+    )
     return out
+
+
+def client_cpu_seconds(tool: str) -> float:
+    """CPU time of the load generator so far: the finished child processes (wrk, hey), or this
+    process (the Python client runs here)."""
+    if tool == "python":
+        return time.process_time()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def reference_ms(adata: object, idx: list[int], model_dir: Path, n: int = 20) -> float:
@@ -464,7 +487,12 @@ def main() -> None:
         cpu = r.get("server_cpu_us_per_request")
         return (
             f"  {name:<14} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
-            + (f"  server CPU {cpu:6.0f} us/request" if cpu else "")
+            + (
+                f"  CPU/request: server {cpu:5.0f} us, {tool} {r['client_cpu_us_per_request']:4.0f} us"
+                f" -> {r['cpu_bound_rps']:6.0f} req/s on {os.cpu_count()} cores"
+                if cpu
+                else ""
+            )
             + (f"  ({r['errors']} non-200)" if r["errors"] else "")
         )
 

@@ -152,7 +152,7 @@ def serve_cmd(
         if n > 1:  # uvicorn's supervisor: N processes on one socket, each app built from the env
             os.environ.update(_settings_env(settings))
         target = (
-            create_app(settings, run_migrations=False)
+            create_app(settings, run_migrations=False, serving=True)
             if n == 1
             else "cellfoundry.service.app:app_from_environment"
         )

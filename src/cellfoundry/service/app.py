@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -57,8 +58,12 @@ class App(FastAPI):
         return PredictFastPath(super().build_middleware_stack())
 
 
-def create_app(settings: Settings | None = None, run_migrations: bool = True) -> FastAPI:
-    """The API for ``settings`` (default: from the environment)."""
+def create_app(
+    settings: Settings | None = None, run_migrations: bool = True, serving: bool = False
+) -> FastAPI:
+    """The API for ``settings`` (default: from the environment). ``serving``: the app is the
+    whole of a server process (``cellfoundry serve``), whose garbage collector it tunes at start
+    (``settle_gc``); never in a process that makes several apps (tests)."""
     settings = settings or get_settings()
     if run_migrations:
         migrate(settings.database_url)
@@ -67,6 +72,8 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         platform.start()
+        if serving:
+            settle_gc()
         yield
         platform.stop()
 
@@ -89,7 +96,23 @@ def create_app(settings: Settings | None = None, run_migrations: bool = True) ->
 def app_from_environment() -> FastAPI:
     """The app of one of several API processes (``cellfoundry serve --api-workers N``): settings
     from the environment; the parent process has already migrated the database."""
-    return create_app(get_settings(), run_migrations=False)
+    return create_app(get_settings(), run_migrations=False, serving=True)
+
+
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """Once the process is started (modules, models and app built): move every object to the
+    collector's permanent generation (``gc.freeze``) and collect the youngest generation less
+    often. Without it a full collection walks the ~240,000 objects of the loaded libraries:
+    about 150 ms of CPU on the event loop every few thousand /predict requests (the p99), and
+    the younger collections cost ~10 us per request; requests' own objects are freed by
+    reference counting and the few cycles they leave are still collected."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def error_response(

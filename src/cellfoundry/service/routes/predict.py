@@ -20,6 +20,7 @@ from cellfoundry.errors import CellfoundryError, NotFoundError, TooLargeError, U
 from cellfoundry.service.deps import PlatformDep, user_of_authorization
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.predict import LoadedModel, Prepared
+from cellfoundry.service.predict_body import parse_predict_body
 from cellfoundry.service.request_id import RequestIdMiddleware
 from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
 from cellfoundry.store.model_records import visible_to
@@ -48,6 +49,8 @@ async def predict(request: Request, platform: PlatformDep) -> Response:
     ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
     distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
     """
+    # (The usual bodies are read by orjson with the same checks, parse_predict_body; the others,
+    # and so every refusal, by pydantic. This docstring is the endpoint's OpenAPI description.)
     # In an app of create_app, PredictFastPath answers these requests before FastAPI's routing
     # (the same `answer`, less work per request); this route documents them in the schema.
     content = await answer(
@@ -215,12 +218,11 @@ def _too_large(what: str, limit: int) -> TooLargeError:
     )
 
 
-def _parse(raw: bytes, max_cells: int) -> tuple[PredictRequest, list[dict[str, float]]]:
+def _parse(raw: bytes, max_cells: int) -> tuple[Any, list[dict[str, float]]]:
     try:
-        body = PredictRequest.model_validate_json(raw)
+        body, cells = parse_predict_body(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    cells = body.expression if isinstance(body.expression, list) else [body.expression]
     if not cells or any(not c for c in cells):
         raise CellfoundryError(
             "every cell needs at least one gene value",
