@@ -17,7 +17,7 @@ from cellfoundry.data.prepare import (
     stack_cells,
     transform,
 )
-from cellfoundry.service.predict import Predictor
+from cellfoundry.service.predict import OneCellPlan, Predictor
 from tests.conftest import make_counts_adata
 
 
@@ -128,12 +128,37 @@ def test_cell_features_are_transform_of_the_one_row_matrix(
         want = transform(matrix, plan).toarray()
         parts = cell_features(vals, plan)
         assert parts is not None  # the matrix-free path applies to this plan
+        hoisted = OneCellPlan.of(plan)  # /predict's: the plan's part done once per gene list
+        assert hoisted is not None
+        for a, b in zip(hoisted.features(vals), parts, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
         got = stack_cells([parts], len(plan.alignment.target)).toarray()
         assert got.dtype == want.dtype == np.float32
         np.testing.assert_array_equal(got, want)
         assert (got != 0).sum() == len(row.indices)  # every named model gene is kept, no other
         plan.totals_columns = np.arange(len(vals) // 2)  # totals over some genes (a refit's)
         assert cell_features(vals, plan) is None  # left to the general path (``transform``)
+        assert OneCellPlan.of(plan) is None
+
+
+def test_a_gene_list_named_again_reuses_its_plan(trained: tuple[object, Path]) -> None:
+    """The plan cache: the same genes (equal, not the same objects) find the same plan; another
+    list, species or kind of values does not; an answer is the same from a fresh predictor."""
+    pred, lm, x, names = _loaded(trained)
+    row = x[0]
+    cell = {names[j]: float(v) for j, v in zip(row.indices, row.data, strict=True)}
+    again = {"".join(g): v for g, v in cell.items()}  # equal strings, other objects
+    first = lm.plan(tuple(cell), None, "counts")
+    assert lm.plan(tuple(again), None, "counts") is first
+    assert lm.plan(tuple(cell), None, "lognorm") is not first
+    other = lm.plan(tuple(cell)[1:], None, "counts")
+    assert other is not first and lm.plan(tuple(again), None, "counts") is first
+    assert len(lm.plans) == 3
+    fresh = Predictor()
+    fresh.add("m", lm.annotator)
+    for c in (cell, again, cell):
+        assert pred.predict(lm, [c], top_k=3) == fresh.predict(fresh.models["m"], [cell], top_k=3)
 
 
 def _loaded(trained: tuple[object, Path]) -> tuple[Predictor, Any, sp.csr_matrix, list[str]]:
