@@ -306,3 +306,37 @@ def test_refit_query_genes_the_reference_lacks_do_not_change_the_calls(tmp_path:
     assert a.gene_panel_mode == b.gene_panel_mode == "refit"
     assert b.gene_panel is not None and b.gene_panel.n_shared_genes == 150
     np.testing.assert_allclose(b.probabilities, a.probabilities, rtol=1e-4, atol=1e-5)
+
+
+def test_pbmc3k_half_panel_refit_genes_and_normalisation(
+    pbmc3k: ad.AnnData, tmp_path: Path
+) -> None:
+    """On a real count panel (a random half of pbmc3k's genes) the refit trains on the model's
+    n_features (2,000) most variable of the shared genes, each reference cell normalised over
+    every shared gene (as the query is over its panel), and calls the cell types well."""
+    from cellfoundry.models.baselines.refit import predict_with_panel
+
+    y = pbmc3k.obs["cell_type"].astype(str).to_numpy()
+    tr, te = train_test_split(np.arange(pbmc3k.n_obs), test_size=0.25, stratify=y, random_state=0)
+    ref = pbmc3k[tr].copy()
+    cf.train(ref, "cell_type", "logreg", out=tmp_path / "m")  # n_features=2000
+    keep = np.sort(np.random.default_rng(0).choice(pbmc3k.n_vars, pbmc3k.n_vars // 2, False))
+    panel = pbmc3k[te][:, keep].copy()
+    clear_refit_cache()
+    pred, fitted = predict_with_panel(load_model(tmp_path / "m"), panel, reference=ref)
+    assert pred.gene_panel is not None and pred.gene_panel.mode == "refit"
+    assert pred.gene_panel.n_shared_genes == len(keep)
+    assert len(fitted.genes) == 2000 and set(fitted.genes) <= set(panel.var_names)
+    assert fitted.manifest.training["refit_of"]["model"] == "logreg"
+    # normalised over all shared genes, not over the 2,000 kept nor over all reference genes
+    counts = ref[:, keep].X.toarray().astype(np.float64)
+    lognorm = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+    cols = panel.var_names.get_indexer(list(fitted.genes))
+    st = fitted.state  # type: ignore[attr-defined]
+    np.testing.assert_allclose(st["mean"], lognorm[:, cols].mean(axis=0), rtol=1e-3, atol=1e-5)
+    labels = np.asarray(fitted.classes)[pred.probabilities.argmax(axis=1)]
+    truth = y[te]
+    majority = DummyClassifier(strategy="most_frequent").fit(y[tr], y[tr]).predict(truth)
+    f_refit = float(f1_score(truth, labels, average="macro"))
+    assert f_refit > float(f1_score(truth, majority, average="macro")) + 0.5, f_refit
+    assert f_refit > 0.85, f_refit
