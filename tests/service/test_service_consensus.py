@@ -140,6 +140,9 @@ def test_consensus_run_matches_the_library(
         same = (expected.term_ids == expected.members[j].term_ids) & ~expected.unknown
         assert cons["per_model"][mid]["same_call"] == pytest.approx(float(same.mean()))
     assert set(cons["weights"]) == set(ids)
+    # how the weights were chosen is the library's too (sharded or not)
+    assert cons["weighting"]["method"] == lib["weighting"]["method"]
+    assert cons["weighting"].get("chosen") == lib["weighting"].get("chosen")
     lay = res["layout"]
     assert lay["n_points"] == query.n_obs and lay["labels"] == display.tolist()
     assert [query.obs_names[i] for i in lay["indices"]] == lay["cells"]

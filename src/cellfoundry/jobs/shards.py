@@ -148,7 +148,11 @@ def execute_shard_claimed(engine: Engine, run_id: str, idx: int) -> str:
                 assert isinstance(res, ConsensusResult)
                 for j, member in enumerate(res.members):
                     save_part(shard_dir, member_stem(idx, j), member)
-                rule = {"min_support": res.min_support, "weights": list(res.weights)}
+                rule = {
+                    "min_support": res.min_support,
+                    "weights": list(res.weights),
+                    "weighting": res.weighting,  # how the weights were chosen, for the summary
+                }
                 (shard_dir / f"{idx}.json").write_text(json.dumps({"consensus": rule}))
             else:
                 save_part(shard_dir, str(idx), res)
@@ -398,7 +402,7 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
     truth = label_column(adata, params.label_key) if params.label_key else None
     consensus_of: list[str] = []
     if isinstance(params, ConsensusParams):
-        from cellfoundry.consensus import agreement_figures, consensus
+        from cellfoundry.consensus import Weighting, agreement_figures, consensus
 
         consensus_of = params.model_ids(run.model_id)
         members = [
@@ -415,6 +419,11 @@ def merge(engine: Engine, run_id: str) -> TaskOutput:
             consensus_of,  # per-model columns and figures named by model id
             min_support=rule["min_support"],
             weights=rule["weights"],
+            weighting=Weighting(
+                rule["weights"],
+                rule.get("weighting", {}).get("method", "given"),
+                {k: v for k, v in rule.get("weighting", {}).items() if k != "method"},
+            ),
         )
         meta = members[0][1]
     else:
