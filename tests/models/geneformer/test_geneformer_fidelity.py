@@ -162,3 +162,36 @@ def test_default_lora_targets_wrap_attention_and_feed_forward(v1_folder: Path) -
     emb.sum().backward()
     grads = [p.grad for n, p in peft_model.named_parameters() if "lora_A" in n and "layer.0." in n]
     assert grads and all(g is not None for g in grads)
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_fused_inference_layers_equal_the_bert_layers(act: str) -> None:
+    """The inference path (one q/k/v GEMM, in-place activations) computes what BertLayer does."""
+    from transformers.activations import ACT2FN
+
+    from cellfoundry.models.geneformer.model import _fused_layer
+
+    model = GeneformerModel.from_random([f"ENSG{i:011d}" for i in range(1, 80)], seed=1)
+    for layer in model._bert.encoder.layer:  # same weights, the requested activation
+        layer.intermediate.intermediate_act_fn = ACT2FN[act]
+        assert _fused_layer(layer) is not None
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, 80, (3, 9), generator=g)
+    for lengths in ([9, 9, 9], [9, 6, 2]):
+        mask = (torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]).long()
+        with torch.no_grad():
+            fused = model._hidden(ids, mask)
+        with torch.enable_grad():
+            plain = model._hidden(ids, mask).detach()  # the transformers layers
+        for i, n in enumerate(lengths):
+            assert (fused[i, :n] - plain[i, :n]).abs().max() <= 1e-6
+
+
+def test_wrapped_layers_take_the_transformers_path() -> None:
+    from cellfoundry.models.geneformer.model import _fused_layer
+
+    model = GeneformerModel.from_random([f"ENSG{i:011d}" for i in range(1, 20)], seed=1)
+    layer = model._bert.encoder.layer[0]
+    assert _fused_layer(layer) is not None
+    layer.attention.self.query = torch.nn.Sequential(layer.attention.self.query)  # e.g. LoRA
+    assert _fused_layer(layer) is None

@@ -77,6 +77,89 @@ def _key_mask(mask: Any, dtype: Any) -> Any:
     )
 
 
+class _FusedLayer:
+    """One BERT layer's inference weights with the q/k/v projections stacked into one matrix."""
+
+    __slots__ = ("act", "eps", "ffn_in", "ffn_out", "heads", "ln1", "ln2", "out", "qkv")
+
+    def __init__(self, layer: Any, act: Any) -> None:
+        import torch
+
+        sa, ao = layer.attention.self, layer.attention.output
+        self.heads = int(sa.num_attention_heads)
+        self.qkv = (
+            torch.cat([sa.query.weight, sa.key.weight, sa.value.weight]),
+            torch.cat([sa.query.bias, sa.key.bias, sa.value.bias]),
+        )
+        self.out = (ao.dense.weight, ao.dense.bias)
+        self.ln1 = (ao.LayerNorm.weight, ao.LayerNorm.bias)
+        self.eps = (float(ao.LayerNorm.eps), float(layer.output.LayerNorm.eps))
+        self.ffn_in = (layer.intermediate.dense.weight, layer.intermediate.dense.bias)
+        self.act = act
+        self.ffn_out = (layer.output.dense.weight, layer.output.dense.bias)
+        self.ln2 = (layer.output.LayerNorm.weight, layer.output.LayerNorm.bias)
+
+
+def _fused_layer(layer: Any) -> _FusedLayer | None:
+    """Fused weights of a plain inference BERT layer; None when it is wrapped (LoRA) or unusual.
+
+    The fused path computes exactly what ``BertLayer`` does in eval mode (SDPA attention with
+    the default 1/sqrt(head_dim) scale, post-LN, ReLU or exact GELU) with one q/k/v GEMM and
+    in-place activations and residual adds.
+    """
+    import torch.nn.functional as F
+    from torch import nn
+    from transformers.activations import GELUActivation
+
+    try:
+        sa, ao = layer.attention.self, layer.attention.output
+        mods = [
+            sa.query,
+            sa.key,
+            sa.value,
+            ao.dense,
+            layer.intermediate.dense,
+            layer.output.dense,
+        ]
+        act_mod = layer.intermediate.intermediate_act_fn
+        if getattr(layer, "is_decoder", False) or getattr(layer, "chunk_size_feed_forward", 0):
+            return None
+        if getattr(sa, "is_decoder", False) or type(ao.LayerNorm) is not nn.LayerNorm:
+            return None
+        if type(layer.output.LayerNorm) is not nn.LayerNorm:
+            return None
+    except AttributeError:
+        return None
+    if any(type(m) is not nn.Linear or m.bias is None for m in mods):
+        return None
+    head = int(sa.attention_head_size)
+    if float(getattr(sa, "scaling", head**-0.5)) != head**-0.5:
+        return None
+    if type(act_mod) is nn.ReLU:
+        act = "relu"
+    elif type(act_mod) is GELUActivation and getattr(act_mod, "act", None) is F.gelu:
+        act = "gelu"
+    else:
+        return None
+    return _FusedLayer(layer, act)
+
+
+def _fused_forward(f: _FusedLayer, x: Any, keep: Any | None) -> Any:
+    """``BertLayer`` in eval mode on (B, W, d) with a (B, 1, 1, W) bool key mask (None: no padding)."""
+    import torch.nn.functional as F
+
+    B, W, d = x.shape
+    hd = d // f.heads
+    qkv = F.linear(x, *f.qkv).view(B, W, 3, f.heads, hd).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=keep)
+    o = F.linear(o.transpose(1, 2).reshape(B, W, d), *f.out).add_(x)
+    y = F.layer_norm(o, (d,), *f.ln1, f.eps[0])
+    z = F.linear(y, *f.ffn_in)
+    z = z.relu_() if f.act == "relu" else F.gelu(z)
+    z = F.linear(z, *f.ffn_out).add_(y)
+    return F.layer_norm(z, (d,), *f.ln2, f.eps[1])
+
+
 def _build_network(cfg: dict[str, Any], attn_implementation: str) -> Any:
     import transformers
 
@@ -386,15 +469,35 @@ class GeneformerModel(FoundationModel):
 
         Padding is masked with a compact additive key mask (B x 1 x 1 x W; 0 keep, dtype min
         drop), which eager and SDPA attention both broadcast; no mask when nothing is padded.
+        In inference (no gradients, eval mode, plain layers) the fused layers run instead
+        (one q/k/v GEMM, a boolean key mask; same values).
         """
+        import torch
+
         bert = self._bert
         h = bert.embeddings(input_ids=ids)
-        ext = None
-        if mask is not None and not bool(mask.all()):
-            ext = _key_mask(mask, h.dtype)
+        padded = mask is not None and not bool(mask.all())
+        fused = self._fused_layers()
+        if fused is not None:
+            keep = mask[:, None, None, :].to(torch.bool) if mask is not None and padded else None
+            for f in fused:
+                h = _fused_forward(f, h, keep)
+            return h
+        ext = _key_mask(mask, h.dtype) if padded else None
         for layer in bert.encoder.layer[: self.num_layers + self.emb_layer]:
             h = layer(h, ext)
         return h
+
+    def _fused_layers(self) -> list[_FusedLayer] | None:
+        """Fused inference weights of the layers the embedding needs; None when gradients are
+        on, the network is training or a layer is wrapped (then the transformers layers run)."""
+        import torch
+
+        if torch.is_grad_enabled() or self.network.training:
+            return None
+        layers = self._bert.encoder.layer[: self.num_layers + self.emb_layer]
+        fused = [_fused_layer(layer) for layer in layers]
+        return None if any(f is None for f in fused) else fused  # type: ignore[return-value]
 
     def _pool(self, h: Any, lengths: Any | None) -> Any:
         import torch
