@@ -40,6 +40,7 @@ from cellfoundry.models.geneformer.config import (
 )
 from cellfoundry.models.geneformer.dictionaries import GeneformerDictionaries, load_dictionaries
 from cellfoundry.models.geneformer.tokenizer import RankValueTokenizer
+from cellfoundry.models.heap import reuse_freed_memory
 
 DEFAULT_MAX_TOKENS = 32_768  # padded tokens per forward batch
 DEFAULT_CHUNK = 2048  # cells read and tokenised at a time
@@ -591,6 +592,7 @@ class GeneformerModel(FoundationModel):
         try:
             with (
                 torch.inference_mode(),
+                reuse_freed_memory(),
                 _torch_threads(num_threads),
                 on_device(self.network, accel),
             ):

@@ -25,6 +25,7 @@ from cellfoundry.errors import ModelError
 from cellfoundry.models.accel import on_device, resolve_accel
 from cellfoundry.models.batching import check_sizes, token_budget_batches
 from cellfoundry.models.foundation import FoundationModel, LoadReport
+from cellfoundry.models.heap import reuse_freed_memory
 from cellfoundry.models.scgpt.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
 from cellfoundry.models.scgpt.config import ScGPTConfig
 from cellfoundry.models.scgpt.network import ScGPTNetwork
@@ -246,7 +247,12 @@ class ScGPTModel(FoundationModel):
             if threads:
                 torch.set_num_threads(threads)
             bar = _progress(adata.n_obs) if progress else contextlib.nullcontext()
-            with torch.inference_mode(), bar as pb, on_device(self.network, accel):
+            with (
+                torch.inference_mode(),
+                reuse_freed_memory(),
+                bar as pb,
+                on_device(self.network, accel),
+            ):
                 for start, cells in self._iter_tokens(adata, seed, report, chunk_size):
                     with accel.autocast():
                         emb = self._embed_cells(cells, batch_size, max_tokens)
