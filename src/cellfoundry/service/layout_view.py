@@ -55,20 +55,27 @@ class MemberLabels:
 _MEMBERS: OrderedDict[tuple[str, int, int, str, int], MemberLabels] = OrderedDict()
 
 
+def _cached(cache: OrderedDict[Any, Any], key: Any, load: Callable[[], Any]) -> Any:
+    """``cache[key]``, loaded by ``load()`` outside the lock on a miss; the ``CACHED_LAYOUTS``
+    most recently used entries are kept."""
+    with _LOCK:
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+            return hit
+    got = load()
+    with _LOCK:
+        cache[key] = got
+        while len(cache) > CACHED_LAYOUTS:
+            cache.popitem(last=False)
+    return got
+
+
 def layout_arrays(path: Path, predictions: Path | None) -> LayoutArrays:
     """The arrays of the layout file ``path`` (cached by path, size and modification time)."""
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            return hit
-    arrays = _read(path, predictions)
-    with _LOCK:
-        _CACHE[key] = arrays
-        while len(_CACHE) > CACHED_LAYOUTS:
-            _CACHE.popitem(last=False)
+    arrays: LayoutArrays = _cached(_CACHE, key, lambda: _read(path, predictions))
     return arrays
 
 
@@ -89,16 +96,7 @@ def member_labels(a: LayoutArrays, predictions: Path, model: str) -> MemberLabel
     """``model``'s own calls of the points of ``a`` (cached by file, as ``layout_arrays``)."""
     st = predictions.stat()
     key = (str(predictions), st.st_mtime_ns, st.st_size, model, len(a.rows))
-    with _LOCK:
-        hit = _MEMBERS.get(key)
-        if hit is not None:
-            _MEMBERS.move_to_end(key)
-            return hit
-    got = _read_member(a, predictions, model)
-    with _LOCK:
-        _MEMBERS[key] = got
-        while len(_MEMBERS) > CACHED_LAYOUTS:
-            _MEMBERS.popitem(last=False)
+    got: MemberLabels = _cached(_MEMBERS, key, lambda: _read_member(a, predictions, model))
     return got
 
 
