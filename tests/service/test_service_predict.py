@@ -12,12 +12,13 @@ import scipy.sparse as sp
 import cellfoundry as cf
 from cellfoundry.data.prepare import (
     cell_features,
+    cell_plan,
     plan_from_genes,
     plan_input,
     stack_cells,
     transform,
 )
-from cellfoundry.service.predict import OneCellPlan, Predictor
+from cellfoundry.service.predict import Predictor
 from tests.conftest import make_counts_adata
 
 
@@ -128,9 +129,11 @@ def test_cell_features_are_transform_of_the_one_row_matrix(
         want = transform(matrix, plan).toarray()
         parts = cell_features(vals, plan)
         assert parts is not None  # the matrix-free path applies to this plan
-        hoisted = OneCellPlan.of(plan)  # /predict's: the plan's part done once per gene list
+        hoisted = cell_plan(plan)  # /predict's: the plan's part done once per gene list
         assert hoisted is not None
-        for a, b in zip(hoisted.features(vals), parts, strict=True):
+        again = cell_features(vals, plan, hoisted)
+        assert again is not None
+        for a, b in zip(again, parts, strict=True):
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(a, b)
         got = stack_cells([parts], len(plan.alignment.target)).toarray()
@@ -139,7 +142,7 @@ def test_cell_features_are_transform_of_the_one_row_matrix(
         assert (got != 0).sum() == len(row.indices)  # every named model gene is kept, no other
         plan.totals_columns = np.arange(len(vals) // 2)  # totals over some genes (a refit's)
         assert cell_features(vals, plan) is None  # left to the general path (``transform``)
-        assert OneCellPlan.of(plan) is None
+        assert cell_plan(plan) is None
 
 
 def test_a_gene_list_named_again_reuses_its_plan(trained: tuple[object, Path]) -> None:

@@ -256,27 +256,54 @@ def transform(rows: sp.spmatrix | np.ndarray, plan: InputPlan) -> sp.csr_matrix:
     return selected
 
 
-def cell_features(values: np.ndarray, plan: InputPlan) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stored values and model columns of ``transform`` of one cell given as its float32
-    values over the plan's source genes, in order: the same arithmetic, bit for bit, without
-    building matrices. None when the plan needs the general path (``transform``)."""
+@dataclass(frozen=True)
+class CellPlan:
+    """The part of ``cell_features`` that depends only on the plan (made once per gene list by
+    /predict): the kept source genes, their model columns and whether counts are normalised."""
+
+    kept: np.ndarray
+    columns: np.ndarray
+    normalise: bool
+
+
+def cell_plan(plan: InputPlan) -> CellPlan | None:
+    """``plan``'s ``CellPlan``; None when the plan needs the general path (``transform``)."""
     cmap = plan.column_map
     if (
-        values.dtype != np.float32
-        or len(cmap) != len(values)
-        or plan.converts_log_scale
+        plan.converts_log_scale
         or plan.totals_columns is not None  # totals over some genes only: the general path
         or (cmap == -2).any()
-        or not np.isfinite(values).all()
     ):
         return None
     kept = np.flatnonzero(cmap >= 0)
-    data = values[kept]
-    if plan.representation == "lognorm" and plan.source_kind in ("raw_counts", "noninteger_counts"):
-        # log1p_cp10k_given_totals with row_totals' float64 total of the cell
+    normalise = plan.representation == "lognorm" and plan.source_kind in (
+        "raw_counts",
+        "noninteger_counts",
+    )
+    return CellPlan(kept, cmap[kept], normalise)
+
+
+def cell_features(
+    values: np.ndarray, plan: InputPlan, made: CellPlan | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stored values and model columns of ``transform`` of one cell given as its float32
+    values over the plan's source genes, in order: the same arithmetic, bit for bit, without
+    building matrices. ``made``: ``cell_plan(plan)`` made before (else made here). None when the
+    plan needs the general path (``transform``)."""
+    if (
+        values.dtype != np.float32
+        or len(plan.column_map) != len(values)
+        or not np.isfinite(values).all()
+    ):
+        return None
+    cp = cell_plan(plan) if made is None else made
+    if cp is None:
+        return None
+    data = values[cp.kept]
+    if cp.normalise:  # log1p_cp10k_given_totals with row_totals' float64 total of the cell
         total = np.add.reduceat(values, np.zeros(1, dtype=np.intp), dtype=np.float64)
         data = np.log1p(data * size_factors(total))
-    return data, cmap[kept]
+    return data, cp.columns
 
 
 def stack_cells(cells: Sequence[tuple[np.ndarray, np.ndarray]], n_target: int) -> sp.csr_matrix:

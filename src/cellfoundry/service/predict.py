@@ -16,12 +16,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellfoundry.data.genes import SpeciesCall
-from cellfoundry.data.normalize import size_factors
 from cellfoundry.data.orthologs import OrthologMap, OrthologyReport
 from cellfoundry.data.prepare import (
     WARN_COVERAGE,
+    CellPlan,
     InputPlan,
     cell_features,
+    cell_plan,
     plan_from_genes,
     stack_cells,
     transform,
@@ -40,41 +41,7 @@ class GenePlan:
     call: SpeciesCall
     omap: OrthologMap | None  # None: human genes, used as named
     plan: InputPlan  # over the human genes
-    one_cell: OneCellPlan | None = None  # set when ``cell_features`` applies to one cell
-
-
-_FIRST = np.zeros(1, dtype=np.intp)
-
-
-@dataclass(frozen=True)
-class OneCellPlan:
-    """``cell_features``'s work that depends only on the plan, done once per gene list: the kept
-    source genes, their model columns and whether counts are normalised. ``features(values)``
-    is then ``cell_features(values, plan)`` bit for bit, for float32 finite values."""
-
-    kept: np.ndarray
-    columns: np.ndarray
-    normalise: bool
-
-    @classmethod
-    def of(cls, plan: InputPlan) -> OneCellPlan | None:
-        """None where ``cell_features`` itself declines the plan (the general path)."""
-        cmap = plan.column_map
-        if plan.converts_log_scale or plan.totals_columns is not None or (cmap == -2).any():
-            return None
-        kept = np.flatnonzero(cmap >= 0)
-        normalise = plan.representation == "lognorm" and plan.source_kind in (
-            "raw_counts",
-            "noninteger_counts",
-        )
-        return cls(kept, cmap[kept], normalise)
-
-    def features(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        data = values[self.kept]
-        if self.normalise:  # cell_features: the float64 total of the cell, then size_factors
-            total = np.add.reduceat(values, _FIRST, dtype=np.float64)
-            data = np.log1p(data * size_factors(total))
-        return data, self.columns
+    one_cell: CellPlan | None = None  # ``cell_plan(plan)``: one cell's features, made once
 
 
 @dataclass
@@ -116,7 +83,7 @@ class LoadedModel:
             key_kind="ensembl" if ann.manifest.gene_key_kind == "ensembl" else "symbol",
             target_name=f"genes of model '{ann.name}'",
         )
-        made = GenePlan(call, omap, plan, OneCellPlan.of(plan) if omap is None else None)
+        made = GenePlan(call, omap, plan, cell_plan(plan) if omap is None else None)
         with self.lock:
             self.plans[key] = made
             self.last = (key, made)
@@ -292,10 +259,7 @@ class Predictor:
                 f"{', '.join(ann.genes[:3])}",
                 code="low_gene_coverage",
             )
-        if x is None and gp.one_cell is not None and len(plan.column_map) == len(rows):
-            cell: tuple[np.ndarray, np.ndarray] | None = gp.one_cell.features(rows)
-        else:
-            cell = cell_features(rows, plan) if x is None else None
+        cell = cell_features(rows, plan, gp.one_cell) if x is None else None
         return Prepared(
             model,
             len(cells),
