@@ -30,6 +30,12 @@ def size_factors(totals: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarr
     return np.divide(target_sum, t, out=np.zeros_like(t), where=t > 0).astype(np.float32)
 
 
+def size_factor(total: float, target_sum: float = TARGET_SUM) -> np.float32:
+    """``size_factors`` of one cell (the same float64 division and float32 rounding), without
+    arrays: a real-time request's cell."""
+    return np.float32(target_sum / total) if total > 0 else np.float32(0.0)
+
+
 def log1p_cp10k_given_totals(
     x: sp.csr_matrix, totals: np.ndarray, target_sum: float = TARGET_SUM
 ) -> sp.csr_matrix:

@@ -23,7 +23,7 @@ from cellfoundry.data.normalize import (
     log1p_cp10k_given_totals,
     log_back_totals,
     row_totals,
-    size_factors,
+    size_factor,
     to_log1p_cp10k,
 )
 from cellfoundry.data.report import (
@@ -38,6 +38,7 @@ from cellfoundry.errors import CoverageError, DataError
 Representation = Literal["lognorm", "counts"]
 DEFAULT_MIN_COVERAGE = 0.3
 DEFAULT_MIN_GENES = 50
+_FIRST = np.zeros(1, dtype=np.intp)  # reduceat's one segment: a cell's values from the first
 WARN_COVERAGE = 0.7
 
 
@@ -301,8 +302,8 @@ def cell_features(
         return None
     data = values[cp.kept]
     if cp.normalise:  # log1p_cp10k_given_totals with row_totals' float64 total of the cell
-        total = np.add.reduceat(values, np.zeros(1, dtype=np.intp), dtype=np.float64)
-        data = np.log1p(data * size_factors(total))
+        total = np.add.reduceat(values, _FIRST, dtype=np.float64)
+        data = np.log1p(data * size_factor(float(total[0])))
     return data, cp.columns
 
 

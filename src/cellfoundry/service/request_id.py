@@ -3,8 +3,8 @@ the ``X-Request-ID`` header and in every error body, and written in the log next
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -17,12 +17,18 @@ _SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 current_request_id: ContextVar[str | None] = ContextVar("cellfoundry_request_id", default=None)
 
 
+def new_request_id() -> str:
+    """32 random hex digits (128 random bits; ``uuid.uuid4().hex`` costs about 5 us against 1,
+    paid by every /predict request)."""
+    return os.urandom(16).hex()
+
+
 def request_id_of(conn: HTTPConnection) -> str:
     """The id of the request (made here when the middleware did not run)."""
     state: dict[str, Any] = conn.scope.setdefault("state", {})
     rid = state.get("request_id")
     if rid is None:
-        rid = state["request_id"] = uuid.uuid4().hex
+        rid = state["request_id"] = new_request_id()
     return str(rid)
 
 
@@ -37,7 +43,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == _RAW_HEADER), b"").decode("latin-1")
-        rid = given if _SANE.fullmatch(given) else uuid.uuid4().hex
+        rid = given if _SANE.fullmatch(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         current_request_id.set(rid)
         raw = rid.encode()

@@ -6,14 +6,22 @@ import itertools
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
 DEFAULT_REJECT_CORRECT = 0.05
 
 
+def softmax_rows(z: np.ndarray) -> np.ndarray:
+    """Softmax of each row: ``scipy.special.softmax(z, axis=1)``'s arithmetic (shift by the row
+    maximum, exp, divide by the row sum), the same bits, without its array-API dispatch (about
+    10 us per call, which /predict pays per request)."""
+    e = np.exp(z - np.max(z, axis=1, keepdims=True))
+    return e / np.sum(e, axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Softmax of ``logits / temperature`` (float32)."""
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1).astype(np.float32)
+    return softmax_rows(np.asarray(logits, dtype=np.float64) / temperature).astype(np.float32)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

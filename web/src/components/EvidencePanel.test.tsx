@@ -58,4 +58,15 @@ describe("EvidencePanel", () => {
     expect(rolled.rolled_up_label).not.toBe(rolled.label);
     expect(calls[0].url.searchParams.get("level")).toBe("broad");
   });
+
+  it("names the level in words when it is a Cell Ontology term", async () => {
+    setApiKey("k");
+    const id = consensusResults.run.id;
+    const term = consensusResults.levels!.find((o) => o.term)!;
+    const rolled = consensusBroad.cells.items.find((c) => c.index === consensusCell.index)!;
+    stubFetch({ [`GET /results/${id}/cells/${consensusCell.index}`]: { body: rolled } });
+    render(<EvidencePanel runId={id} index={consensusCell.index!} level={term.level} levelLabel={`${term.name} (${term.level})`} summary={consensusResults.summary} explained />);
+    await screen.findByTestId("evidence-level");
+    expect(screen.getByTestId("evidence-call").textContent).toContain(`At level “${term.name} (${term.level})”`);
+  });
 });

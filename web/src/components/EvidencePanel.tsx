@@ -7,10 +7,12 @@ import { num, pct } from "../lib/format";
 import { useAsync } from "../lib/hooks";
 import { Badge, Card, Empty, ErrorView, Spinner } from "./ui";
 
-export function EvidencePanel({ runId, index, level, summary, explained, onClose }: {
+export function EvidencePanel({ runId, index, level, levelLabel = null, summary, explained, onClose }: {
   runId: string;
   index: number | null;
   level: string | null;
+  /** the level in words ("T cell (CL:0000084)"); the level itself when not given */
+  levelLabel?: string | null;
   summary: ResultSummary;
   explained: boolean;
   onClose?: () => void;
@@ -25,7 +27,7 @@ export function EvidencePanel({ runId, index, level, summary, explained, onClose
         {index == null && <Empty title="No cell selected">Click a point in the layout or a row of the cell table to see why the cell got its label.</Empty>}
         {index != null && cell.status === "loading" && <Spinner label="Loading the cell's evidence…" />}
         {cell.status === "error" && <ErrorView error={cell.error} onRetry={cell.reload} title="Could not load this cell" />}
-        {cell.status === "ready" && cell.data && <CellEvidence c={cell.data} summary={summary} explained={explained} level={level} />}
+        {cell.status === "ready" && cell.data && <CellEvidence c={cell.data} summary={summary} explained={explained} level={level && (levelLabel || level)} />}
       </div>
     </Card>
   );

@@ -239,7 +239,7 @@ export function ResultsBody({ runId, results, onLevel, levelError = null, levelB
           {level && <LevelTerms results={results} />}
         </Card>
       </div>
-      <EvidencePanel runId={runId} index={selected} level={level} summary={s} explained={explained(results.run)} onClose={() => setSelected(null)} />
+      <EvidencePanel runId={runId} index={selected} level={level} levelLabel={level ? levelName(results) : null} summary={s} explained={explained(results.run)} onClose={() => setSelected(null)} />
       <CellsTable runId={runId} initial={results.cells ?? null} level={level} summary={s} selected={selected} onSelect={setSelected} />
     </>
   );

@@ -16,6 +16,7 @@ from cellfoundry.models.baselines.standardise import (
     standardise,
     standardise_cells,
     standardised_product,
+    zero_product,
 )
 from cellfoundry.stats.calibration import apply_temperature
 
@@ -56,16 +57,16 @@ def _fit(
     }
 
 
-Unfolded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Unfolded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]
 
 
 def _unfold(state: dict[str, np.ndarray]) -> Unfolded:
-    """``(mean, sd, coef.T, bias)`` in float64 from the stored folded weights."""
+    """``(mean, sd, coef.T, bias, zero_product)`` in float64 from the stored folded weights."""
     mean = state["mean"].astype(np.float64)
     sd = state["scale"].astype(np.float64)
     coef_t = state["W"].astype(np.float64) * sd[:, None]  # unfold the stored scaling
     bias = state["b"].astype(np.float64) + (mean / sd) @ coef_t
-    return mean, sd, coef_t, bias
+    return mean, sd, coef_t, bias, zero_product(mean, sd, coef_t)
 
 
 def _logits(
@@ -75,8 +76,9 @@ def _logits(
     unfolded: Unfolded | None = None,
 ) -> np.ndarray:
     """``clip((x - mean) / sd) @ coef.T + bias``; absent genes (``present`` False) count as z = 0."""
-    mean, sd, coef_t, bias = _unfold(state) if unfolded is None else unfolded
-    return (standardised_product(x, mean, sd, coef_t, present) + bias).astype(np.float32)
+    mean, sd, coef_t, bias, zero = _unfold(state) if unfolded is None else unfolded
+    z = standardised_product(x, mean, sd, coef_t, present, None if present is not None else zero)
+    return (z + bias).astype(np.float32)
 
 
 class LogRegAnnotator(StateAnnotator):

@@ -152,13 +152,18 @@ class PredictFastPath:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._predict = RequestIdMiddleware(self._answer)
+        self.predict = RequestIdMiddleware(self._answer)  # one POST /predict request
+
+    @staticmethod
+    def handles(scope: Scope) -> bool:
+        """Whether the request is a ``POST /predict`` (answered here)."""
+        return scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+        if not self.handles(scope):
             await self.app(scope, receive, send)
             return
-        await self._predict(scope, receive, send)
+        await self.predict(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = length = ""
