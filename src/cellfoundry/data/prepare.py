@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Literal
 
 import anndata as ad
@@ -281,7 +282,9 @@ def cell_plan(plan: InputPlan) -> CellPlan | None:
         "raw_counts",
         "noninteger_counts",
     )
-    return CellPlan(kept, cmap[kept], normalise)
+    # int32 columns (as scipy keeps them): a matrix of them is built without index copies
+    columns = cmap[kept].astype(np.int32 if len(plan.alignment.target) < 2**31 else np.int64)
+    return CellPlan(kept, columns, normalise)
 
 
 def cell_features(
@@ -309,8 +312,11 @@ def cell_features(
 
 def stack_cells(cells: Sequence[tuple[np.ndarray, np.ndarray]], n_target: int) -> sp.csr_matrix:
     """Cells given as ``cell_features`` parts -> one cells x model genes matrix (rows in order)."""
-    indptr = np.zeros(len(cells) + 1, dtype=np.int64)
-    np.cumsum([len(d) for d, _ in cells], out=indptr[1:])
+    indptr = np.fromiter(
+        accumulate((len(d) for d, _ in cells), initial=0), dtype=np.int64, count=len(cells) + 1
+    )
+    if indptr[-1] < 2**31 and all(c.dtype == np.int32 for _, c in cells):
+        indptr = indptr.astype(np.int32)  # scipy's own index type: no checks of the contents
     if len(cells) == 1:
         data, cols = cells[0]
     else:
