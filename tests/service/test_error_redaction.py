@@ -172,10 +172,18 @@ def test_runs_failed_with_internal_text_and_corrupted_result_files_answer_clean(
     run_dir = settings.storage / "runs" / ids[0]
     (run_dir / "predictions.parquet").write_bytes(b"PAR1 this is not parquet " * 40)
     (run_dir / "probabilities.npy").write_bytes(b"\x93NUMPY garbage")
-    for path in (f"/results/{ids[0]}", f"/results/{ids[0]}/cells/0", f"/download/{ids[0]}"):
+    for path in (
+        f"/results/{ids[0]}",
+        f"/results/{ids[0]}/cells/0",
+        f"/download/{ids[0]}",
+        f"/download/{ids[0]}?format=csv",  # said before any byte is streamed
+        f"/download/{ids[0]}?format=parquet",
+    ):
         r = c.get(path, headers=auth)
-        assert r.status_code >= 400, (path, r.status_code)
-        _assert_clean(r, settings.home)
+        assert r.status_code == 500, (path, r.status_code)
+        err = _assert_clean(r, settings.home)
+        assert err["code"] == "result_file_damaged", (path, err)
+        assert "submit the run again" in err["hint"] and ids[0] in err["message"]
     (run_dir / "predictions.parquet").unlink()  # a missing stored file
     for path in (f"/results/{ids[0]}", f"/download/{ids[0]}?format=parquet"):
         err = _assert_clean(c.get(path, headers=auth), settings.home)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,32 @@ def predictions_file(storage: FileStorage, run: Run, res: Result) -> Path:
             code="result_file_missing",
         )
     return path
+
+
+#: what reading a truncated or overwritten stored file raises (pyarrow's errors are Arrow
+#: exceptions; numpy's and h5py's OSError, EOFError or ValueError)
+DAMAGED_FILE_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError)
+
+
+@contextmanager
+def reading_stored(run: Run, *, values: bool = False) -> Iterator[None]:
+    """Read ``run``'s stored result files inside: a damaged file (truncated, overwritten) is
+    answered 500 ``result_file_damaged`` with what to do, never an unexplained error; the
+    details go to the log. ``values``: ValueError counts too (numpy and h5py files)."""
+    import pyarrow as pa
+
+    kinds = (*DAMAGED_FILE_ERRORS, pa.ArrowException, *((ValueError,) if values else ()))
+    try:
+        yield
+    except kinds as exc:
+        if isinstance(exc, CellfoundryError):
+            raise
+        raise CellfoundryError(
+            f"the stored result of run '{run.id}' is damaged and cannot be read",
+            "submit the run again (its file in the storage folder was truncated or overwritten)",
+            code="result_file_damaged",
+            status=500,
+        ) from exc
 
 
 @dataclass(frozen=True)

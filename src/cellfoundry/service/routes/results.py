@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import pyarrow.parquet as pq
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
@@ -30,6 +31,7 @@ from cellfoundry.service.results import (
     one_cell,
     page_predictions,
     predictions_file,
+    reading_stored,
 )
 from cellfoundry.service.schemas import (
     DOWNLOAD_CONTENT,
@@ -106,7 +108,8 @@ def results(
     if view is not None:
         out.level = view.level
     if "layout" in res.files:
-        block = layout_block(platform.storage, s, run, res)
+        with reading_stored(run):
+            block = layout_block(platform.storage, s, run, res)
         if view is not None and block["labels"] is not None:
             block["labels"] = [view.names.get(lab, lab) for lab in block["labels"]]
         if level is not None and block["model_labels"]:
@@ -115,9 +118,10 @@ def results(
                 block["model_labels"][m] = [names.get(lab, lab) for lab in labels]
         out.layout = LayoutPublic.model_validate(block)
     if "predictions" in res.files:
-        out.cells = CellPage.model_validate(
-            page_predictions(predictions_file(platform.storage, run, res), page, page_size, view)
-        )
+        pred = predictions_file(platform.storage, run, res)
+        with reading_stored(run):
+            cells = page_predictions(pred, page, page_size, view)
+        out.cells = CellPage.model_validate(cells)
         options = level_options(run, res.summary)
         if options is not None:
             out.levels = [LevelOption.model_validate(o) for o in options]
@@ -143,7 +147,8 @@ def cell(
         check_level(level)
     res = finished_result(s, run)
     path = predictions_file(platform.storage, run, res)
-    item = one_cell(path, index)
+    with reading_stored(run):
+        item = one_cell(path, index)
     if level is not None:
         item = level_view(run, res.summary, level).cell(item)
     return CellPrediction.model_validate(item)
@@ -184,8 +189,9 @@ def layout(
         )
     pred = res.files.get("predictions")
     pred_path = platform.storage.resolve(pred) if pred else None
-    arrays = layout_arrays(platform.storage.resolve(res.files["layout"]), pred_path)
-    models = member_models(pred_path)
+    with reading_stored(run):
+        arrays = layout_arrays(platform.storage.resolve(res.files["layout"]), pred_path)
+        models = member_models(pred_path)
     if source == CONSENSUS and CONSENSUS not in models:
         source = None  # the run's own (combined) calls
     if source is not None:
@@ -200,7 +206,8 @@ def layout(
                 code="unknown_source",
                 status=422,
             )
-        own = member_labels(arrays, pred_path, source)
+        with reading_stored(run):
+            own = member_labels(arrays, pred_path, source)
         names = labels_at_level(own.labels, own.terms, level) if level is not None else None
         arrays = relabelled(arrays, own.label, own.labels, names)
     elif level is not None:
@@ -237,6 +244,9 @@ def download(
     """The annotated dataset (h5ad) or the per-cell predictions (csv, parquet), streamed."""
     res = finished_result(s, run)
     pred = predictions_file(platform.storage, run, res)
+    if format in ("parquet", "csv"):
+        with reading_stored(run):  # a damaged file is said before any byte is sent
+            pq.read_metadata(pred)
     if format == "parquet":
         return FileResponse(
             pred, media_type="application/vnd.apache.parquet", filename=f"{run.id}.parquet"
@@ -255,5 +265,6 @@ def download(
         )
     d = s.get(Dataset, run.dataset_id)
     assert d is not None
-    path = annotated_h5ad(platform.storage, run, res, d)
+    with reading_stored(run, values=True):
+        path = annotated_h5ad(platform.storage, run, res, d)
     return FileResponse(path, media_type="application/x-hdf5", filename=f"{run.id}.h5ad")
