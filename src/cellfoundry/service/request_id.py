@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
-_RAW_HEADER = HEADER.lower().encode()
+RAW_HEADER = HEADER.lower().encode()
 _SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 current_request_id: ContextVar[str | None] = ContextVar("cellfoundry_request_id", default=None)
 
@@ -32,6 +32,16 @@ def request_id_of(conn: HTTPConnection) -> str:
     return str(rid)
 
 
+def assign_request_id(scope: Scope, given: bytes) -> bytes:
+    """The request's id: ``given`` (its ``X-Request-ID``) when sane, else a new one; kept in the
+    scope's state and the context (for the log). Returned as the header value."""
+    text = given.decode("latin-1")
+    rid = text if _SANE.fullmatch(text) else new_request_id()
+    scope.setdefault("state", {})["request_id"] = rid
+    current_request_id.set(rid)
+    return rid.encode()
+
+
 class RequestIdMiddleware:
     """Pure ASGI (no per-request task or body copy): cheap enough for /predict."""
 
@@ -42,17 +52,15 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope["headers"] if k == _RAW_HEADER), b"").decode("latin-1")
-        rid = given if _SANE.fullmatch(given) else new_request_id()
-        scope.setdefault("state", {})["request_id"] = rid
-        current_request_id.set(rid)
-        raw = rid.encode()
+        raw = assign_request_id(
+            scope, next((v for k, v in scope["headers"] if k == RAW_HEADER), b"")
+        )
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                if not any(k.lower() == _RAW_HEADER for k, _ in headers):
-                    headers.append((_RAW_HEADER, raw))
+                if not any(k.lower() == RAW_HEADER for k, _ in headers):
+                    headers.append((RAW_HEADER, raw))
                     message = {**message, "headers": headers}
             await send(message)
 

@@ -21,7 +21,7 @@ from cellfoundry.service.deps import PlatformDep, user_of_authorization
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.predict import LoadedModel, Prepared
 from cellfoundry.service.predict_body import parse_predict_body
-from cellfoundry.service.request_id import RequestIdMiddleware
+from cellfoundry.service.request_id import RAW_HEADER, assign_request_id
 from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
 from cellfoundry.store.model_records import visible_to
 from cellfoundry.store.tables import ModelRecord, Visibility
@@ -146,13 +146,13 @@ class PredictFastPath:
     dependency resolution, middleware and request/response objects (the per-request cost that
     bounds throughput). Everything else passes through to ``app``.
 
-    As for every other request: the request id (``RequestIdMiddleware``) and the app's own
-    exception handlers, 500 included, so bodies, codes and headers are those of the route.
+    As for every other request: the request id (``assign_request_id``, as the middleware does)
+    and the app's own exception handlers, 500 included, so bodies, codes and headers are those
+    of the route.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.predict = RequestIdMiddleware(self._answer)  # one POST /predict request
 
     @staticmethod
     def handles(scope: Scope) -> bool:
@@ -165,13 +165,18 @@ class PredictFastPath:
             return
         await self.predict(scope, receive, send)
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one ``POST /predict`` request."""
         auth = length = ""
+        given = b""
         for k, v in scope["headers"]:
             if k == b"authorization" and not auth:
                 auth = v.decode("latin-1")
             elif k == b"content-length" and not length:
                 length = v.decode("latin-1")
+            elif k == RAW_HEADER and not given:
+                given = v
+        rid = assign_request_id(scope, given)
         app = scope["app"]
         try:
             content = await answer(app.state.platform, auth, length, _chunks(receive))
@@ -198,6 +203,7 @@ class PredictFastPath:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(content)).encode()),
+                    (RAW_HEADER, rid),
                 ],
             }
         )
