@@ -7,8 +7,9 @@ dictionaries (``../shared/vocab/geneformer_v1``), then embeds real PBMC 3k cells
     batch size, padding to the longest cell of each batch, eager attention,
     ``BertForMaskedLM(output_hidden_states=True)``, mean of the gene tokens of the
     second-to-last layer;
-(b) ``GeneformerModel.embed`` (length-sorted token-budget batches, SDPA, inference mode, only
-    the layers the embedding needs).
+(b) ``GeneformerModel.embed`` (length-sorted token-budget batches cut where padding costs more
+    than a pass, SDPA, inference mode, oneDNN-packed GEMM weights, only the layers the
+    embedding needs).
 
 Prints cells/s of both, their wall-clock and CPU-time ratios measured in the same run (target
 >= 10x, issue #11 §4) and the max abs difference on the cells both embedded (tolerance 1e-5);

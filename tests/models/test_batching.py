@@ -40,3 +40,37 @@ def test_bad_sizes_are_refused_with_the_fix(batch_size: int, max_tokens: int) ->
     with pytest.raises(ModelError, match="must be ≥ 1") as e:
         list(token_budget_batches(np.array([3, 4]), batch_size, max_tokens))
     assert "positive" in (e.value.hint or "")
+
+
+def test_least_padded_batches_cut_where_padding_costs_more_than_a_pass() -> None:
+    # one long cell and many short ones: greedy pads the short ones to the long one
+    lengths = np.array([10] * 20 + [1000])
+    assert [len(b) for b in token_budget_batches(lengths, 64, 100_000)] == [21]
+    cut = list(token_budget_batches(lengths, 64, 100_000, attention_width=1024))
+    assert [b.tolist() for b in cut] == [[20], list(range(20))]
+    # similar lengths still share a pass up to the caps
+    even = np.full(40, 100)
+    sizes = [len(b) for b in token_budget_batches(even, 16, 10_000, attention_width=1024)]
+    assert sorted(sizes) == [8, 16, 16]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_least_padded_batches_keep_the_caps_and_cost_no_more_than_greedy(seed: int) -> None:
+    from cellfoundry.models.batching import PASS_OVERHEAD
+
+    rng = np.random.default_rng(seed)
+    lengths = np.concatenate([rng.integers(0, 2048, 300), [0, 0, 3000]])
+
+    def cost(batches: list[np.ndarray]) -> float:
+        w = [float(lengths[b].max()) for b in batches]
+        return sum(
+            len(b) * x * (1 + x / 1024) + PASS_OVERHEAD for b, x in zip(batches, w, strict=True)
+        )
+
+    greedy = list(token_budget_batches(lengths, 32, 8192, skip_empty=True))
+    least = list(token_budget_batches(lengths, 32, 8192, skip_empty=True, attention_width=1024))
+    flat = np.concatenate(least)
+    assert sorted(flat.tolist()) == sorted(np.flatnonzero(lengths).tolist())  # each cell once
+    assert np.all(np.diff(lengths[flat]) <= 0)  # longest first
+    assert all(len(b) <= 32 and (len(b) * lengths[b].max() <= 8192 or len(b) == 1) for b in least)
+    assert cost(least) < cost(greedy)  # some padding is worth a pass of its own

@@ -209,8 +209,10 @@ def test_embed_cli_max_tokens_sets_the_token_budget(
         assert all(n * width <= asked or n == 1 for _, n, width in passes)
         if budget:  # the budget, not --batch-size, bounded the passes
             assert max(n for _, n, _ in passes) < 32 and len(passes) > 2
-        else:
+        elif family == "scgpt":  # greedy batches fill up to --batch-size
             assert max(n for _, n, _ in passes) == 32
+        else:  # Geneformer cuts its sorted cells where padding costs more than another pass
+            assert max(n for _, n, _ in passes) <= 32
     np.testing.assert_allclose(embedded[600], embedded[None], rtol=1e-4, atol=1e-5)
 
 

@@ -195,3 +195,25 @@ def test_wrapped_layers_take_the_transformers_path() -> None:
     assert _fused_layer(layer) is not None
     layer.attention.self.query = torch.nn.Sequential(layer.attention.self.query)  # e.g. LoRA
     assert _fused_layer(layer) is None
+
+
+def test_onednn_packed_layers_equal_the_bert_layers() -> None:
+    """Inference in embed() packs the float32 CPU GEMM weights for oneDNN; same values."""
+    from cellfoundry.models.geneformer.model import _can_pack
+
+    model = GeneformerModel.from_random([f"ENSG{i:011d}" for i in range(1, 80)], seed=2)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, 80, (3, 9), generator=g)
+    lengths = [9, 6, 2]
+    mask = (torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]).long()
+    with torch.inference_mode():
+        fused = model._fused_layers(pack_rows=64)
+        assert fused is not None
+        assert all(f.packed for f in fused) == _can_pack(
+            model._bert.embeddings.word_embeddings.weight
+        )
+        packed = model._hidden(ids, mask, fused)
+    with torch.enable_grad():
+        plain = model._hidden(ids, mask).detach()  # the transformers layers
+    for i, n in enumerate(lengths):
+        assert (packed[i, :n] - plain[i, :n]).abs().max() <= 1e-5

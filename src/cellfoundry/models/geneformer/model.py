@@ -3,7 +3,8 @@
 Embedding rule (spec §1.7): hidden states after ``L + emb_layer`` encoder layers (official default
 ``emb_layer=-1``: the second-to-last layer); V2 (vocabulary with ``<cls>``) takes the ``<cls>``
 position, V1 the mean over the cell's gene tokens. Inference sorts cells by length, batches them
-by a token budget and stops after the last layer the embedding needs.
+by a token budget (on the CPU cut where padding costs more than another pass) and stops after the
+last layer the embedding needs; float32 CPU GEMMs run on oneDNN-packed weights.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _key_mask(mask: Any, dtype: Any) -> Any:
 class _FusedLayer:
     """One BERT layer's inference weights with the q/k/v projections stacked into one matrix."""
 
-    __slots__ = ("act", "eps", "ffn_in", "ffn_out", "heads", "ln1", "ln2", "out", "qkv")
+    __slots__ = ("act", "eps", "ffn_in", "ffn_out", "heads", "ln1", "ln2", "out", "packed", "qkv")
 
     def __init__(self, layer: Any, act: Any) -> None:
         import torch
@@ -99,6 +100,25 @@ class _FusedLayer:
         self.act = act
         self.ffn_out = (layer.output.dense.weight, layer.output.dense.bias)
         self.ln2 = (layer.output.LayerNorm.weight, layer.output.LayerNorm.bias)
+        self.packed = False
+
+    def pack(self, rows: int) -> None:
+        """Reorder the four GEMMs' weights into oneDNN's blocked layout (float32 CPU only)."""
+        import torch
+
+        reorder = torch.ops.mkldnn._reorder_linear_weight
+        self.qkv, self.out, self.ffn_in, self.ffn_out = (
+            (reorder(w, rows), b) for w, b in (self.qkv, self.out, self.ffn_in, self.ffn_out)
+        )
+        self.packed = True
+
+    def linear(self, x: Any, wb: tuple[Any, Any]) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "none", [], "")
+        return F.linear(x, *wb)
 
 
 def _fused_layer(layer: Any) -> _FusedLayer | None:
@@ -151,14 +171,30 @@ def _fused_forward(f: _FusedLayer, x: Any, keep: Any | None) -> Any:
 
     B, W, d = x.shape
     hd = d // f.heads
-    qkv = F.linear(x, *f.qkv).view(B, W, 3, f.heads, hd).permute(2, 0, 3, 1, 4)
+    qkv = f.linear(x, f.qkv).view(B, W, 3, f.heads, hd).permute(2, 0, 3, 1, 4)
     o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=keep)
-    o = F.linear(o.transpose(1, 2).reshape(B, W, d), *f.out).add_(x)
+    o = f.linear(o.transpose(1, 2).reshape(B, W, d), f.out).add_(x)
     y = F.layer_norm(o, (d,), *f.ln1, f.eps[0])
-    z = F.linear(y, *f.ffn_in)
+    z = f.linear(y, f.ffn_in)
     z = z.relu_() if f.act == "relu" else F.gelu(z)
-    z = F.linear(z, *f.ffn_out).add_(y)
+    z = f.linear(z, f.ffn_out).add_(y)
     return F.layer_norm(z, (d,), *f.ln2, f.eps[1])
+
+
+def _can_pack(weight: Any) -> bool:
+    """Whether oneDNN GEMMs can run on this weight in full float32: a float32 CPU tensor, a
+    oneDNN build, and no reduced-precision matmul setting (bf16/tf32) that oneDNN would honour."""
+    import torch
+
+    mkldnn = torch.backends.mkldnn
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and torch.get_float32_matmul_precision() == "highest"
+        and getattr(getattr(mkldnn, "matmul", None), "fp32_precision", "none") in ("none", "ieee")
+    )
 
 
 def _build_network(cfg: dict[str, Any], attn_implementation: str) -> Any:
@@ -424,6 +460,13 @@ class GeneformerModel(FoundationModel):
         return int(self.config["num_hidden_layers"])
 
     @property
+    def _attention_width(self) -> float:
+        """Width at which a token's attention costs as much as its per-token layers (flops):
+        q/k/v/output and feed-forward GEMMs 2·(4d² + 2·d·I) vs scores and mix 4·w·d."""
+        d = float(self.config["hidden_size"])
+        return 2.0 * d + float(self.config["intermediate_size"])
+
+    @property
     def _bert(self) -> Any:
         return getattr(self.network, "bert", self.network)
 
@@ -465,7 +508,7 @@ class GeneformerModel(FoundationModel):
         return self._pool(h, lengths)
 
     # --- embedding -------------------------------------------------------------------------
-    def _hidden(self, ids: Any, mask: Any | None) -> Any:
+    def _hidden(self, ids: Any, mask: Any | None, fused: Any = "auto") -> Any:
         """Hidden states after ``L + emb_layer`` layers (= ``hidden_states[L + emb_layer]``).
 
         Padding is masked with a compact additive key mask (B x 1 x 1 x W; 0 keep, dtype min
@@ -478,7 +521,8 @@ class GeneformerModel(FoundationModel):
         bert = self._bert
         h = bert.embeddings(input_ids=ids)
         padded = mask is not None and not bool(mask.all())
-        fused = self._fused_layers()
+        if fused == "auto":
+            fused = self._fused_layers()
         if fused is not None:
             keep = mask[:, None, None, :].to(torch.bool) if mask is not None and padded else None
             for f in fused:
@@ -489,16 +533,23 @@ class GeneformerModel(FoundationModel):
             h = layer(h, ext)
         return h
 
-    def _fused_layers(self) -> list[_FusedLayer] | None:
+    def _fused_layers(self, pack_rows: int = 0) -> list[_FusedLayer] | None:
         """Fused inference weights of the layers the embedding needs; None when gradients are
-        on, the network is training or a layer is wrapped (then the transformers layers run)."""
+        on, the network is training or a layer is wrapped (then the transformers layers run).
+        ``pack_rows`` > 0: float32 CPU weights go into oneDNN's layout for GEMMs of about that
+        many rows."""
         import torch
 
         if torch.is_grad_enabled() or self.network.training:
             return None
         layers = self._bert.encoder.layer[: self.num_layers + self.emb_layer]
-        fused = [_fused_layer(layer) for layer in layers]
-        return None if any(f is None for f in fused) else fused  # type: ignore[return-value]
+        fused = [f for f in (_fused_layer(layer) for layer in layers) if f is not None]
+        if len(fused) != len(layers):
+            return None
+        if pack_rows > 0 and fused and _can_pack(fused[0].qkv[0]):
+            for f in fused:
+                f.pack(pack_rows)
+        return fused
 
     def _pool(self, h: Any, lengths: Any | None) -> Any:
         import torch
@@ -535,9 +586,15 @@ class GeneformerModel(FoundationModel):
         out = np.zeros((len(seqs), self.embedding_dim), dtype=np.float32)
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         pad = self.dictionaries.pad_id
-        batches = token_budget_batches(
-            lengths, max(1, int(batch_size)), max(1, int(max_tokens)), skip_empty=True
+        on_cpu = (dev or next(self.network.parameters()).device).type == "cpu"
+        batches = token_budget_batches(  # on the CPU: cut the sorted cells at costly padding
+            lengths,
+            max(1, int(batch_size)),
+            max(1, int(max_tokens)),
+            skip_empty=True,
+            attention_width=self._attention_width if on_cpu else None,
         )
+        fused: Any = "auto"
         for idx in batches:
             width = int(lengths[idx].max())
             ids = np.full((len(idx), width), pad, dtype=np.int64)
@@ -548,7 +605,10 @@ class GeneformerModel(FoundationModel):
             t_ids = torch.from_numpy(ids).to(dev)
             t_mask = torch.from_numpy(mask).to(dev)
             with cast:
-                h = self._hidden(t_ids, t_mask)
+                if fused == "auto":  # once per call: the weights do not change while embedding
+                    plain = accel is None or accel.dtype is None
+                    fused = self._fused_layers(int(max_tokens) if plain else 0)
+                h = self._hidden(t_ids, t_mask, fused)
                 emb = self._pool(h, torch.from_numpy(lengths[idx]).to(dev))
             out[idx] = emb.float().cpu().numpy()
         return out
