@@ -55,11 +55,6 @@ def predictions_file(storage: FileStorage, run: Run, res: Result) -> Path:
     return path
 
 
-#: what reading a truncated or overwritten stored file raises (pyarrow's errors are Arrow
-#: exceptions; numpy's and h5py's OSError, EOFError or ValueError)
-DAMAGED_FILE_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError)
-
-
 @contextmanager
 def reading_stored(run: Run, *, values: bool = False) -> Iterator[None]:
     """Read ``run``'s stored result files inside: a damaged file (truncated, overwritten) is
@@ -67,12 +62,12 @@ def reading_stored(run: Run, *, values: bool = False) -> Iterator[None]:
     details go to the log. ``values``: ValueError counts too (numpy and h5py files)."""
     import pyarrow as pa
 
-    kinds = (*DAMAGED_FILE_ERRORS, pa.ArrowException, *((ValueError,) if values else ()))
+    # what reading a truncated or overwritten file raises: pyarrow's Arrow exceptions; numpy's
+    # and h5py's OSError, EOFError or ValueError (no CellfoundryError is one of these)
+    kinds = (OSError, EOFError, pa.ArrowException, *((ValueError,) if values else ()))
     try:
         yield
     except kinds as exc:
-        if isinstance(exc, CellfoundryError):
-            raise
         raise CellfoundryError(
             f"the stored result of run '{run.id}' is damaged and cannot be read",
             "submit the run again (its file in the storage folder was truncated or overwritten)",

@@ -594,7 +594,8 @@ class GeneformerModel(FoundationModel):
             skip_empty=True,
             attention_width=self._attention_width if on_cpu else None,
         )
-        fused: Any = "auto"
+        plain = accel is None or accel.dtype is None  # full float32: GEMMs on packed weights
+        fused = self._fused_layers(int(max_tokens) if plain else 0)  # once: weights stay fixed
         for idx in batches:
             width = int(lengths[idx].max())
             ids = np.full((len(idx), width), pad, dtype=np.int64)
@@ -605,9 +606,6 @@ class GeneformerModel(FoundationModel):
             t_ids = torch.from_numpy(ids).to(dev)
             t_mask = torch.from_numpy(mask).to(dev)
             with cast:
-                if fused == "auto":  # once per call: the weights do not change while embedding
-                    plain = accel is None or accel.dtype is None
-                    fused = self._fused_layers(int(max_tokens) if plain else 0)
                 h = self._hidden(t_ids, t_mask, fused)
                 emb = self._pool(h, torch.from_numpy(lengths[idx]).to(dev))
             out[idx] = emb.float().cpu().numpy()
