@@ -165,10 +165,20 @@ def test_runs_failed_with_internal_text_and_corrupted_result_files_answer_clean(
     body = {"dataset_id": ds.json()["id"], "model_id": c.get("/models").json()[0]["id"]}
     body["params"] = {"layout": "none"}  # type: ignore[assignment]
     ids = [c.post("/submit", json=body, headers=auth).json()["run_id"] for _ in range(2)]
+    laid = c.post("/submit", json={**body, "params": {"layout": "pca"}}, headers=auth)
     db = c.app.state.platform.db  # type: ignore[attr-defined]
     engine = Engine(settings, "local", db)
-    assert engine.execute_run(ids[0]) == "sharded"
-    assert engine.execute_shard(ids[0], 0) == "succeeded"
+    for rid in (ids[0], laid.json()["run_id"]):
+        assert engine.execute_run(rid) == "sharded"
+        assert engine.execute_shard(rid, 0) == "succeeded"
+    # a damaged layout file: the results and the layout view say so (the layout alone is read)
+    layout = next((settings.storage / "runs" / laid.json()["run_id"]).glob("layout*.parquet"))
+    layout.write_bytes(layout.read_bytes()[: layout.stat().st_size // 2])
+    for path in (f"/results/{laid.json()['run_id']}", f"/runs/{laid.json()['run_id']}/layout"):
+        r = c.get(path, headers=auth)
+        assert r.status_code == 500, (path, r.status_code)
+        err = _assert_clean(r, settings.home)
+        assert err["code"] == "result_file_damaged" and "submit the run again" in err["hint"]
     run_dir = settings.storage / "runs" / ids[0]
     (run_dir / "predictions.parquet").write_bytes(b"PAR1 this is not parquet " * 40)
     (run_dir / "probabilities.npy").write_bytes(b"\x93NUMPY garbage")
