@@ -52,7 +52,8 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) web
 	scripts/services.sh
-	$(VENV)/bin/pytest -q
+	# two workers (pytest-xdist), a test file each: most tests wait on servers, browsers, workers
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 test: lint typecheck web-test pytest
 
