@@ -6,7 +6,8 @@ Whole-human shapes (512-d, 12 layers, 8 heads, 60,697-token vocab from
 our strict loader), real PBMC 3k cells (symbols in ``var['gene_symbols']``).
 
 Both sides are timed from the AnnData to L2-normalised embeddings:
-* ours: ``ScGPTModel.embed`` (plan, tokenise, length-sorted batches, SDPA, <cls>-only last layer);
+* ours: ``ScGPTModel.embed`` (plan, tokenise, length-sorted batches, packed tokens, GEMMs on
+  oneDNN-packed weights, SDPA, <cls>-only last layer);
 * reference: ``scgpt.tasks.embed_data``'s steps re-created without its absent dependencies
   (vocab mapping, dense counts, its Dataset, its DataCollator with binning, sequential batches
   of 64, ``TransformerModel._encode``, <cls>, L2). The collator's random draws use the same
@@ -19,7 +20,8 @@ Prints cells/s for both, the wall-clock and CPU-time ratios measured in the same
 the floating-point work both sides do on these cells (counted from their token lengths: ours packs
 real tokens and runs only <cls> through the last layer; the reference pads each batch to its
 longest cell). At equal speed per FLOP the time ratio equals that work ratio; an exact float32
-path gets past it only with faster kernels than the reference's (both use PyTorch's). Writes the
+path gets past it only with faster kernels than the reference's (ours: oneDNN GEMMs with the
+bias, ReLU and residual adds inside; the reference: PyTorch's BLAS ``F.linear``). Writes the
 figures to ``--out`` (default benchmarks/results/scgpt_embed.json).
 
 Usage: .venv/bin/python benchmarks/bench_scgpt_embed.py [--cells 64] [--batch-size 32]

@@ -199,7 +199,7 @@ def test_wrapped_layers_take_the_transformers_path() -> None:
 
 def test_onednn_packed_layers_equal_the_bert_layers() -> None:
     """Inference in embed() packs the float32 CPU GEMM weights for oneDNN; same values."""
-    from cellfoundry.models.geneformer.model import _can_pack
+    from cellfoundry.models.onednn import can_pack
 
     model = GeneformerModel.from_random([f"ENSG{i:011d}" for i in range(1, 80)], seed=2)
     g = torch.Generator().manual_seed(0)
@@ -209,7 +209,7 @@ def test_onednn_packed_layers_equal_the_bert_layers() -> None:
     with torch.inference_mode():
         fused = model._fused_layers(pack_rows=64)
         assert fused is not None
-        assert all(f.packed for f in fused) == _can_pack(
+        assert all(f.packed for f in fused) == can_pack(
             model._bert.embeddings.word_embeddings.weight
         )
         packed = model._hidden(ids, mask, fused)

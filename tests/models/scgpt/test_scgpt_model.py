@@ -227,3 +227,55 @@ def test_padded_path_equals_packed_path(model: ScGPTModel) -> None:
         auto = model.network.cell_embedding(*args)  # CPU tensors: packed
     torch.testing.assert_close(padded, packed, atol=1e-6, rtol=0)
     assert torch.equal(auto, packed)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_onednn_packed_layers_equal_the_module_layers(pre_norm: bool) -> None:
+    """Inference in embed() runs the layers on oneDNN-packed weights (bias, ReLU and residual
+    adds inside the GEMMs); same embeddings as the nn.Module layers, padded or not."""
+    from cellfoundry.models.onednn import can_pack
+    from cellfoundry.models.scgpt.config import ScGPTConfig
+    from cellfoundry.models.scgpt.network import ScGPTNetwork
+
+    cfg = ScGPTConfig(embsize=64, nheads=4, d_hid=96, nlayers=3, pre_norm=pre_norm)
+    torch.manual_seed(3)
+    net = ScGPTNetwork(cfg, 300, 0).eval()
+    for p in net.parameters():  # non-trivial norms and biases, not the init's ones and zeros
+        p.data.add_(0.1 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([17, 11, 4, 1])
+    pad = torch.arange(17)[None, :] >= lengths[:, None]
+    ids = torch.randint(3, 300, (4, 17), generator=g).masked_fill(pad, 0)
+    values = torch.randint(0, 51, (4, 17), generator=g).float().masked_fill(pad, -2.0)
+    with torch.inference_mode():
+        layers = net.packed_layers(64)
+        if not can_pack(net.transformer_encoder.layers[0].linear1.weight):
+            assert layers is None
+            pytest.skip("no oneDNN float32 linear on this build")
+        assert layers is not None and len(layers) == 3
+        fast = net.cell_embedding(ids, values, pad, layers=layers)
+        plain = net.cell_embedding(ids, values, pad, packed=False)
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+        # a batch without padding
+        one = net.cell_embedding(ids[:1], values[:1], pad[:1], layers=layers)
+        torch.testing.assert_close(one, net.encode(ids[:1], values[:1])[:, 0], atol=1e-5, rtol=0)
+
+
+def test_packed_layers_only_for_plain_inference(model: ScGPTModel) -> None:
+    """Training, gradients or a wrapped projection (LoRA) keep the nn.Module path."""
+    net = model.network
+    with torch.enable_grad():
+        assert net.packed_layers(64) is None
+    with torch.inference_mode():
+        net.train()
+        try:
+            assert net.packed_layers(64) is None
+        finally:
+            net.eval()
+        layer = net.transformer_encoder.layers[1]
+        plain = layer.linear2
+        layer.linear2 = torch.nn.Sequential(plain)  # e.g. a LoRA wrapper
+        try:
+            assert net.packed_layers(64) is None
+        finally:
+            layer.linear2 = plain

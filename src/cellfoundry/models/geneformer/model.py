@@ -42,6 +42,7 @@ from cellfoundry.models.geneformer.config import (
 from cellfoundry.models.geneformer.dictionaries import GeneformerDictionaries, load_dictionaries
 from cellfoundry.models.geneformer.tokenizer import RankValueTokenizer
 from cellfoundry.models.heap import reuse_freed_memory
+from cellfoundry.models.onednn import PackedLinear, can_pack
 
 DEFAULT_MAX_TOKENS = 32_768  # padded tokens per forward batch
 DEFAULT_CHUNK = 2048  # cells read and tokenised at a time
@@ -89,36 +90,30 @@ class _FusedLayer:
 
         sa, ao = layer.attention.self, layer.attention.output
         self.heads = int(sa.num_attention_heads)
-        self.qkv = (
+        self.qkv: Any = (  # (weight, bias), a PackedLinear once packed
             torch.cat([sa.query.weight, sa.key.weight, sa.value.weight]),
             torch.cat([sa.query.bias, sa.key.bias, sa.value.bias]),
         )
-        self.out = (ao.dense.weight, ao.dense.bias)
+        self.out: Any = (ao.dense.weight, ao.dense.bias)
         self.ln1 = (ao.LayerNorm.weight, ao.LayerNorm.bias)
         self.eps = (float(ao.LayerNorm.eps), float(layer.output.LayerNorm.eps))
-        self.ffn_in = (layer.intermediate.dense.weight, layer.intermediate.dense.bias)
+        self.ffn_in: Any = (layer.intermediate.dense.weight, layer.intermediate.dense.bias)
         self.act = act
-        self.ffn_out = (layer.output.dense.weight, layer.output.dense.bias)
+        self.ffn_out: Any = (layer.output.dense.weight, layer.output.dense.bias)
         self.ln2 = (layer.output.LayerNorm.weight, layer.output.LayerNorm.bias)
         self.packed = False
 
     def pack(self, rows: int) -> None:
-        """Reorder the four GEMMs' weights into oneDNN's blocked layout (float32 CPU only)."""
-        import torch
-
-        reorder = torch.ops.mkldnn._reorder_linear_weight
+        """Put the four GEMMs' weights into oneDNN's blocked layout (float32 CPU only)."""
         self.qkv, self.out, self.ffn_in, self.ffn_out = (
-            (reorder(w, rows), b) for w, b in (self.qkv, self.out, self.ffn_in, self.ffn_out)
+            PackedLinear(w, b, rows) for w, b in (self.qkv, self.out, self.ffn_in, self.ffn_out)
         )
         self.packed = True
 
-    def linear(self, x: Any, wb: tuple[Any, Any]) -> Any:
-        import torch
+    def linear(self, x: Any, wb: Any) -> Any:
         import torch.nn.functional as F
 
-        if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "none", [], "")
-        return F.linear(x, *wb)
+        return wb(x) if self.packed else F.linear(x, *wb)
 
 
 def _fused_layer(layer: Any) -> _FusedLayer | None:
@@ -179,22 +174,6 @@ def _fused_forward(f: _FusedLayer, x: Any, keep: Any | None) -> Any:
     z = z.relu_() if f.act == "relu" else F.gelu(z)
     z = f.linear(z, f.ffn_out).add_(y)
     return F.layer_norm(z, (d,), *f.ln2, f.eps[1])
-
-
-def _can_pack(weight: Any) -> bool:
-    """Whether oneDNN GEMMs can run on this weight in full float32: a float32 CPU tensor, a
-    oneDNN build, and no reduced-precision matmul setting (bf16/tf32) that oneDNN would honour."""
-    import torch
-
-    mkldnn = torch.backends.mkldnn
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype == torch.float32
-        and mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-        and torch.get_float32_matmul_precision() == "highest"
-        and getattr(getattr(mkldnn, "matmul", None), "fp32_precision", "none") in ("none", "ieee")
-    )
 
 
 def _build_network(cfg: dict[str, Any], attn_implementation: str) -> Any:
@@ -546,7 +525,7 @@ class GeneformerModel(FoundationModel):
         fused = [f for f in (_fused_layer(layer) for layer in layers) if f is not None]
         if len(fused) != len(layers):
             return None
-        if pack_rows > 0 and fused and _can_pack(fused[0].qkv[0]):
+        if pack_rows > 0 and fused and can_pack(fused[0].qkv[0]):
             for f in fused:
                 f.pack(pack_rows)
         return fused

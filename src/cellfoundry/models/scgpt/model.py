@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from cellfoundry.data.prepare import InputPlan, iter_features, plan_input
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import ModelError
-from cellfoundry.models.accel import on_device, resolve_accel
+from cellfoundry.models.accel import Accel, on_device, resolve_accel
 from cellfoundry.models.batching import check_sizes, token_budget_batches
 from cellfoundry.models.foundation import FoundationModel, LoadReport
 from cellfoundry.models.heap import reuse_freed_memory
 from cellfoundry.models.scgpt.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
 from cellfoundry.models.scgpt.config import ScGPTConfig
-from cellfoundry.models.scgpt.network import ScGPTNetwork
+from cellfoundry.models.scgpt.network import PackedEncoderLayer, ScGPTNetwork
 from cellfoundry.models.scgpt.tokenizer import ScGPTTokenizer
 from cellfoundry.models.scgpt.vocab import ScGPTVocab
 
@@ -192,23 +192,38 @@ class ScGPTModel(FoundationModel):
         return tok.collate(cells)
 
     # --- network -------------------------------------------------------------------------------
-    def forward_embeddings(self, batch: dict[str, Any], *, normalize: bool = True) -> torch.Tensor:
-        """``<cls>`` output of the last layer (B x d), L2-normalised as the official embed path does."""
+    def forward_embeddings(
+        self,
+        batch: dict[str, Any],
+        *,
+        normalize: bool = True,
+        layers: list[PackedEncoderLayer] | None = None,
+    ) -> torch.Tensor:
+        """``<cls>`` output of the last layer (B x d), L2-normalised as the official embed path does.
+
+        ``layers``: the network's ``packed_layers`` (inference on oneDNN GEMMs)."""
         dev = self.device
         emb = self.network.cell_embedding(
-            batch["gene_ids"].to(dev), batch["values"].to(dev), batch["padding_mask"].to(dev)
+            batch["gene_ids"].to(dev),
+            batch["values"].to(dev),
+            batch["padding_mask"].to(dev),
+            layers=layers,
         )
         return F.normalize(emb, dim=1) if normalize else emb
 
     def _embed_cells(
-        self, cells: list[dict[str, np.ndarray]], batch_size: int, max_tokens: int
+        self, cells: list[dict[str, np.ndarray]], batch_size: int, max_tokens: int, accel: Accel
     ) -> np.ndarray:
-        """Embeddings of tokenised cells in their order: longest first, in token-budget batches."""
+        """Embeddings of tokenised cells in their order: longest first, in token-budget batches.
+
+        In full float32 on the CPU the GEMMs run on oneDNN-packed weights, packed once here."""
         lengths = np.array([len(c["gene_ids"]) for c in cells], dtype=np.int64)
         out = np.empty((len(cells), self.embedding_dim), dtype=np.float32)
+        rows = min(max_tokens, batch_size * self.max_length)  # packed rows of a batch, at most
+        layers = self.network.packed_layers(rows) if accel.dtype is None else None
         for idx in token_budget_batches(lengths, batch_size, max_tokens):
             batch = self.collate([cells[i] for i in idx])
-            out[idx] = self.forward_embeddings(batch).float().cpu().numpy()
+            out[idx] = self.forward_embeddings(batch, layers=layers).float().cpu().numpy()
         return out
 
     def embed(
@@ -255,7 +270,7 @@ class ScGPTModel(FoundationModel):
             ):
                 for start, cells in self._iter_tokens(adata, seed, report, chunk_size):
                     with accel.autocast():
-                        emb = self._embed_cells(cells, batch_size, max_tokens)
+                        emb = self._embed_cells(cells, batch_size, max_tokens, accel)
                     out[start : start + len(cells)] = emb
                     if pb is not None:
                         pb.update(len(cells))

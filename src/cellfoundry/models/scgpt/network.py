@@ -6,7 +6,8 @@ feed-forward projections. Attention runs through ``F.scaled_dot_product_attentio
 
 Cell embeddings use a packed path: the real tokens of a padded batch are packed into one
 (N, d) matrix so projections and feed-forward layers never touch padding, attention runs per
-sequence on its own tokens, and the last layer computes the ``<cls>`` position only.
+sequence on its own tokens, and the last layer computes the ``<cls>`` position only. In inference
+on the CPU (float32) the layers' GEMMs run on oneDNN-packed weights (``PackedEncoderLayer``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cellfoundry.models.onednn import PackedLinear, can_pack
 from cellfoundry.models.scgpt.config import ScGPTConfig
 
 LAYER_NORM_EPS = 1e-5
@@ -147,7 +149,7 @@ class SelfAttention(nn.Module):
         No padding is computed anywhere (variable-length attention, one sequence at a time).
         ``first_only`` returns position 0 of each sequence (B, d).
         """
-        d, h, hd = self.d, self.nheads, self.head_dim
+        d, h = self.d, self.nheads
         if first_only and type(self.Wqkv) is nn.Linear:
             w, bias = self.Wqkv.weight, self.Wqkv.bias
             q_all = F.linear(x[packed.first], w[:d], bias[:d])
@@ -158,20 +160,38 @@ class SelfAttention(nn.Module):
             q_all = qkv[packed.first, :d] if first_only else qkv[:, :d]
             k_all, v_all = qkv[:, d : 2 * d], qkv[:, 2 * d :]
         p = self.dropout if self.training else 0.0
-        out = x.new_empty(len(packed.starts) if first_only else x.shape[0], d)
-        for i, (s, n) in enumerate(zip(packed.starts, packed.lengths, strict=True)):
-            # (1, heads, tokens, head_dim) strided views: 4-d inputs take the fused CPU kernel
-            k = k_all[s : s + n].view(1, n, h, hd).transpose(1, 2)
-            v = v_all[s : s + n].view(1, n, h, hd).transpose(1, 2)
-            if first_only:  # one query: plain softmax attention is cheaper than the fused kernel
-                q = q_all[i : i + 1].view(1, 1, h, hd).transpose(1, 2)
-                att = torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-1, -2), dim=-1)
-                out[i] = (F.dropout(att, p, self.training) @ v).reshape(d)
-            else:
-                q = q_all[s : s + n].view(1, n, h, hd).transpose(1, 2)
-                o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-                out[s : s + n].view(n, h, hd).copy_(o[0].transpose(0, 1))  # one copy
-        return self.out_proj(out)  # type: ignore[no-any-return]
+        return self.out_proj(attend_packed(q_all, k_all, v_all, packed, h, first_only, p))  # type: ignore[no-any-return]
+
+
+def attend_packed(
+    q_all: Tensor,
+    k_all: Tensor,
+    v_all: Tensor,
+    packed: Packing,
+    heads: int,
+    first_only: bool = False,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Multi-head attention of packed q/k/v rows (N, d), each sequence over its own tokens.
+
+    ``first_only``: ``q_all`` holds each sequence's first query (B, d) and so does the output.
+    """
+    d = k_all.shape[1]
+    hd = d // heads
+    out = k_all.new_empty(len(packed.starts) if first_only else k_all.shape[0], d)
+    for i, (s, n) in enumerate(zip(packed.starts, packed.lengths, strict=True)):
+        # (1, heads, tokens, head_dim) strided views: 4-d inputs take the fused CPU kernel
+        k = k_all[s : s + n].view(1, n, heads, hd).transpose(1, 2)
+        v = v_all[s : s + n].view(1, n, heads, hd).transpose(1, 2)
+        if first_only:  # one query: plain softmax attention is cheaper than the fused kernel
+            q = q_all[i : i + 1].view(1, 1, heads, hd).transpose(1, 2)
+            att = torch.softmax((q * hd**-0.5) @ k.transpose(-1, -2), dim=-1)
+            out[i] = (F.dropout(att, dropout_p, dropout_p > 0) @ v).reshape(d)
+        else:
+            q = q_all[s : s + n].view(1, n, heads, hd).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            out[s : s + n].view(n, heads, hd).copy_(o[0].transpose(0, 1))  # one copy
+    return out
 
 
 class Packing:
@@ -231,6 +251,43 @@ class EncoderLayer(nn.Module):
         a = self.self_attn(x, keep, first_only)
         x = self.norm1((x[:, :1] if first_only else x) + self.dropout1(a))
         return self.norm2(x + self.dropout2(self._ff(x)))  # type: ignore[no-any-return]
+
+
+class PackedEncoderLayer:
+    """An ``EncoderLayer``'s inference weights on oneDNN-packed GEMMs (``onednn``).
+
+    ``forward_packed`` in eval mode with the bias, the feed-forward ReLU and both residual adds
+    computed inside the GEMMs; same values up to float32 rounding. Built once per embedding run.
+    """
+
+    def __init__(self, layer: EncoderLayer, rows: int, first_only: bool) -> None:
+        sa = layer.self_attn
+        d, w, b = sa.d, sa.Wqkv.weight, sa.Wqkv.bias
+        self.heads, self.pre_norm, self.first_only = sa.nheads, layer.pre_norm, first_only
+        if first_only:  # queries of <cls> alone, keys and values of every token
+            self.q, self.kv = PackedLinear(w[:d], b[:d], rows), PackedLinear(w[d:], b[d:], rows)
+        else:
+            self.qkv = PackedLinear(w, b, rows)
+        self.out = PackedLinear(sa.out_proj.weight, sa.out_proj.bias, rows)
+        self.ff1 = PackedLinear(layer.linear1.weight, layer.linear1.bias, rows)
+        self.ff2 = PackedLinear(layer.linear2.weight, layer.linear2.bias, rows)
+        self.norm1, self.norm2 = layer.norm1, layer.norm2
+
+    def __call__(self, x: Tensor, packed: Packing) -> Tensor:
+        if self.pre_norm:
+            x = self.norm1(x)
+        d = x.shape[1]
+        if self.first_only:
+            q, kv = self.q(x[packed.first]), self.kv(x)
+            x = x[packed.first]
+            o = attend_packed(q, kv[:, :d], kv[:, d:], packed, self.heads, first_only=True)
+        else:
+            qkv = self.qkv(x)
+            o = attend_packed(qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :], packed, self.heads)
+        x = self.out(o, add=x)
+        x = self.norm2(x) if self.pre_norm else self.norm1(x)
+        y = self.ff2(self.ff1(x, relu=True), add=x)
+        return y if self.pre_norm else self.norm2(y)  # type: ignore[no-any-return]
 
 
 class TransformerEncoder(nn.Module):
@@ -343,6 +400,25 @@ class ScGPTNetwork(nn.Module):
         uv, iv = torch.unique(values, return_inverse=True)
         return self.encoder(ug)[ig] + self.value_encoder(uv)[iv]  # type: ignore[no-any-return]
 
+    def packed_layers(self, rows: int) -> list[PackedEncoderLayer] | None:
+        """The encoder layers on oneDNN-packed weights for GEMMs of about ``rows`` rows, for
+        ``cell_embedding(layers=...)``; None when gradients are on, the network is training, a
+        projection is wrapped (LoRA) or the weights are not float32 on the CPU."""
+        layers: list[EncoderLayer] = list(self.transformer_encoder.layers)  # type: ignore[arg-type]
+        linears = [
+            m
+            for layer in layers
+            for m in (layer.self_attn.Wqkv, layer.self_attn.out_proj, layer.linear1, layer.linear2)
+        ]
+        if torch.is_grad_enabled() or self.training or not layers:
+            return None
+        if any(
+            type(m) is not nn.Linear or m.bias is None or not can_pack(m.weight) for m in linears
+        ):
+            return None
+        last = len(layers) - 1
+        return [PackedEncoderLayer(layer, rows, i == last) for i, layer in enumerate(layers)]
+
     def cell_embedding(
         self,
         gene_ids: Tensor,
@@ -350,6 +426,7 @@ class ScGPTNetwork(nn.Module):
         padding_mask: Tensor | None = None,
         *,
         packed: bool | None = None,
+        layers: list[PackedEncoderLayer] | None = None,
     ) -> Tensor:
         """The ``<cls>`` (position 0) output of the last layer (B, d), not normalised.
 
@@ -357,19 +434,27 @@ class ScGPTNetwork(nn.Module):
         ``packed`` (default on the CPU), the real tokens are packed so that projections and
         feed-forward layers skip padded positions and attention runs per sequence. Unpacked
         (default on a GPU, where batches are length-sorted and one masked SDPA call per layer
-        beats a per-sequence loop) the padded batch runs as is with a key mask.
+        beats a per-sequence loop) the padded batch runs as is with a key mask. ``layers``
+        (from ``packed_layers``, inference only) run the packed path on oneDNN GEMMs.
         """
         if packed is None:
             packed = gene_ids.device.type == "cpu"
-        if padding_mask is None or not bool(padding_mask.any()) or not packed:
+        padded = padding_mask is not None and bool(padding_mask.any())
+        if layers is None and not (padded and packed):
             b, n = gene_ids.shape
             x = self._embed_tokens(gene_ids.reshape(-1), values.reshape(-1)).view(b, n, -1)
             return self.transformer_encoder(x, padding_mask, first_only=True)[:, 0]  # type: ignore[no-any-return]
+        if padding_mask is None:
+            padding_mask = torch.zeros_like(gene_ids, dtype=torch.bool)
         packing = Packing(padding_mask)
         x = self._embed_tokens(
             gene_ids.reshape(-1)[packing.index], values.reshape(-1)[packing.index]
         )
-        layers: list[EncoderLayer] = list(self.transformer_encoder.layers)  # type: ignore[arg-type]
-        for i, layer in enumerate(layers):
-            x = layer.forward_packed(x, packing, first_only=i == len(layers) - 1)
+        if layers is not None:
+            for fast in layers:
+                x = fast(x, packing)
+            return x
+        mods: list[EncoderLayer] = list(self.transformer_encoder.layers)  # type: ignore[arg-type]
+        for i, layer in enumerate(mods):
+            x = layer.forward_packed(x, packing, first_only=i == len(mods) - 1)
         return x
