@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from cellfoundry.data.prepare import InputPlan, iter_features, plan_input
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import ModelError
-from cellfoundry.models.accel import Accel, on_device, resolve_accel
+from cellfoundry.models.accel import on_device, resolve_accel
 from cellfoundry.models.batching import check_sizes, token_budget_batches
 from cellfoundry.models.foundation import FoundationModel, LoadReport
 from cellfoundry.models.heap import reuse_freed_memory
@@ -212,15 +212,17 @@ class ScGPTModel(FoundationModel):
         return F.normalize(emb, dim=1) if normalize else emb
 
     def _embed_cells(
-        self, cells: list[dict[str, np.ndarray]], batch_size: int, max_tokens: int, accel: Accel
+        self,
+        cells: list[dict[str, np.ndarray]],
+        batch_size: int,
+        max_tokens: int,
+        layers: list[PackedEncoderLayer] | None,
     ) -> np.ndarray:
         """Embeddings of tokenised cells in their order: longest first, in token-budget batches.
 
-        In full float32 on the CPU the GEMMs run on oneDNN-packed weights, packed once here."""
+        ``layers``: the network's ``packed_layers`` (None: the nn.Module layers)."""
         lengths = np.array([len(c["gene_ids"]) for c in cells], dtype=np.int64)
         out = np.empty((len(cells), self.embedding_dim), dtype=np.float32)
-        rows = min(max_tokens, batch_size * self.max_length)  # packed rows of a batch, at most
-        layers = self.network.packed_layers(rows) if accel.dtype is None else None
         for idx in token_budget_batches(lengths, batch_size, max_tokens):
             batch = self.collate([cells[i] for i in idx])
             out[idx] = self.forward_embeddings(batch, layers=layers).float().cpu().numpy()
@@ -268,9 +270,12 @@ class ScGPTModel(FoundationModel):
                 bar as pb,
                 on_device(self.network, accel),
             ):
+                # in full float32 on the CPU the GEMMs run on oneDNN-packed weights, packed once
+                rows = min(max_tokens, batch_size * self.max_length)  # a batch's packed rows
+                layers = self.network.packed_layers(rows) if accel.dtype is None else None
                 for start, cells in self._iter_tokens(adata, seed, report, chunk_size):
                     with accel.autocast():
-                        emb = self._embed_cells(cells, batch_size, max_tokens, accel)
+                        emb = self._embed_cells(cells, batch_size, max_tokens, layers)
                     out[start : start + len(cells)] = emb
                     if pb is not None:
                         pb.update(len(cells))

@@ -278,8 +278,8 @@ class PackedEncoderLayer:
             x = self.norm1(x)
         d = x.shape[1]
         if self.first_only:
-            q, kv = self.q(x[packed.first]), self.kv(x)
-            x = x[packed.first]
+            kv, x = self.kv(x), x[packed.first]
+            q = self.q(x)
             o = attend_packed(q, kv[:, :d], kv[:, d:], packed, self.heads, first_only=True)
         else:
             qkv = self.qkv(x)
