@@ -7,11 +7,13 @@ symbol; ../shared/data), or a cell of the packaged demo dataset when that file i
 
 The load generator is wrk when installed, else hey, else a Python asyncio client (slower than
 the server it measures: its figures are a floor). In the same run and with the same generator,
-connections, body and process count it measures two ceilings of the stack:
+connections, body and process count it measures three ceilings of the stack:
 
 - ``fastapi_hello``: a FastAPI route that reads the body and answers a constant (what any
   FastAPI endpoint costs here);
-- ``asgi_hello``: a bare ASGI app under the same uvicorn (httptools + uvloop): the transport alone.
+- ``asgi_hello``: a bare ASGI app under the same uvicorn (httptools + uvloop): the transport alone;
+- ``asgi_parse``: ``asgi_hello`` that also reads the JSON (orjson) and the cell's values into an
+  array: the floor of any Python handler of this body, before genes, model and answer.
 
 It prints requests/s, p50/p99 latency, the server's CPU time per request (all its processes,
 less their idle rate measured just before; steadier than wall-clock figures on a loaded
@@ -101,6 +103,36 @@ def asgi_hello() -> Any:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"11")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+    return app
+
+
+def asgi_parse() -> Any:
+    """``asgi_hello`` that also parses the body with orjson and turns the cell's values into a
+    float32 array (the least any Python handler of this body does): the floor of /predict's
+    CPU per request in this stack, before any gene lookup, model or answer."""
+    import orjson
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        n = 0
+        if raw:
+            cell = orjson.loads(raw)["expression"]
+            n = len(np.fromiter(cell.values(), dtype=np.float32, count=len(cell)))
+        body = b'{"n":%d}' % n
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     return app
 
@@ -443,7 +475,7 @@ def main() -> None:
     }
     ceilings: dict[str, dict[str, Any]] = {}
     if not args.url and not args.no_ceiling:
-        for name in ("asgi_hello", "fastapi_hello"):
+        for name in ("asgi_hello", "asgi_parse", "fastapi_hello"):
             hello, hello_url = start_hello(name, nw, tmp / f"{name}.log")
             try:
                 ceilings[name] = measure(tool, hello_url, "", body, conns, secs, hello.pid, tmp)
