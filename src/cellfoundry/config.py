@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     intake_max_genes: int = 500_000
     intake_max_columns: int = Field(100_000, description="columns of an uploaded CSV/TSV")
     intake_max_gzip_ratio: float = Field(200.0, description="decompressed / compressed size")
+    max_body_kb: int = Field(
+        1024, description="body of a JSON request other than /upload and /predict (413 beyond)"
+    )
     # /predict
     predict_max_body_mb: float = Field(10.0, description="request body size (413 beyond)")
     predict_max_cells: int = Field(10_000, description="cells per request (413 beyond)")

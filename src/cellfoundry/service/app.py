@@ -24,6 +24,7 @@ from cellfoundry.errors import (
     TooManyRequestsError,
     looks_internal,
 )
+from cellfoundry.service.body_limit import BodyLimitMiddleware
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.public import client_text
 from cellfoundry.service.request_id import HEADER, RequestIdMiddleware, request_id_of
@@ -96,7 +97,8 @@ def create_app(
     app.state.platform = platform
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_kb * 1024)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the 413 above carries the request id
     install_error_handlers(app, [settings.home, settings.storage])
     if settings.web_dir is not None and Path(settings.web_dir).is_dir():
         mount_spa(app, Path(settings.web_dir).resolve())
