@@ -61,3 +61,19 @@ def test_keys_create_prints_the_key_alone(tmp_path: Path, monkeypatch: pytest.Mo
     key_id = out.stdout.split("_")[1]
     assert CliRunner().invoke(cli, ["keys", "revoke", key_id]).exit_code == 0
     assert "revoked" in CliRunner().invoke(cli, ["keys", "list"]).stdout
+
+
+def test_an_upload_named_in_another_script_keeps_its_name(
+    tmp_path: Path, demo_model_dir: Path
+) -> None:
+    from tests.service.conftest import state_with_model
+
+    settings = Settings(home=tmp_path / "home", demo_model=False)
+    key = state_with_model(settings, demo_model_dir)
+    genes = ",".join(f"G{i}" for i in range(60))
+    csv = f"cell,{genes}\n" + "".join(f"c{j}," + ",".join("1" * 60) + "\n" for j in range(3))
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
+        r = c.post("/upload", files={"file": ("日本語データ.csv", csv.encode(), "text/csv")})
+        assert r.status_code == 200, r.text  # was 415 unsupported_type: the name became 'csv'
+        assert r.json()["filename"] == "日本語データ.csv" and r.json()["n_cells"] == 3
+        assert [d["filename"] for d in c.get("/datasets").json()] == ["日本語データ.csv"]

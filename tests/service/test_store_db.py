@@ -79,6 +79,12 @@ def test_ids_and_file_names_cannot_escape(tmp_path: Path) -> None:
     assert safe_filename("..\\..\\win.csv") == "win.csv"
     assert safe_filename("a b;rm -rf.csv") == "a_b_rm_-rf.csv"
     assert safe_filename("...") == "upload"
+    # names in other scripts keep their letters (a name of only such letters was cut to 'csv',
+    # which then had no extension and was refused 415); at most 120 bytes, the end kept
+    assert safe_filename("日本語データ.csv") == "日本語データ.csv"
+    assert safe_filename("données\u202e.h5ad") == "données_.h5ad"  # no bidi override
+    long = safe_filename("é" * 200 + ".h5ad")
+    assert long.endswith("é.h5ad") and len(long.encode()) <= 120
     for bad in ("../x", "a/b", "", "a.b", "x" * 65, "a\x00b"):
         with pytest.raises(CellfoundryError):
             check_id(bad)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 from cellfoundry.errors import CellfoundryError
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE_CHARS = re.compile(r"[^\w.-]+")  # letters and digits of every script are kept
+MAX_NAME_BYTES = 120
 
 
 def safe_filename(name: str, default: str = "upload") -> str:
-    """A file name without folders, control characters or leading dots (keeps the extension)."""
-    base = re.split(r"[\\/]", name or "")[-1]
+    """A file name without folders, control characters or leading dots (keeps the extension):
+    letters and digits (of any script, NFC), '.', '-' and '_'; its last ``MAX_NAME_BYTES`` bytes
+    in UTF-8 (file systems allow 255)."""
+    base = re.split(r"[\\/]", unicodedata.normalize("NFC", name or ""))[-1]
     base = _UNSAFE_CHARS.sub("_", base).strip("._") or default
-    return base[-120:]
+    return base.encode()[-MAX_NAME_BYTES:].decode(errors="ignore")
 
 
 def check_id(value: str, what: str = "id") -> str:
