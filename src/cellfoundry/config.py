@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     max_body_kb: int = Field(
         1024, description="body of a JSON request other than /upload and /predict (413 beyond)"
     )
+    max_header_kb: int = Field(
+        64, ge=1, description="request line and headers of `cellfoundry serve` (431 beyond)"
+    )
     # /predict
     predict_max_body_mb: float = Field(10.0, description="request body size (413 beyond)")
     predict_max_cells: int = Field(10_000, description="cells per request (413 beyond)")

@@ -101,6 +101,7 @@ def serve_cmd(
 
     from cellfoundry.jobs.local import LocalWorkers
     from cellfoundry.service.app import create_app
+    from cellfoundry.service.http_protocol import BoundedHeadProtocol
     from cellfoundry.store.db import Database, migrate
     from cellfoundry.store.model_records import ensure_demo_model, register_model
     from cellfoundry.store.storage import FileStorage
@@ -157,7 +158,15 @@ def serve_cmd(
             else "cellfoundry.service.app:app_from_environment"
         )
         opts = {"factory": True, "workers": n} if n > 1 else {}
-        uvicorn.run(target, host=host, port=port, log_level=log_level, access_log=False, **opts)
+        uvicorn.run(
+            target,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            http=BoundedHeadProtocol,  # request heads bounded (max_header_kb, 431)
+            **opts,
+        )
     finally:
         if workers is not None:
             workers.stop()

@@ -25,6 +25,7 @@ from cellfoundry.errors import (
     looks_internal,
 )
 from cellfoundry.service.body_limit import BodyLimitMiddleware
+from cellfoundry.service.http_protocol import BoundedHeadProtocol
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.public import client_text
 from cellfoundry.service.request_id import HEADER, RequestIdMiddleware, request_id_of
@@ -85,6 +86,7 @@ def create_app(
         platform.start()
         if serving:
             settle_gc()
+            BoundedHeadProtocol.limit = settings.max_header_kb * 1024  # this process's server
         yield
         platform.stop()
 
