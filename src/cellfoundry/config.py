@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     max_header_kb: int = Field(
         64, ge=1, description="request line and headers of `cellfoundry serve` (431 beyond)"
     )
+    head_timeout_s: float = Field(
+        30.0, gt=0, description="time for a request's head to arrive (408 beyond)"
+    )
     # /predict
     predict_max_body_mb: float = Field(10.0, description="request body size (413 beyond)")
     predict_max_cells: int = Field(10_000, description="cells per request (413 beyond)")

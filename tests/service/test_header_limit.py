@@ -2,7 +2,8 @@
 ``max_header_kb`` with 431 and the error body, and closes the connection. Before, uvicorn's
 httptools protocol kept an unended header in memory whatever its size (a 600 MB header was read
 for 812 s and took the API to 1.65 GB of RSS). A head within the limit is answered as before,
-by every API process."""
+by every API process. And a head must arrive within ``head_timeout_s`` (408): a connection
+that sent a partial head, or nothing, was kept open for ever."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from tests.service.conftest import Server, base_env
 
 LIMIT_KB = 16
+TIMEOUT_S = 3
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-processes"])
@@ -25,7 +27,12 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("headers")
-    env = base_env(home, CELLFOUNDRY_QUEUE_BACKEND="local", CELLFOUNDRY_MAX_HEADER_KB=str(LIMIT_KB))
+    env = base_env(
+        home,
+        CELLFOUNDRY_QUEUE_BACKEND="local",
+        CELLFOUNDRY_MAX_HEADER_KB=str(LIMIT_KB),
+        CELLFOUNDRY_HEAD_TIMEOUT_S=str(TIMEOUT_S),
+    )
     env["CELLFOUNDRY_DEMO_MODEL"] = "false"
     srv = Server(home, env, ["--api-workers", str(request.param)]).start()
     yield srv
@@ -120,3 +127,42 @@ def test_a_pipelined_large_body_is_not_taken_for_a_head(server: Server) -> None:
             got += part
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
     assert statuses == [b"404", b"200"], got[:600]  # no such path (the app's answer), then health
+
+
+def _read_all(sock: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, and the seconds that took."""
+    t0 = time.monotonic()
+    got = b""
+    while True:
+        part = sock.recv(65536)
+        if not part:
+            return got, time.monotonic() - t0
+        got += part
+
+
+def test_a_head_that_does_not_arrive_in_time_is_408_and_closed(server: Server) -> None:
+    """Slowloris: a head sent a piece at a time, or nothing at all, no longer holds a connection
+    for ever; a kept-alive connection gets the full time again for each request's head."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S * 5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        got, took = _read_all(sock)
+    assert got.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), got[:300]
+    err = json.loads(got.split(b"\r\n\r\n", 1)[1])["error"]
+    assert err["code"] == "head_timeout" and f"{TIMEOUT_S} s" in err["message"]
+    assert "CELLFOUNDRY_HEAD_TIMEOUT_S" in err["hint"]
+    assert TIMEOUT_S * 0.8 < took < TIMEOUT_S * 4, took
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S * 5) as sock:
+        got, took = _read_all(sock)  # a connection that never sends: closed, nothing answered
+    assert got == b"" and took < TIMEOUT_S * 4, (got[:200], took)
+
+    # kept alive: two requests, the second's head sent within the time of its own (the keep-alive
+    # timeout is 5 s, more than TIMEOUT_S): both answered
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S * 5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(TIMEOUT_S * 0.6)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(TIMEOUT_S * 0.6)  # the connection is older than TIMEOUT_S by now
+        sock.sendall(b"Connection: close\r\n\r\n")
+        got, _ = _read_all(sock)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"200", b"200"], got[:600]

@@ -87,6 +87,7 @@ def create_app(
         if serving:
             settle_gc()
             BoundedHeadProtocol.limit = settings.max_header_kb * 1024  # this process's server
+            BoundedHeadProtocol.timeout_s = settings.head_timeout_s
         yield
         platform.stop()
 
