@@ -9,6 +9,9 @@ file equals the in-memory path's ``result.to_adata(read_h5ad(input)).write_h5ad(
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
@@ -34,6 +37,85 @@ def table_format(path: str | Path) -> str | None:
     return None
 
 
+def _same_or_inside(path: Path, other: Path) -> bool:
+    return path == other or (other.is_dir() and other in path.parents)
+
+
+def check_outputs(
+    outputs: Iterable[str | Path],
+    inputs: Iterable[str | Path] = (),
+    *,
+    in_place: tuple[str | Path, str | Path] | None = None,
+    folders: bool = False,
+) -> None:
+    """Refuse, before any work is done, output paths that would destroy an input or cannot be
+    written: an output that is one of the ``inputs`` (data, model folder, label map ...) or
+    lies inside an input folder, two outputs at one path, and an output whose folder cannot be
+    created or written (the nearest existing folder is probed with a temporary file).
+
+    ``in_place`` is ``(output, input)`` when that one output may be that input: an annotated
+    ``.h5ad`` written into the ``.h5ad`` it was read from (only obs, obsm and uns entries are
+    replaced). ``folders=True``: the outputs are folders (a model artifact, a report), so an
+    existing file at the path is refused instead. An existing output that is not an input is
+    replaced.
+    """
+    ins = [Path(p).resolve() for p in inputs]
+    allowed = (Path(in_place[0]).resolve(), Path(in_place[1]).resolve()) if in_place else None
+    seen: set[Path] = set()
+    for out in outputs:
+        target = Path(out).resolve()
+        if target in seen:
+            raise DataError(
+                f"two outputs are written to {out}", "give each output its own file name"
+            )
+        seen.add(target)
+        hit = next((i for i in ins if _same_or_inside(target, i)), None)
+        if hit is not None and (target, hit) != allowed:
+            where = "is" if hit == target else f"is inside {hit.name}, which is"
+            raise DataError(
+                f"the output {out} {where} an input of this command",
+                "write the output to a new path outside the inputs; inputs are never overwritten",
+                code="output_is_input",
+            )
+        if folders and target.is_file():
+            raise DataError(
+                f"the output folder {out} is an existing file", "give a folder path for the output"
+            )
+        if not folders and target.is_dir():
+            raise DataError(f"the output {out} is a folder", "give a file name for the output")
+        folder = target if folders else target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise DataError(
+                f"cannot write {out}: {folder} is a file, not a folder",
+                "write the output into a folder (or a new folder's path)",
+                code="output_not_writable",
+            )
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".cellfoundry-probe-"):
+                pass
+        except OSError as exc:
+            raise DataError(
+                f"cannot write {out}: the folder {folder} is not writable ({exc.strerror})",
+                "write the output into a folder you can write to",
+                code="output_not_writable",
+            ) from None
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OS errors while an output is written (no space, no permission) as a ``DataError``."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(
+            f"could not write {path}: {exc.strerror or exc}",
+            "check that the folder is writable and the disk has space, then run again",
+            code="output_not_writable",
+        ) from None
+
+
 def write_predictions(
     result: AnnotationResult, path: str | Path, *, fmt: str | None = None
 ) -> Path:
@@ -45,12 +127,13 @@ def write_predictions(
             f"cannot tell the table format of {out.name}",
             f"end the file name with one of {', '.join(TABLE_SUFFIXES)}",
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     frame = result.to_frame()
-    if fmt == "parquet":
-        frame.to_parquet(out)
-    else:
-        frame.to_csv(out, sep="," if fmt == "csv" else "\t")
+    with _writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            frame.to_parquet(out)
+        else:
+            frame.to_csv(out, sep="," if fmt == "csv" else "\t")
     return out
 
 
@@ -77,8 +160,9 @@ def write_annotated_h5ad(
     out_p = Path(out)
     src = Path(source) if source is not None else _source_file(result)
     if src is None:
-        out_p.parent.mkdir(parents=True, exist_ok=True)
-        result.to_adata().write_h5ad(out_p, compression=compression)
+        with _writing(out_p):
+            out_p.parent.mkdir(parents=True, exist_ok=True)
+            result.to_adata().write_h5ad(out_p, compression=compression)
         return out_p
     adata = result.adata
     obs = adata.obs if adata is not None and adata.n_obs == result.n_cells else read_obs(src)
@@ -86,12 +170,13 @@ def write_annotated_h5ad(
     annotated = result.to_adata(ad.AnnData(obs=pd.DataFrame(obs).copy()))
     if adata is not None and adata.isbacked and out_p.exists() and src.resolve() == out_p.resolve():
         close_backed(adata)  # annotating in place: the read-only handles must go first
-    copy_h5ad(src, out_p)
-    write_results(
-        out_p,
-        obs=annotated.obs,
-        obsm=dict(annotated.obsm),
-        uns=dict(annotated.uns),
-        compression=compression,
-    )
+    with _writing(out_p):
+        copy_h5ad(src, out_p)
+        write_results(
+            out_p,
+            obs=annotated.obs,
+            obsm=dict(annotated.obsm),
+            uns=dict(annotated.uns),
+            compression=compression,
+        )
     return out_p

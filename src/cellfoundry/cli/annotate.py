@@ -13,7 +13,12 @@ from cellfoundry.data.io import read_data
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.models.baselines.refit import DEFAULT_REFIT_BELOW
 from cellfoundry.ontology import LabelMapping
-from cellfoundry.outputs import table_format, write_annotated_h5ad, write_predictions
+from cellfoundry.outputs import (
+    check_outputs,
+    table_format,
+    write_annotated_h5ad,
+    write_predictions,
+)
 
 label_map_option = click.option(
     "--label-map",
@@ -69,6 +74,7 @@ def train_cmd(
     label_map: str | None = None,
 ) -> None:
     """Train a baseline annotator on a labelled REFERENCE."""
+    check_outputs([out], [reference, *(p for p in (label_map,) if p)], folders=True)
     adata = read_data(reference)
     click.echo(
         f"training {family} on {adata.n_obs:,} cells x {adata.n_vars:,} genes ({label_key})",
@@ -205,6 +211,11 @@ def annotate_cmd(
             f"{table_out}: end it with .csv, .tsv or .parquet", param_hint="--predictions"
         )
     is_h5ad = query.lower().endswith(".h5ad")
+    check_outputs(
+        [p for p, _ in tables] + ([out] if out else []),
+        [query, *model_dirs, *(p for p in (reference, label_map) if p)],
+        in_place=(out, query) if out and is_h5ad else None,
+    )
     adata = read_data(query, backed=is_h5ad)
     result = annotate(
         adata,

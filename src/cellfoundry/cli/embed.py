@@ -155,7 +155,10 @@ def embed_cmd(
     from cellfoundry.models.embedding_annotators import embed_cells
     from cellfoundry.models.foundation import load_foundation
     from cellfoundry.models.zoo import resolve_checkpoint
+    from cellfoundry.outputs import check_outputs
 
+    is_h5ad = data.lower().endswith(".h5ad")
+    check_outputs([out], [data], in_place=(out, data) if is_h5ad else None)
     folder, _reg = resolve_checkpoint(checkpoint)
     model = load_foundation(folder, family, verify=True)
     click.echo(
@@ -176,7 +179,6 @@ def embed_cmd(
             "--max-tokens (use --batch-size)",
             param_hint="--max-tokens",
         )
-    is_h5ad = data.lower().endswith(".h5ad")
     adata = read_data(data, backed=is_h5ad, genes_by_cells=genes_by_cells)
     human, report = to_human_space(adata, species)  # mouse/macaque/pig: human orthologs
     out_path = Path(out)

@@ -80,8 +80,10 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a foundation model (head, LoRA or full) on a labelled REFERENCE."""
     from cellfoundry.data.io import read_data
+    from cellfoundry.outputs import check_outputs
     from cellfoundry.tuning.finetune import finetune
 
+    check_outputs([out], [reference], folders=True)
     _log_to_stderr()
     adata = read_data(reference)
     click.echo(f"fine-tuning {model} ({method}) on {adata.n_obs:,} cells ({label_key})", err=True)
@@ -177,7 +179,9 @@ def evaluate_cmd(
     terms for the model's classes and for the data's labels), and a majority-class and a chance row.
     """
     from cellfoundry.evaluation.compare import evaluate
+    from cellfoundry.outputs import check_outputs
 
+    check_outputs([out], [reference, *(p for p in (query, label_map) if p)], folders=True)
     _log_to_stderr()
     rep = evaluate(
         reference,
