@@ -14,6 +14,8 @@ import scipy.io
 import scipy.sparse as sp
 
 from cellfoundry.data.io import read_data
+from cellfoundry.data.matrix import read_rows
+from cellfoundry.data.report import validate
 from cellfoundry.errors import DataError
 from tests.conftest import make_counts_adata
 
@@ -120,3 +122,25 @@ def test_missing_path_and_non_mex_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"matrix\.mtx"):
         read_data(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("where", ["layers", "raw"])
+def test_h5ad_without_x_reads_counts_from_layers_or_raw(
+    tmp_path: Path, small: ad.AnnData, where: str
+) -> None:
+    """Before: any .h5ad with no X (counts only in layers['counts'] or .raw) crashed inspect and
+    annotate with h5py's KeyError "object 'X' doesn't exist" (a traceback)."""
+    bare = ad.AnnData(obs=small.obs.copy(), var=small.var.copy())
+    if where == "layers":
+        bare.layers["counts"] = small.X.copy()
+    else:
+        bare.raw = small.copy()
+    p = tmp_path / "nox.h5ad"
+    bare.write_h5ad(p)
+    for backed in (True, False):
+        a = read_data(p, backed=backed)
+        report = validate(a)
+        source = "layers/counts" if where == "layers" else "raw/X"
+        assert report.ok and report.chosen["counts"] == source
+        np.testing.assert_array_equal(read_rows(a, source, 0, a.n_obs).toarray(), small.X.toarray())
+

@@ -118,6 +118,9 @@ def read_h5ad_backed(path: str | Path) -> ad.AnnData:
 
     p = Path(path)
     f = h5py.File(p, "r")
+    if "X" not in f:  # no X (counts only in layers or .raw): anndata cannot back such a file
+        f.close()
+        return ad.read_h5ad(p)
     if "encoding-type" not in f.attrs:  # pre-0.8 layout (record-array obs/var, legacy raw)
         f.close()
         return ad.read_h5ad(p, backed="r")
