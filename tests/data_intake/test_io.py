@@ -144,3 +144,25 @@ def test_h5ad_without_x_reads_counts_from_layers_or_raw(
         assert report.ok and report.chosen["counts"] == source
         np.testing.assert_array_equal(read_rows(a, source, 0, a.n_obs).toarray(), small.X.toarray())
 
+
+def test_float16_matrices_are_read_as_float32(tmp_path: Path, small: ad.AnnData) -> None:
+    """Before: a dense float16 X (which anndata writes) crashed inspect/annotate in
+    scipy.sparse ("does not support dtype float16"); a float16 CSR data array too when backed."""
+    dense = small.copy()
+    dense.X = small.X.toarray().astype(np.float16)
+    dense.write_h5ad(tmp_path / "dense16.h5ad")
+    small.write_h5ad(tmp_path / "sparse16.h5ad")
+    with h5py.File(tmp_path / "sparse16.h5ad", "r+") as f:
+        data = f["X/data"][:]
+        del f["X/data"]
+        f["X/data"] = data.astype(np.float16)
+    for name in ("dense16.h5ad", "sparse16.h5ad"):
+        a = read_data(tmp_path / name, backed=True)
+        report = validate(a)
+        assert report.ok and report.chosen["counts"] == "X", report.render()
+        rows = read_rows(a, "X", 0, a.n_obs)
+        assert rows.dtype == np.float32
+        np.testing.assert_array_equal(rows.toarray(), small.X.toarray())
+    mem = read_data(tmp_path / "dense16.h5ad")
+    assert validate(mem).ok
+    np.testing.assert_array_equal(read_rows(mem, "X", 0, 40).toarray(), small.X.toarray())

@@ -90,6 +90,11 @@ def source_var(adata: ad.AnnData, source: str) -> tuple[pd.Index, pd.DataFrame]:
     return adata.var_names, adata.var
 
 
+def _sparse_dtype(dtype: np.dtype) -> np.dtype:
+    """float16 (which scipy.sparse cannot hold) as float32; every other dtype as it is."""
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
 def _to_csr(block: Any) -> sp.csr_matrix:
     if sp.issparse(block):
         return sp.csr_matrix(block)
@@ -97,7 +102,8 @@ def _to_csr(block: Any) -> sp.csr_matrix:
         block = block.to_memory()
     if sp.issparse(block):
         return sp.csr_matrix(block)
-    return sp.csr_matrix(np.asarray(block))
+    block = np.asarray(block)
+    return sp.csr_matrix(block.astype(_sparse_dtype(block.dtype), copy=False))
 
 
 def _read_backed_csr(m: CSRDataset, start: int, stop: int) -> sp.csr_matrix:
@@ -107,7 +113,7 @@ def _read_backed_csr(m: CSRDataset, start: int, stop: int) -> sp.csr_matrix:
     indptr = np.asarray(group["indptr"][start : stop + 1], dtype=np.int64)
     lo, hi = int(indptr[0]), int(indptr[-1])
     data_ds, index_ds = group["data"], group["indices"]
-    data = np.empty(hi - lo, dtype=data_ds.dtype)
+    data = np.empty(hi - lo, dtype=_sparse_dtype(data_ds.dtype))
     indices = np.empty(hi - lo, dtype=index_ds.dtype)
     if hi > lo:
         data_ds.read_direct(data, np.s_[lo:hi])
@@ -154,7 +160,7 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
     m = get_matrix(adata, source)
     shape = (int(m.shape[0]), int(m.shape[1]))
     n = min(shape[0], sample_rows)
-    block = _to_csr(m[:n]) if n else sp.csr_matrix((0, shape[1]))
+    block = read_rows(adata, source, 0, n) if n else sp.csr_matrix((0, shape[1]))
     data = block.data.astype(np.float64, copy=False)
     n_nan = int(np.isnan(data).sum())
     n_inf = int(np.isinf(data).sum())
