@@ -166,3 +166,70 @@ def test_float16_matrices_are_read_as_float32(tmp_path: Path, small: ad.AnnData)
     mem = read_data(tmp_path / "dense16.h5ad")
     assert validate(mem).ok
     np.testing.assert_array_equal(read_rows(mem, "X", 0, 40).toarray(), small.X.toarray())
+
+
+def _table(small: ad.AnnData) -> pd.DataFrame:
+    return pd.DataFrame(small.X.toarray(), index=small.obs_names, columns=small.var_names)
+
+
+def test_csv_separator_is_detected(tmp_path: Path, small: ad.AnnData) -> None:
+    """Before: a semicolon CSV (as European spreadsheets save it) was refused as 'holds no
+    cells or no genes' with a hint about the first column; a tab-separated .csv likewise."""
+    _table(small).to_csv(tmp_path / "semi.csv", sep=";")
+    _table(small).to_csv(tmp_path / "tabs.csv.gz", sep="\t")
+    for name in ("semi.csv", "tabs.csv.gz"):
+        a = read_data(tmp_path / name)
+        assert list(a.obs_names) == list(small.obs_names)
+        assert list(a.var_names) == list(small.var_names)
+        np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+
+
+def test_csv_without_an_index_column_keeps_its_first_gene(
+    tmp_path: Path, small: ad.AnnData
+) -> None:
+    """Before: a table saved without cell names (df.to_csv(index=False)) lost its first gene,
+    whose counts became the cell names (duplicated, e.g. '0', '3', '0')."""
+    _table(small).to_csv(tmp_path / "noindex.csv", index=False)
+    a = read_data(tmp_path / "noindex.csv")
+    assert list(a.var_names) == list(small.var_names)
+    assert a.obs_names.is_unique
+    np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+    # names in the first column, of any kind, stay the index: R's write.csv (empty header),
+    # write.table (one header name fewer) and numeric cell ids
+    df = _table(small)
+    df.to_csv(tmp_path / "r.csv")
+    with (tmp_path / "r.csv").open() as fh:
+        lines = fh.read().splitlines()
+    (tmp_path / "rtable.csv").write_text("\n".join([lines[0][1:], *lines[1:]]) + "\n")
+    df.index = range(1, small.n_obs + 1)
+    df.index.name = "cell_id"
+    df.to_csv(tmp_path / "ids.csv")
+    for name, cells in (
+        ("r.csv", list(small.obs_names)),
+        ("rtable.csv", list(small.obs_names)),
+        ("ids.csv", [str(i) for i in range(1, small.n_obs + 1)]),
+    ):
+        a = read_data(tmp_path / name)
+        assert list(a.obs_names) == cells, name
+        assert list(a.var_names) == list(small.var_names), name
+
+
+def test_genes_by_cells_table_is_detected(tmp_path: Path) -> None:
+    """Before: a genes x cells table was read as 12,445 'cells' x 300 'genes' (inspect said OK;
+    annotate refused with 0 model genes and a hint about Ensembl IDs)."""
+    from cellfoundry.data.genes import gene_table
+
+    small = make_counts_adata(n_cells=40, n_genes=30)
+    small.var_names = sorted(gene_table().symbol_to_id)[1000:1030]
+    small.obs_names = [f"AAACATACAACC{i:02d}-1" for i in range(40)]
+    _table(small).T.to_csv(tmp_path / "g.csv")
+    _table(small).to_csv(tmp_path / "c.csv")
+    for name in ("g.csv", "c.csv"):
+        a = read_data(tmp_path / name)
+        assert list(a.obs_names) == list(small.obs_names), name
+        assert list(a.var_names) == list(small.var_names), name
+        np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+    assert "genes_by_cells" in {m.code for m in validate(read_data(tmp_path / "g.csv")).messages}
+    # an explicit orientation wins over detection
+    forced = read_data(tmp_path / "g.csv", genes_by_cells=False)
+    assert forced.shape == (30, 40)

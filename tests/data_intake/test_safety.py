@@ -135,6 +135,15 @@ def test_csv_with_a_million_columns_is_refused(tmp_path: Path) -> None:
     assert err.value.status == 413 and err.value.hint
 
 
+def test_semicolon_csv_columns_count_against_the_limit(tmp_path: Path) -> None:
+    """The reader takes a .csv's separator from its header line (';' here), so the column
+    limit counts the same separator: a ';' table is not one column to the limits."""
+    path = hostile.wide_csv(tmp_path / "wide.csv")
+    path.write_text(path.read_text().replace(",", ";"))
+    with pytest.raises(FileLimitError, match="1,000,001 columns"):
+        open_untrusted(path)
+
+
 def test_gzip_bomb_is_stopped_early(tmp_path: Path) -> None:
     path = hostile.gzip_bomb_csv(tmp_path / "bomb.csv.gz")  # ~25 MB expanding to 10 GB
     assert path.stat().st_size < 50 * 1024**2

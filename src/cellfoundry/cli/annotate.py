@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cellfoundry.api import annotate, train
-from cellfoundry.cli.options import species_option
+from cellfoundry.cli.options import genes_by_cells_option, species_option
 from cellfoundry.data.io import read_data
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.models.baselines.refit import DEFAULT_REFIT_BELOW
@@ -147,6 +147,7 @@ def train_cmd(
     help="Cells read and predicted at a time (memory holds one chunk).",
 )
 @species_option
+@genes_by_cells_option
 @label_map_option
 @click.option(
     "--level",
@@ -184,6 +185,7 @@ def annotate_cmd(
     min_coverage: float,
     chunk_size: int,
     species: str = "auto",
+    genes_by_cells: bool = False,
     label_map: str | None = None,
     level: str | None = None,
     reference: str | None = None,
@@ -216,7 +218,7 @@ def annotate_cmd(
         [query, *model_dirs, *(p for p in (reference, label_map) if p)],
         in_place=(out, query) if out and is_h5ad else None,
     )
-    adata = read_data(query, backed=is_h5ad)
+    adata = read_data(query, backed=is_h5ad, genes_by_cells=True if genes_by_cells else None)
     result = annotate(
         adata,
         list(model_dirs) if len(model_dirs) > 1 else model_dirs[0],

@@ -11,7 +11,7 @@ import anndata as ad
 import click
 import numpy as np
 
-from cellfoundry.cli.options import species_option
+from cellfoundry.cli.options import genes_by_cells_option, species_option
 
 UNS_KEY = "cellfoundry_embeddings"
 
@@ -117,7 +117,7 @@ def write_into_h5ad(path: Path, key: str, emb: np.ndarray, record: dict[str, Any
     default=None,
     help="Refuse when fewer of the model's genes are present (default: the family's threshold).",
 )
-@click.option("--genes-by-cells", is_flag=True, help="CSV/TSV input has genes as rows.")
+@genes_by_cells_option
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -179,7 +179,7 @@ def embed_cmd(
             "--max-tokens (use --batch-size)",
             param_hint="--max-tokens",
         )
-    adata = read_data(data, backed=is_h5ad, genes_by_cells=genes_by_cells)
+    adata = read_data(data, backed=is_h5ad, genes_by_cells=True if genes_by_cells else None)
     human, report = to_human_space(adata, species)  # mouse/macaque/pig: human orthologs
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)

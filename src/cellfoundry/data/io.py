@@ -11,6 +11,7 @@ into memory (``adata[rows].to_memory()`` reads just those rows). Close with ``cl
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,14 @@ def read_data(
     path: str | Path,
     *,
     backed: bool = False,
-    genes_by_cells: bool = False,
+    genes_by_cells: bool | None = None,
 ) -> ad.AnnData:
-    """Read a dataset into AnnData. ``backed=True`` streams .h5ad rows from disk."""
+    """Read a dataset into AnnData. ``backed=True`` streams .h5ad rows from disk.
+
+    ``genes_by_cells`` is for CSV/TSV tables: True when genes are the rows, False when cells
+    are, None to detect it (genes are rows when most row names and almost no column names are
+    gene IDs or known gene symbols).
+    """
     p = Path(path)
     if not p.exists():
         raise DataError(f"no such file or folder: {p}", "check the path")
@@ -81,6 +87,9 @@ def read_data(
     adata.uns.setdefault("cellfoundry", {})
     if not backed:
         adata.uns["cellfoundry"] = {"source_format": fmt}
+        orientation = adata.uns.pop("table_orientation", None)
+        if orientation:
+            adata.uns["cellfoundry"]["table_orientation"] = orientation
     return adata
 
 
@@ -171,13 +180,70 @@ def _refuse_outside_references(path: Path) -> None:
         ) from None
 
 
-def _read_table(path: Path, sep: str, genes_by_cells: bool) -> ad.AnnData:
-    df = pd.read_csv(path, sep=sep, index_col=0)
+TABLE_SEPARATORS = (",", "\t", ";")
+
+
+def table_separator(header: str, default: str) -> str:
+    """The separator of a text table from its header line: the extension's own (``default``)
+    when the line holds it, else the most frequent of comma, tab and semicolon there (a
+    European ``;`` CSV, a tab-separated ``.csv``). The intake limits count columns with it too.
+    """
+    if default in header:
+        return default
+    counts = {s: header.count(s) for s in TABLE_SEPARATORS}
+    best = max(counts, key=lambda s: counts[s])
+    return best if counts[best] else default
+
+
+def _table_sep(path: Path, default: str) -> str:
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            return table_separator(fh.readline(), default)
+    except (OSError, EOFError):  # not gzip after all, unreadable: the reader says why
+        return default
+
+
+def _first_column_is_names(df: pd.DataFrame) -> bool:
+    """Whether the first column holds cell (or gene) names rather than the first gene's values:
+    an unnamed header (as pandas and R write an index), text, or numbers that are all distinct
+    (IDs); a named column of numbers with repeats is expression data (a table saved without
+    its index)."""
+    header = str(df.columns[0])
+    col = df.iloc[:, 0]
+    if header == "" or header.startswith("Unnamed: "):
+        return True
+    return not pd.api.types.is_numeric_dtype(col) or bool(col.is_unique)
+
+
+def _gene_share(names: pd.Index) -> float:
+    """Share of (up to 2,000) names that are Ensembl gene IDs or known human gene symbols
+    (mouse/other symbols match in upper case)."""
+    from cellfoundry.data.genes import gene_table, is_ensembl
+
+    sample = [str(n) for n in names[:2000]]
+    if not sample:
+        return 0.0
+    known = gene_table().symbol_to_id
+    return sum(is_ensembl(n) or n.upper() in known for n in sample) / len(sample)
+
+
+def _read_table(path: Path, sep: str, genes_by_cells: bool | None) -> ad.AnnData:
+    sep = _table_sep(path, sep)
+    df = pd.read_csv(path, sep=sep)
+    # pandas takes the first column as the index itself when the header has one name fewer
+    # (R's write.table); otherwise decide whether the first column is names or data
+    if isinstance(df.index, pd.RangeIndex) and df.shape[1] > 1 and _first_column_is_names(df):
+        df = df.set_index(df.columns[0])
+        df.index.name = None
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise DataError(
             f"{path.name} holds no cells or no genes",
-            "the first column must be cell (or gene) names",
+            "give a table with a header line of gene (or cell) names, one line per cell (or "
+            "gene) and the names in the first column, separated by commas, tabs or semicolons",
         )
+    if genes_by_cells is None:  # detected: gene names down the rows and none across the top
+        genes_by_cells = _gene_share(df.index) >= 0.5 and _gene_share(df.columns) < 0.1
     if genes_by_cells:
         df = df.T
     non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
@@ -192,6 +258,7 @@ def _read_table(path: Path, sep: str, genes_by_cells: bool) -> ad.AnnData:
         obs=pd.DataFrame(index=df.index.astype(str)),
         var=pd.DataFrame(index=df.columns.astype(str)),
     )
+    adata.uns["table_orientation"] = "genes x cells" if genes_by_cells else "cells x genes"
     return adata
 
 

@@ -250,6 +250,16 @@ def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
                 "upload a matrix with at least one cell and one gene",
             )
         )
+    read_as = adata.uns.get("cellfoundry")
+    if isinstance(read_as, dict) and read_as.get("table_orientation") == "genes x cells":
+        msgs.append(
+            Message(
+                "info",
+                "genes_by_cells",
+                "the table has genes as rows; it was read transposed (one row per cell)",
+                "nothing to do; tables with cells as rows need no option",
+            )
+        )
     infos = (
         [inspect_matrix(adata, s) for s in matrix_sources(adata)]
         if adata.n_obs and adata.n_vars

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellfoundry.data.io import table_separator
 from cellfoundry.data.untrusted.limits import IntakeLimits
 from cellfoundry.errors import DataError, FileLimitError, UnsafeFileError
 
@@ -125,8 +126,10 @@ def _long_line(path: Path, limits: IntakeLimits) -> FileLimitError:
 
 
 def check_table(path: Path, sep: str, limits: IntakeLimits) -> tuple[int, int]:
-    """Rows and columns of a CSV/TSV (header and index column included), refused beyond limits."""
+    """Rows and columns of a CSV/TSV (header and index column included), refused beyond limits;
+    ``sep`` is the extension's separator, and the header line's own is used as the reader does."""
     facts = scan_lines(path, limits)
+    sep = table_separator(facts.first_line.decode("utf-8", errors="replace"), sep)
     n_columns = facts.first_line.count(sep.encode()) + 1
     if n_columns > limits.max_columns:
         raise FileLimitError(
