@@ -1,7 +1,9 @@
 """Deleting a user's datasets, runs and models: the rows and the files they own.
 
 Active (queued or running) runs are never deleted from under their worker: the caller cancels
-them first (409 with a hint). Files shared with another row are kept.
+them first (409 with a hint). A delete and a submit on the same dataset or model are serialised
+by the owner's lock (:func:`~cellfoundry.service.quotas.lock_user`): the delete sees the new run
+(409), or the submit sees the delete (404). Files shared with another row are kept.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from cellfoundry.errors import ConflictError
+from cellfoundry.errors import ConflictError, NotFoundError
 from cellfoundry.jobs.states import ACTIVE_STATES
 from cellfoundry.service.platform import Platform
+from cellfoundry.service.quotas import lock_user
 from cellfoundry.store.tables import (
     Dataset,
     Evaluation,
@@ -60,8 +63,25 @@ def delete_runs(platform: Platform, s: Session, runs: list[Run]) -> None:
     s.flush()
 
 
+def lock_owner(
+    s: Session, table: type[Dataset] | type[ModelRecord], row_id: str, owner: str | None, kind: str
+) -> None:
+    """Take ``owner``'s lock (:func:`lock_user`, which a submit holds until its run is
+    committed: the runs read next include that run), then 404 when the row is gone already
+    (a concurrent delete of it came first)."""
+    if owner is not None:
+        lock_user(s, owner)
+    if s.scalar(select(table.id).where(table.id == row_id)) is None:
+        raise NotFoundError(
+            f"no {kind} '{row_id}' (it was just deleted)",
+            f"list yours with GET /{kind}s",
+            code=f"{kind}_not_found",
+        )
+
+
 def delete_dataset(platform: Platform, s: Session, d: Dataset) -> None:
     """Remove a dataset with its (finished) runs, and its file unless another row shares it."""
+    lock_owner(s, Dataset, d.id, d.owner_id, "dataset")
     runs = list(s.scalars(select(Run).where(Run.dataset_id == d.id)))
     _refuse_active(runs, f"dataset '{d.id}'")
     delete_runs(platform, s, runs)
@@ -77,6 +97,7 @@ def delete_dataset(platform: Platform, s: Session, d: Dataset) -> None:
 
 def delete_model(platform: Platform, s: Session, rec: ModelRecord) -> None:
     """Remove a model with the (finished) runs that used it, and its artifact folder."""
+    lock_owner(s, ModelRecord, rec.id, rec.owner_id, "model")
     runs = list(s.scalars(select(Run).where(Run.model_id == rec.id)))
     runs += [  # consensus runs that combined it with their model_id
         r

@@ -35,11 +35,13 @@ def lock_user(s: Session, uid: str) -> None:
 def check_run_quota(s: Session, settings: Settings, uid: str) -> None:
     """429 when ``uid`` already has ``max_active_runs_per_user`` queued or running runs.
 
-    Locks the user (:func:`lock_user`): insert the run in the same transaction."""
+    Locks the user (:func:`lock_user`), with or without a limit: insert the run in the same
+    transaction. A delete of the user's dataset or model takes the same lock, so it either
+    waits for the run (and refuses, 409) or comes first (and the submit sees it)."""
+    lock_user(s, uid)
     limit = settings.max_active_runs_per_user
     if limit <= 0:
         return
-    lock_user(s, uid)
     active = (
         s.scalar(
             select(func.count()).select_from(Run).where(Run.owner_id == uid, Run.state.in_(ACTIVE))

@@ -82,6 +82,7 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
             "start Redis (or fix CELLFOUNDRY_BROKER_URL) and submit again; nothing was queued",
         )
     check_run_quota(s, platform.settings, uid)  # locks the user until the run is committed
+    check_not_deleted(s, d.id, [r.id for r in recs])
     run = Run(
         owner_id=uid,
         dataset_id=d.id,
@@ -122,6 +123,25 @@ def usable_model(
             code="model_not_ready",
         )
     return rec
+
+
+def check_not_deleted(s: SessionDep, dataset_id: str, model_ids: list[str]) -> None:
+    """404 when the dataset or a model was deleted after it was read (under the user's lock,
+    which a delete also takes: the run is never inserted for a row that is gone)."""
+    if s.scalar(select(Dataset.id).where(Dataset.id == dataset_id)) is None:
+        raise NotFoundError(
+            f"no dataset '{dataset_id}' (it was deleted while the run was being submitted)",
+            "upload the data again (POST /upload) and submit with the returned id",
+            code="dataset_not_found",
+        )
+    there = set(s.scalars(select(ModelRecord.id).where(ModelRecord.id.in_(model_ids))))
+    for mid in model_ids:
+        if mid not in there:
+            raise NotFoundError(
+                f"no model '{mid}' (it was deleted while the run was being submitted)",
+                "see GET /models for the ids",
+                code="model_not_found",
+            )
 
 
 def check_accepts(spec: ApplicationSpec, rec: ModelRecord) -> None:
