@@ -4,6 +4,7 @@ the end, and the reaper (for what a crashed worker left) all remove them."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,10 +139,34 @@ def test_the_reaper_removes_shard_files_left_by_ended_runs_only(env: Env) -> Non
     reaper = env.worker(9)
     reaper.reap()
     assert env.shard_dir(crashed).is_dir()  # ended within the grace period: a shard may be writing
-    assert env.shard_dir(running).is_dir() and not orphan.exists()
+    assert env.shard_dir(running).is_dir() and not orphan.parent.exists()  # nor its folder
     old = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=env.settings.stale_after_s + 5)
     with env.db.session() as s:
         s.execute(sa.update(Run).where(Run.id == crashed).values(finished_at=old))
     reaper.reap()
     assert not env.shard_dir(crashed).exists()
     assert env.shard_dir(running).is_dir() and env.state(running) == RunState.RUNNING
+
+
+@pytest.mark.parametrize("deleted", ["run", "dataset"])
+def test_a_shard_whose_run_was_deleted_stops_and_leaves_nothing(
+    env: Env, deleted: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancel, then delete at once (the hint of the 409): a shard still at work has written its
+    files into the folder of a run that no row owns; when it sees the run gone it stops quietly
+    (no 'bug' traceback in the log) and removes them, with the run's folder."""
+    rid = env.sharded_run()
+    late = env.worker(1)
+    with env.db.session() as s:  # shard 1 is at work when the cancel and the delete come
+        assert late.claim_shard(s, rid, 1)
+    assert env.client.post(f"/runs/{rid}/cancel", headers=env.auth).status_code == 200
+    doomed = f"/runs/{rid}" if deleted == "run" else f"/datasets/{env.body['dataset_id']}"
+    assert env.client.delete(doomed, headers=env.auth).status_code == 204
+    run_dir = env.settings.storage / "runs" / rid
+    assert not run_dir.exists()
+    env.shard_dir(rid).mkdir(parents=True)  # what shard 1 wrote after the delete
+    (env.shard_dir(rid) / "1.npy").write_bytes(b"x")
+    with caplog.at_level(logging.ERROR, logger="cellfoundry"):
+        assert late.execute_shard_claimed(rid, 1) == "lost"
+    assert not run_dir.exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -330,7 +330,8 @@ class Engine:
     def _inputs(self, run_id: str) -> tuple[Run, Dataset, ModelRecord]:
         with self.db.session() as s:
             run = s.get(Run, run_id)
-            assert run is not None
+            if run is None:  # deleted (after a cancel) before this worker got to it
+                raise LostRun(run_id)
             ds = s.get(Dataset, run.dataset_id)
             rec = s.get(ModelRecord, run.model_id)
             if ds is None or rec is None:

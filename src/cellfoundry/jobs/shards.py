@@ -6,6 +6,7 @@ concatenates the shard probabilities in order and writes the run's result files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -287,15 +288,26 @@ def shard_dir_of(storage: FileStorage, run_id: str) -> Path:
 
 
 def remove_if_ended(engine: Engine, run_id: str) -> None:
-    """Delete the shard files of ``run_id`` when it was cancelled or failed (a shard that
-    finished after the end, or stopped because of it, leaves nothing behind)."""
+    """Delete the shard files of ``run_id`` when it was cancelled, failed or deleted (a shard
+    that finished after the end, or stopped because of it, leaves nothing behind)."""
 
     def state() -> str | None:
         with engine.db.session() as s:
             return s.scalar(select(Run.state).where(Run.id == run_id))
 
-    if engine.retry(state, f"reading the state of {run_id}") in ENDED:
+    found = engine.retry(state, f"reading the state of {run_id}")
+    if found is None:
+        remove_orphan_shards(shard_dir_of(engine.storage, run_id))
+    elif found in ENDED:
         remove_shard_files(engine.storage, run_id)
+
+
+def remove_orphan_shards(shards: Path) -> None:
+    """The shard folder of a run whose row is gone, and the run's folder when nothing else is
+    left in it (a model the run produced, which the delete keeps, stays)."""
+    shutil.rmtree(shards, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty, or gone already
+        shards.parent.rmdir()
 
 
 def sweep_leftovers(engine: Engine, grace_s: float) -> list[str]:
@@ -318,7 +330,9 @@ def sweep_leftovers(engine: Engine, grace_s: float) -> list[str]:
             state, finished = ended[rid]
             if state not in FINAL_STATES or finished is None or _utc(finished) > cutoff:
                 continue
-        shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            remove_orphan_shards(folder)
         removed.append(rid)
     return removed
 
