@@ -111,8 +111,19 @@ export async function launchBrowser({ width = 1280, height = 900 } = {}) {
     viewport: { width, height },
     acceptDownloads: true,
   });
+  // the service's Content-Security-Policy must not block anything the UI does: every violation
+  // is reported on the page's console and fails the run (finish)
+  const cspViolations = [];
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) =>
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}`));
+  });
+  context.on("console", (m) => {
+    if (/CSP violation|Content Security Policy/.test(m.text())) cspViolations.push(m.text());
+  });
   return {
     context,
+    cspViolations,
     async close() {
       await context.close().catch(() => {});
       rmSync(profile, { recursive: true, force: true });
@@ -158,6 +169,10 @@ export function checks({ artifacts, page = () => null }) {
     console.log(`not ok - harness: ${e.stack ?? e}`);
   }
   async function finish(svc, browser) {
+    if (browser?.cspViolations?.length) {
+      results.push(["content security policy", false]);
+      console.log(`not ok - content security policy: ${browser.cspViolations.slice(0, 5).join(" | ")}`);
+    }
     await browser?.close();
     if (svc) {
       if (results.some(([, ok]) => !ok)) console.log(`# service output (tail):\n${svc.output().split("\n").slice(-30).join("\n")}`);

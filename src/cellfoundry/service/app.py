@@ -31,6 +31,7 @@ from cellfoundry.service.public import client_text
 from cellfoundry.service.request_id import HEADER, RequestIdMiddleware, request_id_of
 from cellfoundry.service.routes import ROUTERS
 from cellfoundry.service.routes.predict import PredictFastPath
+from cellfoundry.service.security_headers import SecurityHeadersMiddleware
 from cellfoundry.store.db import migrate
 
 log = logging.getLogger("cellfoundry.service")
@@ -101,7 +102,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_kb * 1024)
-    app.add_middleware(RequestIdMiddleware)  # outermost: the 413 above carries the request id
+    app.add_middleware(RequestIdMiddleware)  # the 413 above carries the request id
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every answer of the stack
     install_error_handlers(app, [settings.home, settings.storage])
     if settings.web_dir is not None and Path(settings.web_dir).is_dir():
         mount_spa(app, Path(settings.web_dir).resolve())

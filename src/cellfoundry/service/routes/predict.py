@@ -23,6 +23,7 @@ from cellfoundry.service.predict import LoadedModel, Prepared
 from cellfoundry.service.predict_body import parse_predict_body
 from cellfoundry.service.request_id import RAW_HEADER, assign_request_id
 from cellfoundry.service.schemas import PredictPublic, PredictRequest, errors
+from cellfoundry.service.security_headers import headers_for
 from cellfoundry.store.model_records import visible_to
 from cellfoundry.store.tables import ModelRecord, Visibility
 
@@ -124,6 +125,8 @@ async def answer(
     return await run_in_threadpool(compute)
 
 
+#: the fixed headers of a /predict answer: its type, and the app's security headers
+ANSWER_HEADERS = headers_for("/predict", [(b"content-type", b"application/json")])
 INLINE_BYTES = 64 * 1024  # smaller bodies are parsed and answered on the event loop (cheaper)
 
 
@@ -194,6 +197,8 @@ class PredictFastPath:
             if handler is None:
                 raise
             response = await handler(Request(scope, receive), exc)
+            for k, v in headers_for("/predict", response.raw_headers):
+                response.headers.setdefault(k.decode("latin-1"), v.decode("latin-1"))
             await response(scope, receive, send)
             return
         await send(
@@ -201,9 +206,9 @@ class PredictFastPath:
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [
-                    (b"content-type", b"application/json"),
                     (b"content-length", str(len(content)).encode()),
                     (RAW_HEADER, rid),
+                    *ANSWER_HEADERS,
                 ],
             }
         )
