@@ -13,7 +13,7 @@ from cellfoundry.data.orthologs import OrthologyReport
 from cellfoundry.data.report import Coverage
 from cellfoundry.models.base import GenePanel
 from cellfoundry.ontology import LabelMapping, map_labels, roll_up_classes, roll_up_counts
-from cellfoundry.stats.labels import UNKNOWN
+from cellfoundry.stats.labels import UNKNOWN, called_mask
 
 PROBA_KEY = "cellfoundry_probabilities"
 TERM_COLUMN = "predicted_cell_type_ontology_term_id"
@@ -76,7 +76,8 @@ class AnnotationResult:
 
     @property
     def unknown(self) -> np.ndarray:
-        return self.confidence < self.threshold
+        """Below the threshold, or no evidence at all (uniform probabilities): see called_mask."""
+        return ~called_mask(self.probabilities, self.threshold)
 
     @property
     def display_labels(self) -> np.ndarray:

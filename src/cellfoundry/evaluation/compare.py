@@ -28,7 +28,7 @@ from cellfoundry.evaluation.ontology_scores import CREDIT_RULE
 from cellfoundry.models.fitting import read_labels
 from cellfoundry.ontology import read_label_map
 from cellfoundry.stats.calibration import expected_calibration_error
-from cellfoundry.stats.labels import labelled_mask
+from cellfoundry.stats.labels import called_mask, labelled_mask
 from cellfoundry.stats.metrics import (
     BASE_EMBEDDING,
     INPUT_RECONSTRUCTION,
@@ -104,7 +104,7 @@ def _prediction_frame(
             "true": list(truth),
             "predicted": pred,
             "confidence": proba.max(axis=1),
-            "called": proba.max(axis=1) >= threshold,
+            "called": called_mask(proba, threshold),
         }
     )
     for j, c in enumerate(classes):

@@ -25,6 +25,7 @@ from cellfoundry.data.prepare import (
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import CoverageError
 from cellfoundry.ontology import LabelMapping, map_labels
+from cellfoundry.stats.labels import UNKNOWN, no_evidence_rows, uniform_where
 
 GenePanelMode = Literal["all_genes", "unobserved", "refit", "family_default"]
 
@@ -201,6 +202,12 @@ class FeatureAnnotator(Annotator):
         (never read as zero expression). ``None``: every gene is present.
         """
 
+    def probabilities(self, x: sp.csr_matrix, present: np.ndarray | None = None) -> np.ndarray:
+        """``logits_or_proba``, except that a cell with no value on any model gene (no counts on
+        them) gets the uniform distribution: the model has no evidence for it, and the cell is
+        Unknown (stats.labels.called_mask). Every prediction path (annotate, /predict) uses this."""
+        return uniform_where(self.logits_or_proba(x, present), no_evidence_rows(x))
+
     def observers(self, plan: InputPlan, n_cells: int, *, explain: bool) -> list[ChunkObserver]:
         """What else is computed while the chunks stream past (none by default)."""
         return []
@@ -258,15 +265,25 @@ class FeatureAnnotator(Annotator):
         )
         present = plan.present
         mask = plan.unobserved_mask
+        n_empty = 0
         for start, x in iter_features(adata, plan, chunk_size):
-            proba = self.logits_or_proba(x, mask)
+            proba = self.probabilities(x, mask)
+            n_empty += int(no_evidence_rows(x).sum())
             out[start : start + x.shape[0]] = proba
             for w in watchers:
                 w.observe(start, x, proba)
             bar.update(x.shape[0])
         bar.close()
         panel = GenePanel.from_coverage(len(present), int(present.sum()), "unobserved")
-        pred = Prediction(probabilities=out, plan=plan, warnings=plan.warnings, gene_panel=panel)
+        warnings = list(plan.warnings)
+        if n_empty:
+            warnings.append(
+                f"{n_empty:,} of {adata.n_obs:,} cells have no counts on any of the model's "
+                f"{int(present.sum()):,} genes in the data: they are called {UNKNOWN} (no "
+                "evidence); check that they are cells (not empty droplets) and that the gene "
+                "names match the model's"
+            )
+        pred = Prediction(probabilities=out, plan=plan, warnings=warnings, gene_panel=panel)
         for w in watchers:
             obs, uns = w.finish()
             pred.obs.update(obs)

@@ -29,6 +29,7 @@ from cellfoundry.models.baselines.common import write_artifact
 from cellfoundry.models.fitting import fit_with_holdout, read_labels
 from cellfoundry.models.foundation import FoundationModel, load_foundation
 from cellfoundry.stats.calibration import apply_temperature
+from cellfoundry.stats.labels import no_evidence_rows, uniform_where
 
 # Gene coverage below which embedding is refused, per family (share of the model's genes present).
 # SCimilarity's official aligner needs 5000 of its 28,231 genes; the transformer vocabularies are
@@ -407,7 +408,11 @@ class EmbeddingAnnotator(Annotator):
         )
         proba = np.empty((adata.n_obs, len(self.classes)), dtype=np.float32)
         for s in range(0, adata.n_obs, chunk_size):
-            proba[s : s + chunk_size] = self.proba_from_embeddings(emb[s : s + chunk_size])
+            block = emb[s : s + chunk_size]
+            # an all-zero embedding (Geneformer's mean over no genes) carries no evidence
+            proba[s : s + chunk_size] = uniform_where(
+                self.proba_from_embeddings(block), no_evidence_rows(block)
+            )
         return Prediction(
             probabilities=proba,
             plan=plan,

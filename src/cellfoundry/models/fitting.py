@@ -26,6 +26,7 @@ from cellfoundry.stats.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from cellfoundry.stats.labels import called_mask
 from cellfoundry.stats.metrics import classification_metrics
 from cellfoundry.stats.splits import held_out_split
 
@@ -209,7 +210,7 @@ def fit_with_holdout(
         metrics["ece_before_temperature"] = expected_calibration_error(
             apply_temperature(scores, 1.0), y[te]
         )
-    metrics["unknown_share"] = float((proba.max(axis=1) < threshold).mean())
+    metrics["unknown_share"] = float((~called_mask(proba, threshold)).mean())
     metrics["evaluated_on"] = (
         f"stratified held-out test part, {len(te)} of {len(y)} reference cells (seed {seed}); "
         f"temperature and Unknown threshold from {len(ca)} other held-out cells; "

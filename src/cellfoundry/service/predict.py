@@ -30,6 +30,7 @@ from cellfoundry.data.prepare import (
 from cellfoundry.data.species import mapped_rows, species_map
 from cellfoundry.errors import CellfoundryError
 from cellfoundry.result import UNKNOWN
+from cellfoundry.stats.labels import called_mask
 
 PLAN_CACHE_SIZE = 256
 
@@ -161,7 +162,7 @@ class Predictor:
     def add(
         self, model_id: str, annotator: Any, owner_id: str | None = None, public: bool = True
     ) -> None:
-        if not hasattr(annotator, "logits_or_proba") or not hasattr(annotator, "genes"):
+        if not hasattr(annotator, "probabilities") or not hasattr(annotator, "genes"):
             raise CellfoundryError(
                 f"model '{model_id}' ({annotator.family}) does not support real-time prediction",
                 "submit a batch run with POST /submit instead",
@@ -274,7 +275,7 @@ class Predictor:
 
     def proba(self, prep: Prepared) -> np.ndarray:
         """The model's class probabilities of the prepared cells (rows in order)."""
-        return prep.model.annotator.logits_or_proba(  # type: ignore[no-any-return]
+        return prep.model.annotator.probabilities(  # type: ignore[no-any-return]
             prep.matrix(), prep.plan.unobserved_mask if prep.panel else None
         )
 
@@ -306,14 +307,15 @@ class Predictor:
                 )
             )
         out = []
+        called = called_mask(proba, thr)
         for i in range(prep.n_cells):
             top = [{"label": classes[j], "probability": float(proba[i, j])} for j in order[i]]
             conf = float(proba[i, order[i, 0]])
             out.append(
                 {
-                    "label": UNKNOWN if conf < thr else classes[order[i, 0]],
+                    "label": classes[order[i, 0]] if called[i] else UNKNOWN,
                     "confidence": conf,
-                    "unknown": conf < thr,
+                    "unknown": not called[i],
                     "top_k": top,
                 }
             )
@@ -401,7 +403,7 @@ class ProbaBatcher:
             try:
                 n_target = len(items[0][0].plan.alignment.target)
                 x = stack_cells([p.cell for p, _ in items], n_target)  # type: ignore[misc]
-                proba = model.annotator.logits_or_proba(x, None)
+                proba = model.annotator.probabilities(x, None)
             except Exception as exc:
                 for _, fut in items:
                     if not fut.done():

@@ -5,10 +5,51 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import scipy.sparse as sp
 
 UNKNOWN = "Unknown"
 # true-label values that mean "no label" (besides None / NaN)
+# probabilities this close to even (top minus bottom) are a tie: no call (see called_mask)
+UNIFORM_TOL = 1e-6
 MISSING_LABELS = frozenset({"", "nan", "NaN", "None", "NA", "<NA>"})
+
+
+def called_mask(proba: np.ndarray, threshold: float) -> np.ndarray:
+    """True where a cell gets a call, False where it is "Unknown".
+
+    A cell is Unknown when its confidence (the top probability) is below ``threshold``, and
+    whatever the threshold, when its probabilities are uniform: a model with no evidence for a
+    cell (no counts on its genes) spreads it evenly over the classes, and the first class of an
+    even tie is no call.
+    """
+    p = np.asarray(proba)
+    if p.ndim != 2 or p.shape[0] == 0:
+        return np.zeros(p.shape[:1], dtype=bool)
+    conf = p.max(axis=1)
+    call = conf >= threshold
+    k = p.shape[1]
+    if k > 1:
+        call &= (conf - p.min(axis=1)) > UNIFORM_TOL
+    return np.asarray(call, dtype=bool)
+
+
+def no_evidence_rows(x: sp.spmatrix | np.ndarray) -> np.ndarray:
+    """True for rows that hold no non-zero value (a cell with no counts on a model's genes)."""
+    if sp.issparse(x):
+        # read-only: scipy's csr_matrix(x) of a CSR with unsorted indices sorts x's own index
+        # array in place (its values left as they were), which corrupted cached /predict cells
+        csr = x if x.format == "csr" else x.tocsr(copy=True)
+        n = csr.shape[0]
+        rows = np.repeat(np.arange(n), np.diff(csr.indptr))
+        return np.bincount(rows[np.asarray(csr.data) != 0], minlength=n) == 0
+    return ~np.any(np.asarray(x) != 0, axis=1)
+
+
+def uniform_where(proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``proba`` with the marked rows set to the uniform distribution (in place; returned)."""
+    if rows.any():
+        proba[rows] = 1.0 / proba.shape[1]
+    return proba
 
 
 def labelled_mask(y_true: npt.ArrayLike) -> np.ndarray:

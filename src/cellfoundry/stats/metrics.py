@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from cellfoundry.stats.calibration import expected_calibration_error
-from cellfoundry.stats.labels import UNKNOWN, labelled_mask
+from cellfoundry.stats.labels import UNKNOWN, called_mask, labelled_mask
 
 __all__ = [
     "BASE_EMBEDDING",
@@ -94,7 +94,7 @@ def classification_metrics(
 
     ``y_pred``: the most probable class per cell; an "Unknown" entry there counts as not called
     (and as a wrong forced choice). Called cells are, in order of precedence: ``called`` (bool
-    mask), confidence ``proba.max(axis=1) >= threshold``, the cells whose ``y_pred`` is not Unknown.
+    mask), ``stats.labels.called_mask(proba, threshold)``, the cells whose ``y_pred`` is not Unknown.
     """
     yt_all = np.asarray(y_true, dtype=object)
     keep = labelled_mask(yt_all)
@@ -103,7 +103,7 @@ def classification_metrics(
     if called is not None:
         call = np.asarray(called, dtype=bool)[keep]
     elif proba is not None and threshold is not None:
-        call = np.asarray(proba)[keep].max(axis=1) >= threshold
+        call = called_mask(np.asarray(proba)[keep], threshold)
     else:
         call = np.ones(len(yt), dtype=bool)
     call = call & (yp != UNKNOWN)

@@ -28,6 +28,7 @@ from cellfoundry.stats.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from cellfoundry.stats.labels import called_mask
 from cellfoundry.stats.metrics import classification_metrics
 from cellfoundry.stats.splits import cells_sha256, held_out_split
 from cellfoundry.tuning.annotator import BASE_FILE, FinetunedAnnotator
@@ -406,7 +407,7 @@ def finetune(
     metrics["ece_before_temperature"] = expected_calibration_error(
         apply_temperature(logits, 1.0), y[va]
     )
-    metrics["unknown_share"] = float((proba.max(axis=1) < threshold).mean())
+    metrics["unknown_share"] = float((~called_mask(proba, threshold)).mean())
     metrics["evaluated_on"] = (
         f"stratified held-out test part, {len(va)} of {len(y)} reference cells (seed {seed}); "
         f"early stopping on {len(split.stop)} and temperature / Unknown threshold on "
