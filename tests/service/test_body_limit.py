@@ -48,6 +48,9 @@ def test_a_json_body_past_the_limit_is_413_declared_or_chunked(client: TestClien
 
     _refused(client.post("/submit", content=chunked(), headers=headers))
     _refused(client.post("/runs/r_1/cancel", content=big, headers=headers))
+    # the API description says so for the route that takes a JSON body
+    spec = client.get("/openapi.json").json()
+    assert "413" in spec["paths"]["/submit"]["post"]["responses"]
 
 
 def test_bodies_within_the_limit_and_other_endpoints_are_answered_as_before(

@@ -44,7 +44,7 @@ EXIT_AFTER_COMMIT = "CELLFOUNDRY_FAULT_EXIT_AFTER_SUBMIT_COMMIT"
     "/submit",
     status_code=201,
     response_model=SubmitPublic,
-    responses=errors(400, 401, 404, 409, 429, 503),
+    responses=errors(400, 401, 404, 409, 413, 429, 503),
 )
 def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDep) -> SubmitPublic:
     """Queue a run of an application on a dataset with a model (params validated first)."""
