@@ -33,16 +33,16 @@ def called_mask(proba: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(call, dtype=bool)
 
 
-def no_evidence_rows(x: sp.spmatrix | np.ndarray) -> np.ndarray:
+def no_evidence_rows(x: sp.spmatrix | sp.sparray | np.ndarray) -> np.ndarray:
     """True for rows that hold no non-zero value (a cell with no counts on a model's genes)."""
-    if sp.issparse(x):
-        # read-only: scipy's csr_matrix(x) of a CSR with unsorted indices sorts x's own index
-        # array in place (its values left as they were), which corrupted cached /predict cells
-        csr = x if x.format == "csr" else x.tocsr(copy=True)
-        n = csr.shape[0]
-        rows = np.repeat(np.arange(n), np.diff(csr.indptr))
-        return np.bincount(rows[np.asarray(csr.data) != 0], minlength=n) == 0
-    return ~np.any(np.asarray(x) != 0, axis=1)
+    if isinstance(x, np.ndarray):
+        return ~np.any(x != 0, axis=1)
+    # read-only: scipy 1.17's csr_matrix(x) of a CSR with unsorted indices was seen to sort x's
+    # own index array in place (values left as they were), corrupting cached /predict cells
+    csr = x if x.format == "csr" else x.tocsr(copy=True)
+    n = int(csr.shape[0])
+    rows = np.repeat(np.arange(n), np.diff(csr.indptr))
+    return np.asarray(np.bincount(rows[np.asarray(csr.data) != 0], minlength=n) == 0)
 
 
 def uniform_where(proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
