@@ -8,7 +8,8 @@ non-empty ``{gene: number}`` object (or a non-empty list of them) with every val
 and whose other fields pass ``PredictOptions``, the same fields and constraints in strict mode.
 Anything else (invalid JSON, ``NaN``/``Infinity``/``1e400``, strings or booleans as values,
 unknown fields, an option of another type, ...) goes through ``PredictRequest`` exactly as before,
-so every refusal, its status and its message are pydantic's, unchanged. An accepted body gives
+so every refusal and its status are pydantic's (the route words a body that is not JSON as
+``/submit`` does: ``json_body.body_error``). An accepted body gives
 what pydantic gives: the same genes in the same order (a repeated gene keeps its first place and
 its last value), the same float64 values (an integer is converted as pydantic converts it) and
 the same options.

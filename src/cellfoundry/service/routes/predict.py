@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cellfoundry.errors import CellfoundryError, NotFoundError, TooLargeError, UnavailableError
 from cellfoundry.service.deps import PlatformDep, user_of_authorization
+from cellfoundry.service.json_body import body_error
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.predict import LoadedModel, Prepared
 from cellfoundry.service.predict_body import parse_predict_body
@@ -49,9 +50,14 @@ async def predict(request: Request, platform: PlatformDep) -> Response:
     Body: ``PredictRequest`` (parsed and validated in one pass by pydantic's JSON parser), at most
     ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
     distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
+    The body is read as UTF-8 JSON whatever its ``Content-Type`` (not checked, for speed; send
+    ``application/json``); an empty body, one that is not UTF-8 or not valid JSON is refused with
+    422 (``empty_body``, ``body_not_utf8`` with the offset of the first bad byte,
+    ``invalid_json`` with the line, column and character of the error), as on ``/submit``.
     """
     # (The usual bodies are read by orjson with the same checks, parse_predict_body; the others,
-    # and so every refusal, by pydantic. This docstring is the endpoint's OpenAPI description.)
+    # and so every refusal, by pydantic, whose refusal of a body that is not JSON is then said
+    # by json_body.body_error. This docstring is the endpoint's OpenAPI description.)
     # In an app of create_app, PredictFastPath answers these requests before FastAPI's routing
     # (the same `answer`, less work per request); this route documents them in the schema.
     content = await answer(
@@ -238,7 +244,12 @@ def _parse(raw: bytes, max_cells: int) -> tuple[Any, list[dict[str, float]]]:
     try:
         body, cells = parse_predict_body(raw)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        errors = exc.errors()
+        if any(e["type"] == "json_invalid" for e in errors):  # said as /submit says it
+            error = body_error(raw, "/predict")
+            if error is not None:
+                raise error from None
+        raise RequestValidationError(errors) from None
     if not cells or any(not c for c in cells):
         raise CellfoundryError(
             "every cell needs at least one gene value",

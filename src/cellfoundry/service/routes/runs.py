@@ -21,6 +21,7 @@ from cellfoundry.jobs.shards import remove_shard_files
 from cellfoundry.jobs.states import cancel_run
 from cellfoundry.service.deletion import delete_runs
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep, UserDep
+from cellfoundry.service.json_body import JsonBodyRoute
 from cellfoundry.service.public import run_public
 from cellfoundry.service.quotas import check_run_quota
 from cellfoundry.service.schemas import (
@@ -35,7 +36,7 @@ from cellfoundry.service.schemas import (
 from cellfoundry.store.model_records import can_use, check_ready
 from cellfoundry.store.tables import Dataset, ModelRecord, Run, RunState
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=JsonBodyRoute)  # /submit: JSON body errors
 #: test-only: set to make the API process exit right after the submit commit, before dispatch
 EXIT_AFTER_COMMIT = "CELLFOUNDRY_FAULT_EXIT_AFTER_SUBMIT_COMMIT"
 
@@ -44,10 +45,16 @@ EXIT_AFTER_COMMIT = "CELLFOUNDRY_FAULT_EXIT_AFTER_SUBMIT_COMMIT"
     "/submit",
     status_code=201,
     response_model=SubmitPublic,
-    responses=errors(400, 401, 404, 409, 413, 429, 503),
+    responses=errors(400, 401, 404, 409, 413, 415, 429, 503),
 )
 def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDep) -> SubmitPublic:
-    """Queue a run of an application on a dataset with a model (params validated first)."""
+    """Queue a run of an application on a dataset with a model (params validated first).
+
+    Body: a JSON object sent with ``Content-Type: application/json`` (another or no
+    Content-Type: 415 ``not_json``), encoded as UTF-8; an empty body, one that is not UTF-8 or
+    not valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of
+    the first bad byte, ``invalid_json`` with the line, column and character of the error).
+    """
     d = s.get(Dataset, body.dataset_id)
     if d is None or d.owner_id != uid:
         raise NotFoundError(
