@@ -37,9 +37,14 @@ def _write_10x_h5(path: Path, adata: ad.AnnData) -> None:
         feats["_all_tag_keys"] = np.array(["genome"], dtype="S")
 
 
-def _write_mex(folder: Path, adata: ad.AnnData) -> None:
+def _write_mex(
+    folder: Path, adata: ad.AnnData, features: str = "features.tsv", gz: bool = True
+) -> None:
+    """A 10x MEX folder; ``features`` 'genes.tsv' writes the older two-column gene list."""
     folder.mkdir()
-    with gzip.open(folder / "matrix.mtx.gz", "wb") as fh:
+    opener = gzip.open if gz else open
+    end = ".gz" if gz else ""
+    with opener(folder / f"matrix.mtx{end}", "wb") as fh:
         scipy.io.mmwrite(fh, sp.coo_matrix(adata.X.T.astype(np.int64)))
     feats = pd.DataFrame(
         {
@@ -48,9 +53,11 @@ def _write_mex(folder: Path, adata: ad.AnnData) -> None:
             "type": "Gene Expression",
         }
     )
-    feats.to_csv(folder / "features.tsv.gz", sep="\t", header=False, index=False)
+    if features == "genes.tsv":
+        feats = feats[["id", "name"]]
+    feats.to_csv(folder / f"{features}{end}", sep="\t", header=False, index=False)
     pd.Series(adata.obs_names).to_csv(
-        folder / "barcodes.tsv.gz", sep="\t", header=False, index=False
+        folder / f"barcodes.tsv{end}", sep="\t", header=False, index=False
     )
 
 
@@ -83,6 +90,29 @@ def test_10x_mex_folder(tmp_path: Path, small: ad.AnnData) -> None:
     assert a.shape == small.shape
     assert a.var_names[0].startswith("ENSG")  # IDs as var_names, symbols kept in var
     np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+
+
+@pytest.mark.parametrize("features", ["features.tsv", "genes.tsv"])
+@pytest.mark.parametrize("gz", [True, False], ids=["gzipped", "plain"])
+def test_10x_mex_plain_or_gzipped_features_or_genes_read_the_same(
+    tmp_path: Path, small: ad.AnnData, features: str, gz: bool
+) -> None:
+    """Before: a plain folder with features.tsv failed 'Did not find file .../matrix.mtx.gz'
+    and a gzipped one with genes.tsv.gz 'No such file or directory: .../features.tsv.gz'."""
+    _write_mex(tmp_path / "mex", small, features, gz)
+    a = read_data(tmp_path / "mex")
+    assert list(a.obs_names) == list(small.obs_names)
+    assert list(a.var["gene_symbols"]) == list(small.var_names)
+    assert a.var_names[0] == "ENSG00000000000"
+    np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+
+
+def test_10x_mex_folder_missing_a_file_names_it(tmp_path: Path, small: ad.AnnData) -> None:
+    _write_mex(tmp_path / "mex", small, gz=False)
+    (tmp_path / "mex" / "features.tsv").unlink()
+    with pytest.raises(DataError, match=r"lacks features\.tsv/genes\.tsv") as err:
+        read_data(tmp_path / "mex")
+    assert "genes.tsv" in (err.value.hint or "")
 
 
 def test_csv_cells_by_genes_and_tsv_genes_by_cells(tmp_path: Path, small: ad.AnnData) -> None:

@@ -72,9 +72,7 @@ def read_data(
 
             adata = sc.read_10x_h5(p)
         elif fmt == "10x_mex":
-            import scanpy as sc
-
-            adata = sc.read_10x_mtx(p, var_names="gene_ids", make_unique=True)
+            adata = _read_mex(p)
         else:
             adata = _read_table(p, sep="," if fmt == "csv" else "\t", genes_by_cells=genes_by_cells)
     except DataError:
@@ -90,6 +88,54 @@ def read_data(
         orientation = adata.uns.pop("table_orientation", None)
         if orientation:
             adata.uns["cellfoundry"]["table_orientation"] = orientation
+    return adata
+
+
+def _mex_file(folder: Path, stems: tuple[str, ...]) -> Path | None:
+    """The first of ``stems`` present in ``folder``, plain or gzipped."""
+    for stem in stems:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _read_mex(folder: Path) -> ad.AnnData:
+    """A 10x MEX folder: matrix.mtx, features.tsv (Cell Ranger 3+) or genes.tsv (older) and
+    barcodes.tsv, each plain or gzipped. Gene IDs are the var_names, symbols in
+    var['gene_symbols']; with a feature-type column only 'Gene Expression' rows are kept."""
+    import scipy.io
+
+    files = {
+        "matrix.mtx": _mex_file(folder, ("matrix.mtx",)),
+        "features.tsv/genes.tsv": _mex_file(folder, ("features.tsv", "genes.tsv")),
+        "barcodes.tsv": _mex_file(folder, ("barcodes.tsv",)),
+    }
+    missing = [name for name, f in files.items() if f is None]
+    if missing:
+        raise DataError(
+            f"the 10x MEX folder {folder.name} lacks {' and '.join(missing)} (plain or .gz)",
+            "use the whole folder Cell Ranger wrote: matrix.mtx, features.tsv (or genes.tsv) and "
+            "barcodes.tsv, each plain or gzipped",
+        )
+    mtx, feats_path, barcodes_path = (f for f in files.values() if f is not None)
+    x = sp.csr_matrix(scipy.io.mmread(mtx).T, dtype=np.float32)  # stored genes x cells
+    feats = pd.read_csv(feats_path, sep="\t", header=None, dtype=str)
+    barcodes = pd.read_csv(barcodes_path, sep="\t", header=None, dtype=str)[0]
+    if (len(barcodes), len(feats)) != x.shape:
+        raise DataError(
+            f"{mtx.name} holds {x.shape[1]:,} genes x {x.shape[0]:,} cells but "
+            f"{feats_path.name} lists {len(feats):,} genes and {barcodes_path.name} {len(barcodes):,} cells",
+            "use the three files of one 10x output folder",
+        )
+    var = pd.DataFrame({"gene_symbols": feats[1].to_numpy() if feats.shape[1] > 1 else feats[0]})
+    var.index = pd.Index(feats[0].to_numpy())
+    adata = ad.AnnData(X=x, obs=pd.DataFrame(index=pd.Index(barcodes.to_numpy())), var=var)
+    if feats.shape[1] > 2:
+        adata.var["feature_types"] = feats[2].to_numpy()
+        gex = (adata.var["feature_types"] == "Gene Expression").to_numpy()
+        if gex.any() and not gex.all():
+            adata = adata[:, gex].copy()
     return adata
 
 
