@@ -95,3 +95,17 @@ def test_check_outputs_library(tmp_path: Path) -> None:
         check_outputs([data], [], folders=True)
     with pytest.raises(DataError, match="is a folder"):
         check_outputs([tmp_path], [])
+
+
+def test_a_misnamed_file_is_refused_with_its_real_kind(files) -> None:
+    """Before: an .h5ad named .csv ended "could not read q.csv as csv: UnicodeDecodeError: 'utf-8'
+    codec can't decode byte 0x89 in position 0" (fix: 'check that the file is a valid csv file')."""
+    d, model = files["dir"], str(files["model"])
+    misnamed = d / "h5ad_named.csv"
+    misnamed.write_bytes(files["h5ad"].read_bytes())
+    proc = run("annotate", str(misnamed), "--model", model, "--out", str(d / "m.csv"))
+    refused(
+        proc, "h5ad_named.csv is an HDF5 file written by anndata", "rename it to h5ad_named.h5ad"
+    )
+    proc = run("inspect", str(misnamed))
+    refused(proc, "is an HDF5 file written by anndata")

@@ -131,7 +131,7 @@ def test_csv_cells_by_genes_and_tsv_genes_by_cells(tmp_path: Path, small: ad.Ann
     ("name", "content", "needle"),
     [
         ("cells.xlsx", b"PK", "unsupported file type"),
-        ("broken.h5ad", b"not an hdf5 file", "could not read broken.h5ad"),
+        ("broken.h5ad", b"not an hdf5 file", "broken.h5ad is text, but its name ends in .h5ad"),
         ("text.csv", b"cell,GENE1\nc1,abc\n", "not numeric"),
     ],
 )
@@ -143,6 +143,79 @@ def test_unreadable_inputs_say_what_to_fix(
     with pytest.raises(DataError) as err:
         read_data(p)
     assert needle in err.value.message
+    assert err.value.hint
+
+
+def _gzip(path: Path, data: bytes) -> None:
+    with gzip.open(path, "wb") as fh:
+        fh.write(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "what", "fixed"),
+    [
+        ("x.csv", lambda p, a: a.write_h5ad(p), "an HDF5 file written by anndata", "x.h5ad"),
+        ("x.h5", lambda p, a: a.write_h5ad(p), "an HDF5 file written by anndata", "x.h5ad"),
+        ("x.h5ad", lambda p, a: a.to_df().to_csv(p), "a text table", "x.csv"),
+        ("x.h5ad", lambda p, a: _write_10x_h5(p, a), "written by Cell Ranger", "x.h5"),
+        (
+            "x.csv",
+            lambda p, a: _gzip(p, a.to_df().to_csv().encode()),
+            "gzip-compressed",
+            "x.csv.gz",
+        ),
+        ("x.csv.gz", lambda p, a: p.write_text(a.to_df().to_csv()), "not gzip-compressed", "x.csv"),
+        ("x.tsv", lambda p, a: _gzip(p, a.to_df().to_csv(sep="\t").encode()), "gzip", "x.csv.gz"),
+    ],
+    ids=[
+        "h5ad-as-csv",
+        "h5ad-as-h5",
+        "csv-as-h5ad",
+        "10x-as-h5ad",
+        "gz-as-csv",
+        "csv-as-gz",
+        "gz-as-tsv",
+    ],
+)
+def test_a_wrong_extension_is_refused_with_the_name_that_reads(
+    tmp_path: Path, small: ad.AnnData, name: str, write, what: str, fixed: str
+) -> None:
+    """Before: an .h5ad named .csv failed "UnicodeDecodeError: 'utf-8' codec can't decode byte
+    0x89", a CSV named .h5ad "file signature not found", a gzipped .csv "can't decode byte 0x8b",
+    a 10x .h5 named .h5ad "AnnData.__init__() got an unexpected keyword argument 'matrix'", each
+    with the hint 'check that the file is a valid ... file'. Now the message says what the file
+    is and the hint names the file name under which it reads (followed here)."""
+    p = tmp_path / name
+    write(p, small)
+    with pytest.raises(DataError) as err:
+        read_data(p)
+    assert what in err.value.message and name in err.value.message
+    assert f"rename it to {fixed}" in (err.value.hint or "")
+    p.rename(tmp_path / fixed)
+    a = read_data(tmp_path / fixed)
+    assert list(a.obs_names) == list(small.obs_names)
+    np.testing.assert_array_equal(a.X.toarray(), small.X.toarray())
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        ("x.h5ad", b"", "empty"),
+        ("x.h5ad", gzip.compress(b"\x89HDF\r\n\x1a\n" + bytes(100)), "gzip-compressed HDF5"),
+        ("x.csv", b"PK\x03\x04" + bytes(30), "a zip archive"),
+        ("x.csv", "cell,G1\nc1,1\n".encode("utf-16"), "UTF-16"),
+        ("x.csv.gz", gzip.compress(gzip.compress(b"a,b\n")), "gzip-compressed"),
+    ],
+    ids=["empty", "gzipped-h5ad", "zip", "utf16", "double-gzip"],
+)
+def test_content_that_no_name_reads_is_named(
+    tmp_path: Path, name: str, content: bytes, what: str
+) -> None:
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_data(p)
+    assert what in err.value.message
     assert err.value.hint
 
 

@@ -12,6 +12,7 @@ into memory (``adata[rows].to_memory()`` reads just those rows). Close with ``cl
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,141 @@ def detect_format(path: Path) -> str:
             "point to a 10x MEX folder (matrix.mtx, features.tsv/genes.tsv, barcodes.tsv) or a file",
         )
     name = path.name.lower()
+    fmt = None
     if name.endswith(".h5ad"):
+        fmt = "h5ad"
+    elif name.endswith(".h5") or name.endswith(".hdf5"):
+        fmt = "10x_h5"
+    for ext, table in ((".csv", "csv"), (".tsv", "tsv"), (".txt", "tsv")):
+        if fmt is None and (name.endswith(ext) or name.endswith(ext + ".gz")):
+            fmt = table
+    if fmt is None:
+        raise DataError(f"unsupported file type: {path.name}", f"use one of: {SUPPORTED}")
+    _check_content(path, fmt)
+    return fmt
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+GZIP_SIGNATURE = b"\x1f\x8b"
+ZIP_SIGNATURE = b"PK\x03\x04"
+
+
+def _is_hdf5(path: Path) -> bool:
+    import h5py
+
+    return bool(h5py.is_hdf5(path))
+
+
+def _hdf5_kind(path: Path) -> str | None:
+    """'h5ad' or '10x_h5' from the names at the root of an HDF5 file (no link is followed and
+    no data is read), None when neither writer's layout shows."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            keys = set(f.keys())
+    except OSError:
+        return None
+    if keys & {"X", "obs", "var"}:
         return "h5ad"
-    if name.endswith(".h5") or name.endswith(".hdf5"):
-        return "10x_h5"
-    for ext, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".txt", "tsv")):
-        if name.endswith(ext) or name.endswith(ext + ".gz"):
-            return fmt
-    raise DataError(f"unsupported file type: {path.name}", f"use one of: {SUPPORTED}")
+    return "10x_h5" if "matrix" in keys else None
+
+
+def _check_content(path: Path, fmt: str) -> None:
+    """Refuse a file whose first bytes show it is not what its name says (HDF5, gzip, zip or
+    text), saying what it is and the name that fits; reads nothing more when the content fits."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return  # unreadable: the reader says why
+    name = path.name
+    if not head:
+        raise DataError(f"{name} is empty (0 bytes)", "write or download the file again")
+    ending = name[len(_stem(name)) :]
+    gz = ending.lower().endswith(".gz")
+    expected = "a gzip-compressed text table" if gz else FORMAT_NAMES[fmt]
+    what = _describe(head, path)
+    if what == "HDF5":
+        kind = _hdf5_kind(path)
+        if kind == fmt or (kind is None and fmt in ("h5ad", "10x_h5")):
+            return
+        what = FORMAT_NAMES[kind] if kind else "an HDF5 file (an .h5ad or a 10x .h5?)"
+        fix = f"rename it to {_stem(name)}.{'h5' if kind == '10x_h5' else 'h5ad'}"
+        raise DataError(
+            f"{name} is {what}, but its name ends in {ending} (for {expected})",
+            fix if kind else f"{fix} if anndata wrote it, {_stem(name)}.h5 if Cell Ranger did",
+        )
+    if what == "a text table" and gz:
+        what = "a text table, not gzip-compressed"
+    if what != expected and not (what == "text" and fmt in ("csv", "tsv") and not gz):
+        raise DataError(
+            f"{name} is {what}, but its name ends in {ending} (for {expected})",
+            _fix_hint(what, name),
+        )
+
+
+FORMAT_NAMES = {
+    "h5ad": "an HDF5 file written by anndata (an .h5ad)",
+    "10x_h5": "an HDF5 file written by Cell Ranger (a 10x .h5)",
+    "csv": "a text table",
+    "tsv": "a text table",
+}
+
+
+def _stem(name: str) -> str:
+    """``name`` without its data-format ending (``x.csv.gz`` -> ``x``)."""
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    ext = next(
+        (e for e in (".h5ad", ".hdf5", ".h5", ".csv", ".tsv", ".txt") if name.lower().endswith(e)),
+        "",
+    )
+    return name[: len(name) - len(ext)] or name
+
+
+def _describe(head: bytes, path: Path | None) -> str:
+    """What a file is, from its first bytes (gzip at ``path``: from its first decompressed bytes)."""
+    if head.startswith(GZIP_SIGNATURE):
+        inner = b""
+        try:
+            if path is None:  # gzip inside gzip
+                raise EOFError
+            with gzip.open(path, "rb") as fh:
+                inner = fh.read(len(head))
+        except (OSError, EOFError, zlib.error):
+            pass
+        if inner.startswith(HDF5_SIGNATURE):
+            return "a gzip-compressed HDF5 file"
+        if inner and _describe(inner, None) in ("a text table", "text"):
+            return "a gzip-compressed text table"
+        return "gzip-compressed"
+    if head.startswith(ZIP_SIGNATURE):
+        return "a zip archive"
+    if head.startswith(HDF5_SIGNATURE) or (path is not None and b"\x00" in head and _is_hdf5(path)):
+        return "HDF5"  # (the signature may follow a user block)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text"
+    if b"\x00" in head:
+        return "binary data"
+    first = head.split(b"\n", 1)[0]
+    return "a text table" if any(s.encode() in first for s in TABLE_SEPARATORS) else "text"
+
+
+def _fix_hint(what: str, name: str) -> str:
+    """How to fix a file that is ``what`` (from ``_describe``) but named ``name``."""
+    stem = _stem(name)
+    if what in ("a text table", "text", "a text table, not gzip-compressed"):
+        return f"rename it to {stem}.csv (or {stem}.tsv if tab-separated)"
+    if what == "a gzip-compressed text table":
+        return f"rename it to {stem}.csv.gz (or {stem}.tsv.gz if tab-separated)"
+    if what == "a gzip-compressed HDF5 file":
+        return f"decompress it (gunzip) and name it {stem}.h5ad (or {stem}.h5 for Cell Ranger's)"
+    if what == "a zip archive":
+        return f"unzip it and give the file inside ({SUPPORTED})"
+    if what == "UTF-16 text":
+        return "save the table as UTF-8 text (e.g. CSV UTF-8 in Excel)"
+    return f"give one of: {SUPPORTED}"
 
 
 def read_data(
