@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect as pyinspect
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from cellfoundry.data.io import as_anndata
 from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE
 from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.data.species import to_human_space
-from cellfoundry.errors import ModelError
+from cellfoundry.errors import CellfoundryWarning, ModelError
 from cellfoundry.models.base import Annotator, FeatureAnnotator, GenePanel
 from cellfoundry.models.baselines.common import StateAnnotator
 from cellfoundry.models.baselines.refit import (
@@ -70,6 +71,10 @@ def train(
             f"model family '{model}' keeps no out-of-fold predictions; train it without cv_folds"
         )
     ref, ref_report = to_human_space(as_anndata(reference), species)
+    if label_map is not None and label_key in ref.obs:  # checked against the labels before training
+        labels = sorted(ref.obs[label_key].dropna().astype(str).unique())
+        for warning in map_labels(labels, label_map, check=True).warnings:
+            warnings.warn(warning, CellfoundryWarning, stacklevel=2)
     fitted: Annotator = trainer(ref, label_key, **params)
     fitted.set_label_map(label_map)
     if isinstance(reference, str | Path) and Path(reference).is_file():
@@ -142,7 +147,7 @@ def annotate(
             )
         model = model[0]
     annotator = load_model(model)  # type: ignore[arg-type]
-    terms = map_labels(annotator.classes, label_map, base=annotator.ontology)
+    terms = map_labels(annotator.classes, label_map, base=annotator.ontology, check=True)
     adata = as_anndata(data, backed=isinstance(data, str | Path) and str(data).endswith(".h5ad"))
     extra: dict[str, Any] = {}
     if explain:
@@ -187,7 +192,7 @@ def annotate(
         model_name=annotator.name,
         model_family=annotator.family,
         coverage=pred.plan.coverage if pred.plan else None,
-        warnings=pred.warnings,
+        warnings=[*terms.warnings, *pred.warnings],
         gene_mapping=pred.plan.gene_mapping if pred.plan else None,
         species=report.species,
         orthology=report.orthology,

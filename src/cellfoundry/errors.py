@@ -39,6 +39,10 @@ class CellfoundryError(Exception):
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
 
+class CellfoundryWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints 'warning: ...')."""
+
+
 class DataError(CellfoundryError):
     """The input data cannot be used as it is."""
 

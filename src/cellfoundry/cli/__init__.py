@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
-from cellfoundry.errors import CellfoundryError
+from cellfoundry.errors import CellfoundryError, CellfoundryWarning
 
 # (module, attribute) of every command or group; each module owns its commands.
 COMMANDS = [
@@ -35,8 +36,20 @@ for _mod, _attr in COMMANDS:
     cli.add_command(getattr(importlib.import_module(_mod), _attr))
 
 
+_show_warning = warnings.showwarning
+
+
+def _show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    """Our own warnings as 'warning: ...' lines (as annotate prints its result's warnings)."""
+    if issubclass(category, CellfoundryWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
     """Entry point: user errors print a message and a fix, with exit code 2."""
+    warnings.showwarning = _show
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -18,6 +18,7 @@ A class that none of these finds stays unmapped (empty term) and is listed.
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
 import io
 from collections.abc import Iterable, Mapping
@@ -55,6 +56,8 @@ class LabelMapping:
 
     matches: dict[str, TermMatch] = field(default_factory=dict)
     ontology_version: str = ""
+    # what the user should know about their label map (``map_labels(check=True)``); not stored
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def classes(self) -> list[str]:
@@ -225,17 +228,53 @@ def _checked_user_map(
     return out
 
 
+def unmatched_labels(user: Mapping[str, str], classes: Iterable[str], origin: str) -> str | None:
+    """The warning for the rows of a user's label map that name none of ``classes`` (each with
+    the class names nearest to it), None when every row names a class. Raises when no row does:
+    such a map changes nothing, which is never what was meant."""
+    names = [str(c) for c in classes]
+    known = set(names)
+    missed = [label for label in user if label not in known]
+    if not missed:
+        return None
+    by_lower = {n.lower(): n for n in names}
+
+    def nearest(label: str) -> str:
+        close = difflib.get_close_matches(label.lower(), list(by_lower), n=2, cutoff=0.6)
+        return (
+            f"'{label}' (nearest: {', '.join(repr(by_lower[c]) for c in close)})"
+            if close
+            else f"'{label}'"
+        )
+
+    shown = "; ".join(nearest(label) for label in missed[:10])
+    more = f" and {len(missed) - 10} more" if len(missed) > 10 else ""
+    listed = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
+    hint = f"spell each label exactly as a class of the model ({len(names)} classes: {listed})"
+    if len(missed) == len(user):
+        raise OntologyError(
+            f"label map {origin}: none of its {len(user)} labels is a class of the model: {shown}{more}",
+            hint,
+            code="label_map_unmatched",
+        )
+    return f"label map {origin}: {len(missed)} of {len(user)} labels are not classes of the model and are ignored: {shown}{more} (fix: {hint})"
+
+
 def map_labels(
     classes: Iterable[str],
     label_map: str | Path | Mapping[str, str] | None = None,
     *,
     base: LabelMapping | None = None,
+    check: bool = False,
 ) -> LabelMapping:
     """Map every class name to a CL term; ``label_map`` (CSV path or dict) wins over all rules.
 
     ``base`` (e.g. the mapping stored with a model) is kept for the classes ``label_map`` does
     not name. Returns a ``LabelMapping``: ``.terms`` ``{class: id}`` of the mapped classes,
     ``.unmapped`` the list of the others, ``.matches`` the method and provenance of each.
+    ``check=True`` (``classes`` are all the names the map is for, e.g. a model's classes):
+    labels of the map that name no class are listed in ``.warnings`` (with the nearest class
+    names), and a map none of whose labels names a class is refused (``unmatched_labels``).
     """
     cl = cell_ontology()
     if label_map is None:
@@ -261,4 +300,7 @@ def map_labels(
             continue
         found = _match(name)
         matches[name] = found or TermMatch(name, "", "", "unmapped", "")
-    return LabelMapping(matches=matches, ontology_version=cl.version)
+    warning = unmatched_labels(user, matches, origin or "user mapping") if check and user else None
+    return LabelMapping(
+        matches=matches, ontology_version=cl.version, warnings=[warning] if warning else []
+    )
