@@ -12,6 +12,7 @@ into memory (``adata[rows].to_memory()`` reads just those rows). Close with ``cl
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,43 @@ def read_data(
     fmt = detect_format(p)
     if fmt in ("h5ad", "10x_h5"):
         _refuse_outside_references(p)
+    with warnings.catch_warnings():  # repeated cell names are made unique and reported below
+        warnings.filterwarnings("ignore", "Observation names are not unique", UserWarning)
+        adata = _read(p, fmt, backed, genes_by_cells)
+        renamed = _unique_cell_names(adata)
+    adata.uns.setdefault("cellfoundry", {})
+    if not backed:
+        adata.uns["cellfoundry"] = {"source_format": fmt}
+        orientation = adata.uns.pop("table_orientation", None)
+        if orientation:
+            adata.uns["cellfoundry"]["table_orientation"] = orientation
+    if renamed:
+        adata.uns["cellfoundry"][DUPLICATE_CELLS_KEY] = renamed
+    return adata
+
+
+DUPLICATE_CELLS_KEY = "duplicate_cell_names"  # uns["cellfoundry"][...]: what read_data renamed
+
+
+def _unique_cell_names(adata: ad.AnnData) -> dict[str, Any] | None:
+    """Make repeated cell names unique as anndata's ``obs_names_make_unique`` does: the first
+    'x' keeps its name, the later ones become 'x-1', 'x-2', ...; rows keep their order, so
+    output row i is input row i. Returns what was renamed (None when every name was unique)."""
+    before = adata.obs_names
+    if before.is_unique:
+        return None
+    adata.obs_names_make_unique()
+    changed = np.flatnonzero(np.asarray(before != adata.obs_names))
+    counts = before.value_counts()
+    return {
+        "n_cells": int(adata.n_obs),
+        "n_repeated_names": int((counts > 1).sum()),
+        "n_renamed": len(changed),
+        "examples": [f"row {i + 1}: '{before[i]}' -> '{adata.obs_names[i]}'" for i in changed[:5]],
+    }
+
+
+def _read(p: Path, fmt: str, backed: bool, genes_by_cells: bool | None) -> ad.AnnData:
     try:
         if fmt == "h5ad":
             adata = read_h5ad_backed(p) if backed else ad.read_h5ad(p)
@@ -210,12 +248,6 @@ def read_data(
             f"could not read {p.name} as {fmt}: {type(exc).__name__}: {exc}",
             f"check that the file is a valid {fmt} file and not truncated",
         ) from exc
-    adata.uns.setdefault("cellfoundry", {})
-    if not backed:
-        adata.uns["cellfoundry"] = {"source_format": fmt}
-        orientation = adata.uns.pop("table_orientation", None)
-        if orientation:
-            adata.uns["cellfoundry"]["table_orientation"] = orientation
     return adata
 
 

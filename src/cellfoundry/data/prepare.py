@@ -84,7 +84,8 @@ class InputPlan:
 
     @property
     def warnings(self) -> list[str]:
-        out = []
+        # the report's findings about the cells themselves, repeated where predictions are read
+        out = [m.message for m in self.report.messages if m.code == "duplicate_cells"]
         if self.coverage.fraction_present < WARN_COVERAGE:
             out.append(
                 f"only {self.coverage.fraction_present:.1%} of the model's {self.coverage.n_target} genes are present; "

@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 
 from cellfoundry.data.genes import GeneKeys, SpeciesCall, align_genes, gene_keys, resolve_species
+from cellfoundry.data.io import DUPLICATE_CELLS_KEY
 from cellfoundry.data.matrix import (
     MatrixInfo,
     get_matrix,
@@ -235,6 +236,41 @@ def _choose(infos: list[MatrixInfo]) -> dict[str, str | None]:
     return {"counts": counts, "lognorm": lognorm_src}
 
 
+def _duplicate_cells(adata: ad.AnnData) -> list[Message]:
+    """Cell names that occur more than once: renamed by ``read_data`` (recorded in uns), or
+    still repeated in an AnnData given as is."""
+    read_as = adata.uns.get("cellfoundry")
+    renamed = read_as.get(DUPLICATE_CELLS_KEY) if isinstance(read_as, dict) else None
+    if isinstance(renamed, dict):
+        return [
+            Message(
+                "warning",
+                "duplicate_cells",
+                f"{renamed['n_renamed']:,} of {renamed['n_cells']:,} cells repeat an earlier cell's name "
+                f"({renamed['n_repeated_names']:,} names occur more than once); the repeats were renamed "
+                f"with a suffix -1, -2, ... ({'; '.join(renamed['examples'])}). Outputs keep the "
+                "input's row order, so output row i is input row i",
+                "nothing to do when rows are matched by position; to match by name, give every cell "
+                "a unique name (e.g. barcode plus sample)",
+            )
+        ]
+    counts = adata.obs_names.value_counts()
+    repeated = counts[counts > 1]
+    if not len(repeated):
+        return []
+    shown = ", ".join(f"'{n}' ({c}x)" for n, c in repeated.head(5).items())
+    return [
+        Message(
+            "warning",
+            "duplicate_cells",
+            f"{int(repeated.sum() - len(repeated)):,} of {adata.n_obs:,} cells repeat an earlier cell's "
+            f"name ({len(repeated):,} names occur more than once, e.g. {shown}); outputs keep the row "
+            "order, so match them to the input by position, not by name",
+            "make the names unique first: adata.obs_names_make_unique() (appends -1, -2, ...)",
+        )
+    ]
+
+
 def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
     """Inspect every candidate matrix and the gene names; never modifies ``adata``.
 
@@ -260,6 +296,7 @@ def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
                 "nothing to do; tables with cells as rows need no option",
             )
         )
+    msgs.extend(_duplicate_cells(adata))
     infos = (
         [inspect_matrix(adata, s) for s in matrix_sources(adata)]
         if adata.n_obs and adata.n_vars
