@@ -78,6 +78,25 @@ def test_only_scaled_is_an_error_with_a_fix() -> None:
     assert "layers['counts']" in err.hint
 
 
+def test_negative_values_are_counted_and_located() -> None:
+    """Before: "X holds scaled values (negative numbers); it is not used" and the refusal
+    "no raw-count or log-normalised matrix found (X=scaled)": not how many, nor where."""
+    a = make_counts_adata(n_cells=50, n_genes=40)
+    x = a.X.toarray()
+    x[4, 7], x[9, 1], x[30, 39] = -2.5, -1.0, -0.25
+    a.X = sp.csr_matrix(x)
+    row, col = np.argwhere(x < 0)[0]
+    where = f"cell '{a.obs_names[row]}', gene '{a.var_names[col]}': {x[row, col]:.4g}"
+    expected = f"{int((x < 0).sum())} negative values in its 50 cells, e.g. {where}"
+    r = validate(a)
+    info = next(m for m in r.messages if m.code == "scaled_matrix")
+    assert expected in info.message
+    with pytest.raises(DataError) as err:
+        plan_input(a, list(a.var_names), representation="lognorm")
+    assert f"X=scaled: {expected}" in err.value.message
+    assert "sc.pp.scale" in (err.value.hint or "")
+
+
 def test_nan_and_inf_are_reported() -> None:
     a = make_counts_adata()
     x = a.X.toarray()

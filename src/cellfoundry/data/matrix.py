@@ -44,6 +44,7 @@ class MatrixInfo:
     log_target: str | None = None
     log_gene_subset: bool = False
     log_evidence: str | None = None
+    negative_example: str | None = None  # the first negative value: "cell 'c', gene 'g': -0.42"
 
     @property
     def log_scale(self) -> LogScale | None:
@@ -166,6 +167,7 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
     n_inf = int(np.isinf(data).sum())
     finite = data[np.isfinite(data)]
     n_neg = int((finite < 0).sum())
+    negative_example = _first_negative(adata, source, block) if n_neg else None
     total = max(n * shape[1], 1)
     nnz_frac = float(block.nnz / total)
     mn = float(finite.min()) if finite.size else 0.0
@@ -210,4 +212,14 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
         log_target=None if scale is None else scale.target,
         log_gene_subset=False if scale is None else scale.gene_subset,
         log_evidence=None if scale is None else scale.evidence,
+        negative_example=negative_example,
     )
+
+
+def _first_negative(adata: ad.AnnData, source: str, block: sp.csr_matrix) -> str:
+    """Where the first negative value of ``block`` (the first rows of ``source``) is."""
+    at = int(np.flatnonzero(block.data < 0)[0])
+    row = int(np.searchsorted(block.indptr, at, side="right")) - 1
+    genes, _ = source_var(adata, source)
+    gene = genes[int(block.indices[at])]
+    return f"cell '{adata.obs_names[row]}', gene '{gene}': {float(block.data[at]):.4g}"

@@ -236,6 +236,14 @@ def _choose(infos: list[MatrixInfo]) -> dict[str, str | None]:
     return {"counts": counts, "lognorm": lognorm_src}
 
 
+def _negatives(m: MatrixInfo) -> str:
+    return (
+        f"{m.n_negative:,} negative values in its "
+        + ("" if m.sampled_rows == m.shape[0] else "first ")
+        + f"{m.sampled_rows:,} cells, e.g. {m.negative_example}"
+    )
+
+
 def _duplicate_cells(adata: ad.AnnData) -> list[Message]:
     """Cell names that occur more than once: renamed by ``read_data`` (recorded in uns), or
     still repeated in an AnnData given as is."""
@@ -318,7 +326,7 @@ def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
                 Message(
                     "info",
                     "scaled_matrix",
-                    f"{m.source} holds scaled values (negative numbers); it is not used",
+                    f"{m.source} holds scaled values: {_negatives(m)}; it is not used",
                     "scaled data cannot be normalised per cell; raw counts or log-normalised values are used instead",
                 )
             )
@@ -353,13 +361,21 @@ def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
                 )
             )
     if infos and chosen["lognorm"] is None:
-        kinds = ", ".join(f"{m.source}={m.kind}" for m in infos)
+        kinds = ", ".join(
+            f"{m.source}={m.kind}" + (f": {_negatives(m)}" if m.kind == "scaled" else "")
+            for m in infos
+        )
         msgs.append(
             Message(
                 "error",
                 "no_usable_matrix",
                 f"no raw-count or log-normalised matrix found ({kinds})",
-                "store raw counts in layers['counts'] (or .raw), e.g. adata.layers['counts'] = counts",
+                "store raw counts in layers['counts'] (or .raw), e.g. adata.layers['counts'] = counts"
+                + (
+                    "; scaled (z-scored, e.g. sc.pp.scale) values cannot be turned back into counts"
+                    if any(m.kind == "scaled" for m in infos)
+                    else ""
+                ),
             )
         )
     elif infos and chosen["counts"] is None:
