@@ -105,7 +105,10 @@ def test_upload_dedup_bad_files_limits_and_traversal(
     junk = tmp_path / "junk.h5ad"
     junk.write_bytes(b"this is not hdf5" * 100)
     r = upload(c, junk)
-    assert r.status_code == 422 and "could not read" in r.json()["error"]["message"]
+    # content that is not what the extension says: named as such (data.io.detect_format)
+    assert r.status_code == 422, r.text
+    assert "junk.h5ad is text, but its name ends in .h5ad" in r.json()["error"]["message"]
+    assert r.json()["error"]["hint"]
     # unsupported type
     r = c.post("/upload", files={"file": ("data.exe", b"MZ....", "application/octet-stream")})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_type"
