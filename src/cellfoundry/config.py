@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         description="the reaper looks this often for shard files left by ended runs "
         "(a worker that crashed before removing them) and removes them",
     )
+    tmp_sweep_after_s: float = Field(
+        21_600.0,
+        description="the reaper removes upload leftovers in storage/tmp (a partial upload "
+        "'*.part', an intake folder 'intake-*') untouched this long: what an API process killed "
+        "mid-upload leaves (checked every shard_sweep_s)",
+    )
     db_retry_s: float = Field(
         30.0, description="workers retry database writes for this long when the connection drops"
     )

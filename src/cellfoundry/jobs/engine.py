@@ -499,6 +499,8 @@ class Engine:
             self._last_sweep = now
             for rid in shards.sweep_leftovers(self, self.settings.stale_after_s):
                 log.info("removed the shard files left by run %s", rid)
+            for name in self.storage.sweep_tmp(self.settings.tmp_sweep_after_s):
+                log.info("removed the upload leftover storage/tmp/%s", name)
         return requeued_runs + [f"{r}/{i}" for r, i in requeued_shards] + resent
 
     def redispatch_lost(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import time
 import unicodedata
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from cellfoundry.errors import CellfoundryError
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _UNSAFE_CHARS = re.compile(r"[^\w.-]+")  # letters and digits of every script are kept
 MAX_NAME_BYTES = 120
+#: what an upload leaves under tmp/ while it is received (``*.part``) and checked (``intake-*``)
+TMP_LEFTOVERS = ("*.part", "intake-*")
 
 
 def safe_filename(name: str, default: str = "upload") -> str:
@@ -90,6 +93,30 @@ class FileStorage:
 
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
+
+    def sweep_tmp(self, older_than_s: float, now: float | None = None) -> list[str]:
+        """Remove upload leftovers under tmp/ (``TMP_LEFTOVERS``) that nothing has written for
+        ``older_than_s`` seconds (an intake folder counts its newest file): what an API process
+        killed mid-upload or mid-check leaves. Returns the names removed."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        removed = []
+        for pattern in TMP_LEFTOVERS:
+            for p in sorted(self.tmp_dir().glob(pattern)):
+                try:
+                    newest = p.lstat().st_mtime
+                    folder = p.is_dir() and not p.is_symlink()
+                    if folder:
+                        newest = max([newest, *(c.lstat().st_mtime for c in p.iterdir())])
+                except FileNotFoundError:  # removed meanwhile (the upload ended)
+                    continue
+                if newest > cutoff:
+                    continue
+                if folder:
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p.name)
+        return removed
 
     def remove_run(self, run_id: str) -> None:
         shutil.rmtree(self.resolve(Path("runs") / check_id(run_id, "run id")), ignore_errors=True)
