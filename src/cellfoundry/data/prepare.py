@@ -329,9 +329,33 @@ def stack_cells(cells: Sequence[tuple[np.ndarray, np.ndarray]], n_target: int) -
 def iter_features(
     adata: ad.AnnData, plan: InputPlan, chunk_size: int = 10_000
 ) -> Iterator[tuple[int, sp.csr_matrix]]:
-    """Stream ``(start, features)`` chunks; works on backed AnnData."""
+    """Stream ``(start, features)`` chunks; works on backed AnnData. A negative value anywhere
+    (the validation samples only the first cells) is refused, naming its cell and gene."""
     for start, rows in iter_row_chunks(adata, plan.source, chunk_size):
+        check_nonnegative(rows, adata, plan.source, start)
         yield start, transform(rows, plan)
+
+
+def check_nonnegative(rows: sp.csr_matrix, adata: ad.AnnData, source: str, start: int) -> None:
+    """Refuse a chunk of counts or log-normalised values holding a negative value (NaN and Inf
+    are not negative: ``transform`` reads them as 0)."""
+    data = np.asarray(rows.data)
+    neg = np.flatnonzero(data < 0)
+    if not neg.size:
+        return
+    first = int(neg[0])
+    row = int(np.searchsorted(rows.indptr, first, side="right")) - 1
+    gene = source_var(adata, source)[0][int(rows.indices[first])]
+    cell = adata.obs_names[start + row]
+    raise DataError(
+        f"{source} holds negative values past the cells the validation sampled: {neg.size:,} in "
+        f"cells {start + 1:,}-{start + rows.shape[0]:,}, the first {float(data[first]):g} at "
+        f"cell '{cell}' (row {start + row:,}), gene '{gene}'",
+        "counts and log-normalised values are never negative: fix or drop those cells, or give "
+        "the raw counts (layers['counts']); scaled (z-scored) values cannot be turned back into "
+        "counts",
+        code="negative_values",
+    )
 
 
 def features(adata: ad.AnnData, plan: InputPlan) -> sp.csr_matrix:

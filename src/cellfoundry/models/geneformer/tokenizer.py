@@ -17,7 +17,12 @@ import scipy.sparse as sp
 
 from cellfoundry.data.genes import gene_keys, strip_version
 from cellfoundry.data.matrix import iter_row_chunks, source_var
-from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, plan_input
+from cellfoundry.data.prepare import (
+    DEFAULT_MIN_COVERAGE,
+    InputPlan,
+    check_nonnegative,
+    plan_input,
+)
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import DataError
 from cellfoundry.models.geneformer.dictionaries import GeneformerDictionaries
@@ -163,6 +168,7 @@ class RankValueTokenizer:
     ) -> Iterator[tuple[int, list[np.ndarray]]]:
         """Stream ``(start, token sequences)`` chunks; works on backed AnnData."""
         for start, rows in iter_row_chunks(adata, plan.input.source, chunk_size):
+            check_nonnegative(rows, adata, plan.input.source, start)
             yield start, self.tokenize_rows(rows, plan)
 
     def tokenize(
