@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException  # FastAPI's body parsing raises starlette's
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -114,10 +115,10 @@ class JsonBodyRoute(APIRoute):
     an empty body, a body sent with another ``Content-Type`` (415) or one that is not JSON
     (``body_error``), instead of FastAPI's "Field required", "Input should be a valid
     dictionary", "JSON decode error" or "There was an error parsing the body", and at the same
-    point (a JSON body that does not parse before the dependencies, the others after them: an
-    empty body without a key is still a 401). A body FastAPI reads is handed on as before (what
-    each route accepts is unchanged). Routes without a JSON body (none, or a form) are left
-    alone.
+    point (FastAPI's own refusals are translated, so a JSON body that does not parse is refused
+    before the dependencies, the others after them: an empty body without a key is still a 401).
+    Nothing runs on a body FastAPI reads (what each route accepts is unchanged). Routes without
+    a JSON body (none, or a form) are left alone.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -127,25 +128,31 @@ class JsonBodyRoute(APIRoute):
         path = self.path
 
         async def checked(request: Request) -> Response:
-            raw = await request.body()  # kept on the request: FastAPI reads the same bytes
-            content_type = request.headers.get("content-type")
-            readable = bool(raw) and is_json_type(content_type)
-            if readable:  # FastAPI parses it before the dependencies (the key): so here
-                try:
-                    json.loads(raw)  # as FastAPI reads it (UTF-16 and a leading BOM included)
-                except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
-                    error = body_error(raw, path)
-                    if error is not None:
-                        raise error from None
             try:
                 return await handler(request)
+            except HTTPException as exc:
+                # FastAPI's 400 for a JSON body its parser failed on other than by a JSON
+                # syntax error: not UTF-8, nested too deeply
+                if exc.status_code != 400 or not _sent_as_json(request):
+                    raise
+                raise body_error(await request.body(), path) or exc from None
             except RequestValidationError as exc:
+                raw = await request.body()  # kept on the request: the bytes FastAPI read
+                errors = exc.errors()
+                if any(e["type"] == "json_invalid" for e in errors):  # a JSON syntax error
+                    raise body_error(raw, path) or exc from None
                 # no body, or one FastAPI did not read as JSON: refused with the other fields'
                 # errors, after the dependencies (a missing key is still a 401)
-                if readable or not any(tuple(e["loc"]) == ("body",) for e in exc.errors()):
+                if (raw and _sent_as_json(request)) or not any(
+                    tuple(e["loc"]) == ("body",) for e in errors
+                ):
                     raise
                 if not raw:
                     raise body_error(raw, path) or exc from None
-                raise content_type_error(content_type, path) from None
+                raise content_type_error(request.headers.get("content-type"), path) from None
 
         return checked
+
+
+def _sent_as_json(request: Request) -> bool:
+    return is_json_type(request.headers.get("content-type"))
