@@ -206,7 +206,14 @@ class FeatureAnnotator(Annotator):
         """``logits_or_proba``, except that a cell with no value on any model gene (no counts on
         them) gets the uniform distribution: the model has no evidence for it, and the cell is
         Unknown (stats.labels.called_mask). Every prediction path (annotate, /predict) uses this."""
-        return uniform_where(self.logits_or_proba(x, present), no_evidence_rows(x))
+        return self._probabilities(x, present)[0]
+
+    def _probabilities(
+        self, x: sp.csr_matrix, present: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``probabilities`` and the cells without evidence (per row of ``x``)."""
+        empty = no_evidence_rows(x)
+        return uniform_where(self.logits_or_proba(x, present), empty), empty
 
     def observers(self, plan: InputPlan, n_cells: int, *, explain: bool) -> list[ChunkObserver]:
         """What else is computed while the chunks stream past (none by default)."""
@@ -267,8 +274,8 @@ class FeatureAnnotator(Annotator):
         mask = plan.unobserved_mask
         n_empty = 0
         for start, x in iter_features(adata, plan, chunk_size):
-            proba = self.probabilities(x, mask)
-            n_empty += int(no_evidence_rows(x).sum())
+            proba, empty = self._probabilities(x, mask)
+            n_empty += int(empty.sum())
             out[start : start + x.shape[0]] = proba
             for w in watchers:
                 w.observe(start, x, proba)

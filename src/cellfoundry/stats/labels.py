@@ -8,9 +8,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 UNKNOWN = "Unknown"
-# true-label values that mean "no label" (besides None / NaN)
 # probabilities this close to even (top minus bottom) are a tie: no call (see called_mask)
 UNIFORM_TOL = 1e-6
+# true-label values that mean "no label" (besides None / NaN)
 MISSING_LABELS = frozenset({"", "nan", "NaN", "None", "NA", "<NA>"})
 
 
