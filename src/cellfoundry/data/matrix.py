@@ -167,7 +167,12 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
     n_inf = int(np.isinf(data).sum())
     finite = data[np.isfinite(data)]
     n_neg = int((finite < 0).sum())
-    negative_example = _first_negative(adata, source, block) if n_neg else None
+    neg = first_negative(adata, source, block) if n_neg else None
+    negative_example = (
+        None
+        if neg is None
+        else f"cell '{adata.obs_names[neg.row]}', gene '{neg.gene}': {neg.value:.4g}"
+    )
     total = max(n * shape[1], 1)
     nnz_frac = float(block.nnz / total)
     mn = float(finite.min()) if finite.size else 0.0
@@ -216,10 +221,22 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
     )
 
 
-def _first_negative(adata: ad.AnnData, source: str, block: sp.csr_matrix) -> str:
-    """Where the first negative value of ``block`` (the first rows of ``source``) is."""
-    at = int(np.flatnonzero(block.data < 0)[0])
-    row = int(np.searchsorted(block.indptr, at, side="right")) - 1
-    genes, _ = source_var(adata, source)
-    gene = genes[int(block.indices[at])]
-    return f"cell '{adata.obs_names[row]}', gene '{gene}': {float(block.data[at]):.4g}"
+@dataclass(frozen=True)
+class Negative:
+    """The negative values of some rows of a matrix: how many, and where the first one is."""
+
+    count: int
+    row: int  # within the rows
+    gene: str
+    value: float
+
+
+def first_negative(adata: ad.AnnData, source: str, rows: sp.csr_matrix) -> Negative | None:
+    """The negative values of ``rows`` (CSR rows of ``source``); None when there are none."""
+    neg = np.flatnonzero(np.asarray(rows.data) < 0)
+    if not neg.size:
+        return None
+    at = int(neg[0])
+    row = int(np.searchsorted(rows.indptr, at, side="right")) - 1
+    gene = str(source_var(adata, source)[0][int(rows.indices[at])])
+    return Negative(int(neg.size), row, gene, float(rows.data[at]))

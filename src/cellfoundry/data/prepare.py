@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellfoundry.data.genes import Alignment, align_genes, gene_keys
-from cellfoundry.data.matrix import MatrixKind, iter_row_chunks, source_var
+from cellfoundry.data.matrix import MatrixKind, first_negative, iter_row_chunks, source_var
 from cellfoundry.data.normalize import (
     LogScale,
     log1p_cp10k_given_totals,
@@ -339,18 +339,14 @@ def iter_features(
 def check_nonnegative(rows: sp.csr_matrix, adata: ad.AnnData, source: str, start: int) -> None:
     """Refuse a chunk of counts or log-normalised values holding a negative value (NaN and Inf
     are not negative: ``transform`` reads them as 0)."""
-    data = np.asarray(rows.data)
-    neg = np.flatnonzero(data < 0)
-    if not neg.size:
+    neg = first_negative(adata, source, rows)
+    if neg is None:
         return
-    first = int(neg[0])
-    row = int(np.searchsorted(rows.indptr, first, side="right")) - 1
-    gene = source_var(adata, source)[0][int(rows.indices[first])]
-    cell = adata.obs_names[start + row]
+    row = start + neg.row
     raise DataError(
-        f"{source} holds negative values past the cells the validation sampled: {neg.size:,} in "
-        f"cells {start + 1:,}-{start + rows.shape[0]:,}, the first {float(data[first]):g} at "
-        f"cell '{cell}' (row {start + row:,}), gene '{gene}'",
+        f"{source} holds negative values past the cells the validation sampled: {neg.count:,} in "
+        f"cells {start + 1:,}-{start + rows.shape[0]:,}, the first {neg.value:g} at "
+        f"cell '{adata.obs_names[row]}' (row {row:,}), gene '{neg.gene}'",
         "counts and log-normalised values are never negative: fix or drop those cells, or give "
         "the raw counts (layers['counts']); scaled (z-scored) values cannot be turned back into "
         "counts",
