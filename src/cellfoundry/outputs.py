@@ -5,6 +5,11 @@ the file is copied as bytes and only the per-cell outputs (obs, obsm, uns) are w
 copy. Those outputs are exactly what ``AnnotationResult.to_adata`` puts into an AnnData, so the
 file equals the in-memory path's ``result.to_adata(read_h5ad(input)).write_h5ad(out)``.
 ``write_predictions`` writes ``AnnotationResult.to_frame()`` as CSV, TSV or parquet.
+
+Every output is written beside its path and renamed once complete (``data.atomic``): a crash,
+a full disk or Ctrl-C leaves the file that was there before, never a half-written one. An
+input annotated in place is copied and the copy replaces it (the input needs its size again
+in free space for that moment), so an interruption never damages it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
+from cellfoundry.data.atomic import written_atomically
 from cellfoundry.data.h5ad_copy import copy_h5ad, read_obs, write_results
 from cellfoundry.data.io import close_backed
 from cellfoundry.errors import DataError
@@ -130,10 +136,11 @@ def write_predictions(
     frame = result.to_frame()
     with _writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            frame.to_parquet(out)
-        else:
-            frame.to_csv(out, sep="," if fmt == "csv" else "\t")
+        with written_atomically(out) as tmp:
+            if fmt == "parquet":
+                frame.to_parquet(tmp)
+            else:
+                frame.to_csv(tmp, sep="," if fmt == "csv" else "\t")
     return out
 
 
@@ -162,7 +169,8 @@ def write_annotated_h5ad(
     if src is None:
         with _writing(out_p):
             out_p.parent.mkdir(parents=True, exist_ok=True)
-            result.to_adata().write_h5ad(out_p, compression=compression)
+            with written_atomically(out_p) as tmp:
+                result.to_adata().write_h5ad(tmp, compression=compression)
         return out_p
     adata = result.adata
     obs = adata.obs if adata is not None and adata.n_obs == result.n_cells else read_obs(src)
@@ -171,12 +179,14 @@ def write_annotated_h5ad(
     if adata is not None and adata.isbacked and out_p.exists() and src.resolve() == out_p.resolve():
         close_backed(adata)  # annotating in place: the read-only handles must go first
     with _writing(out_p):
-        copy_h5ad(src, out_p)
-        write_results(
-            out_p,
-            obs=annotated.obs,
-            obsm=dict(annotated.obsm),
-            uns=dict(annotated.uns),
-            compression=compression,
-        )
+        out_p.parent.mkdir(parents=True, exist_ok=True)
+        with written_atomically(out_p) as tmp:  # in place too: the input is replaced, not edited
+            copy_h5ad(src, tmp)
+            write_results(
+                tmp,
+                obs=annotated.obs,
+                obsm=dict(annotated.obsm),
+                uns=dict(annotated.uns),
+                compression=compression,
+            )
     return out_p

@@ -93,3 +93,37 @@ def test_non_finite_blocks_are_refused_and_no_output_is_left(
     code, _, err = cli("embed", str(path), "--model", str(bad), "--out", str(out))
     assert code == 2 and "non-finite" in err
     assert not out.exists()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_embedding_in_place_streams_and_a_failure_leaves_the_input_as_it_was(
+    data: tuple[Path, Path], tmp_path: Path, cli: Callable
+) -> None:
+    """``--out`` = the input: before, the whole embedding was held in memory and written into
+    the input itself after the run; a failure mid-write left it half-edited. Now the input is
+    copied, the copy gets obsm block by block and replaces the input once complete."""
+    path, ckpt = data
+    before = ad.read_h5ad(path)
+    bad = ToySCimilarity.write(tmp_path / "bad", list(before.var_names), dim=5)
+    w = np.full((before.n_vars, 5), np.nan, dtype=np.float32)
+    save_file({"W": w}, str(bad / "projection.safetensors"))
+    digest = _sha256(path)
+    code, _, err = cli("embed", str(path), "--model", str(bad), "--out", str(path))
+    assert code == 2 and "non-finite" in err
+    assert _sha256(path) == digest  # not a byte changed
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+
+    code, _, err = cli("embed", str(path), "--model", str(ckpt), "--out", str(path))
+    assert code == 0, err
+    res = ad.read_h5ad(path)
+    expected = ToySCimilarity.load(ckpt).embed(read_data(tmp_path / "cells.h5ad"))
+    np.testing.assert_array_equal(res.obsm["X_scimilarity"], expected)
+    np.testing.assert_array_equal(res.obsm["X_pca"], before.obsm["X_pca"])
+    assert (res.X != before.X).nnz == 0
+    assert res.uns["cellfoundry_embeddings"]["X_scimilarity"]["embedding_dim"] == 5
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []

@@ -9,7 +9,6 @@ from typing import Any
 
 import anndata as ad
 import click
-import numpy as np
 
 from cellfoundry.cli.options import genes_by_cells_option, species_option
 
@@ -66,14 +65,6 @@ def write_record(path: Path, key: str, record: dict[str, Any]) -> None:
             runs = dict(read_elem(f["uns"][UNS_KEY]))
     runs[key] = record
     write_results(path, uns={UNS_KEY: runs})
-
-
-def write_into_h5ad(path: Path, key: str, emb: np.ndarray, record: dict[str, Any]) -> None:
-    """Add ``obsm[key]`` and ``uns[cellfoundry_embeddings][key]`` to an .h5ad file in place."""
-    from cellfoundry.data.h5ad_copy import write_results
-
-    write_results(path, obsm={key: emb}, compression=None)
-    write_record(path, key, record)
 
 
 @click.command("embed")
@@ -148,6 +139,7 @@ def embed_cmd(
     max_tokens: int | None = None,
 ) -> None:
     """Embed the cells of DATA with a foundation model; write OUT.h5ad with obsm["X_<family>"]."""
+    from cellfoundry.data.atomic import written_atomically
     from cellfoundry.data.h5ad_copy import ObsmWriter, copy_h5ad
     from cellfoundry.data.io import close_backed, read_data
     from cellfoundry.data.species import to_human_space
@@ -183,53 +175,50 @@ def embed_cmd(
     human, report = to_human_space(adata, species)  # mouse/macaque/pig: human orthologs
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    # an .h5ad input is copied as bytes and the embeddings are written into the copy block by
-    # block: memory holds one chunk of cells, never X or the whole embedding matrix
-    stream = is_h5ad and not (out_path.exists() and out_path.resolve() == Path(data).resolve())
     key, dim, n_cells = model.embedding_key, int(model.embedding_dim), int(adata.n_obs)
-    if stream:
-        copy_h5ad(data, out_path)
-        sink: Any = ObsmWriter(out_path, key, n_cells, dim)
-    else:
-        sink = None
-    try:
-        emb, plan = embed_cells(
-            model,
-            human,
-            batch_size=batch_size,
-            seed=seed,
-            progress=True,
-            report=report,
-            min_coverage=min_coverage,
-            out=sink,
-            device=device,
-            precision=precision,
-            max_tokens=max_tokens,
-        )
-    except BaseException:
-        if stream:
-            sink.close()
-            out_path.unlink(missing_ok=True)
-        raise
-    for w in plan.warnings:
-        click.echo(f"warning: {w}", err=True)
-    record = embedding_record(model, folder, plan, batch_size, seed)
-    record["device"] = runs_on
-    if "max_tokens" in embed_params:  # the budget the passes used (given, else the family's)
-        default = embed_params["max_tokens"].default
-        record["max_tokens"] = int(max_tokens if max_tokens is not None else default)
-    if stream:
-        sink.close()
-        write_record(out_path, key, record)
-    elif is_h5ad:  # embedding in place: the input file itself gets the new entries
-        close_backed(adata)
-        write_into_h5ad(out_path, key, emb, record)
-    else:
-        adata.obsm[key] = emb
-        runs = dict(adata.uns.get("cellfoundry_embeddings", {}))
-        runs[key] = record
-        adata.uns["cellfoundry_embeddings"] = runs
-        ad.AnnData.write_h5ad(adata, out_path, compression="gzip")
+    # written beside OUT and renamed when complete: an interruption leaves OUT (or the input
+    # embedded in place) as it was. An .h5ad input is copied as bytes and the embeddings are
+    # written into the copy block by block: memory holds one chunk of cells, never X or the
+    # whole embedding matrix
+    with written_atomically(out_path) as tmp:
+        if is_h5ad:
+            copy_h5ad(data, tmp)
+            sink: Any = ObsmWriter(tmp, key, n_cells, dim)
+        else:
+            sink = None
+        try:
+            emb, plan = embed_cells(
+                model,
+                human,
+                batch_size=batch_size,
+                seed=seed,
+                progress=True,
+                report=report,
+                min_coverage=min_coverage,
+                out=sink,
+                device=device,
+                precision=precision,
+                max_tokens=max_tokens,
+            )
+        finally:
+            if sink is not None:
+                sink.close()
+        for w in plan.warnings:
+            click.echo(f"warning: {w}", err=True)
+        record = embedding_record(model, folder, plan, batch_size, seed)
+        record["device"] = runs_on
+        if "max_tokens" in embed_params:  # the budget the passes used (given, else the family's)
+            default = embed_params["max_tokens"].default
+            record["max_tokens"] = int(max_tokens if max_tokens is not None else default)
+        if is_h5ad:
+            write_record(tmp, key, record)
+            close_backed(adata)  # embedding in place: the input is replaced next
+        else:
+            adata.obsm[key] = emb
+            runs = dict(adata.uns.get("cellfoundry_embeddings", {}))
+            runs[key] = record
+            adata.uns["cellfoundry_embeddings"] = runs
+            ad.AnnData.write_h5ad(adata, tmp, compression="gzip")
     click.echo(
         json.dumps(
             {

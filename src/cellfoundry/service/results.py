@@ -475,6 +475,7 @@ def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> P
     import numpy as np
     import pandas as pd
 
+    from cellfoundry.data.atomic import written_atomically
     from cellfoundry.data.h5ad_copy import copy_h5ad, read_obs, write_results
     from cellfoundry.data.io import read_data
     from cellfoundry.result import TERM_COLUMN, AnnotationResult, uns_safe
@@ -517,13 +518,12 @@ def annotated_h5ad(storage: FileStorage, run: Run, res: Result, d: Dataset) -> P
         for key in ("marker_overlap", "consensus", "out_of_reference", "reference_distance"):
             if summ.get(key) is not None:
                 uns[key] = uns_safe(_columns_of_records(summ[key]))
-        tmp = out.with_suffix(".tmp.h5ad")
-        if as_bytes:
-            copy_h5ad(src, tmp)
-            write_results(
-                tmp, obs=annotated.obs, obsm=dict(annotated.obsm), uns=dict(annotated.uns)
-            )
-        else:
-            annotated.write_h5ad(tmp)
-        tmp.replace(out)
+        with written_atomically(out) as tmp:  # a download never sees a half-written file
+            if as_bytes:
+                copy_h5ad(src, tmp)
+                write_results(
+                    tmp, obs=annotated.obs, obsm=dict(annotated.obsm), uns=dict(annotated.uns)
+                )
+            else:
+                annotated.write_h5ad(tmp)
     return out
