@@ -27,12 +27,18 @@ support is above ``min_support`` (0.5) among the classes and their *informative*
 otherwise ``Unknown``. So a broader term is called only when the evidence is split between
 lineages (e.g. CD4 and CD8 T cell tie), never when one class leads.
 
+A model without evidence for a cell (no counts on any gene it reads: uniform probabilities, see
+``stats.labels``) abstains: the cell's mass is pooled over the other models, their weights
+renormalised. A cell no model has evidence for is Unknown, its mass even over the classes —
+an even spread would otherwise put a broad term above ``min_support`` when most classes lie
+below it.
+
 ``consensus_agreement`` is the share of models whose own most probable class agrees with the
 consensus call: the same term, a broader term above it ("T cell" agrees with "CD4 T cells"), or
 a narrower term below it as long as the narrower calls lie on one lineage ("regulatory T cell"
 agrees with "CD4-positive, alpha-beta T cell"; "CD4 T" and "CD8 T" rolled up to "T cell" do not
-agree). Every model counts once, whatever its weight. 1.0 means every model made a compatible
-call; Unknown cells have 0.
+agree). Every model counts once, whatever its weight (an abstaining one agrees with nothing).
+1.0 means every model made a compatible call; Unknown cells have 0.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from cellfoundry.ontology import (
     term_name,
 )
 from cellfoundry.result import PROBA_KEY, TERM_COLUMN, AnnotationResult, uns_safe
-from cellfoundry.stats.labels import UNKNOWN
+from cellfoundry.stats.labels import UNKNOWN, uniform_rows, uniform_where
 
 DEFAULT_MIN_SUPPORT = 0.5
 EXTRA_INFORMATIVE = ("lymphocyte", "myeloid leukocyte")
@@ -399,7 +405,6 @@ def combine(
         for c, key in enumerate(_class_keys(res)):
             m[c, key_index[key]] = 1.0
         to_leaf.append(m)
-    calls = [res.probabilities.argmax(axis=1) for res in results]
     leaf_calls = [np.asarray([key_index[k] for k in _class_keys(res)]) for res in results]
     rivals = _rivals(vocab)
     node = np.full(n, -1, dtype=np.int64)
@@ -408,12 +413,26 @@ def combine(
     for s in range(0, n, _CHUNK):
         e = min(n, s + _CHUNK)
         mass = np.zeros((e - s, vocab.n_leaves), dtype=np.float32)
+        voting = np.zeros(e - s, dtype=np.float32)  # weight of the models with evidence
         for r, m, wm in zip(results, to_leaf, w, strict=True):
-            mass += wm * (r.probabilities[s:e].astype(np.float32) @ m)
+            p = r.probabilities[s:e].astype(np.float32)
+            has = wm * ~uniform_rows(p)  # no evidence for a cell (uniform): the model abstains
+            mass += has[:, None] * (p @ m)
+            voting += has
+        none = voting == 0  # no model has evidence: Unknown, the mass even over the classes
+        mass /= np.where(none, 1.0, voting)[:, None]
         node[s:e], support[s:e] = _call_nodes(mass, vocab, rivals, min_support)
-        leaf_mass[s:e] = mass
-    # agreement per distinct (call, each model's call) combination: few, however many cells
-    own = np.stack([lc[c] for c, lc in zip(calls, leaf_calls, strict=True)], axis=1)
+        node[s:e][none], support[s:e][none] = -1, 0.0
+        leaf_mass[s:e] = uniform_where(mass, none)
+    # agreement per distinct (call, each model's call) combination: few, however many cells;
+    # a model without evidence for a cell (-1) agrees with nothing
+    own = np.stack(
+        [
+            np.where(uniform_rows(r.probabilities), -1, lc[r.probabilities.argmax(axis=1)])
+            for r, lc in zip(results, leaf_calls, strict=True)
+        ],
+        axis=1,
+    )
     combos, inverse = np.unique(np.c_[node, own], axis=0, return_inverse=True)
     values = np.array([_agreement(int(row[0]), row[1:], vocab) for row in combos])
     agreement = values[np.asarray(inverse).ravel()].astype(np.float32)
@@ -424,6 +443,8 @@ def _agreement(node: int, own: np.ndarray, vocab: Vocabulary) -> float:
     """Share of models agreeing with the call ``node`` (see the module doc); 0 for Unknown."""
     if node < 0:
         return 0.0
+    n_models = len(own)
+    own = own[own >= 0]  # the models with evidence for the cell
     sb = vocab.strictly_below
     same_or_broader = [m for m in own if m == node or sb[m, node]]
     narrower = sorted({int(m) for m in own if sb[node, m]})
@@ -431,7 +452,7 @@ def _agreement(node: int, own: np.ndarray, vocab: Vocabulary) -> float:
         sb[a, b] or sb[b, a] for i, a in enumerate(narrower) for b in narrower[i + 1 :]
     )
     n_narrower = sum(1 for m in own if sb[node, m]) if one_lineage else 0
-    return (len(same_or_broader) + n_narrower) / len(own)
+    return (len(same_or_broader) + n_narrower) / n_models
 
 
 @dataclass

@@ -183,6 +183,8 @@ class AnnotationResult:
             **self._ontology_uns(),
             **uns_safe(self.findings),
         }
+        if self.warnings:  # e.g. the cells without evidence, with their count
+            target.uns["cellfoundry"]["warnings"] = [str(w) for w in self.warnings]
         if self.orthology is not None:
             target.uns["cellfoundry"]["species_mapping"] = self.orthology.describe()
         if self.gene_panel is not None:

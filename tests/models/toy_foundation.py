@@ -130,6 +130,9 @@ class ToyModel(FoundationModel):
     ) -> list[dict[str, np.ndarray]]:
         raise NotImplementedError
 
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        raise NotImplementedError
+
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         raise NotImplementedError
 

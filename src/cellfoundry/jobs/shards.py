@@ -223,9 +223,12 @@ def save_part(shard_dir: Path, stem: str, res: Any) -> None:
         tmp = shard_dir / f"{stem}.markers.tmp.npz"
         np.savez(tmp, **counts.to_arrays())
         os.replace(tmp, shard_dir / f"{stem}.markers.npz")
+    no_evidence = res.parts.get("no_evidence")
     meta = {
         "coverage": None if res.coverage is None else res.coverage.fraction_present,
         "warnings": res.warnings,
+        # the shard's cells without evidence: the merge warns of those of every shard
+        "no_evidence": None if no_evidence is None else no_evidence.to_dict(),
         "threshold": res.threshold,
         "classes": res.classes,
         "model": res.model_name,
@@ -379,6 +382,24 @@ def merged_marker_overlap(shard_dir: Path, stems: list[str]) -> dict[str, Any] |
     return None if total is None else total.overlap()
 
 
+def merged_warnings(shard_dir: Path, stems: list[str], first: dict[str, Any]) -> list[str]:
+    """Shard 0's warnings (``first``: its meta), the count of cells without evidence taken over
+    every shard (``NoEvidence``) instead of shard 0's."""
+    from cellfoundry.models.base import NoEvidence
+
+    warnings = list(first["warnings"])
+    found = [first.get("no_evidence")] + [
+        json.loads((shard_dir / f"{stem}.json").read_text()).get("no_evidence")
+        for stem in stems[1:]
+    ]
+    parts: list[dict[str, int]] = [p for p in found if p is not None]
+    if len(parts) < len(found):  # a model that does not count them
+        return warnings
+    own = NoEvidence(**parts[0]).warning
+    total = NoEvidence.combine(parts).warning
+    return [w for w in warnings if w != own] + ([total] if total else [])
+
+
 def merged_result(shard_dir: Path, stems: list[str], obs_names: pd.Index) -> Any:
     """One model's result over every cell, rebuilt from its shard files ``stems`` (in order)."""
     from cellfoundry.ontology import LabelMapping
@@ -396,7 +417,7 @@ def merged_result(shard_dir: Path, stems: list[str], obs_names: pd.Index) -> Any
         threshold=meta["threshold"],
         model_name=meta["model"],
         model_family=meta["family"],
-        warnings=meta["warnings"],
+        warnings=merged_warnings(shard_dir, stems, meta),
         species=meta.get("species"),
         ontology=LabelMapping.from_dict(meta["ontology"]) if meta.get("ontology") else None,
         obs_columns=merged_obs_columns(shard_dir, stems),

@@ -76,6 +76,40 @@ class GenePanel:
         )
 
 
+@dataclass(frozen=True)
+class NoEvidence:
+    """The cells of a prediction that hold no count on any gene the model reads (after gene
+    alignment): the model has no evidence for them, they get uniform probabilities and are
+    Unknown whatever the threshold (stats.labels). Counts add up over parts of a dataset."""
+
+    n_cells: int  # cells without evidence
+    n_total: int  # cells predicted
+    n_genes: int  # the model's genes present in the data
+
+    @property
+    def warning(self) -> str | None:
+        """What the user is told (None when every cell has evidence)."""
+        if not self.n_cells:
+            return None
+        return (
+            f"{self.n_cells:,} of {self.n_total:,} cells have no counts on any of the model's "
+            f"{self.n_genes:,} genes in the data: they are called {UNKNOWN} (no evidence); check "
+            "that they are cells (not empty droplets) and that the gene names match the model's"
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def combine(cls, parts: list[dict[str, int]]) -> NoEvidence:
+        """The figures of the whole dataset from its parts' ``to_dict``s."""
+        return cls(
+            sum(int(p["n_cells"]) for p in parts),
+            sum(int(p["n_total"]) for p in parts),
+            max((int(p["n_genes"]) for p in parts), default=0),
+        )
+
+
 @dataclass
 class Prediction:
     """Raw output of a model over a dataset, before thresholding."""
@@ -90,8 +124,16 @@ class Prediction:
     obs: dict[str, np.ndarray] = field(default_factory=dict)
     uns: dict[str, Any] = field(default_factory=dict)
     # additive statistics behind findings (an observer's ``parts()``), to combine the predictions
-    # of parts of a dataset: e.g. ``marker_overlap`` -> MarkerCounts
+    # of parts of a dataset: e.g. ``marker_overlap`` -> MarkerCounts, ``no_evidence`` -> NoEvidence
     parts: dict[str, Any] = field(default_factory=dict)
+
+    def note_no_evidence(self, empty: np.ndarray, n_genes: int) -> None:
+        """Record the cells without evidence (``empty``, per cell; their probabilities already
+        uniform): the warning with their count, and the count for combining parts."""
+        found = NoEvidence(int(np.count_nonzero(empty)), len(empty), int(n_genes))
+        self.parts["no_evidence"] = found
+        if found.warning:
+            self.warnings.append(found.warning)
 
 
 class ChunkObserver(Protocol):
@@ -272,25 +314,20 @@ class FeatureAnnotator(Annotator):
         )
         present = plan.present
         mask = plan.unobserved_mask
-        n_empty = 0
+        no_evidence = np.zeros(adata.n_obs, dtype=bool)
         for start, x in iter_features(adata, plan, chunk_size):
             proba, empty = self._probabilities(x, mask)
-            n_empty += int(empty.sum())
+            no_evidence[start : start + x.shape[0]] = empty
             out[start : start + x.shape[0]] = proba
             for w in watchers:
                 w.observe(start, x, proba)
             bar.update(x.shape[0])
         bar.close()
         panel = GenePanel.from_coverage(len(present), int(present.sum()), "unobserved")
-        warnings = list(plan.warnings)
-        if n_empty:
-            warnings.append(
-                f"{n_empty:,} of {adata.n_obs:,} cells have no counts on any of the model's "
-                f"{int(present.sum()):,} genes in the data: they are called {UNKNOWN} (no "
-                "evidence); check that they are cells (not empty droplets) and that the gene "
-                "names match the model's"
-            )
-        pred = Prediction(probabilities=out, plan=plan, warnings=warnings, gene_panel=panel)
+        pred = Prediction(
+            probabilities=out, plan=plan, warnings=list(plan.warnings), gene_panel=panel
+        )
+        pred.note_no_evidence(no_evidence, int(present.sum()))
         for w in watchers:
             obs, uns = w.finish()
             pred.obs.update(obs)

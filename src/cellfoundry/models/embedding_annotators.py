@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from cellfoundry.artifacts import Manifest, load_arrays
 from cellfoundry.data.genes import genes_hash
-from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, plan_input
+from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, iter_features, plan_input
 from cellfoundry.data.report import ValidationReport, validate
 from cellfoundry.errors import DataError, ModelError
 from cellfoundry.models.base import Annotator, Prediction
@@ -82,11 +82,15 @@ def embed_cells(
     device: str | None = None,
     precision: str | None = None,
     max_tokens: int | None = None,
+    empty: np.ndarray | None = None,
 ) -> tuple[Any, InputPlan]:
     """Embeddings (n_cells x dim, float32, input order) after the raw-count and coverage checks.
 
     ``out``: write them there block by block instead of into a new array (e.g. an
     ``ObsmWriter`` on the output file, so memory stays flat however many cells); returned.
+    ``empty`` (bool, one per cell): set True for the cells without evidence, no count on any
+    gene the model reads (``FoundationModel.embed``; the family's own alignment, found in the
+    same pass). A family that does not report them gets them from the aligned counts.
     ``device`` / ``precision`` (see ``models.accel``) go to families that take them; None keeps
     the family's default (auto: a CUDA GPU when present, else the CPU in float32).
     ``max_tokens``: padded tokens per forward pass (cells x the batch's longest cell) for the
@@ -141,6 +145,9 @@ def embed_cells(
                 "pass e.g. --max-tokens 16384 (padded tokens per forward pass)",
             )
         kwargs["max_tokens"] = int(max_tokens)
+    reports_empty = "empty" in params
+    if empty is not None and reports_empty:
+        kwargs["empty"] = empty
     if "out" in params:
         model.embed(adata, report=rep, out=sink, **kwargs)
     else:  # a family written before ``out`` existed: one block
@@ -150,6 +157,9 @@ def embed_cells(
             f"{model.family} wrote {sink.rows_written} embeddings for {adata.n_obs} cells",
             "this is a bug in the model family; please report it",
         )
+    if empty is not None and not reports_empty:  # a family that does not mark them
+        for start, x in iter_features(adata, plan):
+            empty[start : start + x.shape[0]] = no_evidence_rows(x)
     return sink.sink, plan
 
 
@@ -397,6 +407,10 @@ class EmbeddingAnnotator(Annotator):
         # the library-wide default is tuned for baselines; use the family's own unless the caller set one
         mc = None if min_coverage == DEFAULT_MIN_COVERAGE else min_coverage
         params = self.manifest.params
+        # cells with no count on any gene the model reads: their embedding is the network's
+        # answer to an empty input (Geneformer's and scGPT's <cls> state of no genes, SCimilarity's
+        # encoding of a zero vector), a constant that the classifier would call confidently
+        empty = np.zeros(adata.n_obs, dtype=bool)
         emb, plan = embed_cells(
             fm,
             adata,
@@ -405,21 +419,22 @@ class EmbeddingAnnotator(Annotator):
             progress=progress,
             report=report,
             min_coverage=mc,
+            empty=empty,
         )
         proba = np.empty((adata.n_obs, len(self.classes)), dtype=np.float32)
         for s in range(0, adata.n_obs, chunk_size):
-            block = emb[s : s + chunk_size]
-            # an all-zero embedding (Geneformer's mean over no genes) carries no evidence
             proba[s : s + chunk_size] = uniform_where(
-                self.proba_from_embeddings(block), no_evidence_rows(block)
+                self.proba_from_embeddings(emb[s : s + chunk_size]), empty[s : s + chunk_size]
             )
-        return Prediction(
+        pred = Prediction(
             probabilities=proba,
             plan=plan,
             embeddings=emb,
             embedding_key=fm.embedding_key,
-            warnings=plan.warnings,
+            warnings=list(plan.warnings),
         )
+        pred.note_no_evidence(empty, plan.coverage.n_present)
+        return pred
 
     # --- training --------------------------------------------------------------------------
     @classmethod

@@ -112,13 +112,24 @@ class FoundationModel(ABC):
         progress: bool = False,
         report: ValidationReport | None = None,
         out: Any = None,
+        empty: Any = None,
     ) -> Any:
         """Cell embeddings (float32, n_cells x embedding_dim) in the input's cell order; streams rows.
 
         ``out``: where to write them (anything taking ``out[start:stop] = block`` of contiguous
         rows, e.g. ``data.h5ad_copy.ObsmWriter``, which writes into a file); returned. Default: a
         new numpy array.
+        ``empty``: where to mark, block by block as the rows stream past (``empty[start:stop] =
+        bools``), the cells without evidence: no non-zero value on any gene the model reads
+        (after the family's gene alignment), see ``no_evidence``. Their embedding is whatever
+        the network gives an empty input (often a confident-looking constant), so annotators
+        must not read it.
         """
+
+    @abstractmethod
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """True for each of ``tokenize``'s cells that holds no gene the model reads (no count on
+        any of its genes in the data): the model has no evidence for that cell."""
 
     # --- hooks used by fine-tuning (cellfoundry.tuning); same preprocessing as embed() ---------
     # network: the torch.nn.Module holding every weight (LoRA wraps its sub-modules).

@@ -25,12 +25,16 @@ def called_mask(proba: np.ndarray, threshold: float) -> np.ndarray:
     p = np.asarray(proba)
     if p.ndim != 2 or p.shape[0] == 0:
         return np.zeros(p.shape[:1], dtype=bool)
-    conf = p.max(axis=1)
-    call = conf >= threshold
-    k = p.shape[1]
-    if k > 1:
-        call &= (conf - p.min(axis=1)) > UNIFORM_TOL
-    return np.asarray(call, dtype=bool)
+    return np.asarray((p.max(axis=1) >= threshold) & ~uniform_rows(p), dtype=bool)
+
+
+def uniform_rows(proba: np.ndarray) -> np.ndarray:
+    """True for rows spread evenly over two or more classes (top minus bottom within
+    ``UNIFORM_TOL``): how a model answers for a cell it has no evidence for (``uniform_where``)."""
+    p = np.asarray(proba)
+    if p.ndim != 2 or p.shape[1] < 2:
+        return np.zeros(p.shape[:1], dtype=bool)
+    return np.asarray((p.max(axis=1) - p.min(axis=1)) <= UNIFORM_TOL, dtype=bool)
 
 
 def no_evidence_rows(x: sp.spmatrix | sp.sparray | np.ndarray) -> np.ndarray:

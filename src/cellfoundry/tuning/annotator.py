@@ -25,6 +25,7 @@ from cellfoundry.errors import DataError, ModelError
 from cellfoundry.models.base import Annotator, Prediction
 from cellfoundry.models.embedding_annotators import family_min_coverage
 from cellfoundry.stats.calibration import apply_temperature
+from cellfoundry.stats.labels import uniform_where
 from cellfoundry.tuning.backbone import (
     Backbone,
     FoundationBackbone,
@@ -183,11 +184,13 @@ class FinetunedAnnotator(Annotator):
         report: ValidationReport,
         chunk_size: int = 10_000,
         progress: bool = False,
+        empty: np.ndarray | None = None,
     ) -> np.ndarray:
         """Adapted embeddings read ``chunk_size`` cells at a time (backed AnnData too).
 
         Forward batches keep the positions they have on the whole dataset, so results do not
-        depend on ``chunk_size``.
+        depend on ``chunk_size``. ``empty`` (bool, one per cell): set True for the cells whose
+        model inputs hold no gene (``Backbone.no_evidence``).
         """
         if chunk_size < 1:
             raise DataError(
@@ -213,7 +216,10 @@ class FinetunedAnnotator(Annotator):
                     part = adata[start:stop].to_memory()
                 else:
                     part = adata[start:stop]
-                pending.extend(self.backbone.tokenize(part, seed=seed, report=report, **extra))
+                cells = self.backbone.tokenize(part, seed=seed, report=report, **extra)
+                if empty is not None:
+                    empty[start:stop] = self.backbone.no_evidence(cells)
+                pending.extend(cells)
                 full = len(pending) - len(pending) % bs if stop < n else len(pending)
                 if full:
                     out[done : done + full] = embed_cells(self.backbone, pending[:full], bs)
@@ -240,8 +246,15 @@ class FinetunedAnnotator(Annotator):
     ) -> Prediction:
         rep = report or validate(adata)
         plan = self.input_plan(adata, report=rep, min_coverage=min_coverage)
-        emb = self.stream_embed(adata, report=rep, chunk_size=chunk_size, progress=progress)
-        proba = apply_temperature(head_logits(self.head, emb), self.manifest.temperature)
+        # a cell with no count on any gene the encoder reads has no evidence: its embedding is
+        # the encoder's answer to an empty input, which the head would call confidently
+        empty = np.zeros(adata.n_obs, dtype=bool)
+        emb = self.stream_embed(
+            adata, report=rep, chunk_size=chunk_size, progress=progress, empty=empty
+        )
+        proba = uniform_where(
+            apply_temperature(head_logits(self.head, emb), self.manifest.temperature), empty
+        )
         warnings = list(plan.warnings)
         if not self.manifest.extra.get("guards", {}).get("success", True):
             warnings.append(
@@ -250,13 +263,15 @@ class FinetunedAnnotator(Annotator):
             )
         if self.manifest.extra.get("base", {}).get("random_init"):
             warnings.append("the base model was RANDOMLY INITIALISED (no pretrained weights)")
-        return Prediction(
+        pred = Prediction(
             probabilities=proba,
             plan=plan,
             embeddings=emb,
             embedding_key=EMBEDDING_KEY,
             warnings=warnings,
         )
+        pred.note_no_evidence(empty, plan.coverage.n_present)
+        return pred
 
     def logits(self, adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, uncalibrated head logits)."""

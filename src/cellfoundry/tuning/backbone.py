@@ -54,6 +54,10 @@ class Backbone(ABC):
         """Per-cell model inputs, in cell order."""
 
     @abstractmethod
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """True for each of ``tokenize``'s cells that holds no gene the encoder reads."""
+
+    @abstractmethod
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         """A batch of torch tensors."""
 
@@ -96,6 +100,9 @@ class FoundationBackbone(Backbone):
         self, adata: ad.AnnData, *, seed: int = 0, report: ValidationReport | None = None
     ) -> list[dict[str, np.ndarray]]:
         return list(self.fm.tokenize(adata, seed=seed, report=report))
+
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        return np.asarray(self.fm.no_evidence(cells), dtype=bool)
 
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         return dict(self.fm.collate(cells))
@@ -226,6 +233,9 @@ class SCimilarityScratch(Backbone):
             dense = x.toarray().astype(np.float32)
             cells.extend({"x": row} for row in dense)
         return cells
+
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        return np.fromiter((not np.any(c["x"]) for c in cells), dtype=bool, count=len(cells))
 
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         return {"x": torch.from_numpy(np.stack([c["x"] for c in cells]))}

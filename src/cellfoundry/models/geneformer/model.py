@@ -456,6 +456,15 @@ class GeneformerModel(FoundationModel):
         """``{"input_ids": int64 array}`` per cell, in cell order (what embed() feeds the network)."""
         return [{"input_ids": t} for t in self.tokenizer.tokenize(adata, report=report)]
 
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        return self._no_genes([c["input_ids"] for c in cells])
+
+    def _no_genes(self, seqs: Sequence[np.ndarray]) -> np.ndarray:
+        """True for token sequences without a gene token (V2: just ``<cls>`` ``<eos>``): cells
+        with no count on any vocabulary gene."""
+        n_base = 2 if self.tokenizer.special_tokens else 0
+        return np.fromiter((len(s) <= n_base for s in seqs), dtype=bool, count=len(seqs))
+
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         """Right-pad with ``<pad>`` to the longest cell; ``attention_mask`` 1 on real tokens."""
         import torch
@@ -604,6 +613,7 @@ class GeneformerModel(FoundationModel):
         out: Any = None,
         device: str | None = "auto",
         precision: str | None = "auto",
+        empty: Any = None,
     ) -> Any:
         """Cell embeddings (float32, n_cells x hidden) in input order, reading rows in chunks.
 
@@ -611,6 +621,7 @@ class GeneformerModel(FoundationModel):
         cells are sorted by length within each chunk. ``device``/``precision``: see
         ``models.accel`` (auto: a CUDA GPU with bf16/fp16 autocast when present, else the CPU in
         float32). Geneformer is deterministic; ``seed`` is accepted for the common interface.
+        ``empty``: the cells without a gene token are marked there (see FoundationModel.embed).
         """
         import torch
 
@@ -634,11 +645,13 @@ class GeneformerModel(FoundationModel):
                 on_device(self.network, accel),
             ):
                 for start, seqs in self.tokenizer.iter_tokens(adata, plan, chunk_size):
-                    n_base = 2 if self.tokenizer.special_tokens else 0
-                    n_empty += sum(1 for s in seqs if len(s) <= n_base)
+                    none = self._no_genes(seqs)
+                    n_empty += int(none.sum())
+                    if empty is not None:
+                        empty[start : start + len(seqs)] = none
                     n_trunc += sum(1 for s in seqs if len(s) >= self.tokenizer.model_input_size)
                     if self.emb_mode == "cell":
-                        seqs = [s if len(s) > n_base else s[:0] for s in seqs]
+                        seqs = [s[:0] if e else s for s, e in zip(seqs, none, strict=True)]
                     out[start : start + len(seqs)] = self.embed_sequences(
                         seqs, batch_size=batch_size, max_tokens=max_tokens, accel=accel
                     )

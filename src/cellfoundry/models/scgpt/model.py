@@ -182,6 +182,10 @@ class ScGPTModel(FoundationModel):
             out.extend(cells)
         return out
 
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """True for cells whose tokens are ``<cls>`` alone: no expressed vocabulary gene."""
+        return np.fromiter((len(c["gene_ids"]) <= 1 for c in cells), dtype=bool, count=len(cells))
+
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         tok = ScGPTTokenizer(
             column_ids=self._gene_ids,
@@ -242,6 +246,7 @@ class ScGPTModel(FoundationModel):
         device: str | None = "auto",
         precision: str | None = "auto",
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        empty: Any = None,
     ) -> Any:
         """``<cls>`` embeddings (L2-normalised) in input order, rows read ``chunk_size`` at a time.
 
@@ -250,7 +255,8 @@ class ScGPTModel(FoundationModel):
         about the same memory; on the CPU a batch's real tokens are packed without padding.
         ``out`` (e.g. ``data.h5ad_copy.ObsmWriter``) receives each chunk's rows as they are done.
         ``device``/``precision``: see ``models.accel`` (auto: a CUDA GPU with bf16/fp16 autocast
-        when present, else the CPU in float32)."""
+        when present, else the CPU in float32). ``empty``: the cells without an expressed
+        vocabulary gene are marked there (see FoundationModel.embed)."""
         check_sizes(batch_size, max_tokens)
         if chunk_size < 1:
             raise ModelError(f"chunk_size must be ≥ 1 (got {chunk_size})", "pass a positive size")
@@ -277,6 +283,8 @@ class ScGPTModel(FoundationModel):
                     with accel.autocast():
                         emb = self._embed_cells(cells, batch_size, max_tokens, layers)
                     out[start : start + len(cells)] = emb
+                    if empty is not None:
+                        empty[start : start + len(cells)] = self.no_evidence(cells)
                     if pb is not None:
                         pb.update(len(cells))
         finally:

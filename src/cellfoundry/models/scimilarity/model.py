@@ -25,6 +25,7 @@ from cellfoundry.models.scimilarity.knn import (
     read_hnswlib_index,
 )
 from cellfoundry.models.scimilarity.network import V11_HIDDEN, V11_LATENT, Decoder, Encoder
+from cellfoundry.stats.labels import no_evidence_rows
 
 # from_random sizes: None -> a small test network; "model_v1.1" -> the published sizes.
 RANDOM_VARIANTS: dict[str, tuple[tuple[int, ...], int]] = {
@@ -180,12 +181,14 @@ class SCimilarityModel(FoundationModel):
         progress: bool = False,
         report: ValidationReport | None = None,
         out: Any = None,
+        empty: Any = None,
     ) -> Any:
         """log1p-CP10k aligned cells -> encoder (eval mode) -> float32 unit-norm embeddings.
 
         Rows are read ``max(batch_size, 1024)`` at a time and never densified: the first layer
         sums the weights of each cell's non-zero genes (same result as the dense product).
-        ``seed`` is unused: the embedding is deterministic.
+        ``seed`` is unused: the embedding is deterministic. ``empty``: the cells with no count on
+        any aligned gene are marked there (see FoundationModel.embed).
         """
         if batch_size < 1:
             raise ModelError(
@@ -201,6 +204,8 @@ class SCimilarityModel(FoundationModel):
         try:
             with torch.inference_mode():
                 for start, x in chunks:
+                    if empty is not None:
+                        empty[start : start + x.shape[0]] = no_evidence_rows(x)
                     for s in range(0, x.shape[0], batch_size):
                         rows = x[s : s + batch_size]
                         emb = self._forward_rows(rows)
@@ -241,6 +246,10 @@ class SCimilarityModel(FoundationModel):
                     {"indices": x.indices[lo:hi].astype(np.int32), "values": x.data[lo:hi].copy()}
                 )
         return cells
+
+    def no_evidence(self, cells: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """True for cells with no non-zero aligned gene (``tokenize`` keeps the non-zero ones)."""
+        return np.fromiter((not np.any(c["values"]) for c in cells), dtype=bool, count=len(cells))
 
     def collate(self, cells: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         """Dense ``x`` (B x n_genes float32), the exact network input of ``embed``."""
