@@ -117,6 +117,9 @@ export interface paths {
         /**
          * Upload
          * @description Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset.
+         *
+         *     An upload that sends no data for ``tmp_sweep_after_s`` (6 hours by default) is discarded:
+         *     409 ``upload_expired`` when it goes on; start it again.
          */
         post: operations["upload_upload_post"];
         delete?: never;
@@ -2498,6 +2501,15 @@ export interface operations {
             };
             /** @description Missing or invalid API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not in a state that allows this */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
