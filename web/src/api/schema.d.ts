@@ -186,9 +186,11 @@ export interface paths {
          * @description Queue a run of an application on a dataset with a model (params validated first).
          *
          *     Body: a JSON object sent with ``Content-Type: application/json`` (another or no
-         *     Content-Type: 415 ``not_json``), encoded as UTF-8; an empty body, one that is not UTF-8 or
-         *     not valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of
-         *     the first bad byte, ``invalid_json`` with the line, column and character of the error).
+         *     Content-Type: 415 ``not_json``), encoded as UTF-8 (RFC 8259 §8.1; a leading UTF-8 byte order
+         *     mark is ignored); an empty body, one that is not UTF-8 (UTF-16 and UTF-32 included) or not
+         *     valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of the
+         *     first bad byte or the encoding the body is in, ``invalid_json`` with the line, column and
+         *     character of the error), as on ``/predict``.
          */
         post: operations["submit_submit_post"];
         delete?: never;
@@ -380,9 +382,11 @@ export interface paths {
          *     ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
          *     distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
          *     The body is read as UTF-8 JSON whatever its ``Content-Type`` (not checked, for speed; send
-         *     ``application/json``); an empty body, one that is not UTF-8 or not valid JSON is refused with
-         *     422 (``empty_body``, ``body_not_utf8`` with the offset of the first bad byte,
-         *     ``invalid_json`` with the line, column and character of the error), as on ``/submit``.
+         *     ``application/json``; RFC 8259 §8.1, a leading UTF-8 byte order mark is ignored); an empty
+         *     body, one that is not UTF-8 (UTF-16 and UTF-32 included) or not valid JSON is refused with
+         *     422 (``empty_body``, ``body_not_utf8`` with the offset of the first bad byte or the encoding
+         *     the body is in, ``invalid_json`` with the line, column and character of the error), as on
+         *     ``/submit``.
          */
         post: operations["predict_predict_post"];
         delete?: never;
