@@ -90,4 +90,5 @@ def dataset(d: OwnDataset) -> DatasetPublic:
 def remove_dataset(d: OwnDataset, s: SessionDep, platform: PlatformDep) -> Response:
     """Delete one of your datasets, its finished runs and their files (409 while runs are active)."""
     delete_dataset(platform, s, d)
+    s.commit()  # then its files go (deletion.remove_after_commit), then the answer
     return Response(status_code=204)

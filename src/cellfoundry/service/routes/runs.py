@@ -205,6 +205,7 @@ def remove_run(run: OwnRunDep, s: SessionDep, platform: PlatformDep) -> Response
     """Delete one of your finished runs and its files (409 while it is queued or running;
     a model it produced stays, with its files)."""
     delete_runs(platform, s, [run])
+    s.commit()  # then its files go (deletion.remove_after_commit), then the answer
     return Response(status_code=204)
 
 
