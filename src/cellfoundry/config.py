@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         21_600.0,
         description="the reaper removes upload leftovers in storage/tmp (a partial upload "
         "'*.part', an intake folder 'intake-*') untouched this long: what an API process killed "
-        "mid-upload leaves (checked every shard_sweep_s)",
+        "mid-upload leaves (checked every shard_sweep_s). An upload whose client sends nothing "
+        "this long is discarded (409 upload_expired); keep it above the intake's wall time "
+        "(2 x intake_cpu_s)",
     )
     db_retry_s: float = Field(
         30.0, description="workers retry database writes for this long when the connection drops"

@@ -66,7 +66,17 @@ def test_both_routes_word_a_json_error_the_same_way(
     client: tuple[TestClient, dict[str, str]],
 ) -> None:
     c, auth = client
-    for raw in (NO_BRACE, TRAILING, b"not json", b'{"a": "caf\xe9"}', b"", b"[" * 50_000):
+    for raw in (
+        NO_BRACE,
+        TRAILING,
+        b"not json",
+        b'{"a": "caf\xe9"}',
+        b"",
+        b"[" * 50_000,
+        b"\xef\xbb\xbf" + NO_BRACE,  # a byte order mark, then a JSON error
+        NO_BRACE.decode().encode("utf-16"),
+        NO_BRACE.decode().encode("utf-32-le"),
+    ):
         submit = c.post("/submit", content=raw, headers={**auth, **JSON}).json()["error"]
         predict = c.post("/predict", content=raw, headers={**auth, **JSON}).json()["error"]
         assert submit["code"] == predict["code"] and submit["message"] == predict["message"]
@@ -150,8 +160,7 @@ def test_submit_takes_json_as_before(client: tuple[TestClient, dict[str, str]]) 
         ("application/json", body.encode()),
         ("application/json; charset=utf-8", body.encode()),
         ("application/vnd.api+json", body.encode()),
-        ("application/json", b"\xef\xbb\xbf" + body.encode()),  # a BOM: json.loads reads it
-        ("application/json", body.encode("utf-16")),  # as does UTF-16
+        ("application/json", b"\xef\xbb\xbf" + body.encode()),  # a BOM: ignored (RFC 8259)
     ]:
         r = c.post("/submit", content=raw, headers={**auth, "Content-Type": ctype})
         _error(r, 404, "dataset_not_found")  # read, then: no such dataset
@@ -187,12 +196,61 @@ def test_every_route_with_a_json_body_explains_an_unreadable_body() -> None:
     assert all(isinstance(r, JsonBodyRoute) for r in json_bodies), json_bodies
 
 
+UTF16_32 = [
+    ("utf-16", "UTF-16", "ff fe 7b 00 (a byte order mark)"),
+    ("utf-16-le", "UTF-16LE", "7b 00 22 00"),
+    ("utf-16-be", "UTF-16BE", "00 7b 00 22"),
+    ("utf-32", "UTF-32", "ff fe 00 00 (a byte order mark)"),
+    ("utf-32-le", "UTF-32LE", "7b 00 00 00"),
+    ("utf-32-be", "UTF-32BE", "00 00 00 7b"),
+]
+
+
+@pytest.mark.parametrize("path", ["/submit", "/predict"])
+@pytest.mark.parametrize(("encoding", "name", "first"), UTF16_32, ids=[e[0] for e in UTF16_32])
+def test_utf16_and_utf32_bodies_are_422_body_not_utf8_on_both_routes(
+    client: tuple[TestClient, dict[str, str]], path: str, encoding: str, name: str, first: str
+) -> None:
+    """RFC 8259 §8.1: JSON exchanged between systems MUST be UTF-8. /submit's parser (json.loads)
+    read UTF-16 and UTF-32 (a 404 for this body) while /predict refused them: both refuse now."""
+    c, auth = client
+    raw = '{"dataset_id": "d1", "model_id": "m1"}'.encode(encoding)
+    err = _error(c.post(path, content=raw, headers={**auth, **JSON}), 422, "body_not_utf8")
+    assert err["message"] == f"the body is {name}, not UTF-8: it begins with the bytes {first}"
+    assert err["hint"].startswith("encode the body as UTF-8")
+    if path == "/submit":  # refused as a body that does not parse: before the key is checked
+        _error(c.post(path, content=raw, headers=JSON), 422, "body_not_utf8")
+        # sent as another type it is not read as JSON: 415 as before
+        r = c.post(path, content=raw, headers={**auth, "Content-Type": "text/plain"})
+        _error(r, 415, "not_json")
+
+
+def test_a_byte_order_mark_is_ignored_by_both_routes(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """RFC 8259 §8.1 lets a parser ignore a leading UTF-8 byte order mark: /submit (json.loads)
+    did, /predict (orjson, pydantic) refused it with 422; both read such a body now."""
+    c, auth = client
+    submit = b'\xef\xbb\xbf{"dataset_id": "d1", "model_id": "m1"}'
+    _error(c.post("/submit", content=submit, headers={**auth, **JSON}), 404, "dataset_not_found")
+    predict = b'\xef\xbb\xbf{"expression": {"CD19": 8.5}}'  # read, then: no model to answer
+    _error(c.post("/predict", content=predict, headers={**auth, **JSON}), 503, "no_model_loaded")
+    bad = b'\xef\xbb\xbf{"expression": "x"}'  # read, then refused for its content as without
+    r = c.post("/predict", content=bad, headers={**auth, **JSON})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", r.text
+    assert (
+        r.json()["error"]["message"]
+        == (
+            c.post("/predict", content=bad[3:], headers={**auth, **JSON}).json()["error"]["message"]
+        )
+    )
+
+
 def test_a_byte_order_mark_or_utf16_is_named_and_positions_count_from_the_first_byte() -> None:
-    bom = body_error(b'\xef\xbb\xbf{"expression": 1}', "/predict")
-    assert bom is not None and "byte order mark" in bom.message
+    assert body_error(b'\xef\xbb\xbf{"expression": 1}', "/predict") is None  # read, as json.loads
     late = body_error(b'\xef\xbb\xbf{"a": 1,}', "/predict")
     assert late is not None
     assert late.message.endswith("at line 1, column 10 (char 9)")  # as in the plain body + 1
     utf16 = body_error('{"a": 1}'.encode("utf-16-le"), "/predict")
-    assert utf16 is not None and "UTF-16" in (utf16.hint or "")
+    assert utf16 is not None and utf16.code == "body_not_utf8" and "UTF-16LE" in utf16.message
     assert body_error(b'{"a": 1}', "/submit") is None

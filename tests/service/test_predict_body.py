@@ -6,6 +6,7 @@ bit for bit, options), or is left to pydantic, whose refusal (status, code, mess
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import struct
@@ -43,8 +44,11 @@ def _pydantic(raw: bytes) -> tuple[PredictRequest, list[dict[str, float]]] | Non
 
 
 def check_same(raw: bytes) -> bool:
-    """The fast path accepts only what pydantic accepts, with the same values; True if taken."""
+    """The fast path accepts only what pydantic accepts, with the same values; True if taken.
+    (``parse_predict_body`` ignores a leading UTF-8 byte order mark, which pydantic refuses.)"""
     want = _pydantic(raw)
+    if want is None and raw.startswith(codecs.BOM_UTF8):
+        want = _pydantic(raw[len(codecs.BOM_UTF8) :])
     fast = fast_parse(raw)
     if want is None:
         assert fast is None, raw[:200]
@@ -121,7 +125,12 @@ EDGES = [
     b'{"expression": {"A": 1}} x',
     b'{"expression": {"A": 1}}\n',
     b' \t{"expression": {"A": 1}}\r\n ',
-    b'\xef\xbb\xbf{"expression": {"A": 1}}',
+    b'\xef\xbb\xbf{"expression": {"A": 1}}',  # a byte order mark: ignored, as json.loads does
+    b'\xef\xbb\xbf{"expression": {"A": "x"}}',
+    b'\xef\xbb\xbf\xef\xbb\xbf{"expression": {"A": 1}}',  # only one is
+    b'\xef\xbb\xbf{"expression": {"A": 1}',
+    '{"expression": {"A": 1}}'.encode("utf-16"),
+    '{"expression": {"A": 1}}'.encode("utf-16-le"),
     b'{"expression": {"A": 1.}}',
     b'{"expression": {"A": .5}}',
     b'{"expression": {"A": 01}}',
@@ -252,6 +261,9 @@ def test_http_answers_with_and_without_the_fast_path_are_identical(
         json.dumps({"expression": cell, "values": "lognorm"}).encode(),
         json.dumps({"expression": [cell] * 3, "panel": genes[:400]}).encode(),
         b'{"expression": {"CD3D": 1.0',
+        codecs.BOM_UTF8 + json.dumps({"expression": cell, "top_k": 2}).encode(),
+        codecs.BOM_UTF8 + b'{"expression": {"CD3D": 1.0',
+        json.dumps({"expression": cell}).encode("utf-16"),
         b"not json",
         b"",
         b"[]",
@@ -266,3 +278,21 @@ def test_http_answers_with_and_without_the_fast_path_are_identical(
         assert f == s, raw[:120]
     statuses = [s for s, _ in fast]
     assert statuses.count(200) >= 5 and 422 in statuses and 404 in statuses and 413 in statuses
+
+
+def test_a_byte_order_mark_is_ignored_and_utf16_refused(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """RFC 8259 §8.1: JSON between systems is UTF-8, and a parser may ignore a leading UTF-8 byte
+    order mark. /predict answers a body with one as the same body without it (as /submit reads
+    both); a body in UTF-16 or UTF-32 is refused 422 body_not_utf8, as on /submit."""
+    c, auth = client
+    genes = list(next(iter(c.app.state.platform.predictor.models.values())).annotator.genes)  # type: ignore[attr-defined]
+    body = json.dumps({"expression": {g: float(i % 5) for i, g in enumerate(genes[:300])}})
+    plain = _answer(c, auth, body.encode())
+    assert plain[0] == 200
+    assert _answer(c, auth, codecs.BOM_UTF8 + body.encode()) == plain
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"):
+        status, answer = _answer(c, auth, body.encode(encoding))
+        assert status == 422 and answer["error"]["code"] == "body_not_utf8", (encoding, answer)
+        assert answer["error"]["hint"].startswith("encode the body as UTF-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,13 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from cellfoundry.config import Settings
-from cellfoundry.jobs import states
-from cellfoundry.jobs.engine import Engine
+from cellfoundry.jobs import shards, states
+from cellfoundry.jobs.applications import TaskContext, TaskOutput, get_application
+from cellfoundry.jobs.engine import Engine, LostRun
 from cellfoundry.service.app import create_app
+from cellfoundry.service.deletion import delete_runs
 from cellfoundry.store.db import Database
-from cellfoundry.store.tables import Dataset, Run, RunState
+from cellfoundry.store.tables import Dataset, ModelRecord, Result, Run, RunShard, RunState
 from tests.service.conftest import state_with_model
 
 
@@ -170,3 +173,142 @@ def test_a_shard_whose_run_was_deleted_stops_and_leaves_nothing(
         assert late.execute_shard_claimed(rid, 1) == "lost"
     assert not run_dir.exists()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def _cancel_and_delete(env: Env, run_id: str) -> None:
+    """What the 409 of a delete tells the user to do: cancel the run, then delete it."""
+    r = env.client.post(f"/runs/{run_id}/cancel", headers=env.auth)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+    assert env.client.delete(f"/runs/{run_id}", headers=env.auth).status_code == 204
+    assert not (env.settings.storage / "runs" / run_id).exists()  # the delete removed it
+
+
+@pytest.mark.parametrize("when", ["before_its_folder_is_made", "while_it_writes"])
+def test_a_run_deleted_while_its_worker_is_at_work_leaves_no_folder(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    """An unsharded run (an embedding) cancelled and deleted while its worker is at work: right
+    after the worker read it (it then makes the folder of the task's output), or while the task
+    writes (a writer that makes its folders, as a model's save does). Neither the folder nor
+    what was written after the delete stays, and the worker stops quietly. Before, the worker
+    stopped at the task's next progress report ("lost") and left runs/<id> behind."""
+    spec = get_application("embedding")
+    task, validate = spec.task, spec.validate
+    assert task is not None and not spec.sharded
+    armed: list[str] = []  # the run id, once submitted
+
+    def read_then_deleted(params: dict[str, object] | None) -> object:
+        out = validate(params)
+        if armed and when == "before_its_folder_is_made":  # the worker's read of its params
+            _cancel_and_delete(env, armed.pop())
+        return out
+
+    def at_work(ctx: TaskContext) -> TaskOutput:
+        if when == "while_it_writes":
+            _cancel_and_delete(env, ctx.run_id)
+            ctx.out_dir.mkdir(parents=True, exist_ok=True)
+            (ctx.out_dir / "layout.parquet").write_bytes(b"partial")
+        return task(ctx)  # its next progress report finds the run gone
+
+    monkeypatch.setattr(spec, "validate", read_then_deleted)
+    monkeypatch.setattr(spec, "task", at_work)
+    body = {**env.body, "application_id": "embedding", "params": {"layout": "pca"}}
+    r = env.client.post("/submit", json=body, headers=env.auth)
+    assert r.status_code == 201, r.text
+    rid = r.json()["run_id"]
+    armed.append(rid)
+    with caplog.at_level(logging.ERROR, logger="cellfoundry"):
+        assert env.worker(0).execute_run(rid) == "lost"
+    assert not (env.settings.storage / "runs" / rid).exists()
+    with env.db.session() as s:
+        assert s.get(Run, rid) is None
+        assert s.scalar(sa.select(sa.func.count()).select_from(Result)) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_run_deleted_while_it_merges_stops_quietly_and_leaves_nothing(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last shard's worker merges; the run is cancelled and deleted once the merge has read
+    the shards, before it writes the predictions (whose folder is gone): nothing stays, and the
+    write's failure is not logged as a bug. Before, 'merge of <run> failed' and a traceback."""
+    rid = env.sharded_run()
+    for idx in (1, 2):
+        assert env.worker(idx).execute_shard(rid, idx) == "succeeded"
+    write = shards.write_predictions_parquet
+
+    def deleted_first(frame: object, path: Path) -> None:
+        _cancel_and_delete(env, rid)
+        write(frame, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shards, "write_predictions_parquet", deleted_first)
+    with caplog.at_level(logging.ERROR, logger="cellfoundry"):
+        env.worker(3).execute_shard(rid, 3)
+    assert not (env.settings.storage / "runs" / rid).exists()
+    with env.db.session() as s:
+        assert s.get(Run, rid) is None
+        assert s.scalar(sa.select(sa.func.count()).select_from(RunShard)) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_deleted_run_loses_its_files_once_the_delete_commits(env: Env) -> None:
+    """The delete removes a run's folder once the deletion of its rows is committed, never when
+    it rolls back. A worker that ends in between still sees its run (cancelled) and leaves its
+    files to the delete, which removes them after. Before, the delete removed the folder first:
+    what such a worker wrote meanwhile stayed (and a delete rolled back had lost the files)."""
+    rid = env.sharded_run()
+    assert env.client.post(f"/runs/{rid}/cancel", headers=env.auth).status_code == 200
+    platform = env.client.app.state.platform  # type: ignore[attr-defined]
+    folder = env.settings.storage / "runs" / rid
+    folder.mkdir(exist_ok=True)
+    (folder / "layout.parquet").write_bytes(b"x")
+    with pytest.raises(RuntimeError), platform.db.session() as s:
+        delete_runs(platform, s, [s.get(Run, rid)])
+        raise RuntimeError("the delete fails before its commit")
+    assert (folder / "layout.parquet").is_file() and env.state(rid) == "cancelled"
+
+    with platform.db.session() as s:
+        delete_runs(platform, s, [s.get(Run, rid)])
+        # the worker writes on and ends now, before the commit: its run is still there
+        (folder / "predictions.parquet").write_bytes(b"partial")
+        shards.remove_if_ended(env.worker(1), rid)
+        assert (folder / "predictions.parquet").is_file()  # left to the delete
+    assert not folder.exists()
+    with env.db.session() as s:
+        assert s.get(Run, rid) is None
+
+
+def test_a_model_is_registered_only_while_its_run_is_its_workers(
+    env: Env, demo_model_dir: Path
+) -> None:
+    """A fine-tune registers the model it trained in one transaction with a check that its run
+    is still its worker's: a cancel that came first wins, and the run's delete leaves no model
+    row behind. Before, the model of a cancelled run was registered, and stayed once the run
+    and its folder (the model's files) were deleted."""
+    runs = []
+    for _ in range(2):
+        r = env.client.post("/submit", json=env.body, headers=env.auth)
+        assert r.status_code == 201, r.text
+        runs.append(r.json()["run_id"])
+    worker = env.worker(0)
+    for rid in runs:
+        with env.db.session() as s:
+            assert worker.claim_run(s, rid)
+        shutil.copytree(demo_model_dir, env.settings.storage / "runs" / rid / "model")
+    done, cancelled = runs
+    run, _, _ = worker.inputs(done)
+    new_id = worker.register_result_model(env.settings.storage / "runs" / done / "model", run)
+    with env.db.session() as s:
+        model = s.get(ModelRecord, new_id)
+        assert model is not None and model.source_run_id == done
+
+    assert env.client.post(f"/runs/{cancelled}/cancel", headers=env.auth).status_code == 200
+    run, _, _ = worker.inputs(cancelled)
+    with pytest.raises(LostRun):
+        worker.register_result_model(env.settings.storage / "runs" / cancelled / "model", run)
+    assert env.client.delete(f"/runs/{cancelled}", headers=env.auth).status_code == 204
+    assert not (env.settings.storage / "runs" / cancelled).exists()
+    with env.db.session() as s:
+        assert (
+            s.scalar(sa.select(ModelRecord).where(ModelRecord.source_run_id == cancelled)) is None
+        )

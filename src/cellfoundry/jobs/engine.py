@@ -244,11 +244,19 @@ class Engine:
 
         if self.retry(write, f"failing {run_id}"):
             shards.remove_shard_files(self.storage, run_id)  # nothing will merge them now
+        else:  # it ended first (a cancel), or was deleted: what this worker wrote goes too
+            shards.remove_if_ended(self, run_id)
 
     def fail_with(self, run_id: str, exc: Exception, what: str, owner: str | None = None) -> None:
-        """Fail the run with the reason of ``exc`` (a bug's traceback goes to the log only)."""
+        """Fail the run with the reason of ``exc`` (a bug's traceback goes to the log only; an
+        error of a run cancelled or deleted meanwhile, whose files went from under it, is no
+        bug)."""
         if isinstance(exc, CellfoundryError):
             self.fail(run_id, exc.code, exc.message, exc.hint, owner=owner)
+            return
+        if not self.is_active(run_id):
+            log.info("%s stopped: the run was cancelled or deleted meanwhile (%r)", what, exc)
+            shards.remove_if_ended(self, run_id)
             return
         log.error("%s failed:\n%s", what, traceback.format_exc())
         self.fail(
@@ -289,6 +297,15 @@ class Engine:
 
         self.retry(write, f"finishing {run_id}")
 
+    def is_active(self, run_id: str) -> bool:
+        """Whether ``run_id`` exists and is queued or running."""
+
+        def read() -> bool:
+            with self.db.session() as s:
+                return s.scalar(select(Run.state).where(Run.id == run_id)) in states.ACTIVE_STATES
+
+        return self.retry(read, f"reading the state of {run_id}")
+
     def retry(self, fn: Callable[[], T], what: str) -> T:
         """``fn()`` retried through a dropped database connection (``settings.db_retry_s``)."""
         return retry_db(fn, what, self.settings.db_retry_s)
@@ -313,9 +330,22 @@ class Engine:
         self._models.pop(f"{rec.id}:{rec.path}", None)
 
     def register_result_model(self, folder: Path, run: Run) -> str:
+        """Register the model ``run`` produced, only while the run is still this worker's: a
+        compare-and-set on the run in the same transaction, so a cancel that came first wins
+        (LostRun: no model of a cancelled run, whose folder its delete removes) and one that
+        comes after finds the model, which outlives its run."""
         from cellfoundry.store.model_records import register_model
 
         with self.db.session() as s:
+            if not states.transition(
+                s,
+                run.id,
+                RunState.RUNNING,
+                frm=(RunState.RUNNING,),
+                where=[Run.worker == self.name],
+                heartbeat_at=utcnow(),
+            ):
+                raise LostRun(run.id)
             rec = register_model(
                 s, self.storage, folder, owner_id=run.owner_id, source_run_id=run.id, copy=False
             )
@@ -401,7 +431,8 @@ class Engine:
                 out = app.task(ctx)
                 self.finish(run_id, out, me)
                 return "succeeded"
-            except LostRun:
+            except LostRun:  # cancelled, or deleted: then its folder (made above) goes
+                shards.remove_if_ended(self, run_id)
                 return "lost"
             except Exception as exc:
                 if is_transient(exc):  # the database stayed away: the reaper re-queues the run

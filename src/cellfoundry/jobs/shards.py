@@ -6,7 +6,6 @@ concatenates the shard probabilities in order and writes the run's result files.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from cellfoundry.jobs import states
 from cellfoundry.jobs.applications import (
@@ -291,31 +291,51 @@ def shard_dir_of(storage: FileStorage, run_id: str) -> Path:
 
 
 def remove_if_ended(engine: Engine, run_id: str) -> None:
-    """Delete the shard files of ``run_id`` when it was cancelled, failed or deleted (a shard
-    that finished after the end, or stopped because of it, leaves nothing behind)."""
+    """Delete the shard files of ``run_id`` when it was cancelled or failed, and every file of it
+    (but a model it produced) when it was deleted: a worker that wrote after the end or the
+    delete, or stopped because of it, leaves nothing behind."""
 
-    def state() -> str | None:
+    def clean() -> None:
         with engine.db.session() as s:
-            return s.scalar(select(Run.state).where(Run.id == run_id))
+            found = s.scalar(select(Run.state).where(Run.id == run_id))
+            if found is None:
+                remove_run_files(engine.storage, s, run_id)
+            elif found in ENDED:
+                remove_shard_files(engine.storage, run_id)
 
-    found = engine.retry(state, f"reading the state of {run_id}")
-    if found is None:
-        remove_orphan_shards(shard_dir_of(engine.storage, run_id))
-    elif found in ENDED:
-        remove_shard_files(engine.storage, run_id)
+    engine.retry(clean, f"removing the files of ended run {run_id}")
 
 
-def remove_orphan_shards(shards: Path) -> None:
-    """The shard folder of a run whose row is gone, and the run's folder when nothing else is
-    left in it (a model the run produced, which the delete keeps, stays)."""
-    shutil.rmtree(shards, ignore_errors=True)
-    with contextlib.suppress(OSError):  # not empty, or gone already
-        shards.parent.rmdir()
+def remove_run_files(storage: FileStorage, s: Session, run_id: str) -> None:
+    """Remove the folder of run ``run_id`` (deleted), but for the folder of any model the run
+    produced that still exists: a model outlives its run."""
+    remove_run_folder(storage, run_id, produced_model_dirs(storage, s, run_id))
+
+
+def produced_model_dirs(storage: FileStorage, s: Session, run_id: str) -> set[Path]:
+    """The folders (in storage) of the models that run ``run_id`` produced and that exist."""
+    return {
+        storage.resolve(p)
+        for p in s.scalars(select(ModelRecord.path).where(ModelRecord.source_run_id == run_id))
+        if not Path(p).is_absolute()
+    }
+
+
+def remove_run_folder(storage: FileStorage, run_id: str, kept: set[Path]) -> None:
+    """Remove ``runs/<run_id>`` but for the folders ``kept`` (and the folders above them)."""
+    folder = storage.resolve(Path("runs") / check_id(run_id, "run id"))
+    if not kept:
+        storage.remove_run(run_id)
+    elif folder.is_dir():
+        for child in folder.iterdir():
+            if child not in kept and not any(k.is_relative_to(child) for k in kept):
+                storage.remove_tree(storage.relative(child))
 
 
 def sweep_leftovers(engine: Engine, grace_s: float) -> list[str]:
-    """Delete shard folders left by runs that ended (or were deleted) more than ``grace_s``
-    ago: a worker that crashed before its cleanup, or wrote after it. Returns the run ids."""
+    """Delete shard folders left by runs that ended more than ``grace_s`` ago, and the folder of
+    a deleted run that has one (but a model it produced): a worker that crashed before its
+    cleanup, or wrote after it. Returns the run ids."""
     found = {p.parent.name: p for p in (engine.storage.root / "runs").glob("*/shards")}
     if not found:
         return []
@@ -327,16 +347,16 @@ def sweep_leftovers(engine: Engine, grace_s: float) -> list[str]:
                 select(Run.id, Run.state, Run.finished_at).where(Run.id.in_(list(found)))
             ).all()
         }
-    removed = []
-    for rid, folder in sorted(found.items()):
-        if rid in ended:  # a run still active, or ended within the grace period, keeps them
-            state, finished = ended[rid]
-            if state not in FINAL_STATES or finished is None or _utc(finished) > cutoff:
-                continue
-            shutil.rmtree(folder, ignore_errors=True)
-        else:
-            remove_orphan_shards(folder)
-        removed.append(rid)
+        removed = []
+        for rid, folder in sorted(found.items()):
+            if rid in ended:  # a run still active, or ended within the grace period, keeps them
+                state, finished = ended[rid]
+                if state not in FINAL_STATES or finished is None or _utc(finished) > cutoff:
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+            else:  # the run was deleted: its folder goes (but a model it produced)
+                remove_run_files(engine.storage, s, rid)
+            removed.append(rid)
     return removed
 
 

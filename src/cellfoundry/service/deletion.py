@@ -4,17 +4,26 @@ Active (queued or running) runs are never deleted from under their worker: the c
 them first (409 with a hint). A delete and a submit on the same dataset or model are serialised
 by the owner's lock (:func:`~cellfoundry.service.quotas.lock_user`): the delete sees the new run
 (409), or the submit sees the delete (404). Files shared with another row are kept.
+
+Files are removed once the rows' deletion is committed (:func:`remove_after_commit`), never when
+it rolls back. A worker still at work on a run just cancelled (it sees the cancel at its next
+progress report) may write on until then: if it ends before the delete commits it sees its run
+(cancelled) and leaves its files to the delete, which removes them after; if it ends after, it
+sees its run gone and removes what it wrote itself (``jobs.shards.remove_if_ended``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session
 
 from cellfoundry.errors import ConflictError, NotFoundError
+from cellfoundry.jobs.shards import produced_model_dirs, remove_run_folder
 from cellfoundry.jobs.states import ACTIVE_STATES
 from cellfoundry.service.platform import Platform
 from cellfoundry.service.quotas import lock_user
@@ -40,23 +49,36 @@ def _refuse_active(runs: list[Run], what: str) -> None:
         )
 
 
+_REMOVALS = "cf_remove_after_commit"
+
+
+def remove_after_commit(s: Session, remove: Callable[[], None]) -> None:
+    """Run ``remove`` (a file removal) once ``s`` commits, and never if it rolls back: a row's
+    files go only once the row is gone for every reader."""
+    if _REMOVALS not in s.info:
+        s.info[_REMOVALS] = []
+        event.listen(s, "after_commit", _removals_due)
+        event.listen(s, "after_rollback", _removals_dropped)
+    s.info[_REMOVALS].append(remove)
+
+
+def _removals_due(s: Session) -> None:
+    due, s.info[_REMOVALS] = s.info[_REMOVALS], []
+    for remove in due:
+        remove()
+
+
+def _removals_dropped(s: Session) -> None:
+    s.info[_REMOVALS] = []
+
+
 def delete_runs(platform: Platform, s: Session, runs: list[Run]) -> None:
-    """Remove finished runs: rows (result, shards, evaluations) and their folders, keeping the
-    folder of any model a run produced that still exists."""
+    """Remove finished runs: rows (result, shards, evaluations) and, once that is committed,
+    their folders, keeping the folder of any model a run produced that still exists."""
     _refuse_active(runs, "this")
     for run in runs:
-        kept = {
-            platform.storage.resolve(p)
-            for p in s.scalars(select(ModelRecord.path).where(ModelRecord.source_run_id == run.id))
-            if not Path(p).is_absolute()
-        }
-        folder = platform.storage.resolve(Path("runs") / run.id)
-        if not kept:
-            platform.storage.remove_run(run.id)
-        elif folder.is_dir():
-            for child in folder.iterdir():
-                if child not in kept and not any(k.is_relative_to(child) for k in kept):
-                    platform.storage.remove_tree(platform.storage.relative(child))
+        kept = produced_model_dirs(platform.storage, s, run.id)
+        remove_after_commit(s, partial(remove_run_folder, platform.storage, run.id, kept))
         for table in (Evaluation, Result, RunShard):
             s.execute(delete(table).where(table.run_id == run.id))
         s.delete(run)
@@ -90,7 +112,7 @@ def delete_dataset(platform: Platform, s: Session, d: Dataset) -> None:
         select(func.count()).select_from(Dataset).where(Dataset.path == d.path, Dataset.id != d.id)
     )
     if not shared:
-        platform.storage.remove_file(d.path)
+        remove_after_commit(s, partial(platform.storage.remove_file, d.path))
     s.delete(d)
     s.flush()
 
@@ -112,6 +134,6 @@ def delete_model(platform: Platform, s: Session, rec: ModelRecord) -> None:
     platform.predictor.remove(rec.id)
     platform.engine.forget_model(rec)
     if not Path(rec.path).is_absolute():  # a folder registered in place is the admin's, not ours
-        platform.storage.remove_tree(rec.path)
+        remove_after_commit(s, partial(platform.storage.remove_tree, rec.path))
     s.delete(rec)
     s.flush()

@@ -23,7 +23,7 @@ from cellfoundry.service.platform import Platform
 from cellfoundry.service.public import dataset_public
 from cellfoundry.service.quotas import check_upload_quota, lock_user
 from cellfoundry.service.schemas import DatasetPublic
-from cellfoundry.service.upload import Uploaded
+from cellfoundry.service.upload import Uploaded, upload_expired
 from cellfoundry.store.tables import Dataset
 
 log = logging.getLogger("cellfoundry.service")
@@ -42,7 +42,10 @@ def register_upload(platform: Platform, uid: str, up: Uploaded) -> DatasetPublic
     staging = Path(tempfile.mkdtemp(prefix="intake-", dir=platform.storage.tmp_dir()))
     try:
         staged = staging / up.filename
-        os.replace(up.path, staged)
+        try:
+            os.replace(up.path, staged)
+        except FileNotFoundError:  # swept from storage/tmp (its client was idle that long)
+            raise upload_expired(platform.settings.tmp_sweep_after_s) from None
         summary = _intake(platform, staged, up.filename)
         folder = platform.storage.dataset_dir(uid, up.sha256)  # owners never share a folder
         folder.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,18 @@ own parser, ``predict_body``) both refuse a body that is not JSON with ``body_er
 where the JSON breaks (line, column, character offset) and what the parser expected, or the
 offset of the first byte that is not UTF-8, or that the body is empty. It runs only once a body
 has been refused (the error path), never on an accepted body.
+
+Both take UTF-8 only (RFC 8259 §8.1: JSON exchanged between systems MUST be UTF-8): a body in
+UTF-16 or UTF-32 is refused with 422 ``body_not_utf8`` (``wide_encoding_error``; FastAPI's
+parser, Python's ``json.loads``, would read it, so ``JsonBodyRoute`` looks at the first four
+bytes of each body first). A leading UTF-8 byte order mark is ignored by both, as §8.1 lets a
+parser do (``json.loads`` does; ``parse_predict_body`` strips it, once its fast path refused
+the body).
 """
 
 from __future__ import annotations
 
+import codecs
 import email.message
 import json
 from collections.abc import Callable, Coroutine
@@ -24,6 +32,17 @@ from starlette.responses import Response
 from cellfoundry.errors import CellfoundryError, UnsupportedMediaError
 
 _BOM = "\ufeff"
+#: the hint of ``body_not_utf8``
+UTF8_HINT = "encode the body as UTF-8 (JSON bodies must be UTF-8, not latin-1, cp1252 or UTF-16)"
+#: ``json.detect_encoding``'s names of the encodings JSON may not be sent in
+_WIDE = {
+    "utf-16": "UTF-16",
+    "utf-16-be": "UTF-16BE",
+    "utf-16-le": "UTF-16LE",
+    "utf-32": "UTF-32",
+    "utf-32-be": "UTF-32BE",
+    "utf-32-le": "UTF-32LE",
+}
 #: a body each JSON route takes, for the hints
 EXAMPLES = {
     "/submit": '{"dataset_id": "...", "model_id": "..."}',
@@ -36,10 +55,26 @@ def example_of(path: str) -> str:
     return EXAMPLES.get(path, "{...} (the schema is at /docs)")
 
 
+def wide_encoding_error(raw: bytes) -> CellfoundryError | None:
+    """422 ``body_not_utf8`` when ``raw`` is a JSON text in UTF-16 or UTF-32, told as
+    ``json.loads`` tells them, by the first four bytes (a byte order mark, or the NUL bytes of
+    an ASCII first character: a JSON text begins with one); else None."""
+    encoding = json.detect_encoding(raw[:4])
+    if encoding not in _WIDE:
+        return None
+    bom = raw.startswith((codecs.BOM_UTF32_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF16))
+    return CellfoundryError(
+        f"the body is {_WIDE[encoding]}, not UTF-8: it begins with the bytes {raw[:4].hex(' ')}"
+        + (" (a byte order mark)" if bom else ""),
+        UTF8_HINT,
+        "body_not_utf8",
+    )
+
+
 def body_error(raw: bytes, path: str) -> CellfoundryError | None:
     """Why ``raw``, the body of a request to ``path``, is not a JSON text (422, codes
     ``empty_body``, ``body_not_utf8``, ``invalid_json``); None when Python's JSON parser reads
-    it as UTF-8 (without a byte order mark)."""
+    it as UTF-8 (after a byte order mark, which is ignored)."""
     send = f"send a JSON object such as {example_of(path)}"
     if not raw.strip():
         return CellfoundryError(
@@ -47,13 +82,16 @@ def body_error(raw: bytes, path: str) -> CellfoundryError | None:
             f"{send} with the header 'Content-Type: application/json'",
             "empty_body",
         )
+    wide = wide_encoding_error(raw)
+    if wide is not None:
+        return wide
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return CellfoundryError(
             f"the body is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
             f"({exc.reason})",
-            "encode the body as UTF-8 (JSON bodies must be UTF-8, not latin-1, cp1252 or UTF-16)",
+            UTF8_HINT,
             "body_not_utf8",
         )
     bom = text.startswith(_BOM)
@@ -72,12 +110,6 @@ def body_error(raw: bytes, path: str) -> CellfoundryError | None:
         return CellfoundryError(
             "the body nests arrays or objects too deeply to be read",
             f"{send}; a request body needs only a few levels",
-            "invalid_json",
-        )
-    if bom:
-        return CellfoundryError(
-            "the body starts with a byte order mark (bytes EF BB BF)",
-            f"remove the byte order mark; {send}",
             "invalid_json",
         )
     return None
@@ -117,8 +149,10 @@ class JsonBodyRoute(APIRoute):
     dictionary", "JSON decode error" or "There was an error parsing the body", and at the same
     point (FastAPI's own refusals are translated, so a JSON body that does not parse is refused
     before the dependencies, the others after them: an empty body without a key is still a 401).
-    Nothing runs on a body FastAPI reads (what each route accepts is unchanged). Routes without
-    a JSON body (none, or a form) are left alone.
+    On a body FastAPI reads, only its first four bytes are looked at: one in UTF-16 or UTF-32,
+    which FastAPI's parser would read, is refused (422 ``body_not_utf8``, before the
+    dependencies, as a body that does not parse). Routes without a JSON body (none, or a form)
+    are left alone.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -128,6 +162,9 @@ class JsonBodyRoute(APIRoute):
         path = self.path
 
         async def checked(request: Request) -> Response:
+            wide = wide_encoding_error(await request.body())  # kept: FastAPI reads it next
+            if wide is not None and _sent_as_json(request):
+                raise wide
             try:
                 return await handler(request)
             except HTTPException as exc:

@@ -17,6 +17,7 @@ the same options.
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 import orjson
@@ -77,9 +78,18 @@ def fast_parse(raw: bytes) -> tuple[Any, list[Cell]] | None:
 
 def parse_predict_body(raw: bytes) -> tuple[Any, list[Cell]]:
     """``(request options, cells)``: the fast path, else ``PredictRequest`` (whose
-    ``ValidationError`` is raised). The options have ``PredictRequest``'s attributes."""
+    ``ValidationError`` is raised). The options have ``PredictRequest``'s attributes.
+
+    A leading UTF-8 byte order mark is ignored, as on ``/submit`` (RFC 8259 §8.1 lets a parser
+    ignore it; orjson and pydantic refuse it): looked for only once the fast path refused the
+    body, so an ordinary body costs nothing more."""
     fast = fast_parse(raw)
     if fast is not None:
         return fast
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+        fast = fast_parse(raw)
+        if fast is not None:
+            return fast
     req = PredictRequest.model_validate_json(raw)
     return req, req.expression if isinstance(req.expression, list) else [req.expression]

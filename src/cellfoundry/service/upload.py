@@ -1,13 +1,22 @@
-"""Streaming multipart upload: written to disk chunk by chunk, hashed and size-limited on the way."""
+"""Streaming multipart upload: written to disk chunk by chunk, hashed and size-limited on the way.
+
+The partial file (``storage/tmp/*.part``) is flushed after every chunk received, so its
+modification time is that of the last data received: the reaper's sweep of ``storage/tmp``
+(``FileStorage.sweep_tmp``, after ``tmp_sweep_after_s``) removes an upload only once its
+client has sent nothing for that long. An upload whose file was swept that way is refused with
+409 ``upload_expired`` (at its next chunk), never finished from a file that is gone.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
+from typing import BinaryIO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -15,6 +24,7 @@ from starlette.requests import Request
 from cellfoundry.errors import (
     BadRequestError,
     CellfoundryError,
+    ConflictError,
     TooLargeError,
     UnsupportedMediaError,
 )
@@ -56,10 +66,45 @@ def allowed_name(name: str) -> bool:
     return any(low.endswith(s) for s in ALLOWED_SUFFIXES)
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` in words: '6 hours', '90 minutes', '0.5 seconds'."""
+    n, unit = seconds, "second"
+    if seconds >= 3600:
+        n, unit = seconds / 3600, "hour"
+    elif seconds >= 60:
+        n, unit = seconds / 60, "minute"
+    n = round(n, 1)
+    return f"{n:g} {unit}{'' if n == 1 else 's'}"
+
+
+def upload_expired(idle_limit_s: float) -> ConflictError:
+    """409 ``upload_expired``: the partial file of an upload was removed by the sweep of
+    ``storage/tmp`` because its client sent nothing for ``idle_limit_s`` seconds."""
+    idle = _duration(idle_limit_s)
+    return ConflictError(
+        f"the upload was idle (no data received) for more than {idle}, and what it had sent "
+        "was discarded",
+        f"start the upload again from the beginning (POST /upload) and send the file without "
+        f"pausing for {idle} or more",
+        code="upload_expired",
+    )
+
+
+def _discard(out: BinaryIO, tmp: str) -> None:
+    """Close and remove an upload's partial file; one the sweep removed already is left alone
+    (its name may be another upload's by now)."""
+    swept = os.fstat(out.fileno()).st_nlink == 0
+    with contextlib.suppress(OSError):  # what it could not write (a full disk) is dropped
+        out.close()
+    if not swept:
+        Path(tmp).unlink(missing_ok=True)
+
+
 async def receive_upload(
-    request: Request, tmp_dir: Path, limit: int, field: str = "file"
+    request: Request, tmp_dir: Path, limit: int, idle_limit_s: float, field: str = "file"
 ) -> Uploaded:
-    """Stream the multipart field ``field`` of ``request`` into a temporary file under ``tmp_dir``."""
+    """Stream the multipart field ``field`` of ``request`` into a temporary file under ``tmp_dir``
+    (409 ``upload_expired`` when the sweep removed it after ``idle_limit_s`` without data)."""
     ctype, opts = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in opts:
         raise UnsupportedMediaError(
@@ -142,14 +187,16 @@ async def receive_upload(
             parser.write(chunk)
             if problems:
                 raise problems[0]
+            out.flush()  # the file's mtime is the last data's: only an idle upload is swept
+            if os.fstat(out.fileno()).st_nlink == 0:  # swept while its client was idle
+                raise upload_expired(idle_limit_s)
         parser.finalize()
+        os.utime(out.fileno())  # received: not idle while it is checked (register_upload)
     except CellfoundryError:
-        out.close()
-        os.unlink(tmp)
+        _discard(out, tmp)
         raise
     except Exception as exc:
-        out.close()
-        os.unlink(tmp)
+        _discard(out, tmp)
         raise BadRequestError(
             "the multipart body could not be parsed",
             f"send a well-formed multipart/form-data body with the field '{field}'",
@@ -157,7 +204,7 @@ async def receive_upload(
         ) from exc
     out.close()
     if not state.done:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise CellfoundryError(
             f"no multipart field named '{field}' with a file",
             f"send the file as the multipart field '{field}'",
@@ -166,14 +213,14 @@ async def receive_upload(
     raw_name = str(state.name or "")
     name = safe_filename(raw_name)
     if not allowed_name(name):
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise UnsupportedMediaError(
             f"unsupported file type: {raw_name or '(no file name)'}",
             "upload .h5ad, 10x .h5 or .csv/.tsv (optionally .gz) with its extension in the file name",
             code="unsupported_type",
         )
     if size == 0:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise CellfoundryError(
             "the uploaded file is empty", "upload the actual data file", code="empty_file"
         )

@@ -97,7 +97,12 @@ class FileStorage:
     def sweep_tmp(self, older_than_s: float, now: float | None = None) -> list[str]:
         """Remove upload leftovers under tmp/ (``TMP_LEFTOVERS``) that nothing has written for
         ``older_than_s`` seconds (an intake folder counts its newest file): what an API process
-        killed mid-upload or mid-check leaves. Returns the names removed."""
+        killed mid-upload or mid-check leaves. Returns the names removed.
+
+        An upload being received writes its ``.part`` at every chunk, so it is removed only when
+        its client has sent nothing that long (the upload then answers 409 ``upload_expired``
+        if it goes on); an intake folder is written when its check starts, which takes at most
+        twice ``intake_cpu_s``."""
         cutoff = (time.time() if now is None else now) - older_than_s
         removed = []
         for pattern in TMP_LEFTOVERS:

@@ -117,6 +117,9 @@ export interface paths {
         /**
          * Upload
          * @description Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset.
+         *
+         *     An upload that sends no data for ``tmp_sweep_after_s`` (6 hours by default) is discarded:
+         *     409 ``upload_expired`` when it goes on; start it again.
          */
         post: operations["upload_upload_post"];
         delete?: never;
@@ -183,9 +186,11 @@ export interface paths {
          * @description Queue a run of an application on a dataset with a model (params validated first).
          *
          *     Body: a JSON object sent with ``Content-Type: application/json`` (another or no
-         *     Content-Type: 415 ``not_json``), encoded as UTF-8; an empty body, one that is not UTF-8 or
-         *     not valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of
-         *     the first bad byte, ``invalid_json`` with the line, column and character of the error).
+         *     Content-Type: 415 ``not_json``), encoded as UTF-8 (RFC 8259 §8.1; a leading UTF-8 byte order
+         *     mark is ignored); an empty body, one that is not UTF-8 (UTF-16 and UTF-32 included) or not
+         *     valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of the
+         *     first bad byte or the encoding the body is in, ``invalid_json`` with the line, column and
+         *     character of the error), as on ``/predict``.
          */
         post: operations["submit_submit_post"];
         delete?: never;
@@ -377,9 +382,11 @@ export interface paths {
          *     ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
          *     distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
          *     The body is read as UTF-8 JSON whatever its ``Content-Type`` (not checked, for speed; send
-         *     ``application/json``); an empty body, one that is not UTF-8 or not valid JSON is refused with
-         *     422 (``empty_body``, ``body_not_utf8`` with the offset of the first bad byte,
-         *     ``invalid_json`` with the line, column and character of the error), as on ``/submit``.
+         *     ``application/json``; RFC 8259 §8.1, a leading UTF-8 byte order mark is ignored); an empty
+         *     body, one that is not UTF-8 (UTF-16 and UTF-32 included) or not valid JSON is refused with
+         *     422 (``empty_body``, ``body_not_utf8`` with the offset of the first bad byte or the encoding
+         *     the body is in, ``invalid_json`` with the line, column and character of the error), as on
+         *     ``/submit``.
          */
         post: operations["predict_predict_post"];
         delete?: never;
@@ -2498,6 +2505,15 @@ export interface operations {
             };
             /** @description Missing or invalid API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not in a state that allows this */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -57,6 +57,7 @@ def remove_model(model_id: Id, s: SessionDep, platform: PlatformDep, uid: UserDe
             code="model_not_found",
         )
     delete_model(platform, s, rec)
+    s.commit()  # then its files go (deletion.remove_after_commit), then the answer
     return Response(status_code=204)
 
 

@@ -25,17 +25,21 @@ router = APIRouter(tags=["data"])
 @router.post(
     "/upload",
     response_model=DatasetPublic,
-    responses=errors(400, 401, 413, 415),
+    responses=errors(400, 401, 409, 413, 415),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, uid: UserDep, platform: PlatformDep) -> DatasetPublic:
-    """Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset."""
+    """Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset.
+
+    An upload that sends no data for ``tmp_sweep_after_s`` (6 hours by default) is discarded:
+    409 ``upload_expired`` when it goes on; start it again."""
     declared = request.headers.get("content-length", "")
     await run_in_threadpool(  # refuse before reading the body when the quota is already spent
         _upload_quota, platform, uid, int(declared) - 64 * 1024 if declared.isdigit() else 1
     )
+    st = platform.settings
     up = await receive_upload(
-        request, platform.storage.tmp_dir(), platform.settings.upload_limit_bytes
+        request, platform.storage.tmp_dir(), st.upload_limit_bytes, st.tmp_sweep_after_s
     )
     try:
         await run_in_threadpool(_upload_quota, platform, uid, up.size)
@@ -86,4 +90,5 @@ def dataset(d: OwnDataset) -> DatasetPublic:
 def remove_dataset(d: OwnDataset, s: SessionDep, platform: PlatformDep) -> Response:
     """Delete one of your datasets, its finished runs and their files (409 while runs are active)."""
     delete_dataset(platform, s, d)
+    s.commit()  # then its files go (deletion.remove_after_commit), then the answer
     return Response(status_code=204)

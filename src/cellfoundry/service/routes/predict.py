@@ -51,9 +51,11 @@ async def predict(request: Request, platform: PlatformDep) -> Response:
     ``predict_max_body_mb`` (413), ``predict_max_cells`` cells (413) and ``predict_max_genes``
     distinct gene names (422). Bodies over 64 KiB are parsed and computed off the event loop.
     The body is read as UTF-8 JSON whatever its ``Content-Type`` (not checked, for speed; send
-    ``application/json``); an empty body, one that is not UTF-8 or not valid JSON is refused with
-    422 (``empty_body``, ``body_not_utf8`` with the offset of the first bad byte,
-    ``invalid_json`` with the line, column and character of the error), as on ``/submit``.
+    ``application/json``; RFC 8259 §8.1, a leading UTF-8 byte order mark is ignored); an empty
+    body, one that is not UTF-8 (UTF-16 and UTF-32 included) or not valid JSON is refused with
+    422 (``empty_body``, ``body_not_utf8`` with the offset of the first bad byte or the encoding
+    the body is in, ``invalid_json`` with the line, column and character of the error), as on
+    ``/submit``.
     """
     # (The usual bodies are read by orjson with the same checks, parse_predict_body; the others,
     # and so every refusal, by pydantic, whose refusal of a body that is not JSON is then said

@@ -51,9 +51,11 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
     """Queue a run of an application on a dataset with a model (params validated first).
 
     Body: a JSON object sent with ``Content-Type: application/json`` (another or no
-    Content-Type: 415 ``not_json``), encoded as UTF-8; an empty body, one that is not UTF-8 or
-    not valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of
-    the first bad byte, ``invalid_json`` with the line, column and character of the error).
+    Content-Type: 415 ``not_json``), encoded as UTF-8 (RFC 8259 §8.1; a leading UTF-8 byte order
+    mark is ignored); an empty body, one that is not UTF-8 (UTF-16 and UTF-32 included) or not
+    valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of the
+    first bad byte or the encoding the body is in, ``invalid_json`` with the line, column and
+    character of the error), as on ``/predict``.
     """
     d = s.get(Dataset, body.dataset_id)
     if d is None or d.owner_id != uid:
@@ -203,6 +205,7 @@ def remove_run(run: OwnRunDep, s: SessionDep, platform: PlatformDep) -> Response
     """Delete one of your finished runs and its files (409 while it is queued or running;
     a model it produced stays, with its files)."""
     delete_runs(platform, s, [run])
+    s.commit()  # then its files go (deletion.remove_after_commit), then the answer
     return Response(status_code=204)
 
 
