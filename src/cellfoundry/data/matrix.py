@@ -101,12 +101,10 @@ def _sparse_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _to_csr(block: Any) -> sp.csr_matrix:
-    if sp.issparse(block):
-        return sp.csr_matrix(block)
-    if hasattr(block, "to_memory"):
+    if not sp.issparse(block) and hasattr(block, "to_memory"):
         block = block.to_memory()
     if sp.issparse(block):
-        return sp.csr_matrix(block)
+        return sp.csr_matrix(block, dtype=_sparse_dtype(block.dtype))
     block = np.asarray(block)
     return sp.csr_matrix(block.astype(_sparse_dtype(block.dtype), copy=False))
 
@@ -135,7 +133,8 @@ def _read_backed_csr(m: CSRDataset, start: int, stop: int) -> sp.csr_matrix:
 def read_rows(adata: ad.AnnData, source: str, start: int, stop: int) -> sp.csr_matrix:
     """Rows ``start:stop`` of a matrix as CSR (works for in-memory and backed data).
 
-    In-memory CSR rows are returned as a view (no copy); callers must not modify them.
+    In-memory CSR rows are returned as a view (no copy; float16 is copied as float32, which
+    scipy.sparse can compute with); callers must not modify them.
     Backed CSR rows are read directly from the file's datasets, one row range at a time.
     """
     m = get_matrix(adata, source)
@@ -143,9 +142,10 @@ def read_rows(adata: ad.AnnData, source: str, start: int, stop: int) -> sp.csr_m
         return _read_backed_csr(m, start, stop)
     if isinstance(m, sp.csr_matrix | sp.csr_array):
         lo, hi = m.indptr[start], m.indptr[stop]
-        view = sp.csr_matrix((stop - start, m.shape[1]), dtype=m.dtype)
+        dtype = _sparse_dtype(m.data.dtype)  # float16 (as anndata reads it) is copied as float32
+        view = sp.csr_matrix((stop - start, m.shape[1]), dtype=dtype)
         # set the arrays directly: the constructor would copy views of a larger matrix
-        view.data, view.indices = m.data[lo:hi], m.indices[lo:hi]
+        view.data, view.indices = m.data[lo:hi].astype(dtype, copy=False), m.indices[lo:hi]
         view.indptr = (m.indptr[start : stop + 1] - lo).astype(m.indices.dtype, copy=False)
         return view
     return _to_csr(m[start:stop])
