@@ -106,6 +106,11 @@ def test_nan_and_inf_are_reported() -> None:
     assert r.matrix("X").kind == "invalid"
     assert r.matrix("X").n_nan == 1 and r.matrix("X").n_inf == 1
     assert "nan_inf" in codes(r) and not r.ok
+    # where the first one is, as for negative values (before: only how many)
+    err = next(m for m in r.errors if m.code == "nan_inf")
+    where = f"cell '{a.obs_names[0]}', gene '{a.var_names[0]}': NaN"
+    assert err.message == f"X contains 1 NaN and 1 Inf values in the first 300 cells, e.g. {where}"
+    assert err.hint == "replace NaN/Inf, e.g. with 0, or give the raw counts in layers['counts']"
 
 
 def test_noninteger_counts_are_usable_with_a_warning() -> None:

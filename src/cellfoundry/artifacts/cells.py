@@ -21,6 +21,15 @@ CHUNK = 20_000
 
 def cell_keys(adata: ad.AnnData) -> np.ndarray:
     """``obs_name|n_detected_genes`` of every cell (chunked for backed files)."""
+    if isinstance(adata.X, sp.csr_matrix | sp.csr_array):  # in memory, of any dtype: no copy
+        nnz = np.diff(adata.X.indptr).astype(np.int64)
+    else:
+        nnz = _chunked_nnz(adata)
+    names = np.asarray(adata.obs_names, dtype=str)
+    return np.char.add(np.char.add(names, "|"), nnz.astype(str)).astype(object)
+
+
+def _chunked_nnz(adata: ad.AnnData) -> np.ndarray:
     nnz = np.empty(adata.n_obs, dtype=np.int64)
     for s in range(0, adata.n_obs, CHUNK):
         x = adata.X[s : s + CHUNK]
@@ -29,8 +38,7 @@ def cell_keys(adata: ad.AnnData) -> np.ndarray:
             if sp.issparse(x) or hasattr(x, "indptr")
             else (np.asarray(x) != 0).sum(axis=1)
         )
-    names = np.asarray(adata.obs_names, dtype=str)
-    return np.char.add(np.char.add(names, "|"), nnz.astype(str)).astype(object)
+    return nnz
 
 
 def write_training_cells(folder: str | Path, keys: np.ndarray) -> Path:

@@ -231,7 +231,9 @@ def _unique_cell_names(adata: ad.AnnData) -> dict[str, Any] | None:
 
 def _read(p: Path, fmt: str, backed: bool, genes_by_cells: bool | None) -> ad.AnnData:
     try:
-        if fmt == "h5ad":
+        if fmt == "h5ad" and _float16_sparse(p):
+            adata = read_h5ad_float16(p)  # in memory even when backed: see its docstring
+        elif fmt == "h5ad":
             adata = read_h5ad_backed(p) if backed else ad.read_h5ad(p)
         elif fmt == "10x_h5":
             import scanpy as sc
@@ -318,6 +320,55 @@ def _lazy_elem(elem: Any) -> Any:
     if isinstance(elem, h5py.Dataset) and kind == "array" and elem.dtype.kind in "biuf":
         return elem
     return read_elem(elem)
+
+
+_SPARSE = ("csr_matrix", "csc_matrix")
+
+
+def _float16_sparse(path: Path) -> bool:
+    """Whether an .h5ad stores a sparse matrix (X, raw/X, a layer, obsm/obsp/varm/varp) with
+    float16 values: scipy.sparse cannot hold float16, so anndata's reader fails on it."""
+    import h5py
+
+    found = False
+
+    def visit(_name: str, obj: Any) -> bool | None:
+        nonlocal found
+        if isinstance(obj, h5py.Group) and obj.attrs.get("encoding-type", "") in _SPARSE:
+            data = obj.get("data")
+            found = isinstance(data, h5py.Dataset) and data.dtype == np.float16
+        return True if found else None  # a true value stops the visit
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return found
+
+
+def read_h5ad_float16(path: str | Path) -> ad.AnnData:
+    """An .h5ad read into memory with its float16 sparse matrices widened to float32 (exact).
+
+    Before, anndata's reader stopped with "scipy.sparse does not support dtype float16" (read
+    as a broken file). Backed reading is not offered for such a file: anndata's own subsets of a
+    backed float16 matrix (``adata[rows].to_memory()``) fail the same way; the matrices take twice
+    their stored size in memory.
+    """
+    import h5py
+    from anndata.experimental import read_dispatched
+
+    def callback(read: Any, _name: str, elem: Any, iospec: Any) -> Any:
+        kind = iospec.encoding_type
+        if kind in _SPARSE and elem["data"].dtype == np.float16:
+            cls = sp.csr_matrix if kind == "csr_matrix" else sp.csc_matrix
+            parts = (
+                elem["data"][...].astype(np.float32),
+                elem["indices"][...],
+                elem["indptr"][...],
+            )
+            return cls(parts, shape=tuple(int(n) for n in elem.attrs["shape"]))
+        return read(elem)
+
+    with h5py.File(path, "r") as f:
+        return read_dispatched(f, callback)  # type: ignore[no-any-return]
 
 
 def read_h5ad_backed(path: str | Path) -> ad.AnnData:

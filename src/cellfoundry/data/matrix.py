@@ -14,11 +14,14 @@ import scipy.sparse as sp
 from anndata.abc import CSRDataset
 
 from cellfoundry.data.normalize import LogScale, detect_log_scale
+from cellfoundry.errors import DataError
 
 MatrixKind = Literal[
     "raw_counts", "noninteger_counts", "log_normalized", "scaled", "empty", "invalid"
 ]
 SAMPLE_ROWS = 2000
+InvalidKind = Literal["negative", "non_finite"]
+NON_FINITE_HINT = "replace NaN/Inf, e.g. with 0, or give the raw counts in layers['counts']"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class MatrixInfo:
     log_gene_subset: bool = False
     log_evidence: str | None = None
     negative_example: str | None = None  # the first negative value: "cell 'c', gene 'g': -0.42"
+    non_finite_example: str | None = None  # the first NaN/Inf: "cell 'c', gene 'g': NaN"
 
     @property
     def log_scale(self) -> LogScale | None:
@@ -97,12 +101,10 @@ def _sparse_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _to_csr(block: Any) -> sp.csr_matrix:
-    if sp.issparse(block):
-        return sp.csr_matrix(block)
-    if hasattr(block, "to_memory"):
+    if not sp.issparse(block) and hasattr(block, "to_memory"):
         block = block.to_memory()
     if sp.issparse(block):
-        return sp.csr_matrix(block)
+        return sp.csr_matrix(block, dtype=_sparse_dtype(block.dtype))
     block = np.asarray(block)
     return sp.csr_matrix(block.astype(_sparse_dtype(block.dtype), copy=False))
 
@@ -131,7 +133,8 @@ def _read_backed_csr(m: CSRDataset, start: int, stop: int) -> sp.csr_matrix:
 def read_rows(adata: ad.AnnData, source: str, start: int, stop: int) -> sp.csr_matrix:
     """Rows ``start:stop`` of a matrix as CSR (works for in-memory and backed data).
 
-    In-memory CSR rows are returned as a view (no copy); callers must not modify them.
+    In-memory CSR rows are returned as a view (no copy; float16 is copied as float32, which
+    scipy.sparse can compute with); callers must not modify them.
     Backed CSR rows are read directly from the file's datasets, one row range at a time.
     """
     m = get_matrix(adata, source)
@@ -139,9 +142,10 @@ def read_rows(adata: ad.AnnData, source: str, start: int, stop: int) -> sp.csr_m
         return _read_backed_csr(m, start, stop)
     if isinstance(m, sp.csr_matrix | sp.csr_array):
         lo, hi = m.indptr[start], m.indptr[stop]
-        view = sp.csr_matrix((stop - start, m.shape[1]), dtype=m.dtype)
+        dtype = _sparse_dtype(m.data.dtype)  # float16 (as anndata reads it) is copied as float32
+        view = sp.csr_matrix((stop - start, m.shape[1]), dtype=dtype)
         # set the arrays directly: the constructor would copy views of a larger matrix
-        view.data, view.indices = m.data[lo:hi], m.indices[lo:hi]
+        view.data, view.indices = m.data[lo:hi].astype(dtype, copy=False), m.indices[lo:hi]
         view.indptr = (m.indptr[start : stop + 1] - lo).astype(m.indices.dtype, copy=False)
         return view
     return _to_csr(m[start:stop])
@@ -167,12 +171,8 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
     n_inf = int(np.isinf(data).sum())
     finite = data[np.isfinite(data)]
     n_neg = int((finite < 0).sum())
-    neg = first_negative(adata, source, block) if n_neg else None
-    negative_example = (
-        None
-        if neg is None
-        else f"cell '{adata.obs_names[neg.row]}', gene '{neg.gene}': {neg.value:.4g}"
-    )
+    negative_example = _example(adata, source, block, "negative") if n_neg else None
+    non_finite_example = _example(adata, source, block, "non_finite") if n_nan or n_inf else None
     total = max(n * shape[1], 1)
     nnz_frac = float(block.nnz / total)
     mn = float(finite.min()) if finite.size else 0.0
@@ -218,25 +218,98 @@ def inspect_matrix(adata: ad.AnnData, source: str, sample_rows: int = SAMPLE_ROW
         log_gene_subset=False if scale is None else scale.gene_subset,
         log_evidence=None if scale is None else scale.evidence,
         negative_example=negative_example,
+        non_finite_example=non_finite_example,
     )
 
 
 @dataclass(frozen=True)
-class Negative:
-    """The negative values of some rows of a matrix: how many, and where the first one is."""
+class InvalidValues:
+    """Values of one invalid kind in some rows of a matrix: how many, and where the first one is."""
 
+    kind: InvalidKind  # "negative": finite values below 0; "non_finite": NaN, +Inf or -Inf
     count: int
     row: int  # within the rows
     gene: str
     value: float
 
+    @property
+    def shown(self) -> str:
+        """The first value as a person writes it: -0.42, NaN, Inf or -Inf."""
+        v = self.value
+        return "NaN" if v != v else ("Inf" if v == np.inf else "-Inf" if v == -np.inf else f"{v:g}")
 
-def first_negative(adata: ad.AnnData, source: str, rows: sp.csr_matrix) -> Negative | None:
-    """The negative values of ``rows`` (CSR rows of ``source``); None when there are none."""
-    neg = np.flatnonzero(np.asarray(rows.data) < 0)
-    if not neg.size:
+
+def first_invalid(
+    adata: ad.AnnData, source: str, rows: sp.csr_matrix, kind: InvalidKind
+) -> InvalidValues | None:
+    """The values of ``kind`` in ``rows`` (CSR rows of ``source``); None when there are none."""
+    data = np.asarray(rows.data)
+    # -Inf is below 0 but not a negative number: it counts as non-finite only
+    bad = ~np.isfinite(data) if kind == "non_finite" else (data < 0) & (data != -np.inf)
+    at_all = np.flatnonzero(bad)
+    if not at_all.size:
         return None
-    at = int(neg[0])
+    at = int(at_all[0])
     row = int(np.searchsorted(rows.indptr, at, side="right")) - 1
     gene = str(source_var(adata, source)[0][int(rows.indices[at])])
-    return Negative(int(neg.size), row, gene, float(rows.data[at]))
+    return InvalidValues(kind, int(at_all.size), row, gene, float(data[at]))
+
+
+def _example(adata: ad.AnnData, source: str, rows: sp.csr_matrix, kind: InvalidKind) -> str | None:
+    """Where the first value of ``kind`` in the first rows of ``source`` is, with the value."""
+    bad = first_invalid(adata, source, rows, kind)
+    if bad is None:
+        return None
+    value = f"{bad.value:.4g}" if kind == "negative" else bad.shown
+    return f"cell '{adata.obs_names[bad.row]}', gene '{bad.gene}': {value}"
+
+
+def check_values(rows: sp.csr_matrix, adata: ad.AnnData, source: str, start: int) -> None:
+    """Refuse rows ``start:`` of counts or log-normalised ``source`` that hold NaN, +/-Inf or a
+    negative value, naming how many, the first one's cell (name and row) and gene.
+
+    The validation classifies a matrix from its first ``SAMPLE_ROWS`` cells only; every stream
+    that reads cells for training, prediction or embedding checks each chunk with this, so a value
+    further down is refused instead of read as 0 (NaN/Inf) or logged into NaN (negative).
+    """
+    data = np.asarray(rows.data)
+    if not data.size or (data.min() >= 0 and data.max() < np.inf):  # NaN fails both tests
+        return  # two passes, no copies: the usual case
+    for kind in ("non_finite", "negative"):
+        bad = first_invalid(adata, source, rows, kind)  # type: ignore[arg-type]
+        if bad is not None:
+            raise _invalid_values_error(bad, rows, adata, source, start)
+
+
+def _invalid_values_error(
+    bad: InvalidValues, rows: sp.csr_matrix, adata: ad.AnnData, source: str, start: int
+) -> DataError:
+    row = start + bad.row
+    if bad.kind == "non_finite":
+        n_nan = int(np.isnan(np.asarray(rows.data, dtype=np.float64)).sum())
+        what, of_which = "NaN or Inf values", f" ({n_nan:,} NaN, {bad.count - n_nan:,} Inf)"
+        hint, code = NON_FINITE_HINT, "non_finite_values"
+    else:
+        what, of_which = "negative values", ""
+        hint = (
+            "counts and log-normalised values are never negative: fix or drop those cells, or give "
+            "the raw counts (layers['counts']); scaled (z-scored) values cannot be turned back "
+            "into counts"
+        )
+        code = "negative_values"
+    return DataError(
+        f"{source} holds {what} past the cells the validation sampled: {bad.count:,} in "
+        f"cells {start + 1:,}-{start + rows.shape[0]:,}{of_which}, the first {bad.shown} at "
+        f"cell '{adata.obs_names[row]}' (row {row:,}), gene '{bad.gene}'",
+        hint,
+        code=code,
+    )
+
+
+def iter_checked_chunks(
+    adata: ad.AnnData, source: str, chunk_size: int = 10_000
+) -> Iterator[tuple[int, sp.csr_matrix]]:
+    """``iter_row_chunks`` of counts or log-normalised values, every chunk through ``check_values``."""
+    for start, rows in iter_row_chunks(adata, source, chunk_size):
+        check_values(rows, adata, source, start)
+        yield start, rows

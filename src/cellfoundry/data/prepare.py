@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellfoundry.data.genes import Alignment, align_genes, gene_keys
-from cellfoundry.data.matrix import MatrixKind, first_negative, iter_row_chunks, source_var
+from cellfoundry.data.matrix import MatrixKind, iter_checked_chunks, source_var
 from cellfoundry.data.normalize import (
     LogScale,
     log1p_cp10k_given_totals,
@@ -329,29 +329,10 @@ def stack_cells(cells: Sequence[tuple[np.ndarray, np.ndarray]], n_target: int) -
 def iter_features(
     adata: ad.AnnData, plan: InputPlan, chunk_size: int = 10_000
 ) -> Iterator[tuple[int, sp.csr_matrix]]:
-    """Stream ``(start, features)`` chunks; works on backed AnnData. A negative value anywhere
-    (the validation samples only the first cells) is refused, naming its cell and gene."""
-    for start, rows in iter_row_chunks(adata, plan.source, chunk_size):
-        check_nonnegative(rows, adata, plan.source, start)
+    """Stream ``(start, features)`` chunks; works on backed AnnData. NaN, Inf or a negative value
+    anywhere (the validation samples only the first cells) is refused, naming its cell and gene."""
+    for start, rows in iter_checked_chunks(adata, plan.source, chunk_size):
         yield start, transform(rows, plan)
-
-
-def check_nonnegative(rows: sp.csr_matrix, adata: ad.AnnData, source: str, start: int) -> None:
-    """Refuse a chunk of counts or log-normalised values holding a negative value (NaN and Inf
-    are not negative: ``transform`` reads them as 0)."""
-    neg = first_negative(adata, source, rows)
-    if neg is None:
-        return
-    row = start + neg.row
-    raise DataError(
-        f"{source} holds negative values past the cells the validation sampled: {neg.count:,} in "
-        f"cells {start + 1:,}-{start + rows.shape[0]:,}, the first {neg.value:g} at "
-        f"cell '{adata.obs_names[row]}' (row {row:,}), gene '{neg.gene}'",
-        "counts and log-normalised values are never negative: fix or drop those cells, or give "
-        "the raw counts (layers['counts']); scaled (z-scored) values cannot be turned back into "
-        "counts",
-        code="negative_values",
-    )
 
 
 def features(adata: ad.AnnData, plan: InputPlan) -> sp.csr_matrix:

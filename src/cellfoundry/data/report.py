@@ -13,6 +13,7 @@ import numpy as np
 from cellfoundry.data.genes import GeneKeys, SpeciesCall, align_genes, gene_keys, resolve_species
 from cellfoundry.data.io import DUPLICATE_CELLS_KEY
 from cellfoundry.data.matrix import (
+    NON_FINITE_HINT,
     MatrixInfo,
     get_matrix,
     inspect_matrix,
@@ -317,8 +318,9 @@ def validate(adata: ad.AnnData, species: str | None = None) -> ValidationReport:
                 Message(
                     "warning" if chosen["counts"] or chosen["lognorm"] else "error",
                     "nan_inf",
-                    f"{m.source} contains {m.n_nan} NaN and {m.n_inf} Inf values in the first {m.sampled_rows} cells",
-                    "replace NaN/Inf (e.g. with 0) or provide raw counts in layers['counts']",
+                    f"{m.source} contains {m.n_nan:,} NaN and {m.n_inf:,} Inf values in the first "
+                    f"{m.sampled_rows:,} cells, e.g. {m.non_finite_example}",
+                    NON_FINITE_HINT,
                 )
             )
         if m.kind == "scaled":

@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellfoundry.data.genes import SpeciesCall, resolve_species
-from cellfoundry.data.matrix import iter_row_chunks
+from cellfoundry.data.matrix import iter_checked_chunks
 from cellfoundry.data.orthologs import (
     MAPPED_SPECIES,
     OrthologMap,
@@ -79,9 +79,14 @@ def to_human_space(
     info = rep.matrix(source)
     omap = ortholog_map(adata, rep, source)
     log = info is not None and info.kind == "log_normalized"
-    blocks = [
-        to_human_rows(rows, omap, log) for _, rows in iter_row_chunks(adata, source, chunk_size)
-    ]
+    n = adata.n_obs if max_cells is None else min(max_cells, adata.n_obs)
+    blocks = []
+    # checked before the mapping: a many-to-one sum could hide a negative value in a positive one
+    for start, rows in iter_checked_chunks(adata, source, max(1, min(chunk_size, n))):
+        stop = start + rows.shape[0]
+        blocks.append(to_human_rows(rows if stop <= n else rows[: n - start], omap, log))
+        if stop >= n:  # max_cells: no further chunk is read
+            break
     x = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(omap.human_symbols)))
     var = pd.DataFrame(
         {

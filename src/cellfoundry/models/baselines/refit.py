@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from cellfoundry.artifacts import sha256_file
 from cellfoundry.data.genes import align_genes, genes_hash
 from cellfoundry.data.io import as_anndata
-from cellfoundry.data.matrix import iter_row_chunks
+from cellfoundry.data.matrix import iter_checked_chunks
 from cellfoundry.data.prepare import (
     DEFAULT_MIN_COVERAGE,
     features,
@@ -135,7 +135,7 @@ def restricted_reference(
         x = sp.vstack(
             [
                 select_columns(sp.csr_matrix(r, dtype=np.float32), plan)
-                for _, r in iter_row_chunks(reference, plan.source)
+                for _, r in iter_checked_chunks(reference, plan.source)
             ],
             format="csr",
         )

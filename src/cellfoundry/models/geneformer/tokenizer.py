@@ -16,13 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellfoundry.data.genes import gene_keys, strip_version
-from cellfoundry.data.matrix import iter_row_chunks, source_var
-from cellfoundry.data.prepare import (
-    DEFAULT_MIN_COVERAGE,
-    InputPlan,
-    check_nonnegative,
-    plan_input,
-)
+from cellfoundry.data.matrix import iter_checked_chunks, source_var
+from cellfoundry.data.prepare import DEFAULT_MIN_COVERAGE, InputPlan, plan_input
 from cellfoundry.data.report import ValidationReport
 from cellfoundry.errors import DataError
 from cellfoundry.models.geneformer.dictionaries import GeneformerDictionaries
@@ -166,9 +161,9 @@ class RankValueTokenizer:
     def iter_tokens(
         self, adata: ad.AnnData, plan: TokenPlan, chunk_size: int = 1024
     ) -> Iterator[tuple[int, list[np.ndarray]]]:
-        """Stream ``(start, token sequences)`` chunks; works on backed AnnData."""
-        for start, rows in iter_row_chunks(adata, plan.input.source, chunk_size):
-            check_nonnegative(rows, adata, plan.input.source, start)
+        """Stream ``(start, token sequences)`` chunks; works on backed AnnData. NaN, Inf or a
+        negative count anywhere is refused, naming its cell and gene."""
+        for start, rows in iter_checked_chunks(adata, plan.input.source, chunk_size):
             yield start, self.tokenize_rows(rows, plan)
 
     def tokenize(
