@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         "this long is discarded (409 upload_expired); keep it above the intake's wall time "
         "(2 x intake_cpu_s)",
     )
+    upload_idle_timeout_s: float = Field(
+        300.0,
+        ge=0,
+        description="an upload whose client sends no data this long is refused (408 "
+        "upload_idle) and what it had sent is removed at once, so a stalled or silent client "
+        "cannot hold disk space or a connection; 0: no limit (then only the tmp sweep applies)",
+    )
     db_retry_s: float = Field(
         30.0, description="workers retry database writes for this long when the connection drops"
     )

@@ -89,6 +89,13 @@ class ConflictError(CellfoundryError):
     status = 409
 
 
+class RequestTimeoutError(CellfoundryError):
+    """The client stopped sending a request before it was complete (408)."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class TooLargeError(CellfoundryError):
     """The request or upload exceeds a limit (413)."""
 

@@ -221,3 +221,54 @@ def test_an_upload_receiving_small_chunks_is_not_swept_however_long_it_lasts(
         assert _leftovers(settings.storage) == []
 
     _with_app(settings, scenario)
+
+
+def test_an_upload_whose_client_falls_silent_is_stopped_408_at_the_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    """Before, a client that stopped sending mid-upload held its connection and its partial
+    file for as long as it liked (until the 6-hour sweep, and the open file's disk space until
+    the connection closed). Now it is answered 408 upload_idle once silent for
+    upload_idle_timeout_s, and its partial file is removed at once, long before any sweep."""
+    settings = Settings(
+        home=tmp_path / "home",
+        demo_model=False,
+        web_dir=tmp_path / "no-web",
+        upload_idle_timeout_s=0.5,
+        tmp_sweep_after_s=HOUR,  # the sweep plays no part
+    )
+    seen: list[Path] = []
+
+    async def silent_after_a_start() -> AsyncIterator[bytes]:
+        yield FILE_HEAD + CSV[:20]
+        seen.extend((settings.storage / "tmp").glob("*.part"))
+        await asyncio.sleep(3)  # silent: the server gives up after 0.5 s
+        yield CSV[20:] + FILE_TAIL
+
+    async def slow_but_steady() -> AsyncIterator[bytes]:
+        yield FILE_HEAD
+        for i in range(0, len(CSV), 8):
+            await asyncio.sleep(0.2)  # 1.7 s in all, never 0.5 s silent
+            yield CSV[i : i + 8]
+        yield FILE_TAIL
+
+    async def scenario(upload: Upload) -> None:
+        t0 = time.monotonic()
+        r = await upload(silent_after_a_start())
+        assert r.status_code == 408, r.text
+        err = r.json()["error"]
+        assert err["code"] == "upload_idle"
+        assert err["message"] == (
+            "no data arrived for 0.5 seconds in the middle of the upload; it was stopped and "
+            "what it had sent was discarded"
+        )
+        assert "upload the file again" in err["hint"] and "UPLOAD_IDLE_TIMEOUT_S" in err["hint"]
+        assert len(seen) == 1 and not seen[0].exists()  # removed at once, not by a sweep
+        assert _leftovers(settings.storage) == []
+        assert not any((settings.storage / "datasets").rglob("*.csv"))
+        await _sandbox_ready(settings)
+        ok = await upload(slow_but_steady())
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["n_cells"] == 3 and time.monotonic() - t0 > 1.5
+
+    _with_app(settings, scenario)

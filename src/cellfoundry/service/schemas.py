@@ -45,6 +45,7 @@ _ERROR_TEXT = {
     401: "Missing or invalid API key",
     404: "Not found (or not yours)",
     405: "Method not allowed",
+    408: "The client stopped sending the request body (idle too long)",
     409: "Not in a state that allows this",
     413: "Too large",
     415: "Unsupported media type",

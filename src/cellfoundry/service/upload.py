@@ -9,6 +9,7 @@ client has sent nothing for that long. An upload whose file was swept that way i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -25,6 +26,7 @@ from cellfoundry.errors import (
     BadRequestError,
     CellfoundryError,
     ConflictError,
+    RequestTimeoutError,
     TooLargeError,
     UnsupportedMediaError,
 )
@@ -90,6 +92,18 @@ def upload_expired(idle_limit_s: float) -> ConflictError:
     )
 
 
+def upload_idle(timeout_s: float) -> RequestTimeoutError:
+    """408 ``upload_idle``: the client sent nothing for ``timeout_s`` seconds mid-upload."""
+    idle = _duration(timeout_s)
+    return RequestTimeoutError(
+        f"no data arrived for {idle} in the middle of the upload; it was stopped and what it "
+        "had sent was discarded",
+        "upload the file again from the beginning (POST /upload); on a slow or unsteady link "
+        "ask the operator to raise CELLFOUNDRY_UPLOAD_IDLE_TIMEOUT_S",
+        code="upload_idle",
+    )
+
+
 def _discard(out: BinaryIO, tmp: str) -> None:
     """Close and remove an upload's partial file; one the sweep removed already is left alone
     (its name may be another upload's by now)."""
@@ -101,10 +115,16 @@ def _discard(out: BinaryIO, tmp: str) -> None:
 
 
 async def receive_upload(
-    request: Request, tmp_dir: Path, limit: int, idle_limit_s: float, field: str = "file"
+    request: Request,
+    tmp_dir: Path,
+    limit: int,
+    idle_limit_s: float,
+    field: str = "file",
+    idle_timeout_s: float = 0.0,
 ) -> Uploaded:
     """Stream the multipart field ``field`` of ``request`` into a temporary file under ``tmp_dir``
-    (409 ``upload_expired`` when the sweep removed it after ``idle_limit_s`` without data)."""
+    (409 ``upload_expired`` when the sweep removed it after ``idle_limit_s`` without data; 408
+    ``upload_idle`` as soon as the client has sent nothing for ``idle_timeout_s``, if set)."""
     ctype, opts = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in opts:
         raise UnsupportedMediaError(
@@ -182,8 +202,16 @@ async def receive_upload(
             "on_part_end": on_part_end,
         },
     )
+    chunks = aiter(request.stream())
     try:
-        async for chunk in request.stream():
+        while True:
+            try:  # a client silent for idle_timeout_s (0: never timed out) is refused
+                async with asyncio.timeout(idle_timeout_s or None):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise upload_idle(idle_timeout_s) from None
             parser.write(chunk)
             if problems:
                 raise problems[0]

@@ -118,8 +118,10 @@ export interface paths {
          * Upload
          * @description Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset.
          *
-         *     An upload that sends no data for ``tmp_sweep_after_s`` (6 hours by default) is discarded:
-         *     409 ``upload_expired`` when it goes on; start it again.
+         *     An upload whose client sends no data for ``upload_idle_timeout_s`` (5 minutes by default) is
+         *     stopped at once: 408 ``upload_idle``, what it had sent discarded; start it again. (Without
+         *     that limit, one idle for ``tmp_sweep_after_s`` is swept: 409 ``upload_expired`` when it goes
+         *     on.)
          */
         post: operations["upload_upload_post"];
         delete?: never;
@@ -2505,6 +2507,15 @@ export interface operations {
             };
             /** @description Missing or invalid API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The client stopped sending the request body (idle too long) */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -25,21 +25,27 @@ router = APIRouter(tags=["data"])
 @router.post(
     "/upload",
     response_model=DatasetPublic,
-    responses=errors(400, 401, 409, 413, 415),
+    responses=errors(400, 401, 408, 409, 413, 415),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, uid: UserDep, platform: PlatformDep) -> DatasetPublic:
     """Multipart upload (field ``file``) of .h5ad / 10x .h5 / CSV; the same file twice is one dataset.
 
-    An upload that sends no data for ``tmp_sweep_after_s`` (6 hours by default) is discarded:
-    409 ``upload_expired`` when it goes on; start it again."""
+    An upload whose client sends no data for ``upload_idle_timeout_s`` (5 minutes by default) is
+    stopped at once: 408 ``upload_idle``, what it had sent discarded; start it again. (Without
+    that limit, one idle for ``tmp_sweep_after_s`` is swept: 409 ``upload_expired`` when it goes
+    on.)"""
     declared = request.headers.get("content-length", "")
     await run_in_threadpool(  # refuse before reading the body when the quota is already spent
         _upload_quota, platform, uid, int(declared) - 64 * 1024 if declared.isdigit() else 1
     )
     st = platform.settings
     up = await receive_upload(
-        request, platform.storage.tmp_dir(), st.upload_limit_bytes, st.tmp_sweep_after_s
+        request,
+        platform.storage.tmp_dir(),
+        st.upload_limit_bytes,
+        st.tmp_sweep_after_s,
+        idle_timeout_s=st.upload_idle_timeout_s,
     )
     try:
         await run_in_threadpool(_upload_quota, platform, uid, up.size)
