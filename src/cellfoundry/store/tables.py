@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -128,6 +129,10 @@ class Application(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    #: one run per owner and Idempotency-Key (POST /submit); runs without a key (NULL) are many
+    __table_args__ = (
+        Index("uq_runs_owner_idempotency_key", "owner_id", "idempotency_key", unique=True),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("r_"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     dataset_id: Mapped[str] = mapped_column(
@@ -152,6 +157,9 @@ class Run(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: the submit's Idempotency-Key header and the sha256 of its body (both NULL without a key)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    request_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class RunShard(Base):

@@ -49,6 +49,13 @@ function authHeaders(): Record<string, string> {
 
 const NO_KEY_HINT = "Enter your API key on the Settings page (`cellfoundry keys create NAME` prints one).";
 
+/** A new random Idempotency-Key (32 hex digits; crypto.getRandomValues works on plain http too,
+ * unlike crypto.randomUUID). */
+export function newIdempotencyKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Turn a non-2xx answer into an ApiError using the service's {error: {code, message, hint}}. */
 export async function errorFromResponse(res: Response): Promise<ApiError> {
   let body: unknown = null;
@@ -74,7 +81,7 @@ export function parseError(status: number, body: unknown): ApiError {
   return new ApiError(status, `http_${status}`, `The service answered HTTP ${status}.`);
 }
 
-async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<T> {
   let res: Response;
   try {
     res = await fetch(apiUrl(path), {
@@ -83,6 +90,7 @@ async function request<T>(method: string, path: string, body?: unknown, signal?:
         Accept: "application/json",
         ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
         ...authHeaders(),
+        ...headers,
       },
       body: body !== undefined ? JSON.stringify(body) : undefined,
       signal,
@@ -124,7 +132,10 @@ export const api = {
   models: (signal?: AbortSignal) => request<Model[]>("GET", "/models", undefined, signal),
   applicationModels: (appId: string, signal?: AbortSignal) =>
     request<Model[]>("GET", `/applications/${encodeURIComponent(appId)}/models`, undefined, signal),
-  submit: (req: SubmitRequest) => request<SubmitResponse>("POST", "/submit", req),
+  /** With `idempotencyKey`, a repeat of the same submit with the same key answers the run the
+   * first one created (after a lost answer) instead of queueing a second. */
+  submit: (req: SubmitRequest, idempotencyKey?: string) =>
+    request<SubmitResponse>("POST", "/submit", req, undefined, idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {}),
   status: (runId: string, signal?: AbortSignal) => request<Run>("GET", `/status/${encodeURIComponent(runId)}`, undefined, signal),
   cancel: (runId: string) => request<Run>("POST", `/runs/${encodeURIComponent(runId)}/cancel`),
   runs: (opts: { state?: RunState | ""; applicationId?: string; offset?: number; limit?: number }, signal?: AbortSignal) =>

@@ -193,6 +193,19 @@ export interface paths {
          *     valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of the
          *     first bad byte or the encoding the body is in, ``invalid_json`` with the line, column and
          *     character of the error), as on ``/predict``.
+         *
+         *     Retries: send an ``Idempotency-Key`` header (1-255 visible ASCII characters, e.g. a new
+         *     UUID per run) and the same key with every retry of the same submit, so that a retry after
+         *     a lost answer (a timeout, a dropped connection) creates no second run. The first request
+         *     that creates a run stores the key; a later one of yours with the same key and the same body
+         *     (key order and whitespace aside) answers that run again (201, its ``run_id`` and current
+         *     ``state``, header ``Idempotent-Replayed: true``) and queues and counts nothing against your
+         *     quota; two sent at once make one run. The same key with a different body is refused
+         *     (422 ``idempotency_key_reused``: use a new key for a different request); a malformed key
+         *     is 422 ``invalid_idempotency_key``. Keys are yours alone (another user's same key is
+         *     another run) and last as long as the run: after ``DELETE /runs/{run_id}`` (or the delete
+         *     of its dataset) the key creates a new run. A refused submit stores nothing; retry it with
+         *     the same key. Without the header every submit creates a run.
          */
         post: operations["submit_submit_post"];
         delete?: never;
@@ -2743,7 +2756,10 @@ export interface operations {
     submit_submit_post: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description optional: 1-255 visible ASCII characters (a new UUID per run, say), sent again unchanged with every retry of the same submit; a retry answers the run the first request created instead of creating another */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2753,9 +2769,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description the run was queued, or (with Idempotent-Replayed: true) had been by an earlier request with the same Idempotency-Key */
             201: {
                 headers: {
+                    /** @description 'true' when the answer is the run an earlier request with the same Idempotency-Key created (nothing new was queued); absent otherwise */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { api, getApiKey } from "../api/client";
+import { api, getApiKey, newIdempotencyKey } from "../api/client";
 import { navigate } from "./router";
 
 export type Async<T> =
@@ -51,15 +51,22 @@ export function useInterval(fn: () => void, ms: number, active: boolean): void {
   }, [ms, active]);
 }
 
-/** Submit a run, then open the page `to(runId)`; `busy` and `error` describe the attempt. */
+/** Submit a run, then open the page `to(runId)`; `busy` and `error` describe the attempt.
+ * Submitting the same body again after a failure (a lost answer, a proxy error) sends the same
+ * Idempotency-Key, so a run the failed attempt did create is answered, not queued twice; a
+ * changed body or a submit after a success gets a new key. */
 export function useSubmitRun(to: (runId: string) => string) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  const attempt = useRef<{ body: string; key: string } | null>(null);
   const submit = async (body: Parameters<typeof api.submit>[0]) => {
     setBusy(true);
     setError(null);
+    const json = JSON.stringify(body);
+    if (attempt.current?.body !== json) attempt.current = { body: json, key: newIdempotencyKey() };
     try {
-      const r = await api.submit(body);
+      const r = await api.submit(body, attempt.current.key);
+      attempt.current = null;
       navigate(to(r.run_id));
     } catch (e) {
       setError(e);

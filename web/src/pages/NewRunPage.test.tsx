@@ -21,6 +21,16 @@ describe("modelBlocker", () => {
   });
 });
 
+/** Render the page for `upload` and the annotation application and submit with the defaults. */
+async function submitAnnotation() {
+  render(<NewRunPage initialDataset={upload.id} initialApp="annotation" />);
+  const radio = (await screen.findByRole("radio", { name: new RegExp(`^${demoModel.name} `) })) as HTMLInputElement;
+  await waitFor(() => expect(radio.checked).toBe(true));
+  fireEvent.click(screen.getByRole("button", { name: "Next" }));
+  fireEvent.click(await screen.findByRole("button", { name: "Next" }));
+  fireEvent.click(await screen.findByRole("button", { name: "Submit run" }));
+}
+
 describe("NewRunPage", () => {
   it("offers only usable models, shows params with defaults and bounds, and submits", async () => {
     setApiKey("k");
@@ -68,15 +78,32 @@ describe("NewRunPage", () => {
       "GET /applications/annotation/models": { body: [demoModel] },
       "POST /submit": { status: 422, body: submitRefused },
     });
-    render(<NewRunPage initialDataset={upload.id} initialApp="annotation" />);
-    const radio = (await screen.findByRole("radio", { name: new RegExp(`^${demoModel.name} `) })) as HTMLInputElement;
-    await waitFor(() => expect(radio.checked).toBe(true));
-    fireEvent.click(screen.getByRole("button", { name: "Next" }));
-    fireEvent.click(await screen.findByRole("button", { name: "Next" }));
-    fireEvent.click(await screen.findByRole("button", { name: "Submit run" }));
+    await submitAnnotation();
     expect(await screen.findByText(submitRefused.error.message)).toBeTruthy();
     expect(screen.getByText(submitRefused.error.hint!)).toBeTruthy();
     expect(screen.getByText("The service refused this run")).toBeTruthy();
+  });
+
+  it("sends the same Idempotency-Key when the same run is submitted again after a failure", async () => {
+    setApiKey("k");
+    let answers = 0;
+    const { calls } = stubFetch({
+      "GET /datasets": { body: [upload] },
+      "GET /applications": { body: applications },
+      "GET /applications/annotation/models": { body: [demoModel] },
+      // the first answer is lost behind a proxy (the run may well have been created)
+      "POST /submit": () => (++answers === 1
+        ? { status: 502, body: { error: { code: "bad_gateway", message: "proxy error", hint: null } } }
+        : { status: 201, body: submitted }),
+    });
+    await submitAnnotation();
+    expect(await screen.findByText("proxy error")).toBeTruthy();
+    fireEvent.click(screen.getByRole("button", { name: "Submit run" }));
+    await waitFor(() => expect(window.location.hash).toBe(`#/runs/${submitted.run_id}`));
+    const keys = calls.filter((c) => c.method === "POST").map((c) => (c.init!.headers as Record<string, string>)["Idempotency-Key"]);
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^[0-9a-f]{32}$/);
+    expect(keys[1]).toBe(keys[0]);
   });
 
   it("combines models for a consensus: model_id plus the ticked others in params.other_model_ids", async () => {

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from cellfoundry.errors import CellfoundryError, ConflictError, NotFoundError
 from cellfoundry.jobs.applications import (
@@ -21,9 +22,16 @@ from cellfoundry.jobs.shards import remove_shard_files
 from cellfoundry.jobs.states import cancel_run
 from cellfoundry.service.deletion import delete_runs
 from cellfoundry.service.deps import OwnRunDep, PlatformDep, SessionDep, UserDep
+from cellfoundry.service.idempotency import (
+    SUBMIT_CREATED,
+    IdempotencyKeyDep,
+    keyed_run,
+    replay,
+    request_sha256,
+)
 from cellfoundry.service.json_body import JsonBodyRoute
 from cellfoundry.service.public import run_public
-from cellfoundry.service.quotas import check_run_quota
+from cellfoundry.service.quotas import check_run_quota, lock_user
 from cellfoundry.service.schemas import (
     ID_PATTERN,
     MAX_PAGE,
@@ -45,9 +53,16 @@ EXIT_AFTER_COMMIT = "CELLFOUNDRY_FAULT_EXIT_AFTER_SUBMIT_COMMIT"
     "/submit",
     status_code=201,
     response_model=SubmitPublic,
-    responses=errors(400, 401, 404, 409, 413, 415, 429, 503),
+    responses={**errors(400, 401, 404, 409, 413, 415, 429, 503), 201: SUBMIT_CREATED},
 )
-def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDep) -> SubmitPublic:
+def submit(
+    body: SubmitCreate,
+    s: SessionDep,
+    uid: UserDep,
+    platform: PlatformDep,
+    key: IdempotencyKeyDep,
+    response: Response,
+) -> SubmitPublic:
     """Queue a run of an application on a dataset with a model (params validated first).
 
     Body: a JSON object sent with ``Content-Type: application/json`` (another or no
@@ -56,7 +71,23 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
     valid JSON is refused with 422 (``empty_body``, ``body_not_utf8`` with the offset of the
     first bad byte or the encoding the body is in, ``invalid_json`` with the line, column and
     character of the error), as on ``/predict``.
+
+    Retries: send an ``Idempotency-Key`` header (1-255 visible ASCII characters, e.g. a new
+    UUID per run) and the same key with every retry of the same submit, so that a retry after
+    a lost answer (a timeout, a dropped connection) creates no second run. The first request
+    that creates a run stores the key; a later one of yours with the same key and the same body
+    (key order and whitespace aside) answers that run again (201, its ``run_id`` and current
+    ``state``, header ``Idempotent-Replayed: true``) and queues and counts nothing against your
+    quota; two sent at once make one run. The same key with a different body is refused
+    (422 ``idempotency_key_reused``: use a new key for a different request); a malformed key
+    is 422 ``invalid_idempotency_key``. Keys are yours alone (another user's same key is
+    another run) and last as long as the run: after ``DELETE /runs/{run_id}`` (or the delete
+    of its dataset) the key creates a new run. A refused submit stores nothing; retry it with
+    the same key. Without the header every submit creates a run.
     """
+    digest = request_sha256(body)
+    if key is not None and (done := keyed_run(s, uid, key)) is not None:
+        return replay(done, digest, response)  # before any other check: the run exists
     d = s.get(Dataset, body.dataset_id)
     if d is None or d.owner_id != uid:
         raise NotFoundError(
@@ -90,6 +121,10 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
             f"the job queue is unavailable: {detail}",
             "start Redis (or fix CELLFOUNDRY_BROKER_URL) and submit again; nothing was queued",
         )
+    if key is not None:  # a submit with this key that was at work above is done by now
+        lock_user(s, uid)
+        if (done := keyed_run(s, uid, key)) is not None:
+            return replay(done, digest, response)
     check_run_quota(s, platform.settings, uid)  # locks the user until the run is committed
     check_not_deleted(s, d.id, [r.id for r in recs])
     run = Run(
@@ -99,9 +134,17 @@ def submit(body: SubmitCreate, s: SessionDep, uid: UserDep, platform: PlatformDe
         application_id=spec.id,
         params=params,
         backend=platform.settings.queue_backend,
+        idempotency_key=key,
+        request_sha256=digest if key is not None else None,
     )
     s.add(run)
-    s.commit()
+    try:
+        s.commit()
+    except IntegrityError:  # the unique (owner_id, idempotency_key): another submit came first
+        s.rollback()
+        if key is None or (done := keyed_run(s, uid, key)) is None:
+            raise
+        return replay(done, digest, response)
     if os.environ.get(EXIT_AFTER_COMMIT):  # fault-injection hook of the fault-matrix tests
         os._exit(70)
     try:
