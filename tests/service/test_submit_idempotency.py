@@ -186,13 +186,24 @@ def test_keys_are_per_owner(api: Api) -> None:
 
 def test_a_malformed_key_is_refused(api: Api) -> None:
     body = api.body(api.alice)
-    for value in (b"", b" ", b"two words", b"tab\there", b"x" * 256, "clé".encode(), b"\x7f"):
+    for value, why in [
+        (b"", "it is empty"),
+        (b" ", "byte 1 is 0x20"),
+        (b"two words", "byte 4 is 0x20"),
+        (b"tab\there", "byte 4 is 0x09"),
+        (b"x" * 256, "it has 256 characters"),
+        ("clé".encode(), "byte 3 is 0xC3"),
+        (b"\x7f", "byte 1 is 0x7F"),
+    ]:
         headers = {**api.alice, "Idempotency-Key": value}
         r = api.client.post("/submit", json=body, headers=headers)
         assert r.status_code == 422, (value, r.text)
         err = r.json()["error"]
         assert err["code"] == "invalid_idempotency_key", value
-        assert "1-255" in err["message"] and "new UUID" in err["hint"]
+        assert err["message"] == (
+            f"the Idempotency-Key header is not 1-255 visible ASCII characters ({why})"
+        )
+        assert "new UUID" in err["hint"]
     assert api.runs() == 0
 
 

@@ -76,10 +76,15 @@ def idempotency_key(
         )
     value = values[0]
     if not _KEY.fullmatch(value):
-        shown = value if len(value) <= 40 else value[:40] + "…"
+        if not value:
+            why = "it is empty"
+        elif len(value) > MAX_KEY:
+            why = f"it has {len(value)} characters"
+        else:  # header values arrive decoded as Latin-1: one character per byte
+            at, bad = next((i, c) for i, c in enumerate(value) if not "!" <= c <= "~")
+            why = f"byte {at + 1} is 0x{ord(bad):02X}"
         raise CellfoundryError(
-            f"{KEY_HEADER} {shown!r} is not 1-{MAX_KEY} visible ASCII characters "
-            f"(it has {len(value)} characters)",
+            f"the {KEY_HEADER} header is not 1-{MAX_KEY} visible ASCII characters ({why})",
             f"send a key of 1-{MAX_KEY} characters without spaces, e.g. a new UUID per run "
             "(the same key again only to retry the same submit)",
             code="invalid_idempotency_key",
