@@ -94,3 +94,27 @@ def test_the_cli_trains_and_annotates_a_float16_file(
     run = cli("annotate", path, "--model", str(tmp_path / "m"), "--out", str(out))
     assert run.returncode == 0, run.stderr
     assert len(out.read_text().splitlines()) == N_CELLS + 1
+
+
+def test_float16_overflow_is_named_as_its_cause(
+    files: dict[str, Path], model32: Path, tmp_path: Path
+) -> None:
+    """A count above float16's largest value (65,504) is stored as Inf. Before, the file was
+    refused only as holding "NaN or Inf values", which did not say the cause; now reading it
+    warns that the float16 matrix overflowed, and annotating it is still refused."""
+    from cellfoundry.errors import CellfoundryWarning, DataError
+
+    a = ad.read_h5ad(files["float32"])
+    x = sp.csr_matrix(a.X, dtype=np.float32)
+    x.data[[5, 9]] = 70_000.0  # two counts past 65,504
+    with np.errstate(over="ignore"):  # the overflow that the file then holds
+        a.X = sp.csr_matrix((x.data.astype(np.float16), x.indices, x.indptr), shape=x.shape)
+    path = tmp_path / "overflow.h5ad"
+    a.write_h5ad(path)
+    with pytest.warns(CellfoundryWarning) as seen:
+        read_data(path)
+    (msg,) = [str(w.message) for w in seen if "float16" in str(w.message)]
+    assert msg.startswith("X is stored as float16, whose largest value is 65,504: 2 of its")
+    assert "store counts as float32 or integers" in msg
+    with pytest.warns(CellfoundryWarning, match="float16"), pytest.raises(DataError):
+        cf.annotate(path, model32)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellfoundry.errors import DataError
+from cellfoundry.errors import CellfoundryWarning, DataError
 
 SUPPORTED = ".h5ad, 10x .h5, a 10x MEX folder (matrix.mtx[.gz], features/genes.tsv[.gz], barcodes.tsv[.gz]), .csv/.tsv[.gz]"
 
@@ -359,11 +359,17 @@ def read_h5ad_float16(path: str | Path) -> ad.AnnData:
         kind = iospec.encoding_type
         if kind in _SPARSE and elem["data"].dtype == np.float16:
             cls = sp.csr_matrix if kind == "csr_matrix" else sp.csc_matrix
-            parts = (
-                elem["data"][...].astype(np.float32),
-                elem["indices"][...],
-                elem["indptr"][...],
-            )
+            data = elem["data"][...].astype(np.float32)
+            n_inf = int(np.isinf(data).sum())
+            if n_inf:  # said here, where the cause is known; the matrix is refused if it is used
+                warnings.warn(
+                    f"{elem.name.lstrip('/')} is stored as float16, whose largest value is "
+                    f"65,504: {n_inf:,} of its values are Inf (larger counts overflowed when the "
+                    "file was written); store counts as float32 or integers",
+                    CellfoundryWarning,
+                    stacklevel=2,
+                )
+            parts = (data, elem["indices"][...], elem["indptr"][...])
             return cls(parts, shape=tuple(int(n) for n in elem.attrs["shape"]))
         return read(elem)
 
