@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -110,15 +111,15 @@ FILE_TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 Upload = Callable[[AsyncIterator[bytes]], Awaitable[httpx.Response]]
 
 
-def _upload_app_settings(tmp_path: Path) -> Settings:
-    """The API's own reaper sweeps storage/tmp at every pass (every 0.1 s), after 1 s idle."""
+def _upload_app_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """The API's own reaper sweeps storage/tmp at every pass (every 0.1 s), after 1 s idle
+    (unless ``overrides`` say otherwise)."""
+    given: dict[str, Any] = {"tmp_sweep_after_s": 1, "shard_sweep_s": 0, "reaper_s": 0.1}
     return Settings(
         home=tmp_path / "home",
         demo_model=False,
         web_dir=tmp_path / "no-web",
-        tmp_sweep_after_s=1,
-        shard_sweep_s=0,
-        reaper_s=0.1,
+        **{**given, **overrides},
     )
 
 
@@ -230,10 +231,8 @@ def test_an_upload_whose_client_falls_silent_is_stopped_408_at_the_idle_timeout(
     file for as long as it liked (until the 6-hour sweep, and the open file's disk space until
     the connection closed). Now it is answered 408 upload_idle once silent for
     upload_idle_timeout_s, and its partial file is removed at once, long before any sweep."""
-    settings = Settings(
-        home=tmp_path / "home",
-        demo_model=False,
-        web_dir=tmp_path / "no-web",
+    settings = _upload_app_settings(
+        tmp_path,
         upload_idle_timeout_s=0.5,
         tmp_sweep_after_s=HOUR,  # the sweep plays no part
     )

@@ -118,13 +118,14 @@ async def receive_upload(
     request: Request,
     tmp_dir: Path,
     limit: int,
-    idle_limit_s: float,
-    field: str = "file",
+    *,
+    swept_after_s: float,
     idle_timeout_s: float = 0.0,
+    field: str = "file",
 ) -> Uploaded:
     """Stream the multipart field ``field`` of ``request`` into a temporary file under ``tmp_dir``
-    (409 ``upload_expired`` when the sweep removed it after ``idle_limit_s`` without data; 408
-    ``upload_idle`` as soon as the client has sent nothing for ``idle_timeout_s``, if set)."""
+    (409 ``upload_expired`` when the tmp sweep removed it, after ``swept_after_s`` without data;
+    408 ``upload_idle`` as soon as the client has sent nothing for ``idle_timeout_s``, if set)."""
     ctype, opts = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in opts:
         raise UnsupportedMediaError(
@@ -217,7 +218,7 @@ async def receive_upload(
                 raise problems[0]
             out.flush()  # the file's mtime is the last data's: only an idle upload is swept
             if os.fstat(out.fileno()).st_nlink == 0:  # swept while its client was idle
-                raise upload_expired(idle_limit_s)
+                raise upload_expired(swept_after_s)
         parser.finalize()
         os.utime(out.fileno())  # received: not idle while it is checked (register_upload)
     except CellfoundryError:

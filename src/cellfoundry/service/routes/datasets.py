@@ -44,7 +44,7 @@ async def upload(request: Request, uid: UserDep, platform: PlatformDep) -> Datas
         request,
         platform.storage.tmp_dir(),
         st.upload_limit_bytes,
-        st.tmp_sweep_after_s,
+        swept_after_s=st.tmp_sweep_after_s,
         idle_timeout_s=st.upload_idle_timeout_s,
     )
     try:
